@@ -1,0 +1,942 @@
+#!/usr/bin/env -S npx tsx
+/**
+ * flash.ts: turn a Tuya Wi-Fi plug with a Beken BK7231T/N chip into an ESPHome device, from one recipe.
+ *
+ *   npx tsx flash.ts recipes/23A.yaml              flash one plug, guided
+ *   npx tsx flash.ts recipes/23A.yaml --dry-run    show every step and command, touch nothing
+ *   npx tsx flash.ts doctor recipes/23A.yaml       check this machine is ready
+ *   npx tsx flash.ts --help
+ *
+ * Read it top to bottom: the data tables, the recipe schema, main() (the procedure a hobbyist
+ * follows by hand, step by step), then one section per step, then small helpers.
+ */
+import { parseArgs } from 'node:util';
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { z } from 'zod';
+import YAML, { LineCounter, isMap, isPair, isScalar, type Document } from 'yaml';
+
+// ─── Data tables ─────────────────────────────────────────────────────────────────────────────
+
+export const VERSION = '0.1.0';
+
+export type Mcu = 'bk7231t' | 'bk7231n';
+
+/** What flash.ts knows about each chip. Everything plug-specific lives in recipes instead. */
+export const MCUS: Record<Mcu, { chip: string; board: string; familyId: number; kickstartAp: string }> = {
+  bk7231t: { chip: 'BK7231T', board: 'generic-bk7231t-qfn32-tuya', familyId: 0x675a40b0, kickstartAp: 'kickstart-bk7231t' },
+  bk7231n: { chip: 'BK7231N', board: 'generic-bk7231n-qfn32-tuya', familyId: 0x7b3ef230, kickstartAp: 'kickstart-bk7231n' },
+};
+
+/** ESPHome bk72xx boards a recipe may name, by the chip on them (ESPHome's LibreTiny board list). */
+export const BOARDS: Record<string, Mcu> = {
+  'generic-bk7231t-qfn32-tuya': 'bk7231t', 'wb2s': 'bk7231t', 'wb3s': 'bk7231t', 'wb2l': 'bk7231t',
+  'wb3l': 'bk7231t', 'wb1s': 'bk7231t', 'wblc5': 'bk7231t', 'wa2': 'bk7231t',
+  'generic-bk7231n-qfn32-tuya': 'bk7231n', 'cb2s': 'bk7231n', 'cb3s': 'bk7231n', 'cb2l': 'bk7231n',
+  'cb3l': 'bk7231n', 'cb1s': 'bk7231n', 'cblc5': 'bk7231n', 'cbu': 'bk7231n', 'cb3se': 'bk7231n',
+};
+
+/** Pins usable on the QFN32 BK7231 modules, with the option text Kickstart's pinscan `-> Pin` select shows. */
+export const BK7231_PINS: Record<string, string> = {
+  P0: 'P0 / UART2_TX / I2C2_SCL', P1: 'P1 / UART2_RX / I2C2_SDA', P6: 'P6 / PWM0', P7: 'P7 / PWM1',
+  P8: 'P8 / PWM2', P9: 'P9 / PWM3', P10: 'P10 / UART1_RX', P11: 'P11 / UART1_TX', P14: 'P14 / SCK',
+  P15: 'P15 / CS', P16: 'P16 / MOSI', P17: 'P17 / MISO', P20: 'P20 / I2C1_SCL / TCK',
+  P21: 'P21 / I2C1_SDA / TMS', P22: 'P22 / TDI', P23: 'P23 / TDO / ADC3', P24: 'P24 / PWM4',
+  P26: 'P26 / PWM5', P28: 'P28',
+};
+
+/** ESPHome switch `restore_mode` values (the seed page lists the first four). */
+export const RESTORE_MODES = [
+  'RESTORE_DEFAULT_OFF', 'RESTORE_DEFAULT_ON', 'ALWAYS_OFF', 'ALWAYS_ON',
+  'RESTORE_INVERTED_DEFAULT_OFF', 'RESTORE_INVERTED_DEFAULT_ON', 'DISABLED',
+] as const;
+
+/** The steps of a full run, in order. `main()` walks this table; each step has a section below. */
+export const STEPS = [
+  { name: 'check', does: 'preflight for the steps ahead: tools, Wi-Fi adapter, cloudcutter checkout, firmware, free ports' },
+  { name: 'config', does: 'render the ESPHome config and create/complete secrets.yaml' },
+  { name: 'compile', does: 'esphome compile (in the background, overlapping cloudcutter); check the UF2 is for this chip' },
+  { name: 'cloudcutter', does: 'write the local device profile, then flash Kickstart over the air with tuya-cloudcutter' },
+  { name: 'kickstart', does: "join the plug's kickstart AP, give it your Wi-Fi, find it on your LAN" },
+  { name: 'pins', does: '(--check-pins) drive each recipe pin through Kickstart and ask what you saw' },
+  { name: 'upload', does: "send the compiled UF2 to Kickstart's web OTA" },
+  { name: 'verify', does: 'wait for the device on mDNS, check its API, print how to adopt it in Home Assistant' },
+] as const;
+export type StepName = (typeof STEPS)[number]['name'];
+
+/** Keys secrets.yaml must hold for the template's `!secret` references. */
+export const SECRET_KEYS = ['wifi_ssid', 'wifi_password', 'api_encryption_key', 'ota_password', 'ap_password'] as const;
+
+export const EXIT = { ok: 0, failed: 1, badInput: 2 } as const;
+
+const DEFAULTS = { out: 'esphome', cloudcutter: 'tuya-cloudcutter' };
+
+// ─── The recipe schema ───────────────────────────────────────────────────────────────────────
+// One zod schema is the recipe format: validation, error messages and recipes/recipe.schema.json
+// (`npx tsx flash.ts schema`) all come from it.
+
+const PinName = z.enum(Object.keys(BK7231_PINS) as [string, ...string[]]);
+const DeviceName = z.string().max(31).regex(/^[a-z0-9_-]+$/);
+
+export const RecipeSchema = z
+  .strictObject({
+    model: z.string().min(1).meta({ description: 'The plug, as printed on it, e.g. "Status Wifi Plug 23A ST3".' }),
+    mcu: z.enum(['bk7231t', 'bk7231n']).meta({ description: 'The Beken chip inside: bk7231t or bk7231n.' }),
+    kickstart: z.string().min(1).default('auto').meta({
+      description: 'ESPHome Kickstart firmware in <cloudcutter>/custom-firmware/: "auto" picks the newest for the MCU, or a file name.',
+    }),
+    cloudcutter: z
+      .strictObject({
+        profile: z.string().min(1).optional().meta({
+          description: 'The label cloudcutter\'s "By firmware version and name" menu shows (e.g. "1.1.8 - BK7231N / oem_bk7231n_plug") or a profile slug.',
+        }),
+        device: z.string().min(1).optional().meta({ description: "A device slug from cloudcutter's device database." }),
+      })
+      .meta({ description: 'How tuya-cloudcutter identifies the stock firmware: profile or device.' }),
+    ap_mode: z.string().min(1).meta({ description: 'What the user does to put this plug into AP mode (shown before each power cycle).' }),
+    esphome: z.string().min(1).meta({ description: 'The ESPHome template, relative to the recipe.' }),
+    pins: z
+      .record(z.string().regex(/^[a-z][a-z0-9_]*$/), PinName)
+      .meta({ description: 'Function -> BK7231 pin; each becomes the substitution <function>_pin. Functions named button* are inputs, the rest outputs.' }),
+    substitutions: z
+      .looseObject({
+        device_name: DeviceName.meta({ description: 'ESPHome node name: a-z, 0-9, - and _, at most 31 characters.' }),
+        friendly_name: z.string().min(1).meta({ description: 'The name Home Assistant shows.' }),
+        default_state: z.enum(RESTORE_MODES).optional().meta({ description: 'Relay state at power-on (ESPHome restore_mode).' }),
+        board: z.string().optional().meta({ description: 'ESPHome bk72xx board; defaults from mcu.' }),
+      })
+      .catchall(z.union([z.string(), z.number(), z.boolean()]))
+      .meta({ description: 'ESPHome substitutions for the template.' }),
+  })
+  .superRefine(checkRecipeConsistency)
+  .meta({ title: 'flash.ts recipe', description: 'One Beken plug model: chip, cloudcutter profile, pins and ESPHome substitutions.' });
+
+export type Recipe = z.output<typeof RecipeSchema>;
+
+/** The checks that span fields; each issue names its field and carries a fix hint. */
+function checkRecipeConsistency(r: z.output<z.ZodObject<any>>, ctx: z.RefinementCtx): void {
+  const recipe = r as Recipe;
+  const mcu = recipe.mcu;
+  const other: Mcu = mcu === 'bk7231t' ? 'bk7231n' : 'bk7231t';
+  const issue = (path: (string | number)[], message: string, hint: string) =>
+    ctx.addIssue({ code: 'custom', path, message, params: { hint } });
+
+  const board = recipe.substitutions.board;
+  if (board !== undefined) {
+    const boardMcu = BOARDS[String(board)];
+    if (!boardMcu)
+      issue(['substitutions', 'board'], `"${board}": this board is unknown for bk72xx plugs`,
+        `use ${MCUS[mcu].board} (the default for ${mcu}), or remove the line`);
+    else if (boardMcu !== mcu)
+      issue(['substitutions', 'board'], `board "${board}" carries a ${boardMcu.toUpperCase()}, but mcu is ${mcu}`,
+        `use ${MCUS[mcu].board}, or change mcu to ${boardMcu}`);
+  }
+
+  const seen = new Map<string, string>();
+  for (const [fn, pin] of Object.entries(recipe.pins)) {
+    const first = seen.get(pin);
+    if (first) issue(['pins', fn], `pin ${pin} is used for both ${first} and ${fn}`, 'give each function its own pin (see the device page\'s GPIO table)');
+    else seen.set(pin, fn);
+  }
+
+  if (!recipe.cloudcutter.profile === !recipe.cloudcutter.device)
+    issue(['cloudcutter'], 'give exactly one of cloudcutter.profile or cloudcutter.device',
+      'e.g. profile: 1.1.8 - BK7231N / oem_bk7231n_plug');
+  const labelChip = recipe.cloudcutter.profile?.match(/-\s*(BK72\w+)\s*\//i)?.[1]?.toLowerCase();
+  if (labelChip && labelChip !== mcu)
+    issue(['cloudcutter', 'profile'], `profile "${recipe.cloudcutter.profile}" is for a ${labelChip.toUpperCase()}, but mcu is ${mcu}`,
+      `pick a "- ${MCUS[mcu].chip}" profile, or change mcu to ${labelChip} if the plug really has that chip`);
+
+  if (recipe.kickstart !== 'auto' && recipe.kickstart.toLowerCase().includes(other))
+    issue(['kickstart'], `"${recipe.kickstart}" is firmware for the ${MCUS[other].chip}, but mcu is ${mcu}`,
+      `use kickstart: auto, or the ..._${mcu}_app.ota.ug.bin file`);
+
+  const subs = recipe.substitutions;
+  for (const key of Object.keys(subs))
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key))
+      issue(['substitutions', key], `"${key}" is not a valid substitution name`, 'use letters, digits and _ (e.g. main_icon)');
+  for (const fn of Object.keys(recipe.pins))
+    if (`${fn}_pin` in subs)
+      issue(['substitutions', `${fn}_pin`], `${fn}_pin comes from pins.${fn}; it cannot also be a substitution`, `remove it and set pins.${fn}`);
+}
+
+/** Example values used in "add this line" hints. */
+const FIELD_EXAMPLES: Record<string, string> = {
+  model: 'model: Status Wifi Plug 23A ST3',
+  mcu: 'mcu: bk7231n',
+  cloudcutter: 'cloudcutter:\n      profile: 1.1.8 - BK7231N / oem_bk7231n_plug',
+  ap_mode: 'ap_mode: Hold the button 5 s until the LED flashes fast, release, then hold again until it flashes slowly.',
+  esphome: 'esphome: status-plug.esphome.yaml',
+  pins: 'pins:\n      button: P8\n      relay: P24',
+  substitutions: 'substitutions:\n      device_name: status-plug-01\n      friendly_name: Status Plug 01',
+  device_name: 'device_name: status-plug-01',
+  friendly_name: 'friendly_name: Status Plug 01',
+};
+
+// ─── main(): the procedure ───────────────────────────────────────────────────────────────────
+
+export interface Options {
+  recipe: string;
+  out: string;
+  cloudcutter: string;
+  sets: Record<string, string>;
+  dryRun: boolean;
+  yes: boolean;
+  only?: StepName;
+  from?: StepName;
+  wifiIface?: string;
+  deviceIp?: string;
+  checkPins: boolean;
+  esphome?: 'local' | 'docker';
+  verbose: boolean;
+}
+
+/** Everything a step needs: the validated recipe, rendered inputs and the options. */
+export interface Ctx {
+  opts: Options;
+  recipe: Recipe;
+  recipePath: string;
+  templatePath: string;
+  template: string;
+  substitutions: Record<string, string>;
+  deviceName: string;
+}
+
+const STEP_RUNNERS: Record<StepName, { run: (ctx: Ctx) => Promise<void>; plan: (ctx: Ctx) => string[] }> = {
+  check: { run: notImplemented('check'), plan: planCheck },
+  config: { run: stepConfig, plan: planConfig },
+  compile: { run: notImplemented('compile'), plan: planCompile },
+  cloudcutter: { run: notImplemented('cloudcutter'), plan: planCloudcutter },
+  kickstart: { run: notImplemented('kickstart'), plan: planKickstart },
+  pins: { run: notImplemented('pins'), plan: planPins },
+  upload: { run: notImplemented('upload'), plan: planUpload },
+  verify: { run: notImplemented('verify'), plan: planVerify },
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const cli = parseCli(argv);
+  if (cli.command === 'help') return print(usage()), EXIT.ok;
+  if (cli.command === 'version') return print(VERSION), EXIT.ok;
+  if (cli.command === 'schema') return print(recipeJsonSchemaText()), EXIT.ok;
+  if (cli.command === 'doctor') throw new StepError('doctor', 'doctor is not implemented yet', 'follow the device page\'s prerequisites by hand');
+
+  const opts = cli.opts;
+  const ctx = loadContext(opts);
+  const steps = stepsToRun(opts);
+
+  print(`${c.bold('flash.ts')} · ${ctx.recipe.model} (${MCUS[ctx.recipe.mcu].chip}) → ${c.bold(ctx.deviceName)}` +
+    (opts.dryRun ? c.dim('   [dry run: nothing is written, run or sent]') : ''));
+
+  for (const [i, step] of steps.entries()) {
+    const title = `${c.cyan(`[${i + 1}/${steps.length}]`)} ${c.bold(step.name.padEnd(11))} ${c.dim(step.does)}`;
+    print(`\n${title}`);
+    const runner = STEP_RUNNERS[step.name];
+    if (opts.dryRun) for (const line of runner.plan(ctx)) print(`    ${line}`);
+    else await runner.run(ctx);
+  }
+  if (opts.dryRun) print(`\n${c.green('✓')} dry run complete: run the same command without --dry-run to do it.`);
+  return EXIT.ok;
+}
+
+/** Which steps this run covers: all, `--only STEP`, or `--from STEP` onwards. `pins` needs --check-pins. */
+export function stepsToRun(opts: Pick<Options, 'only' | 'from' | 'checkPins'>): (typeof STEPS)[number][] {
+  if (opts.only) return STEPS.filter((s) => s.name === opts.only);
+  const start = opts.from ? STEPS.findIndex((s) => s.name === opts.from) : 0;
+  return STEPS.slice(start).filter((s) => s.name !== 'pins' || opts.checkPins);
+}
+
+function notImplemented(step: StepName) {
+  return async (): Promise<void> => {
+    throw new StepError(step, `the ${step} step is not implemented yet in flash.ts ${VERSION}`,
+      `run the earlier steps with --only, or follow the device page by hand for this one`);
+  };
+}
+
+// ─── Step: check ─────────────────────────────────────────────────────────────────────────────
+
+function planCheck(ctx: Ctx): string[] {
+  return [`run the doctor checks for the steps ahead (see: npx tsx flash.ts doctor ${ctx.opts.recipe})`];
+}
+
+// ─── Step: config ────────────────────────────────────────────────────────────────────────────
+
+/** The files the config step writes, rendered in memory first so nothing is half-written. */
+export interface ConfigFiles {
+  configPath: string;
+  config: string;
+  secretsPath: string;
+  secrets: string;
+  secretsAdded: string[];
+  gitignorePath: string;
+  gitignore: string;
+}
+
+async function stepConfig(ctx: Ctx): Promise<void> {
+  const secretsPath = path.join(ctx.opts.out, 'secrets.yaml');
+  const existing = readSecretsFile(secretsPath);
+  const wifi = await askWifiIfMissing(existing.values, ctx.opts);
+  const files = renderConfigFiles(ctx, existing, wifi, randomSecret);
+
+  fs.mkdirSync(ctx.opts.out, { recursive: true });
+  const results = [
+    [files.configPath, writeFileAtomic(files.configPath, files.config)],
+    [files.secretsPath, writeFileAtomic(files.secretsPath, files.secrets, 0o600)],
+    [files.gitignorePath, writeFileAtomic(files.gitignorePath, files.gitignore)],
+  ] as const;
+  for (const [file, result] of results) print(`    ${result === 'unchanged' ? c.dim('·') : c.green('✓')} ${result} ${file}`);
+  if (files.secretsAdded.length) print(`    ${c.dim(`secrets added: ${files.secretsAdded.join(', ')} (values not shown; the file is mode 0600)`)}`);
+}
+
+function planConfig(ctx: Ctx): string[] {
+  const secretsPath = path.join(ctx.opts.out, 'secrets.yaml');
+  const existing = readSecretsFile(secretsPath);
+  const files = renderConfigFiles(ctx, existing, { ssid: '***', password: '***' }, () => '***');
+  const missing = SECRET_KEYS.filter((k) => !(k in existing.values));
+  const wifiMissing = missing.filter((k) => k.startsWith('wifi_'));
+  return [
+    `write ${files.configPath} (${files.config.split('\n').length} lines: ${ctx.recipePath} + ${ctx.templatePath})`,
+    missing.length
+      ? `${existing.found ? 'complete' : 'create'} ${secretsPath} (mode 0600): add ${missing.map((k) => `${k}=***`).join(', ')}` +
+        (wifiMissing.length ? ` (Wi-Fi from FLASH_WIFI_SSID/FLASH_WIFI_PASSWORD or asked)` : '')
+      : `keep ${secretsPath}: it already holds every secret`,
+    `write ${files.gitignorePath}`,
+  ];
+}
+
+/** Renders the device config, the completed secrets.yaml and .gitignore. Pure: randomness comes in. */
+export function renderConfigFiles(
+  ctx: Ctx,
+  existing: { text: string; values: Record<string, string> },
+  wifi: { ssid: string; password: string } | null,
+  random: (key: string) => string,
+): ConfigFiles {
+  const out = ctx.opts.out;
+  // Named as the user would type it from here; outside the working dir, by absolute path.
+  const fromCwd = path.relative(process.cwd(), ctx.recipePath);
+  const recipeRef = (fromCwd.startsWith('..') || path.isAbsolute(fromCwd) ? path.resolve(ctx.recipePath) : fromCwd).split(path.sep).join('/');
+  const config = renderDeviceConfig(ctx.substitutions, ctx.template, recipeRef, ctx.recipe.model);
+  const { text: secrets, added } = completeSecrets(existing.text, existing.values, wifi, random);
+  return {
+    configPath: path.join(out, `${ctx.deviceName}.yaml`),
+    config,
+    secretsPath: path.join(out, 'secrets.yaml'),
+    secrets,
+    secretsAdded: added,
+    gitignorePath: path.join(out, '.gitignore'),
+    gitignore: 'secrets.yaml\n.esphome/\n.flash/\n',
+  };
+}
+
+/**
+ * The self-contained ESPHome config: a header naming the recipe, the substitutions block, then the
+ * template as written (its own comments and `!secret` tags kept; ESPHome resolves `${...}` itself).
+ * Values are double-quoted so quotes, `$`, `#`, `:`, unicode and YAML 1.1 words like `on` stay strings.
+ */
+export function renderDeviceConfig(substitutions: Record<string, string>, template: string, recipeRef: string, model: string): string {
+  const header =
+    `# Generated by flash.ts from ${recipeRef} (${model}).\n` +
+    `# Edit the recipe and re-run \`npx tsx flash.ts <recipe> --only config\` rather than this file.\n\n`;
+  const subs = YAML.stringify({ substitutions }, { defaultStringType: 'QUOTE_DOUBLE', defaultKeyType: 'PLAIN', lineWidth: 0 });
+  return `${header}${subs}\n${templateBody(template)}`;
+}
+
+/** The template without its leading comment block (that text describes the template, not the device). */
+function templateBody(template: string): string {
+  const lines = template.split('\n');
+  let i = 0;
+  while (i < lines.length && (lines[i].startsWith('#') || lines[i].trim() === '')) i++;
+  return lines.slice(i).join('\n');
+}
+
+/**
+ * secrets.yaml completed with whatever is missing. Existing text and values are kept byte for
+ * byte; new keys are appended. Returns the text and the keys added.
+ */
+export function completeSecrets(
+  existingText: string,
+  existing: Record<string, string>,
+  wifi: { ssid: string; password: string } | null,
+  random: (key: string) => string,
+): { text: string; added: string[] } {
+  const additions: Record<string, string> = {};
+  for (const key of SECRET_KEYS) {
+    if (key in existing) continue;
+    if (key === 'wifi_ssid' || key === 'wifi_password') {
+      if (!wifi) throw new Error(`internal: ${key} missing and no Wi-Fi answer`);
+      additions[key] = key === 'wifi_ssid' ? wifi.ssid : wifi.password;
+    } else additions[key] = random(key);
+  }
+  const added = Object.keys(additions);
+  if (!added.length) return { text: existingText, added };
+  let text = existingText || '# ESPHome secrets for the devices in this folder. Written by flash.ts; keep it private (mode 0600).\n';
+  if (!text.endsWith('\n')) text += '\n';
+  text += YAML.stringify(additions, { defaultStringType: 'QUOTE_DOUBLE', defaultKeyType: 'PLAIN', lineWidth: 0 });
+  return { text, added };
+}
+
+/** Crypto randomness for a new secret: ESPHome wants the API key as base64 of 32 bytes. */
+export function randomSecret(key: string): string {
+  if (key === 'api_encryption_key') return crypto.randomBytes(32).toString('base64');
+  // AP passwords need 8+ characters; URL-safe letters and digits keep them easy to type on a phone.
+  return crypto.randomBytes(18).toString('base64url').replace(/[-_]/g, '').slice(0, key === 'ap_password' ? 16 : 24);
+}
+
+function readSecretsFile(file: string): { found: boolean; text: string; values: Record<string, string> } {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { found: false, text: '', values: {} };
+    throw e;
+  }
+  const lc = new LineCounter();
+  const doc = YAML.parseDocument(text, { lineCounter: lc });
+  if (doc.errors.length) {
+    const err = doc.errors[0];
+    throw new InputError([{ file, line: err.linePos?.[0].line, message: `not valid YAML: ${err.message.split('\n')[0]}`, hint: 'fix the line by hand: flash.ts never rewrites existing secrets' }]);
+  }
+  const data = doc.toJS() ?? {};
+  if (typeof data !== 'object' || Array.isArray(data))
+    throw new InputError([{ file, line: 1, message: 'expected "key: value" lines', hint: 'fix or move the file away and re-run' }]);
+  const values = Object.fromEntries(Object.entries(data).map(([k, v]) => [k, String(v)]));
+  for (const key of SECRET_KEYS) if (values[key]) registerSecret(values[key]);
+  return { found: true, text, values };
+}
+
+/** Wi-Fi credentials for secrets.yaml when it lacks them: env vars, else a prompt (password masked). */
+async function askWifiIfMissing(existing: Record<string, string>, opts: Options): Promise<{ ssid: string; password: string } | null> {
+  if ('wifi_ssid' in existing && 'wifi_password' in existing) return null;
+  const ssid = existing.wifi_ssid ?? process.env.FLASH_WIFI_SSID ??
+    (await ask('input', 'Your Wi-Fi network name (SSID) for the plug', 'FLASH_WIFI_SSID', opts));
+  const password = existing.wifi_password ?? process.env.FLASH_WIFI_PASSWORD ??
+    (await ask('password', `Password for "${ssid}"`, 'FLASH_WIFI_PASSWORD', opts));
+  registerSecret(password);
+  return { ssid, password };
+}
+
+// ─── Steps still to come (issues 3–5): their dry-run plans ───────────────────────────────────
+
+function planCompile(ctx: Ctx): string[] {
+  return [`$ esphome compile ${path.join(ctx.opts.out, `${ctx.deviceName}.yaml`)}   (in the background; log in ${path.join(ctx.opts.out, '.flash', 'logs')})`,
+    `check ${uf2Path(ctx)} is a UF2 with family ID 0x${MCUS[ctx.recipe.mcu].familyId.toString(16).toUpperCase()} (${MCUS[ctx.recipe.mcu].chip})`];
+}
+
+function planCloudcutter(ctx: Ctx): string[] {
+  const cc = ctx.recipe.cloudcutter;
+  return [
+    cc.profile ? `resolve cloudcutter profile "${cc.profile}" (GET ${cloudcutterApi()}/profiles.json)` : `GET ${cloudcutterApi()}/devices/${cc.device}.json`,
+    `write ${path.join(ctx.opts.cloudcutter, 'device-profiles', '<slug>', 'device.json')} and profile.json`,
+    `ask you to put the plug in AP mode: ${ctx.recipe.ap_mode}`,
+    `$ ${process.getuid?.() === 0 ? '' : 'sudo '}./tuya-cloudcutter.sh -p <slug> -f ${ctx.recipe.kickstart === 'auto' ? `<newest ESPHome-Kickstart-*_${ctx.recipe.mcu}_app.ota.ug.bin>` : ctx.recipe.kickstart}${ctx.opts.wifiIface ? ` -w ${ctx.opts.wifiIface}` : ''}   (in ${ctx.opts.cloudcutter})`,
+  ];
+}
+
+function planKickstart(ctx: Ctx): string[] {
+  const ap = MCUS[ctx.recipe.mcu].kickstartAp;
+  const portal = kickstartPortal();
+  return [
+    `$ nmcli --wait 60 device wifi connect ${ap} ifname ${ctx.opts.wifiIface ?? '<wifi adapter>'}`,
+    `GET ${portal}/config.json`,
+    `GET ${portal}/wifisave?ssid=***&psk=***`,
+    `$ nmcli connection delete id ${ap}`,
+    ctx.opts.deviceIp ? `use --device-ip ${ctx.opts.deviceIp}` : `mDNS: browse _esphomelib._tcp.local for project_name=lt.kickstart, board=${ctx.substitutions.board}`,
+  ];
+}
+
+function planPins(ctx: Ctx): string[] {
+  return Object.entries(ctx.recipe.pins).map(([fn, pin]) =>
+    `POST /select/-__pin/set?option=${encodeURIComponent(BK7231_PINS[pin])}, then ${fn.startsWith('button') ? 'INPUT_PULLUP and ask you to press it' : 'OUTPUT_HIGH / OUTPUT_LOW and ask what you saw'} (${fn})`);
+}
+
+function planUpload(ctx: Ctx): string[] {
+  return [`POST http://<kickstart ip>/update  multipart field "update" = ${uf2Path(ctx)}`];
+}
+
+function planVerify(ctx: Ctx): string[] {
+  return [`mDNS: wait for ${ctx.deviceName}._esphomelib._tcp.local with api_encryption, then TCP <ip>:6053`];
+}
+
+function uf2Path(ctx: Ctx): string {
+  return path.join(ctx.opts.out, '.esphome', 'build', ctx.deviceName, '.pioenvs', ctx.deviceName, 'firmware.uf2');
+}
+
+function cloudcutterApi(): string {
+  return (process.env.FLASH_CLOUDCUTTER_API ?? 'https://tuya-cloudcutter.github.io/api').replace(/\/$/, '');
+}
+
+function kickstartPortal(): string {
+  return (process.env.FLASH_KICKSTART_PORTAL ?? 'http://192.168.4.1').replace(/\/$/, '');
+}
+
+// ─── Loading and validating a recipe ─────────────────────────────────────────────────────────
+
+/** A problem with the user's input: where it is, what is wrong, how to fix it. */
+export interface Problem {
+  file?: string;
+  line?: number;
+  field?: string;
+  message: string;
+  hint?: string;
+}
+
+export class InputError extends Error {
+  constructor(public problems: Problem[]) {
+    super(problems.map(formatProblem).join('\n'));
+  }
+}
+
+export class StepError extends Error {
+  constructor(public step: string, message: string, public hint: string) {
+    super(message);
+  }
+}
+
+export function formatProblem(p: Problem): string {
+  const where = [p.file, p.line].filter((x) => x !== undefined).join(':');
+  const head = [where, p.field].filter(Boolean).join(': ');
+  return `${head ? `${head}: ` : ''}${p.message}${p.hint ? `\n    fix: ${p.hint}` : ''}`;
+}
+
+/** Reads, validates and prepares everything a run needs. Throws InputError (exit 2) on any problem. */
+export function loadContext(opts: Options): Ctx {
+  const recipePath = opts.recipe;
+  const { recipe, doc, lineCounter } = loadRecipe(recipePath, opts.sets);
+  const templatePath = path.join(path.dirname(recipePath), recipe.esphome);
+  let template: string;
+  try {
+    template = fs.readFileSync(templatePath, 'utf8');
+  } catch {
+    throw new InputError([{ file: recipePath, line: lineOf(doc, lineCounter, ['esphome']), field: 'esphome',
+      message: `template "${recipe.esphome}" not found (looked for ${templatePath})`, hint: 'name a file next to the recipe, e.g. status-plug.esphome.yaml' }]);
+  }
+  const substitutions = substitutionsFor(recipe);
+  checkTemplate(template, templatePath, substitutions, opts.sets);
+  return { opts, recipe, recipePath, templatePath, template, substitutions, deviceName: substitutions.device_name };
+}
+
+/** The recipe file parsed and validated, with `--set` values applied first so they are checked too. */
+export function loadRecipe(file: string, sets: Record<string, string> = {}): { recipe: Recipe; doc: Document; lineCounter: LineCounter } {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const dir = path.dirname(file);
+    const nearby = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => /\.ya?ml$/.test(f) && !f.includes('.esphome.')) : [];
+    throw new InputError([{ file, message: code === 'ENOENT' ? 'recipe file not found' : `cannot read the recipe (${code})`,
+      hint: nearby.length ? `recipes in ${dir}/: ${nearby.join(', ')}` : 'give the path of a recipe, e.g. recipes/23A.yaml' }]);
+  }
+  const lineCounter = new LineCounter();
+  const doc = YAML.parseDocument(text, { lineCounter, prettyErrors: true });
+  if (doc.errors.length)
+    throw new InputError(doc.errors.slice(0, 3).map((err) => ({
+      file, line: err.linePos?.[0].line, message: `YAML syntax error: ${err.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')}`,
+      hint: 'check the indentation (spaces, not tabs) and that "key: value" has a space after the colon',
+    })));
+  const data = doc.toJS() ?? {};
+  const setField: Record<string, string> = {};
+  if (typeof data === 'object' && !Array.isArray(data)) applySets(data, sets, setField);
+
+  const parsed = RecipeSchema.safeParse(data, { reportInput: true });
+  if (!parsed.success)
+    throw new InputError(parsed.error.issues.map((issue) => problemFromIssue(issue, file, doc, lineCounter, setField)));
+  const recipe = parsed.data;
+  // zod lists declared keys first; keep the order the recipe author wrote instead.
+  const order = Object.keys((data as Record<string, any>).substitutions ?? {});
+  recipe.substitutions = Object.fromEntries(order.map((k) => [k, recipe.substitutions[k]])) as Recipe['substitutions'];
+  return { recipe, doc, lineCounter };
+}
+
+/** `--set key=value` lands where the recipe keeps that value: `<fn>_pin` in pins, the rest in substitutions. */
+function applySets(data: Record<string, any>, sets: Record<string, string>, setField: Record<string, string>): void {
+  for (const [key, value] of Object.entries(sets)) {
+    const fn = key.endsWith('_pin') ? key.slice(0, -4) : undefined;
+    if (fn && data.pins && typeof data.pins === 'object' && fn in data.pins) {
+      data.pins[fn] = value;
+      setField[`pins.${fn}`] = `--set ${key}`;
+    } else {
+      data.substitutions = data.substitutions && typeof data.substitutions === 'object' ? data.substitutions : {};
+      data.substitutions[key] = value;
+      setField[`substitutions.${key}`] = `--set ${key}`;
+    }
+  }
+}
+
+/** Turns one zod issue into a Problem with file, line, field path and a fix a hobbyist can act on. */
+function problemFromIssue(issue: z.core.$ZodIssue, file: string, doc: Document, lc: LineCounter, setField: Record<string, string>): Problem {
+  const pathParts = issue.path.map(String);
+  let field = pathParts.join('.');
+  const leaf = pathParts[pathParts.length - 1] ?? '';
+  const input = (issue as { input?: unknown }).input;
+  let message = issue.message;
+  let hint = (issue as { params?: { hint?: string } }).params?.hint;
+  let linePath: string[] = pathParts;
+
+  switch (issue.code) {
+    case 'unrecognized_keys': {
+      const key = issue.keys[0];
+      const known = knownKeys(pathParts);
+      const near = nearest(key, known);
+      field = [...pathParts, key].join('.');
+      linePath = [...pathParts, key];
+      message = `unknown key "${key}"`;
+      hint = near ? `did you mean "${near}"? (rename "${key}:" to "${near}:")` : `remove it; valid keys here: ${known.join(', ')}`;
+      break;
+    }
+    case 'invalid_type':
+      if (input === undefined) {
+        linePath = pathParts.slice(0, -1);
+        message = `missing required key "${leaf}"`;
+        hint = `add: ${FIELD_EXAMPLES[leaf] ?? `${leaf}: ...`}`;
+      } else {
+        message = `expected ${issue.expected}, got ${describe(input)}`;
+        hint = hint ?? `write it as: ${FIELD_EXAMPLES[leaf] ?? `${leaf}: <${issue.expected}>`}`;
+      }
+      break;
+    case 'invalid_value':
+      message = `"${String(input)}" is not a valid ${leaf}`;
+      if (pathParts[0] === 'pins') {
+        message = `"${String(input)}" is not a BK7231 pin`;
+        hint = `use one of ${Object.keys(BK7231_PINS).join(' ')} (pins usable on generic-bk7231t/n-qfn32-tuya boards)`;
+      } else {
+        const near = typeof input === 'string' ? nearest(input.toUpperCase(), issue.values.map(String)) : undefined;
+        hint = `valid options are ${issue.values.join(', ')}${near ? `; did you mean ${near}?` : ''}`;
+      }
+      break;
+    case 'invalid_format':
+    case 'too_big':
+      if (leaf === 'device_name') {
+        message = `"${String(input)}" is not a valid ESPHome device name`;
+        hint = `use lowercase a-z, 0-9 and - (no spaces), at most 31 characters, e.g. ${suggestDeviceName(String(input))}`;
+      } else if (pathParts[0] === 'pins') {
+        message = `"${leaf}" is not a valid pin function name`;
+        hint = 'use lowercase letters, digits and _, e.g. relay, button, state_led';
+      }
+      break;
+    case 'too_small':
+      message = `"${leaf}" must not be empty`;
+      hint = `write it as: ${FIELD_EXAMPLES[leaf] ?? `${leaf}: ...`}`;
+      break;
+  }
+  const fromSet = setField[field];
+  if (fromSet) return { file: fromSet, field, message, hint };
+  return { file, line: lineOf(doc, lc, linePath, issue.code === 'unrecognized_keys'), field: field || '(top level)', message, hint };
+}
+
+function knownKeys(parentPath: string[]): string[] {
+  let schema: any = RecipeSchema;
+  for (const part of parentPath) schema = schema?.shape?.[part] ?? schema?.unwrap?.()?.shape?.[part];
+  return Object.keys(schema?.shape ?? {});
+}
+
+/** The 1-based line of the node at `keyPath` (or of its key, for unknown keys), best effort. */
+function lineOf(doc: Document, lc: LineCounter, keyPath: string[], wantKey = false): number | undefined {
+  let node: unknown = doc.contents;
+  let offset: number | undefined = (doc.contents as { range?: number[] } | null)?.range?.[0];
+  for (const part of keyPath) {
+    if (!isMap(node)) break;
+    const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === part);
+    if (!pair) break;
+    const key = pair.key as { range?: number[] };
+    const value = pair.value as { range?: number[] } | null;
+    offset = (wantKey || !value?.range ? key.range : value.range)?.[0] ?? offset;
+    if (!wantKey && isScalar(pair.value)) offset = key.range?.[0] ?? offset;
+    node = pair.value;
+  }
+  return offset === undefined ? undefined : lc.linePos(offset).line;
+}
+
+/** The substitutions a template sees: the recipe's, the board (default from mcu) and `<fn>_pin` per pin. */
+export function substitutionsFor(recipe: Recipe): Record<string, string> {
+  const subs: Record<string, string> = {};
+  for (const [k, v] of Object.entries(recipe.substitutions)) if (v !== undefined) subs[k] = String(v);
+  subs.board ??= MCUS[recipe.mcu].board;
+  for (const [fn, pin] of Object.entries(recipe.pins)) subs[`${fn}_pin`] = pin;
+  return subs;
+}
+
+/** Every `${name}` / `$name` the template uses must be defined; every `--set` key must be used. */
+export function checkTemplate(template: string, templatePath: string, substitutions: Record<string, string>, sets: Record<string, string>): void {
+  const lc = new LineCounter();
+  const doc = YAML.parseDocument(template, { lineCounter: lc, customTags: [SECRET_TAG] });
+  if (doc.errors.length) {
+    const err = doc.errors[0];
+    throw new InputError([{ file: templatePath, line: err.linePos?.[0].line, message: `YAML syntax error: ${err.message.split('\n')[0]}`, hint: 'fix the template; it must be a valid ESPHome YAML file' }]);
+  }
+  const used = templateVariables(template);
+  const problems: Problem[] = [];
+  for (const [name, line] of used)
+    if (!(name in substitutions))
+      problems.push({ file: templatePath, line, field: `substitutions.${name}`, message: `the template uses \${${name}}, which the recipe does not define`,
+        hint: `add "${name}: ..." under substitutions in the recipe${name.endsWith('_pin') ? ` (or pins.${name.slice(0, -4)})` : ''}` });
+  for (const key of Object.keys(sets))
+    if (!used.has(key))
+      problems.push({ file: `--set ${key}`, field: key, message: `the template ${path.basename(templatePath)} does not use "${key}"`,
+        hint: `settable here: ${[...used.keys()].sort().join(', ')}` });
+  if (problems.length) throw new InputError(problems);
+}
+
+/** Substitution names used in a template's YAML values (comments ignored), with the line of first use. */
+export function templateVariables(template: string): Map<string, number> {
+  const lc = new LineCounter();
+  const doc = YAML.parseDocument(template, { lineCounter: lc, customTags: [SECRET_TAG] });
+  const found = new Map<string, number>();
+  YAML.visit(doc, {
+    Scalar(_key, node) {
+      if (typeof node.value !== 'string') return;
+      for (const m of node.value.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g)) {
+        const name = m[1] ?? m[2];
+        if (!found.has(name)) found.set(name, node.range ? lc.linePos(node.range[0]).line : 0);
+      }
+    },
+  });
+  return found;
+}
+
+/** ESPHome's `!secret name`, read as the string "!secret name" so configs can be compared as data. */
+export const SECRET_TAG = { tag: '!secret', resolve: (value: string) => `!secret ${value}` };
+
+// ─── Command line ────────────────────────────────────────────────────────────────────────────
+
+type Cli = { command: 'help' } | { command: 'version' } | { command: 'schema' } | { command: 'run' | 'doctor'; opts: Options };
+
+export function parseCli(argv: string[]): Cli {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean' },
+        'dry-run': { type: 'boolean', short: 'n' },
+        yes: { type: 'boolean', short: 'y' },
+        only: { type: 'string' },
+        from: { type: 'string' },
+        out: { type: 'string', short: 'o' },
+        set: { type: 'string', multiple: true },
+        cloudcutter: { type: 'string' },
+        'wifi-iface': { type: 'string' },
+        'device-ip': { type: 'string' },
+        'check-pins': { type: 'boolean' },
+        esphome: { type: 'string' },
+        verbose: { type: 'boolean', short: 'v' },
+      },
+    });
+  } catch (e) {
+    throw new InputError([{ file: 'command line', message: (e as Error).message.replace(/\. To specify.*$/s, ''), hint: 'see npx tsx flash.ts --help' }]);
+  }
+  const { values: v, positionals } = parsed;
+  if (v.help) return { command: 'help' };
+  if (v.version) return { command: 'version' };
+  let command: 'run' | 'doctor' | 'schema' = 'run';
+  if (positionals[0] === 'doctor' || positionals[0] === 'schema') command = positionals.shift() as 'doctor' | 'schema';
+  if (command === 'schema') return { command };
+  if (positionals.length !== 1)
+    throw new InputError([{ file: 'command line', message: positionals.length ? `expected one recipe, got ${positionals.join(' ')}` : 'no recipe given',
+      hint: 'npx tsx flash.ts recipes/23A.yaml (see --help)' }]);
+
+  const stepName = (flag: string, value: string | undefined): StepName | undefined => {
+    if (value === undefined) return undefined;
+    if (STEPS.some((s) => s.name === value)) return value as StepName;
+    const near = nearest(value, STEPS.map((s) => s.name));
+    throw new InputError([{ file: 'command line', field: `--${flag}`, message: `"${value}" is not a step`,
+      hint: `${near ? `did you mean ${near}? ` : ''}steps: ${STEPS.map((s) => s.name).join(', ')}` }]);
+  };
+  const sets: Record<string, string> = {};
+  for (const s of v.set ?? []) {
+    const eq = s.indexOf('=');
+    if (eq < 1) throw new InputError([{ file: 'command line', field: '--set', message: `"${s}" is not key=value`, hint: 'e.g. --set device_name=status-plug-02' }]);
+    sets[s.slice(0, eq)] = s.slice(eq + 1);
+  }
+  if (v.esphome !== undefined && v.esphome !== 'local' && v.esphome !== 'docker')
+    throw new InputError([{ file: 'command line', field: '--esphome', message: `"${v.esphome}" is not local or docker`, hint: '--esphome local (the esphome CLI) or --esphome docker (ghcr.io/esphome/esphome)' }]);
+  if (v.only && v.from)
+    throw new InputError([{ file: 'command line', message: '--only and --from do not go together', hint: 'use --only STEP for one step, --from STEP for that step and the rest' }]);
+
+  return {
+    command,
+    opts: {
+      recipe: positionals[0],
+      out: v.out ?? DEFAULTS.out,
+      cloudcutter: v.cloudcutter ?? DEFAULTS.cloudcutter,
+      sets,
+      dryRun: v['dry-run'] ?? false,
+      yes: v.yes ?? false,
+      only: stepName('only', v.only),
+      from: stepName('from', v.from),
+      wifiIface: v['wifi-iface'],
+      deviceIp: v['device-ip'],
+      checkPins: v['check-pins'] ?? false,
+      esphome: v.esphome as Options['esphome'],
+      verbose: v.verbose ?? false,
+    },
+  };
+}
+
+export function usage(): string {
+  const steps = STEPS.map((s) => `  ${s.name.padEnd(12)} ${s.does}`).join('\n');
+  return `flash.ts ${VERSION}: flash a Tuya BK7231T/N plug with ESPHome, guided, from a recipe.
+
+Usage:
+  npx tsx flash.ts RECIPE [options]          flash one plug (all steps below, in order)
+  npx tsx flash.ts RECIPE --dry-run          print every step's commands and requests; touch nothing
+  npx tsx flash.ts doctor RECIPE             check this machine is ready
+  npx tsx flash.ts schema                    print the recipe JSON Schema
+
+Steps:
+${steps}
+
+Options:
+  --dry-run, -n          show what each step would do, secrets as ***; write, run and send nothing
+  --only STEP            run just this step
+  --from STEP            run this step and the ones after it
+  --out DIR, -o DIR      ESPHome config dir (default ./${DEFAULTS.out})
+  --set KEY=VALUE        override a substitution (repeatable), e.g. --set device_name=status-plug-02
+  --yes, -y              never prompt; a missing answer is an error naming the env var or flag to use
+  --cloudcutter DIR      tuya-cloudcutter checkout (default ./${DEFAULTS.cloudcutter})
+  --wifi-iface IFACE     Wi-Fi adapter for cloudcutter and Kickstart (default: NetworkManager's first)
+  --device-ip IP         the plug's LAN address: skip mDNS discovery
+  --check-pins           run the pins step: check each recipe pin on the plug
+  --esphome local|docker use the esphome CLI or the ghcr.io/esphome/esphome image (default: CLI if found)
+  --verbose, -v          show external commands' output as they run
+  --help, -h             this text
+  --version              print the version
+
+Environment:
+  FLASH_WIFI_SSID, FLASH_WIFI_PASSWORD   Wi-Fi for secrets.yaml when it has none (else asked)
+  FLASH_CLOUDCUTTER_API                  cloudcutter profile API (default https://tuya-cloudcutter.github.io/api)
+  FLASH_KICKSTART_PORTAL                 Kickstart captive portal (default http://192.168.4.1)
+  NO_COLOR / FORCE_COLOR                 colours off / on
+
+Exit codes: 0 done, 1 a step failed (the message says how to retry), 2 bad input (nothing written).`;
+}
+
+export function recipeJsonSchemaText(): string {
+  const schema = z.toJSONSchema(RecipeSchema, { io: 'input' });
+  return JSON.stringify(schema, null, 2) + '\n';
+}
+
+// ─── Small helpers ───────────────────────────────────────────────────────────────────────────
+
+const useColor = process.env.FORCE_COLOR ? process.env.FORCE_COLOR !== '0' : !process.env.NO_COLOR && !!process.stdout.isTTY;
+const paint = (code: number) => (s: string) => (useColor ? `\x1b[${code}m${s}\x1b[0m` : s);
+export const c = { bold: paint(1), dim: paint(2), red: paint(31), green: paint(32), yellow: paint(33), cyan: paint(36) };
+
+/** Secret values seen this run; anything printed or logged passes through redact(). */
+const secretValues = new Set<string>();
+
+export function registerSecret(value: string | undefined): void {
+  // Shorter values would mangle ordinary words; real Wi-Fi (WPA) passwords have 8+ characters.
+  if (value && value.length >= 4) secretValues.add(value);
+}
+
+export function redact(text: string, secrets: Iterable<string> = secretValues): string {
+  for (const s of [...secrets].sort((a, b) => b.length - a.length)) text = text.split(s).join('***');
+  return text;
+}
+
+function print(text: string): void {
+  process.stdout.write(redact(text) + '\n');
+}
+
+function printError(text: string): void {
+  process.stderr.write(redact(text) + '\n');
+}
+
+/** Writes only when the content changes, through a temp file and rename so a crash never leaves half a file. */
+export function writeFileAtomic(file: string, content: string, mode = 0o644): 'created' | 'updated' | 'unchanged' {
+  let old: string | undefined;
+  try {
+    old = fs.readFileSync(file, 'utf8');
+  } catch {}
+  if (old === content) {
+    if ((fs.statSync(file).mode & 0o777) !== mode) fs.chmodSync(file, mode);
+    return 'unchanged';
+  }
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`);
+  try {
+    fs.writeFileSync(tmp, content, { mode, flag: 'wx' });
+    fs.chmodSync(tmp, mode); // the umask may have narrowed or the file system widened it
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+  return old === undefined ? 'created' : 'updated';
+}
+
+/** One question for the user, or with --yes / no terminal an exit-2 error naming how to answer it. */
+async function ask(kind: 'input' | 'password', message: string, envVar: string, opts: Options): Promise<string> {
+  if (opts.yes || !process.stdin.isTTY)
+    throw new InputError([{ file: 'environment', field: envVar, message: `${message}: no answer (${opts.yes ? '--yes' : 'no terminal'} means no prompts)`,
+      hint: `set ${envVar}=... in the environment, or run without --yes to be asked` }]);
+  const prompts = await import('@inquirer/prompts');
+  const answer = kind === 'password'
+    ? await prompts.password({ message, mask: '*' })
+    : await prompts.input({ message, validate: (s) => s.trim() !== '' || 'required' });
+  return answer;
+}
+
+/** Closest candidate by edit distance, when it is close enough to be a typo. */
+export function nearest(word: string, candidates: string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const cand of candidates) {
+    const d = editDistance(word.toLowerCase(), cand.toLowerCase());
+    if (d < bestD) [best, bestD] = [cand, d];
+  }
+  return bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0];
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = row[j];
+      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return row[b.length];
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'nothing';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+function suggestDeviceName(name: string): string {
+  const s = name.toLowerCase().normalize('NFKD').replace(/[^a-z0-9_-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 31);
+  return s || 'status-plug-01';
+}
+
+// ─── Entry point ─────────────────────────────────────────────────────────────────────────────
+
+export async function runCli(argv: string[]): Promise<number> {
+  try {
+    return await main(argv);
+  } catch (e) {
+    if (e instanceof InputError) {
+      printError(`${c.red('✗ bad input')} (nothing was written)`);
+      for (const p of e.problems) printError(`  ${formatProblem(p)}`);
+      return EXIT.badInput;
+    }
+    if (e instanceof StepError) {
+      printError(`\n${c.red(`✗ ${e.step} failed:`)} ${e.message}`);
+      printError(`  ${e.hint}`);
+      return EXIT.failed;
+    }
+    printError(`${c.red('✗ unexpected error:')} ${(e as Error).stack ?? e}`);
+    return EXIT.failed;
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('/flash.ts')) {
+  runCli(process.argv.slice(2)).then((code) => (process.exitCode = code));
+}

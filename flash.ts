@@ -218,7 +218,7 @@ export async function main(argv: string[]): Promise<number> {
   const cli = parseCli(argv);
   if (cli.command === 'help') return print(usage()), EXIT.ok;
   if (cli.command === 'version') return print(VERSION), EXIT.ok;
-  if (cli.command === 'schema') return print(recipeJsonSchemaText()), EXIT.ok;
+  if (cli.command === 'schema') return process.stdout.write(recipeJsonSchemaText()), EXIT.ok;
   if (cli.command === 'doctor') throw new StepError('doctor', 'doctor is not implemented yet', 'follow the device page\'s prerequisites by hand');
 
   const opts = cli.opts;

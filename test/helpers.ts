@@ -1,0 +1,52 @@
+// Shared test plumbing: run flash.ts as a user would (a child process), temp dirs, recipe copies.
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export const ROOT = path.resolve(import.meta.dirname, '..');
+export const SHARED = path.resolve(ROOT, '..', 'shared');
+export const FLASH = path.join(ROOT, 'flash.ts');
+/** tsx's loader by URL, so a child started in any directory finds it. */
+export const TSX = import.meta.resolve('tsx');
+
+export interface RunResult { code: number; stdout: string; stderr: string }
+
+/** `npx tsx flash.ts ...args` in a child process, colours off, no terminal on stdin. */
+export function runFlash(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', TSX, FLASH, ...args], {
+      cwd: opts.cwd ?? ROOT,
+      env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '', ...opts.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+      timeout: opts.timeoutMs ?? 60_000,
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.stdin.end(opts.input ?? '');
+    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : -1), stdout, stderr }));
+  });
+}
+
+export function tempDir(prefix = 'flash-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** A copy of recipes/ in a temp dir, so a test can break a recipe without touching the real ones. */
+export function copyRecipes(): string {
+  const dir = tempDir('flash-recipes-');
+  for (const f of fs.readdirSync(path.join(ROOT, 'recipes'))) fs.copyFileSync(path.join(ROOT, 'recipes', f), path.join(dir, f));
+  return dir;
+}
+
+/** Every file under dir, relative, sorted (to assert "nothing was written"). */
+export function listFiles(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  return (fs.readdirSync(dir, { recursive: true }) as string[]).map(String).sort();
+}
+
+export const WIFI_ENV = { FLASH_WIFI_SSID: 'HomeNet', FLASH_WIFI_PASSWORD: 'correct horse battery' };
+
+export { execFile };

@@ -68,6 +68,25 @@ export type StepName = (typeof STEPS)[number]['name'];
 /** Keys secrets.yaml must hold for the template's `!secret` references. */
 export const SECRET_KEYS = ['wifi_ssid', 'wifi_password', 'api_encryption_key', 'ota_password', 'ap_password'] as const;
 
+/**
+ * What cloudcutter prints when it fails (tuya-cloudcutter's own messages), what that means and what to do.
+ * `{tryOther}` becomes "try recipe X" for the recipes of the other chip.
+ */
+export const CLOUDCUTTER_DIAGNOSES = [
+  { match: /did not result in a successful exploit/, what: "the exploit did not work on this plug: its firmware is not the version the profile is for, or Tuya has patched it",
+    fix: "check the plug's firmware version in the Smart Life / Status Smart app (Device Update) and pick the profile with that version in the recipe; if the version matches, {tryOther}" },
+  { match: /is not valid for the chosen profile type/, what: "the firmware file is for a different chip than the cloudcutter profile",
+    fix: "{tryOther}; the recipe's kickstart file, profile and mcu must all name the same chip" },
+  { match: /could not connect to SSID|Failed to connect, please run this script again/, what: "cloudcutter could not find or join the plug's access point: the plug was not in AP mode",
+    fix: "put the plug in AP mode (slow blink) right before confirming, keep it near the Wi-Fi adapter, and retry" },
+  { match: /Failed to build Docker image/, what: "Docker could not build cloudcutter's image",
+    fix: "check Docker works (docker run --rm hello-world), that this machine is online and has free disk space, then retry" },
+  { match: /Unable to auto-detect wifi adapter/, what: "cloudcutter found no Wi-Fi adapter to use",
+    fix: "pass --wifi-iface IFACE with an adapter from `nmcli device` that supports AP mode" },
+  { match: /something went wrong with updating firmware/, what: "the plug was taken over, but sending it the firmware failed",
+    fix: "power-cycle the plug, put it in AP mode again and retry; if it fails again, {tryOther}" },
+] as const;
+
 export const EXIT = { ok: 0, failed: 1, badInput: 2 } as const;
 
 const DEFAULTS = { out: 'esphome', cloudcutter: 'tuya-cloudcutter' };
@@ -204,10 +223,10 @@ export interface Ctx {
 }
 
 const STEP_RUNNERS: Record<StepName, { run: (ctx: Ctx) => Promise<void>; plan: (ctx: Ctx) => string[] }> = {
-  check: { run: notImplemented('check'), plan: planCheck },
+  check: { run: stepCheck, plan: planCheck },
   config: { run: stepConfig, plan: planConfig },
   compile: { run: notImplemented('compile'), plan: planCompile },
-  cloudcutter: { run: notImplemented('cloudcutter'), plan: planCloudcutter },
+  cloudcutter: { run: stepCloudcutter, plan: planCloudcutter },
   kickstart: { run: notImplemented('kickstart'), plan: planKickstart },
   pins: { run: notImplemented('pins'), plan: planPins },
   upload: { run: notImplemented('upload'), plan: planUpload },
@@ -219,10 +238,16 @@ export async function main(argv: string[]): Promise<number> {
   if (cli.command === 'help') return print(usage()), EXIT.ok;
   if (cli.command === 'version') return print(VERSION), EXIT.ok;
   if (cli.command === 'schema') return process.stdout.write(recipeJsonSchemaText()), EXIT.ok;
-  if (cli.command === 'doctor') throw new StepError('doctor', 'doctor is not implemented yet', 'follow the device page\'s prerequisites by hand');
-
   const opts = cli.opts;
   const ctx = loadContext(opts);
+  if (cli.command === 'doctor') {
+    print(`${c.bold('flash.ts doctor')} · is this machine ready to flash ${ctx.recipe.model}?`);
+    const checks = await doctor(opts, ctx.recipe);
+    printChecks(checks);
+    const failed = checks.filter((k) => !k.ok).length;
+    print(failed ? `\n${c.red(`${failed} check${failed > 1 ? 's' : ''} failed`)}: fix them and run doctor again.` : `\n${c.green('✓ ready')}`);
+    return failed ? EXIT.failed : EXIT.ok;
+  }
   const steps = stepsToRun(opts);
 
   print(`${c.bold('flash.ts')} · ${ctx.recipe.model} (${MCUS[ctx.recipe.mcu].chip}) → ${c.bold(ctx.deviceName)}` +
@@ -242,8 +267,9 @@ export async function main(argv: string[]): Promise<number> {
 /** Which steps this run covers: all, `--only STEP`, or `--from STEP` onwards. `pins` needs --check-pins. */
 export function stepsToRun(opts: Pick<Options, 'only' | 'from' | 'checkPins'>): (typeof STEPS)[number][] {
   if (opts.only) return STEPS.filter((s) => s.name === opts.only);
+  // The preflight always comes first: it checks just what the steps after it need.
   const start = opts.from ? STEPS.findIndex((s) => s.name === opts.from) : 0;
-  return STEPS.slice(start).filter((s) => s.name !== 'pins' || opts.checkPins);
+  return STEPS.filter((s, i) => s.name === 'check' || i >= start).filter((s) => s.name !== 'pins' || opts.checkPins);
 }
 
 function notImplemented(step: StepName) {
@@ -255,8 +281,34 @@ function notImplemented(step: StepName) {
 
 // ─── Step: check ─────────────────────────────────────────────────────────────────────────────
 
+/** The doctor's checks that matter for the steps this run is about to do; offers to clone cloudcutter. */
+async function stepCheck(ctx: Ctx): Promise<void> {
+  const ahead = stepsToRun(ctx.opts).map((s) => s.name);
+  const relevant = async () => (await doctor(ctx.opts, ctx.recipe)).filter((k) => k.for.some((s) => ahead.includes(s)));
+  let checks = await relevant();
+  if (checks.some((k) => k.name === 'cloudcutter checkout' && !k.ok) &&
+      (await confirm(`There is no tuya-cloudcutter checkout in ${ctx.opts.cloudcutter}. Clone it now?`, ctx.opts))) {
+    const { $ } = await import('zx');
+    await $({ stdio: 'inherit', nothrow: true })`git clone --depth 1 https://github.com/tuya-cloudcutter/tuya-cloudcutter.git ${ctx.opts.cloudcutter}`;
+    checks = await relevant();
+  }
+  printChecks(checks);
+  const failed = checks.filter((k) => !k.ok);
+  if (failed.length)
+    throw new StepError('check', `${failed.map((k) => k.name).join(', ')} not ready`,
+      `fix what is marked ✗ above and run again (npx tsx flash.ts doctor ${shq(ctx.opts.recipe)} shows the same table)`);
+}
+
 function planCheck(ctx: Ctx): string[] {
-  return [`run the doctor checks for the steps ahead (see: npx tsx flash.ts doctor ${ctx.opts.recipe})`];
+  const ahead = stepsToRun(ctx.opts).map((s) => s.name);
+  const lines = [
+    '$ docker info --format {{.ServerVersion}}',
+    '$ nmcli -t -f DEVICE,TYPE,STATE device; nmcli -t -f WIFI-PROPERTIES.AP device show IFACE',
+    `$ ss -H -l -n -t -u -p   (ports ${CLOUDCUTTER_PORTS.map((p) => `${p.port}/${p.proto}`).join(' ')} must be free)`,
+    `read ${path.join(ctx.opts.cloudcutter, 'custom-firmware', '<kickstart file>')} and check it is ${MCUS[ctx.recipe.mcu].chip} firmware`,
+    '$ esphome version   (else the Docker image)',
+  ];
+  return [`checks for: ${ahead.filter((s) => s !== 'check').join(', ')}`, ...lines];
 }
 
 // ─── Step: config ────────────────────────────────────────────────────────────────────────────
@@ -415,6 +467,205 @@ async function askWifiIfMissing(existing: Record<string, string>, opts: Options)
   return { ssid, password };
 }
 
+// ─── Step: cloudcutter ───────────────────────────────────────────────────────────────────────
+
+/** A cloudcutter profile resolved for this recipe: what `-p` gets and the JSON written for it. */
+export interface ResolvedProfile {
+  deviceSlug: string;
+  profileSlug: string;
+  label: string;
+  chip: string;
+  device: Record<string, unknown>;
+  profile: Record<string, unknown>;
+}
+
+async function stepCloudcutter(ctx: Ctx): Promise<void> {
+  const { recipe, opts } = ctx;
+  const kickstart = resolveKickstart(recipe, opts.cloudcutter);
+  print(`    firmware: ${kickstart.file} (${MCUS[recipe.mcu].chip}, checked)`);
+  const resolved = await resolveProfile(ctx);
+  const profileDir = writeDeviceProfile(opts.cloudcutter, resolved);
+  print(`    profile: ${resolved.label} (${resolved.profileSlug}) for device ${resolved.deviceSlug}; written to ${profileDir}`);
+
+  const argv = cloudcutterArgv(resolved.deviceSlug, kickstart.file, opts.wifiIface);
+  for (;;) {
+    print(`\n    ${c.bold('Now put the plug into AP mode:')} ${recipe.ap_mode}`);
+    print(`    cloudcutter will then take over the plug. Midway it asks you to power-cycle the plug and put it`);
+    print(`    into AP mode a second time; the whole run takes up to two minutes. Keep the plug near this machine.`);
+    await confirm('Is the plug in AP mode (slow blink)?', opts);
+    const log = logFile(opts.out, 'cloudcutter');
+    print(c.dim(`    $ ${shq(...argv)}   (in ${opts.cloudcutter}; log: ${log})`));
+    const { code, output } = await runAttached(argv, { cwd: opts.cloudcutter, log });
+    if (code === 0) {
+      const mac = output.match(/Device MAC address:\s*([0-9A-Fa-f:]{12,17})/)?.[1];
+      print(`    ${c.green('✓')} Kickstart flashed${mac ? ` (plug MAC ${mac})` : ''}. It now opens a Wi-Fi network named ${MCUS[recipe.mcu].kickstartAp}.`);
+      return;
+    }
+    const d = diagnoseCloudcutter(output, code, recipe.mcu, otherMcuRecipes(ctx));
+    print(`\n    ${c.red('✗')} ${d.what}\n    ${c.yellow('what to do:')} ${d.fix}\n    ${c.dim(`full log: ${log}`)}`);
+    if (!(await confirm('Retry the cloudcutter step now?', opts, false)))
+      throw new StepError('cloudcutter', d.what, `${d.fix}\n  then retry from this step: npx tsx flash.ts ${shq(opts.recipe)} --from cloudcutter${outFlag(opts)}`);
+  }
+}
+
+/** The exact cloudcutter command: `-p` device slug, `-f` file name in custom-firmware/; never `-r`. */
+export function cloudcutterArgv(deviceSlug: string, firmwareFile: string, wifiIface?: string): string[] {
+  const sudo = process.getuid?.() === 0 ? [] : ['sudo'];
+  return [...sudo, './tuya-cloudcutter.sh', '-p', deviceSlug, '-f', firmwareFile, ...(wifiIface ? ['-w', wifiIface] : [])];
+}
+
+/** What went wrong in a failed cloudcutter run, from its output, and what the user should do. Pure. */
+export function diagnoseCloudcutter(output: string, code: number, mcu: Mcu, otherRecipes: string[]): { what: string; fix: string } {
+  const tryOther = otherRecipes.length
+    ? `this looks like the other MCU (${MCUS[mcu === 'bk7231t' ? 'bk7231n' : 'bk7231t'].chip}): try recipe ${otherRecipes.join(' or ')}`
+    : `the plug may have the other chip than ${MCUS[mcu].chip}: write a recipe with the other mcu`;
+  for (const d of CLOUDCUTTER_DIAGNOSES)
+    if (d.match.test(output)) return { what: d.what, fix: d.fix.replace('{tryOther}', tryOther) };
+  return { what: `cloudcutter stopped with exit code ${code}`, fix: 'read the end of the log below; fix what it says and retry' };
+}
+
+/** Recipes next to this one for the other chip: what to try when the plug turns out to be the other MCU. */
+function otherMcuRecipes(ctx: Ctx): string[] {
+  const dir = path.dirname(ctx.recipePath);
+  const other = ctx.recipe.mcu === 'bk7231t' ? 'bk7231n' : 'bk7231t';
+  return fs.readdirSync(dir).filter((f) => /\.ya?ml$/.test(f) && !f.includes('.esphome.')).flatMap((f) => {
+    try {
+      return loadRecipe(path.join(dir, f)).recipe.mcu === other ? [path.join(dir, f)] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** Looks the recipe's profile (or device) up in cloudcutter's API and checks its chip against the recipe. */
+async function resolveProfile(ctx: Ctx): Promise<ResolvedProfile> {
+  const cc = ctx.recipe.cloudcutter;
+  const field = cc.profile ? 'cloudcutter.profile' : 'cloudcutter.device';
+  const bad = (message: string, hint: string) => new InputError([{ file: ctx.recipePath, field, message, hint }]);
+  let profileSlug: string;
+  let deviceSlug: string | undefined;
+  let device: Record<string, any> | undefined;
+  if (cc.profile) {
+    const list = (await cloudcutterApiGet('profiles.json')) as ProfileEntry[];
+    const found = findProfile(list, cc.profile);
+    if (!found) {
+      const near = suggestProfiles(list, cc.profile, ctx.recipe.mcu);
+      throw bad(`"${cc.profile}" is not a profile in cloudcutter's list`, near.length ? `did you mean: ${near.join(' | ')}` : 'copy a label from cloudcutter\'s "By firmware version and name" menu');
+    }
+    profileSlug = found.slug;
+  } else {
+    device = (await cloudcutterApiGet(`devices/${cc.device}.json`, () => bad(`device "${cc.device}" is not in cloudcutter's device list`, 'check the slug on https://tuya-cloudcutter.github.io/, or give cloudcutter.profile instead'))) as Record<string, any>;
+    deviceSlug = cc.device!;
+    profileSlug = device.profiles?.[0]?.slug;
+    if (!profileSlug) throw bad(`device "${cc.device}" lists no profile`, 'give cloudcutter.profile instead');
+  }
+  const profile = (await cloudcutterApiGet(`profiles/${profileSlug}.json`, () => bad(`profile "${profileSlug}" is in the list but its file is missing from the API`, 'try again later, or pick another profile'))) as Record<string, any>;
+  const chip = String(profile.firmware?.chip ?? '');
+  if (chip.toLowerCase() !== ctx.recipe.mcu)
+    throw bad(`profile ${profileSlug} is for a ${chip || 'unknown chip'} (its firmware.chip), but the recipe's mcu is ${ctx.recipe.mcu}`,
+      `pick a profile whose label ends "- ${MCUS[ctx.recipe.mcu].chip}", or fix mcu if the plug has the other chip`);
+  if (!device) {
+    // In flash mode cloudcutter works with the profile's first device; write that one.
+    deviceSlug = profile.devices?.[0]?.slug;
+    if (!deviceSlug) throw bad(`profile ${profileSlug} lists no device`, 'pick another profile, or give cloudcutter.device');
+    device = (await cloudcutterApiGet(`devices/${deviceSlug}.json`)) as Record<string, any>;
+  }
+  return { deviceSlug: deviceSlug!, profileSlug, label: `${profile.name} / ${profile.sub_name}`, chip, device, profile };
+}
+
+export interface ProfileEntry { slug: string; name: string; type?: string; sub_name?: string }
+
+/** A profile from `profiles.json` by menu label ("1.1.8 - BK7231N / oem_bk7231n_plug") or slug. Pure. */
+export function findProfile(list: ProfileEntry[], wanted: string): ProfileEntry | undefined {
+  const norm = (s: string) => s.trim().replace(/\s+/g, ' ').toLowerCase();
+  const w = norm(wanted);
+  return list.find((p) => p.slug.toLowerCase() === w) ?? list.find((p) => norm(`${p.name} / ${p.sub_name ?? ''}`) === w);
+}
+
+/** Up to three menu labels close to what the recipe says, for the same chip. Pure. */
+export function suggestProfiles(list: ProfileEntry[], wanted: string, mcu: Mcu): string[] {
+  const labels = list.filter((p) => p.name.toLowerCase().includes(mcu)).map((p) => `${p.name} / ${p.sub_name}`);
+  const sub = wanted.split('/').pop()?.trim().toLowerCase() ?? '';
+  const same = labels.filter((l) => sub && l.toLowerCase().endsWith(`/ ${sub}`));
+  const near = nearest(wanted, labels);
+  return [...new Set([...(near ? [near] : []), ...same])].slice(0, 3);
+}
+
+/** Writes `<cloudcutter>/device-profiles/<device slug>/device.json` and `profile.json` for offline `-p`. */
+export function writeDeviceProfile(cloudcutterDir: string, r: ResolvedProfile): string {
+  const dir = path.join(cloudcutterDir, 'device-profiles', r.deviceSlug);
+  fs.mkdirSync(dir, { recursive: true });
+  writeFileAtomic(path.join(dir, 'device.json'), JSON.stringify(r.device, null, 2) + '\n');
+  writeFileAtomic(path.join(dir, 'profile.json'), JSON.stringify(r.profile, null, 2) + '\n');
+  return dir;
+}
+
+/**
+ * GET a file of cloudcutter's profile API with a timeout; keep a copy in the cache, and use the
+ * copy when offline. `notFound` builds the error for a 404 (the thing does not exist).
+ */
+async function cloudcutterApiGet(rel: string, notFound?: () => Error): Promise<unknown> {
+  const url = `${cloudcutterApi()}/${rel}`;
+  const cached = path.join(cacheDir(), 'cloudcutter-api', rel);
+  let reason: string;
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(Number(process.env.FLASH_HTTP_TIMEOUT_MS ?? 10_000)) });
+    if (res.status === 404 && notFound) throw notFound();
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    const text = await res.text();
+    const data = JSON.parse(text);
+    fs.mkdirSync(path.dirname(cached), { recursive: true });
+    writeFileAtomic(cached, text);
+    return data;
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    reason = (e as Error).name === 'TimeoutError' ? 'timed out' : ((e as { cause?: Error }).cause?.message ?? (e as Error).message);
+  }
+  if (fs.existsSync(cached)) {
+    print(c.yellow(`    offline? ${url}: ${reason}; using the copy cached ${fs.statSync(cached).mtime.toISOString().slice(0, 10)}`));
+    return JSON.parse(fs.readFileSync(cached, 'utf8'));
+  }
+  throw new StepError('cloudcutter', `cannot fetch ${url} (${reason}) and there is no cached copy`,
+    'connect this machine to the internet for this step (the plug is not needed yet), then retry; or set FLASH_CLOUDCUTTER_API to a mirror');
+}
+
+function cacheDir(): string {
+  return path.join(process.env.XDG_CACHE_HOME || path.join(process.env.HOME || '.', '.cache'), 'flash.ts');
+}
+
+/** A new log file under <out>/.flash/logs/ for one run of an external command. */
+function logFile(out: string, what: string): string {
+  const dir = path.join(out, '.flash', 'logs');
+  fs.mkdirSync(dir, { recursive: true });
+  return path.join(dir, `${what}-${new Date().toISOString().replace(/[:.]/g, '-')}.log`);
+}
+
+/**
+ * Runs a command with the user's terminal attached (cloudcutter's `docker run -ti` needs a real TTY)
+ * and keeps a copy of everything it printed in `log`. With a terminal, `script` provides the pty;
+ * without one (CI, tests), output is copied through. Returns the exit code and the output.
+ */
+async function runAttached(argv: string[], o: { cwd: string; log: string }): Promise<{ code: number; output: string }> {
+  const { spawn } = await import('node:child_process');
+  const { quote } = await import('zx');
+  const tty = process.stdin.isTTY && process.stdout.isTTY;
+  const child = tty
+    ? spawn('script', ['-q', '-e', '-f', '-c', argv.map((a) => quote(a)).join(' '), o.log], { cwd: o.cwd, stdio: 'inherit' })
+    : spawn(argv[0], argv.slice(1), { cwd: o.cwd, stdio: ['inherit', 'pipe', 'pipe'] });
+  const done = new Promise<number>((resolve) => {
+    child.on('error', () => resolve(127));
+    child.on('close', (code) => resolve(code ?? 1));
+  });
+  if (!tty) {
+    const log = fs.createWriteStream(o.log, { mode: 0o600 });
+    for (const stream of [child.stdout!, child.stderr!]) stream.on('data', (d: Buffer) => (process.stdout.write(d), log.write(d)));
+    await done;
+    await new Promise((r) => log.end(r));
+  }
+  const code = await done;
+  return { code, output: fs.existsSync(o.log) ? fs.readFileSync(o.log, 'utf8') : '' };
+}
+
 // ─── Steps still to come (issues 3–5): their dry-run plans ───────────────────────────────────
 
 function planCompile(ctx: Ctx): string[] {
@@ -426,10 +677,20 @@ function planCloudcutter(ctx: Ctx): string[] {
   const cc = ctx.recipe.cloudcutter;
   return [
     cc.profile ? `resolve cloudcutter profile "${cc.profile}" (GET ${cloudcutterApi()}/profiles.json)` : `GET ${cloudcutterApi()}/devices/${cc.device}.json`,
-    `write ${path.join(ctx.opts.cloudcutter, 'device-profiles', '<slug>', 'device.json')} and profile.json`,
+    `GET ${cloudcutterApi()}/profiles/<profile slug>.json (check firmware.chip is ${MCUS[ctx.recipe.mcu].chip}), then devices/<its first device>.json`,
+    `write ${path.join(ctx.opts.cloudcutter, 'device-profiles', '<device slug>')}/device.json and profile.json`,
     `ask you to put the plug in AP mode: ${ctx.recipe.ap_mode}`,
-    `$ ${process.getuid?.() === 0 ? '' : 'sudo '}./tuya-cloudcutter.sh -p <slug> -f ${ctx.recipe.kickstart === 'auto' ? `<newest ESPHome-Kickstart-*_${ctx.recipe.mcu}_app.ota.ug.bin>` : ctx.recipe.kickstart}${ctx.opts.wifiIface ? ` -w ${ctx.opts.wifiIface}` : ''}   (in ${ctx.opts.cloudcutter})`,
+    `$ ${shq(...cloudcutterArgv('<device slug>', kickstartForPlan(ctx), ctx.opts.wifiIface))}   (in ${ctx.opts.cloudcutter}; log in ${path.join(ctx.opts.out, '.flash', 'logs')})`,
   ];
+}
+
+/** The Kickstart file name when the checkout is there to look in; a description of it otherwise. */
+function kickstartForPlan(ctx: Ctx): string {
+  try {
+    return resolveKickstart(ctx.recipe, ctx.opts.cloudcutter).file;
+  } catch {
+    return ctx.recipe.kickstart === 'auto' ? `<newest ESPHome-Kickstart-*_${ctx.recipe.mcu}_app.ota.ug.bin>` : ctx.recipe.kickstart;
+  }
 }
 
 function planKickstart(ctx: Ctx): string[] {
@@ -467,6 +728,277 @@ function cloudcutterApi(): string {
 
 function kickstartPortal(): string {
   return (process.env.FLASH_KICKSTART_PORTAL ?? 'http://192.168.4.1').replace(/\/$/, '');
+}
+
+// ─── Firmware files: what a .ug.bin or .uf2 is, and whether it fits the recipe ──────────────
+
+export type FirmwareInfo =
+  | { kind: 'ug'; version: string; dataLength: number; chip?: Mcu; chipFrom: 'header' | 'file name' | 'unknown' }
+  | { kind: 'uf2'; blocks: number; familyId: number; chip?: Mcu };
+
+/** A firmware file that cannot be used, with what it is and what would fit. */
+export class FirmwareError extends Error {}
+
+const UG_MAGIC = 0x55aa55aa;
+const UG_END_MAGIC = 0xaa55aa55;
+const UF2_MAGIC0 = 0x0a324655;
+const UF2_MAGIC1 = 0x9e5d5157;
+const UF2_MAGIC_END = 0x0ab16f30;
+
+/** Reads a Beken UG OTA file (what cloudcutter flashes) or a UF2 (what Kickstart's web OTA takes). Pure. */
+export function inspectFirmware(buf: Buffer, fileName: string): FirmwareInfo {
+  const name = path.basename(fileName);
+  // cloudcutter reads the first 512 bytes and rejects anything shorter.
+  if (buf.length < 512) throw new FirmwareError(`${name} is truncated: ${buf.length} bytes, a firmware file has at least 512`);
+  if (buf.readUInt32BE(0) === UG_MAGIC) return inspectUG(buf, name);
+  if (buf.readUInt32LE(0) === UF2_MAGIC0) return inspectUF2(buf, name);
+  throw new FirmwareError(`${name} is neither a Beken UG file (55 AA 55 AA) nor a UF2 file: it starts with ${buf.subarray(0, 4).toString('hex')}`);
+}
+
+function inspectUG(buf: Buffer, name: string): FirmwareInfo {
+  const version = buf.subarray(4, 16).toString('latin1').replace(/\0.*$/s, '');
+  const dataLength = buf.readUInt32BE(16);
+  if (buf.readUInt32BE(28) !== UG_END_MAGIC) throw new FirmwareError(`${name} has a damaged UG header (no AA 55 AA 55 at byte 28)`);
+  if (byteSum(buf.subarray(0, 24)) !== buf.readUInt32BE(24)) throw new FirmwareError(`${name} has a bad header checksum: the file is damaged, download it again`);
+  if (buf.length < 32 + dataLength)
+    throw new FirmwareError(`${name} is truncated: the header says ${32 + dataLength} bytes, the file has ${buf.length}; download it again`);
+  if (byteSum(buf.subarray(32, 32 + dataLength)) !== buf.readUInt32BE(20))
+    throw new FirmwareError(`${name} has a bad data checksum: the file is damaged, download it again`);
+  // Like cloudcutter: the chip from the RBL version string at offset 60, else from the file name.
+  const rbl = buf.subarray(60, 84).toString('latin1').replace(/\0.*$/s, '').toLowerCase();
+  const fromHeader = rbl.match(/bk7231[tn]/)?.[0] as Mcu | undefined;
+  const fromName = name.toLowerCase().match(/bk7231[tn]/)?.[0] as Mcu | undefined;
+  const chip = fromHeader ?? fromName;
+  return { kind: 'ug', version, dataLength, chip, chipFrom: fromHeader ? 'header' : fromName ? 'file name' : 'unknown' };
+}
+
+function inspectUF2(buf: Buffer, name: string): FirmwareInfo {
+  if (buf.length % 512) throw new FirmwareError(`${name} is truncated: ${buf.length} bytes is not a whole number of 512-byte UF2 blocks`);
+  let familyId: number | undefined;
+  for (let off = 0; off < buf.length; off += 512) {
+    const ok = buf.readUInt32LE(off) === UF2_MAGIC0 && buf.readUInt32LE(off + 4) === UF2_MAGIC1 && buf.readUInt32LE(off + 508) === UF2_MAGIC_END;
+    if (!ok) throw new FirmwareError(`${name} is damaged: UF2 block ${off / 512} has bad magic numbers`);
+    if (buf.readUInt32LE(off + 8) & 0x2000) familyId ??= buf.readUInt32LE(off + 28);
+  }
+  if (familyId === undefined) throw new FirmwareError(`${name} is a UF2 without a family ID: it does not say which chip it is for`);
+  const chip = (Object.keys(MCUS) as Mcu[]).find((m) => MCUS[m].familyId === familyId);
+  return { kind: 'uf2', blocks: buf.length / 512, familyId, chip };
+}
+
+/** The file is right for this recipe, or a FirmwareError that names it, says what it is and what is needed. */
+export function checkFirmwareFor(info: FirmwareInfo, fileName: string, mcu: Mcu): void {
+  const name = path.basename(fileName);
+  const what = info.kind === 'ug' ? `a UG file (version ${info.version})` : `a UF2 with family ID 0x${info.familyId.toString(16).toUpperCase()}`;
+  if (!info.chip)
+    throw new FirmwareError(`${name} is ${what} for an unknown chip; the recipe needs ${MCUS[mcu].chip} firmware`);
+  if (info.chip !== mcu)
+    throw new FirmwareError(`${name} is ${what} for the ${MCUS[info.chip].chip}, but the recipe's mcu is ${mcu}: flashing it would fail`);
+}
+
+/** The newest `ESPHome-Kickstart-v*_<mcu>_app.ota.ug.bin` among file names, or undefined. Pure. */
+export function pickKickstart(files: string[], mcu: Mcu): string | undefined {
+  const re = new RegExp(`^ESPHome-Kickstart-v([0-9.]+)_${mcu}_app\\.ota\\.ug\\.bin$`, 'i');
+  const versions = files.flatMap((f) => {
+    const m = f.match(re);
+    return m ? [{ f, v: m[1].split('.').map(Number) }] : [];
+  });
+  versions.sort((a, b) => compareVersions(b.v, a.v));
+  return versions[0]?.f;
+}
+
+function compareVersions(a: number[], b: number[]): number {
+  for (let i = 0; i < Math.max(a.length, b.length); i++) if ((a[i] ?? 0) !== (b[i] ?? 0)) return (a[i] ?? 0) - (b[i] ?? 0);
+  return 0;
+}
+
+function byteSum(buf: Buffer): number {
+  let s = 0;
+  for (const b of buf) s = (s + b) >>> 0;
+  return s;
+}
+
+/** The Kickstart file the recipe asks for, read and checked. Throws StepError naming the file and the fix. */
+export function resolveKickstart(recipe: Recipe, cloudcutterDir: string): { file: string; path: string; info: FirmwareInfo } {
+  const dir = path.join(cloudcutterDir, 'custom-firmware');
+  let files: string[];
+  try {
+    files = fs.readdirSync(dir);
+  } catch {
+    throw new StepError('cloudcutter', `no ${dir} folder: the cloudcutter checkout is missing or incomplete`, cloneHint(cloudcutterDir));
+  }
+  const file = recipe.kickstart === 'auto' ? pickKickstart(files, recipe.mcu) : recipe.kickstart;
+  if (!file)
+    throw new StepError('cloudcutter', `no ESPHome-Kickstart-*_${recipe.mcu}_app.ota.ug.bin in ${dir}`,
+      `update the checkout (git -C ${cloudcutterDir} pull) or name a file with kickstart: in the recipe`);
+  const full = path.join(dir, file);
+  if (!fs.existsSync(full))
+    throw new StepError('cloudcutter', `kickstart file ${file} is not in ${dir}`,
+      `files there: ${files.filter((f) => !f.startsWith('.')).join(', ') || '(none)'}; or use kickstart: auto`);
+  try {
+    const info = inspectFirmware(fs.readFileSync(full), file);
+    checkFirmwareFor(info, file, recipe.mcu);
+    return { file, path: full, info };
+  } catch (e) {
+    if (e instanceof FirmwareError)
+      throw new StepError('cloudcutter', e.message, `use kickstart: auto, or the ..._${recipe.mcu}_app.ota.ug.bin file from ${dir}`);
+    throw e;
+  }
+}
+
+function cloneHint(dir: string): string {
+  return `git clone --depth 1 https://github.com/tuya-cloudcutter/tuya-cloudcutter.git ${shq(dir)}`;
+}
+
+// ─── Doctor: is this machine ready? (also the `check` step, for the steps a run is about to do) ─
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+  fix?: string;
+  /** Steps that cannot run without this. */
+  for: StepName[];
+}
+
+/** Ports cloudcutter's fake Tuya cloud needs on this machine (its own safety check lists them). */
+export const CLOUDCUTTER_PORTS = [
+  { port: 53, proto: 'udp' }, { port: 67, proto: 'udp' }, { port: 80, proto: 'tcp' },
+  { port: 443, proto: 'tcp' }, { port: 1883, proto: 'tcp' }, { port: 8886, proto: 'tcp' },
+] as const;
+
+async function doctor(opts: Options, recipe: Recipe): Promise<Check[]> {
+  const wifi = wifiAdapterCheck(opts.wifiIface);
+  const checks = await Promise.all([
+    linuxCheck(), dockerCheck(), wifi, sudoCheck(), checkoutCheck(opts.cloudcutter),
+    firmwareCheck(recipe, opts.cloudcutter), portsCheck(), esphomeCheck(opts.esphome),
+  ]);
+  return checks;
+}
+
+function printChecks(checks: Check[]): void {
+  const width = Math.max(...checks.map((k) => k.name.length)) + 2;
+  for (const k of checks) {
+    print(`  ${k.ok ? c.green('✓') : c.red('✗')} ${k.name.padEnd(width)}${k.detail}`);
+    if (!k.ok && k.fix) print(`    ${' '.repeat(width)}${c.yellow('fix:')} ${k.fix}`);
+  }
+}
+
+async function linuxCheck(): Promise<Check> {
+  const ok = process.platform === 'linux';
+  return { name: 'Linux', ok, detail: ok ? `${process.platform} ${(await import('node:os')).release()}` : `this is ${process.platform}`,
+    fix: 'cloudcutter needs a Linux host (a Raspberry Pi or a Linux laptop; not WSL, not macOS)', for: ['cloudcutter', 'kickstart'] };
+}
+
+async function dockerCheck(): Promise<Check> {
+  const r = await sh(['docker', 'info', '--format', '{{.ServerVersion}}']);
+  if (r.notFound)
+    return { name: 'Docker', ok: false, detail: 'docker is not installed', fix: 'install Docker Engine (https://docs.docker.com/engine/install/), then: sudo systemctl start docker', for: ['cloudcutter'] };
+  if (r.code !== 0)
+    return { name: 'Docker', ok: false, detail: `the Docker daemon is not answering: ${firstLine(r.stderr || r.stdout)}`,
+      fix: 'sudo systemctl start docker (and add yourself to the docker group, or run flash.ts with sudo)', for: ['cloudcutter'] };
+  return { name: 'Docker', ok: true, detail: `daemon ${r.stdout.trim()} answering`, for: ['cloudcutter'] };
+}
+
+/** nmcli, and a Wi-Fi adapter NetworkManager manages whose AP mode is `yes` (cloudcutter hosts an AP on it). */
+async function wifiAdapterCheck(iface?: string): Promise<Check> {
+  const name = 'Wi-Fi adapter';
+  const forSteps: StepName[] = ['cloudcutter', 'kickstart'];
+  const list = await sh(['nmcli', '-t', '-f', 'DEVICE,TYPE,STATE', 'device']);
+  if (list.notFound)
+    return { name, ok: false, detail: "NetworkManager's nmcli is not installed", fix: 'sudo apt install network-manager (cloudcutter drives Wi-Fi through it)', for: forSteps };
+  if (list.code !== 0)
+    return { name, ok: false, detail: `nmcli failed: ${firstLine(list.stderr)}`, fix: 'sudo systemctl start NetworkManager', for: forSteps };
+  const wifis = parseNmcliTerse(list.stdout).filter((f) => f[1] === 'wifi').map((f) => f[0]);
+  if (iface && !wifis.includes(iface))
+    return { name, ok: false, detail: `--wifi-iface ${iface} is not a Wi-Fi device NetworkManager knows (it knows: ${wifis.join(', ') || 'none'})`,
+      fix: 'check `nmcli device` and pass one of its wifi devices', for: forSteps };
+  if (!wifis.length)
+    return { name, ok: false, detail: 'no Wi-Fi adapter found', fix: 'plug in a USB Wi-Fi adapter that supports AP mode (one you are not using for your own connection)', for: forSteps };
+  const candidates = iface ? [iface] : wifis;
+  for (const dev of candidates) {
+    const props = await sh(['nmcli', '-t', '-f', 'WIFI-PROPERTIES.AP', 'device', 'show', dev]);
+    if (/:yes\s*$/m.test(props.stdout))
+      return { name, ok: true, detail: `${dev} supports AP mode${iface ? '' : ' (pass --wifi-iface to choose another)'}`, for: forSteps };
+  }
+  return { name, ok: false, detail: `${candidates.join(', ')}: AP mode not supported`, fix: 'use a Wi-Fi adapter whose `nmcli -f wifi-properties device show IFACE` says AP: yes', for: forSteps };
+}
+
+async function sudoCheck(): Promise<Check> {
+  if (process.getuid?.() === 0) return { name: 'sudo', ok: true, detail: 'running as root', for: ['cloudcutter'] };
+  const r = await sh(['sudo', '-n', 'true']);
+  if (r.notFound) return { name: 'sudo', ok: false, detail: 'sudo is not installed', fix: 'install sudo, or run flash.ts as root', for: ['cloudcutter'] };
+  return { name: 'sudo', ok: true, detail: r.code === 0 ? 'available' : 'available (it will ask for your password)', for: ['cloudcutter'] };
+}
+
+async function checkoutCheck(dir: string): Promise<Check> {
+  const ok = fs.existsSync(path.join(dir, 'tuya-cloudcutter.sh'));
+  return { name: 'cloudcutter checkout', ok, detail: ok ? dir : `no tuya-cloudcutter.sh in ${dir}`, fix: cloneHint(dir), for: ['cloudcutter'] };
+}
+
+async function firmwareCheck(recipe: Recipe, dir: string): Promise<Check> {
+  const name = 'Kickstart firmware';
+  try {
+    const k = resolveKickstart(recipe, dir);
+    return { name, ok: true, detail: `${k.file} (${MCUS[recipe.mcu].chip})`, for: ['cloudcutter'] };
+  } catch (e) {
+    if (e instanceof StepError) return { name, ok: false, detail: e.message, fix: e.hint, for: ['cloudcutter'] };
+    throw e;
+  }
+}
+
+async function portsCheck(): Promise<Check> {
+  const name = 'free ports';
+  const r = await sh(['ss', '-H', '-l', '-n', '-t', '-u', '-p']);
+  if (r.notFound || r.code !== 0) return { name, ok: false, detail: 'cannot list listening ports (ss failed)', fix: 'install iproute2', for: ['cloudcutter'] };
+  const busy = busyPorts(r.stdout);
+  if (!busy.length) return { name, ok: true, detail: CLOUDCUTTER_PORTS.map((p) => `${p.port}/${p.proto}`).join(' '), for: ['cloudcutter'] };
+  return { name, ok: false, detail: busy.map((b) => `${b.port}/${b.proto} held by ${b.process}`).join('; '),
+    fix: `stop those services while flashing (e.g. sudo systemctl stop ${[...new Set(busy.map((b) => b.process.split(' ')[0]))].join(' ')}); flash.ts never kills them`, for: ['cloudcutter'] };
+}
+
+/** Which of cloudcutter's ports `ss -H -lntup` shows in use, and by what. Pure. */
+export function busyPorts(ssOutput: string): { port: number; proto: string; process: string }[] {
+  const found = new Map<string, { port: number; proto: string; process: string }>();
+  for (const line of ssOutput.split('\n')) {
+    const cols = line.trim().split(/\s+/);
+    if (cols.length < 5) continue;
+    const proto = cols[0];
+    const local = cols[4];
+    const port = Number(local.slice(local.lastIndexOf(':') + 1));
+    if (!CLOUDCUTTER_PORTS.some((p) => p.port === port && p.proto === proto)) continue;
+    const users = line.match(/users:\(\("([^"]+)",pid=(\d+)/);
+    const key = `${port}/${proto}`;
+    if (!found.has(key)) found.set(key, { port, proto, process: users ? `${users[1]} (pid ${users[2]})` : 'another program' });
+  }
+  return [...found.values()];
+}
+
+async function esphomeCheck(mode?: 'local' | 'docker'): Promise<Check> {
+  const name = 'ESPHome';
+  const esphome = await findEsphome(mode);
+  if (esphome) return { name, ok: true, detail: esphome.describe, for: ['compile', 'upload'] };
+  return { name, ok: false, detail: mode === 'docker' ? 'the ghcr.io/esphome/esphome image is not available (Docker not answering?)' : 'no esphome command, and no Docker to run ghcr.io/esphome/esphome',
+    fix: 'pipx install esphome (or: pip install esphome), or start Docker: flash.ts then runs ghcr.io/esphome/esphome', for: ['compile', 'upload'] };
+}
+
+/** How to run ESPHome here: the local CLI, or the Docker image. */
+async function findEsphome(mode?: 'local' | 'docker'): Promise<{ kind: 'local' | 'docker'; describe: string } | undefined> {
+  if (mode !== 'docker') {
+    const r = await sh(['esphome', 'version']);
+    if (!r.notFound && r.code === 0) return { kind: 'local', describe: `esphome CLI, ${r.stdout.trim().replace(/^Version:\s*/, 'version ')}` };
+  }
+  if (mode !== 'local') {
+    const r = await sh(['docker', 'info', '--format', '{{.ServerVersion}}']);
+    if (!r.notFound && r.code === 0) return { kind: 'docker', describe: `Docker image ${ESPHOME_IMAGE} (pulled on first use)` };
+  }
+  return undefined;
+}
+
+const ESPHOME_IMAGE = 'ghcr.io/esphome/esphome';
+
+/** Rows of `nmcli -t` output, split on unescaped colons. Pure. */
+export function parseNmcliTerse(out: string): string[][] {
+  return out.split('\n').filter(Boolean).map((line) => line.split(/(?<!\\):/).map((f) => f.replace(/\\:/g, ':')));
 }
 
 // ─── Loading and validating a recipe ─────────────────────────────────────────────────────────
@@ -845,6 +1377,23 @@ function printError(text: string): void {
   process.stderr.write(redact(text) + '\n');
 }
 
+/** Runs a command and captures its output; argv is quoted by zx. Never throws on an exit code. */
+export async function sh(argv: string[], opts: { cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number; stdout: string; stderr: string; notFound: boolean }> {
+  const { $ } = await import('zx');
+  const p = await $({ cwd: opts.cwd, env: opts.env ?? process.env, nothrow: true, quiet: true, verbose: false, input: '', timeout: opts.timeoutMs ?? 30_000 })`${argv}`;
+  const code = p.exitCode ?? 1;
+  return { code, stdout: p.stdout, stderr: p.stderr, notFound: code === 127 };
+}
+
+function firstLine(text: string): string {
+  return text.trim().split('\n')[0] ?? '';
+}
+
+/** An argv as a user would type it (for display only; commands run through zx). */
+export function shq(...argv: string[]): string {
+  return argv.map((a) => (/^[\w@%+=:,./<>*-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
+}
+
 /** Writes only when the content changes, through a temp file and rename so a crash never leaves half a file. */
 export function writeFileAtomic(file: string, content: string, mode = 0o644): 'created' | 'updated' | 'unchanged' {
   let old: string | undefined;
@@ -877,6 +1426,20 @@ async function ask(kind: 'input' | 'password', message: string, envVar: string, 
     ? await prompts.password({ message, mask: '*' })
     : await prompts.input({ message, validate: (s) => s.trim() !== '' || 'required' });
   return answer;
+}
+
+/** A yes/no question. --yes answers the default; with no terminal and no --yes it is an exit-2 error. */
+async function confirm(message: string, opts: Options, def = true): Promise<boolean> {
+  if (opts.yes) return def;
+  if (!process.stdin.isTTY)
+    throw new InputError([{ file: 'command line', field: '--yes', message: `${message}: no terminal to ask on`, hint: 'run in a terminal, or pass --yes to accept the defaults' }]);
+  const prompts = await import('@inquirer/prompts');
+  return prompts.confirm({ message, default: def });
+}
+
+/** `--out DIR` to repeat in a suggested command, when it is not the default. */
+function outFlag(opts: Options): string {
+  return opts.out === DEFAULTS.out ? '' : ` --out ${shq(opts.out)}`;
 }
 
 /** Closest candidate by edit distance, when it is close enough to be a typo. */

@@ -27,7 +27,7 @@ export function makeUF2(opts: { familyId: number; payload?: Buffer; minBlocks?: 
     b.writeUInt32LE(i, 20);
     b.writeUInt32LE(blocks, 24);
     b.writeUInt32LE(opts.familyId >>> 0, 28);
-    payload.copy(b, 32, i * UF2_PAYLOAD, Math.min(payload.length, (i + 1) * UF2_PAYLOAD));
+    if (i * UF2_PAYLOAD < payload.length) payload.copy(b, 32, i * UF2_PAYLOAD, Math.min(payload.length, (i + 1) * UF2_PAYLOAD));
     b.writeUInt32LE(UF2_MAGIC_END, 508);
   }
   return out;

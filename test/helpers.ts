@@ -50,3 +50,28 @@ export function listFiles(dir: string): string[] {
 export const WIFI_ENV = { FLASH_WIFI_SSID: 'HomeNet', FLASH_WIFI_PASSWORD: 'correct horse battery' };
 
 export { execFile };
+
+/** Serves a folder over HTTP on 127.0.0.1 (the cloudcutter API fixtures), recording request paths. */
+export async function serveDir(dir: string): Promise<{ url: string; requests: string[]; close: () => Promise<void> }> {
+  const http = await import('node:http');
+  const requests: string[] = [];
+  const server = http.createServer((req, res) => {
+    const rel = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    requests.push(rel);
+    const file = path.join(dir, path.normalize(rel));
+    if (!file.startsWith(dir) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('404: Not Found');
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(fs.readFileSync(file));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
+  };
+}
+
+export const CLOUDCUTTER_API_FIXTURES = path.join(SHARED, 'fixtures', 'cloudcutter-api');

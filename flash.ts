@@ -237,7 +237,7 @@ export async function main(argv: string[]): Promise<number> {
   const cli = parseCli(argv);
   if (cli.command === 'help') return print(usage()), EXIT.ok;
   if (cli.command === 'version') return print(VERSION), EXIT.ok;
-  if (cli.command === 'schema') return process.stdout.write(recipeJsonSchemaText()), EXIT.ok;
+  if (cli.command === 'schema') return io.out(recipeJsonSchemaText()), EXIT.ok;
   const opts = cli.opts;
   const ctx = loadContext(opts);
   if (cli.command === 'doctor') {
@@ -287,7 +287,7 @@ async function stepCheck(ctx: Ctx): Promise<void> {
   const relevant = async () => (await doctor(ctx.opts, ctx.recipe)).filter((k) => k.for.some((s) => ahead.includes(s)));
   let checks = await relevant();
   if (checks.some((k) => k.name === 'cloudcutter checkout' && !k.ok) &&
-      (await confirm(`There is no tuya-cloudcutter checkout in ${ctx.opts.cloudcutter}. Clone it now?`, ctx.opts))) {
+      (await confirm(`There is no tuya-cloudcutter checkout in ${ctx.opts.cloudcutter}. Clone it now?`, ctx.opts, true, 'clone_cloudcutter'))) {
     const { $ } = await import('zx');
     await $({ stdio: 'inherit', nothrow: true })`git clone --depth 1 https://github.com/tuya-cloudcutter/tuya-cloudcutter.git ${ctx.opts.cloudcutter}`;
     checks = await relevant();
@@ -460,9 +460,9 @@ function readSecretsFile(file: string): { found: boolean; text: string; values: 
 async function askWifiIfMissing(existing: Record<string, string>, opts: Options): Promise<{ ssid: string; password: string } | null> {
   if ('wifi_ssid' in existing && 'wifi_password' in existing) return null;
   const ssid = existing.wifi_ssid ?? process.env.FLASH_WIFI_SSID ??
-    (await ask('input', 'Your Wi-Fi network name (SSID) for the plug', 'FLASH_WIFI_SSID', opts));
+    (await ask({ id: 'wifi_ssid', kind: 'input', message: 'Your Wi-Fi network name (SSID) for the plug' }, opts, { envVar: 'FLASH_WIFI_SSID' }));
   const password = existing.wifi_password ?? process.env.FLASH_WIFI_PASSWORD ??
-    (await ask('password', `Password for "${ssid}"`, 'FLASH_WIFI_PASSWORD', opts));
+    (await ask({ id: 'wifi_password', kind: 'password', message: `Password for "${ssid}"` }, opts, { envVar: 'FLASH_WIFI_PASSWORD' }));
   registerSecret(password);
   return { ssid, password };
 }
@@ -492,7 +492,7 @@ async function stepCloudcutter(ctx: Ctx): Promise<void> {
     print(`\n    ${c.bold('Now put the plug into AP mode:')} ${recipe.ap_mode}`);
     print(`    cloudcutter will then take over the plug. Midway it asks you to power-cycle the plug and put it`);
     print(`    into AP mode a second time; the whole run takes up to two minutes. Keep the plug near this machine.`);
-    await confirm('Is the plug in AP mode (slow blink)?', opts);
+    await confirm('Is the plug in AP mode (slow blink)?', opts, true, 'cloudcutter_ready');
     const log = logFile(opts.out, 'cloudcutter');
     print(c.dim(`    $ ${shq(...argv)}   (in ${opts.cloudcutter}; log: ${log})`));
     const { code, output } = await runAttached(argv, { cwd: opts.cloudcutter, log });
@@ -503,7 +503,7 @@ async function stepCloudcutter(ctx: Ctx): Promise<void> {
     }
     const d = diagnoseCloudcutter(output, code, recipe.mcu, otherMcuRecipes(ctx));
     print(`\n    ${c.red('✗')} ${d.what}\n    ${c.yellow('what to do:')} ${d.fix}\n    ${c.dim(`full log: ${log}`)}`);
-    if (!(await confirm('Retry the cloudcutter step now?', opts, false)))
+    if (!(await confirm('Retry the cloudcutter step now?', opts, false, 'cloudcutter_retry')))
       throw new StepError('cloudcutter', d.what, `${d.fix}\n  then retry from this step: npx tsx flash.ts ${shq(opts.recipe)} --from cloudcutter${outFlag(opts)}`);
   }
 }
@@ -658,7 +658,7 @@ async function runAttached(argv: string[], o: { cwd: string; log: string }): Pro
   });
   if (!tty) {
     const log = fs.createWriteStream(o.log, { mode: 0o600 });
-    for (const stream of [child.stdout!, child.stderr!]) stream.on('data', (d: Buffer) => (process.stdout.write(d), log.write(d)));
+    for (const stream of [child.stdout!, child.stderr!]) stream.on('data', (d: Buffer) => (io.out(redact(d.toString())), log.write(d)));
     await done;
     await new Promise((r) => log.end(r));
   }
@@ -1370,11 +1370,11 @@ export function redact(text: string, secrets: Iterable<string> = secretValues): 
 }
 
 function print(text: string): void {
-  process.stdout.write(redact(text) + '\n');
+  io.out(redact(text) + '\n');
 }
 
 function printError(text: string): void {
-  process.stderr.write(redact(text) + '\n');
+  io.err(redact(text) + '\n');
 }
 
 /** Runs a command and captures its output; argv is quoted by zx. Never throws on an exit code. */
@@ -1416,20 +1416,42 @@ export function writeFileAtomic(file: string, content: string, mode = 0o644): 'c
   return old === undefined ? 'created' : 'updated';
 }
 
-/** One question for the user, or with --yes / no terminal an exit-2 error naming how to answer it. */
-async function ask(kind: 'input' | 'password', message: string, envVar: string, opts: Options): Promise<string> {
-  if (opts.yes || !process.stdin.isTTY)
-    throw new InputError([{ file: 'environment', field: envVar, message: `${message}: no answer (${opts.yes ? '--yes' : 'no terminal'} means no prompts)`,
-      hint: `set ${envVar}=... in the environment, or run without --yes to be asked` }]);
+/** A question flash.ts asks. `id` is stable, so a scripted answerer (tests, the demo) can recognise it. */
+export interface Question {
+  id: string;
+  kind: 'input' | 'password' | 'confirm' | 'select';
+  message: string;
+  choices?: string[];
+  default?: boolean;
+}
+
+/**
+ * Where output goes and who answers questions. By default: the terminal and @inquirer/prompts.
+ * Tests and `npm run demo` put a virtual user in `answer`.
+ */
+export const io = {
+  out: (text: string) => void process.stdout.write(text),
+  err: (text: string) => void process.stderr.write(text),
+  answer: undefined as undefined | ((q: Question) => Promise<string | boolean>),
+};
+
+/** Asks one question; with --yes or no terminal, an exit-2 error that says how to give the answer instead. */
+async function ask(q: Question, opts: Options, instead: { envVar?: string; flag?: string } = {}): Promise<string> {
+  if (io.answer) return String(await io.answer(q));
+  if (opts.yes || !process.stdin.isTTY) {
+    const how = instead.envVar ? `set ${instead.envVar}=... in the environment` : instead.flag ? `pass ${instead.flag}` : 'run it in a terminal';
+    throw new InputError([{ file: instead.envVar ? 'environment' : 'command line', field: instead.envVar ?? instead.flag ?? q.id,
+      message: `${q.message}: no answer (${opts.yes ? '--yes' : 'no terminal'} means no prompts)`, hint: `${how}, or run without --yes to be asked` }]);
+  }
   const prompts = await import('@inquirer/prompts');
-  const answer = kind === 'password'
-    ? await prompts.password({ message, mask: '*' })
-    : await prompts.input({ message, validate: (s) => s.trim() !== '' || 'required' });
-  return answer;
+  if (q.kind === 'password') return prompts.password({ message: q.message, mask: '*' });
+  if (q.kind === 'select') return prompts.select({ message: q.message, choices: (q.choices ?? []).map((value) => ({ value })) });
+  return prompts.input({ message: q.message, validate: (s) => s.trim() !== '' || 'required' });
 }
 
 /** A yes/no question. --yes answers the default; with no terminal and no --yes it is an exit-2 error. */
-async function confirm(message: string, opts: Options, def = true): Promise<boolean> {
+async function confirm(message: string, opts: Options, def = true, id = 'confirm'): Promise<boolean> {
+  if (io.answer) return Boolean(await io.answer({ id, kind: 'confirm', message, default: def }));
   if (opts.yes) return def;
   if (!process.stdin.isTTY)
     throw new InputError([{ file: 'command line', field: '--yes', message: `${message}: no terminal to ask on`, hint: 'run in a terminal, or pass --yes to accept the defaults' }]);

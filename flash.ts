@@ -207,6 +207,8 @@ export interface Options {
   wifiIface?: string;
   deviceIp?: string;
   checkPins: boolean;
+  manualWifi: boolean;
+  backupFlash: boolean;
   esphome?: 'local' | 'docker';
   verbose: boolean;
 }
@@ -220,6 +222,14 @@ export interface Ctx {
   template: string;
   substitutions: Record<string, string>;
   deviceName: string;
+  /** What the run has learned about the plug so far. */
+  facts: Facts;
+}
+
+export interface Facts {
+  mac?: string;
+  kickstartIp?: string;
+  deviceIp?: string;
 }
 
 const STEP_RUNNERS: Record<StepName, { run: (ctx: Ctx) => Promise<void>; plan: (ctx: Ctx) => string[] }> = {
@@ -227,8 +237,8 @@ const STEP_RUNNERS: Record<StepName, { run: (ctx: Ctx) => Promise<void>; plan: (
   config: { run: stepConfig, plan: planConfig },
   compile: { run: notImplemented('compile'), plan: planCompile },
   cloudcutter: { run: stepCloudcutter, plan: planCloudcutter },
-  kickstart: { run: notImplemented('kickstart'), plan: planKickstart },
-  pins: { run: notImplemented('pins'), plan: planPins },
+  kickstart: { run: stepKickstart, plan: planKickstart },
+  pins: { run: stepPins, plan: planPins },
   upload: { run: notImplemented('upload'), plan: planUpload },
   verify: { run: notImplemented('verify'), plan: planVerify },
 };
@@ -666,6 +676,362 @@ async function runAttached(argv: string[], o: { cwd: string; log: string }): Pro
   return { code, output: fs.existsSync(o.log) ? fs.readFileSync(o.log, 'utf8') : '' };
 }
 
+// ─── Step: kickstart ─────────────────────────────────────────────────────────────────────────
+
+/** Kickstart's pinscan entities (ESPHome 2025.5 object-id URLs; see the reference notes). */
+export const PINSCAN = { pin: '/select/-__pin', mode: '/select/-__pin_mode', stateId: 'text_sensor--__pin_state' };
+
+async function stepKickstart(ctx: Ctx): Promise<void> {
+  const { opts, recipe } = ctx;
+  const ap = MCUS[recipe.mcu].kickstartAp;
+  const secrets = readSecretsFile(path.join(opts.out, 'secrets.yaml')).values;
+  if (!secrets.wifi_ssid || !secrets.wifi_password)
+    throw new StepError('kickstart', `no wifi_ssid / wifi_password in ${path.join(opts.out, 'secrets.yaml')}`,
+      `run the config step first: npx tsx flash.ts ${shq(opts.recipe)} --only config${outFlag(opts)}`);
+  const wifi = { ssid: secrets.wifi_ssid, password: secrets.wifi_password };
+
+  const sent = !opts.manualWifi && (await provisionOverAp(ctx, ap, wifi));
+  if (!sent) await provisionByHand(ctx, ap, wifi.ssid);
+
+  if (opts.deviceIp) {
+    ctx.facts.kickstartIp = opts.deviceIp;
+    print(`    using --device-ip ${opts.deviceIp}`);
+  } else {
+    const mac = ctx.facts.mac?.replace(/:/g, '').toLowerCase();
+    const board = ctx.substitutions.board;
+    const found = await discoverDevice(
+      (d) => d.txt.project_name === 'lt.kickstart' && d.txt.board === board && (!mac || d.txt.mac?.toLowerCase() === mac),
+      timeoutMs('FLASH_DISCOVERY_TIMEOUT_MS', 120_000), `waiting for ${ap} to join "${wifi.ssid}" and show up on your network (mDNS)`);
+    if (!found)
+      throw new StepError('kickstart', `the plug did not show up on your network within ${timeoutMs('FLASH_DISCOVERY_TIMEOUT_MS', 120_000) / 1000} s`,
+        `check: this machine is on the same network as "${wifi.ssid}" (not a guest network, no client isolation); ` +
+        `the plug's LED (still blinking = it could not join: wrong password, or a 5 GHz-only network); ` +
+        `if your router lists the plug, use its address: npx tsx flash.ts ${shq(opts.recipe)} --from pins --device-ip IP${outFlag(opts)}`);
+    ctx.facts.kickstartIp = found.addresses.find((a) => a.includes('.')) ?? found.addresses[0];
+    ctx.facts.mac ??= found.txt.mac;
+    print(`    ${c.green('✓')} found ${found.name} at ${ctx.facts.kickstartIp} (MAC ${found.txt.mac}, Kickstart ${found.txt.project_version ?? '?'})`);
+  }
+  if (opts.backupFlash) await backupFlash(ctx);
+}
+
+/** Joins the plug's open AP with nmcli, sends the Wi-Fi credentials to the captive portal, gives the adapter back. */
+async function provisionOverAp(ctx: Ctx, ap: string, wifi: { ssid: string; password: string }): Promise<boolean> {
+  const iface = ctx.opts.wifiIface ?? (await firstWifiAdapter());
+  if (!iface) {
+    print(`    ${c.yellow('!')} no Wi-Fi adapter for NetworkManager to join ${ap} with`);
+    return false;
+  }
+  print(`    joining ${ap} on ${iface} …`);
+  // The Kickstart AP is open: nothing secret on this command line.
+  const join = await sh(['nmcli', '--wait', '60', 'device', 'wifi', 'connect', ap, 'ifname', iface], { timeoutMs: 90_000 });
+  if (join.code !== 0) {
+    print(`    ${c.yellow('!')} could not join ${ap}: ${firstLine(join.stderr || join.stdout)}`);
+    return false;
+  }
+  try {
+    const portal = kickstartPortal();
+    const config = parsePortalConfig((await request('GET', `${portal}/config.json`)).text);
+    ctx.facts.mac = config.mac || ctx.facts.mac;
+    print(`    plug MAC ${config.mac || '(not given)'}; it sees ${config.ssids.length} networks`);
+    if (!config.ssids.includes(wifi.ssid))
+      print(`    ${c.yellow('!')} the plug does not see "${wifi.ssid}" (it sees: ${config.ssids.join(', ') || 'nothing'}). ` +
+        'It only does 2.4 GHz; move it closer to the router if the name is missing.');
+    const res = await request('GET', `${portal}/wifisave?${new URLSearchParams({ ssid: wifi.ssid, psk: wifi.password })}`,
+      { shown: `${portal}/wifisave?ssid=***&psk=***`, redirect: 'manual' });
+    if (res.status !== 302 && res.status !== 200)
+      throw new StepError('kickstart', `the captive portal answered HTTP ${res.status} to the Wi-Fi settings`, 'retry: npx tsx flash.ts RECIPE --from kickstart');
+    print(`    ${c.green('✓')} sent your Wi-Fi "${wifi.ssid}" to the plug`);
+    return true;
+  } finally {
+    // Hand the adapter back: deleting the temporary connection lets NetworkManager reconnect as before.
+    await sh(['nmcli', 'connection', 'delete', 'id', ap]);
+  }
+}
+
+async function provisionByHand(ctx: Ctx, ap: string, ssid: string): Promise<void> {
+  print(`\n    ${c.bold('Give the plug your Wi-Fi by hand')}, from a phone or laptop:`);
+  print(`      1. join the Wi-Fi network "${ap}" (open, no password)`);
+  print(`      2. open ${kickstartPortal()}/ (a sign-in page may open by itself)`);
+  print(`      3. pick "${ssid}", type its password (wifi_password in ${path.join(ctx.opts.out, 'secrets.yaml')}), and save`);
+  print(`      4. re-join your own network`);
+  await confirm('Done?', ctx.opts, true, 'manual_wifi_done');
+}
+
+/** Wi-Fi networks and MAC from the captive portal's /config.json (its SSIDs are not JSON-escaped). Pure. */
+export function parsePortalConfig(text: string): { mac: string; ssids: string[] } {
+  try {
+    const j = JSON.parse(text) as { mac?: string; aps?: { ssid?: string }[] };
+    return { mac: j.mac ?? '', ssids: (j.aps ?? []).flatMap((a) => (a.ssid !== undefined ? [a.ssid] : [])) };
+  } catch {
+    const mac = text.match(/"mac"\s*:\s*"([^"]*)"/)?.[1] ?? '';
+    const ssids = [...text.matchAll(/"ssid"\s*:\s*"(.*?)"\s*,\s*"rssi"/g)].map((m) => m[1]);
+    return { mac, ssids };
+  }
+}
+
+async function firstWifiAdapter(): Promise<string | undefined> {
+  const r = await sh(['nmcli', '-t', '-f', 'DEVICE,TYPE,STATE', 'device']);
+  return parseNmcliTerse(r.stdout).find((f) => f[1] === 'wifi')?.[0];
+}
+
+/** Saves the plug's whole 2 MiB flash through Kickstart before anything overwrites it. */
+async function backupFlash(ctx: Ctx): Promise<void> {
+  const size = 2 * 1024 * 1024;
+  const mac = (ctx.facts.mac ?? 'unknown').replace(/:/g, '').toLowerCase();
+  const file = path.join(ctx.opts.out, '.flash', `backup-${ctx.deviceName}-${mac}.bin`);
+  const chunk = 256 * 1024;
+  const parts: Buffer[] = [];
+  for (let off = 0; off < size; off += chunk) {
+    const res = await fetchWithRetry(`${deviceUrl(ctx)}/hub/flash_read?offset=${off}&length=${chunk}`);
+    parts.push(Buffer.from(await res.arrayBuffer()));
+  }
+  const data = Buffer.concat(parts);
+  if (data.length !== size) throw new StepError('kickstart', `flash backup came back with ${data.length} bytes, expected ${size}`, 'retry with --from kickstart --backup-flash');
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(`${file}.tmp`, data);
+  fs.renameSync(`${file}.tmp`, file);
+  print(`    ${c.green('✓')} saved the plug's flash (2 MiB) to ${file}`);
+}
+
+// ─── Step: pins ──────────────────────────────────────────────────────────────────────────────
+
+async function stepPins(ctx: Ctx): Promise<void> {
+  const result = await checkPins({
+    base: deviceUrl(ctx),
+    pins: ctx.recipe.pins,
+    ask: (q) => ask(q, ctx.opts),
+    say: (line) => print(`    ${line}`),
+  });
+  const wrong = result.filter((r) => !r.ok);
+  if (!wrong.length) return print(`    ${c.green('✓')} every pin does what the recipe says`);
+  const button = result.find((r) => r.fn.startsWith('button'));
+  let hint = `fix pins: in ${ctx.recipePath} (or --set <function>_pin=Pn), then run from the config step again`;
+  if (button && button.foundOn && button.foundOn !== button.pin) {
+    const matches = recipesWithButtonOn(path.dirname(ctx.recipePath), button.foundOn);
+    hint = matches.length ? `the button is on ${button.foundOn}: this plug matches ${matches.join(' or ')}; run that recipe instead` : hint;
+  }
+  throw new StepError('pins', `${wrong.map((r) => `${r.fn} (${r.pin}): ${r.saw}`).join('; ')}`, hint);
+}
+
+export interface PinResult { fn: string; pin: string; ok: boolean; saw: string; foundOn?: string }
+
+/**
+ * Drives each recipe pin through Kickstart's pinscan entities and asks what happened. Outputs go
+ * HIGH then LOW; the button pin is read with INPUT_PULLUP while the user presses it, and if it never
+ * changes the other pins are tried one by one to find where the button really is.
+ */
+export async function checkPins(o: {
+  base: string;
+  pins: Record<string, string>;
+  ask: (q: Question) => Promise<string>;
+  say: (line: string) => void;
+}): Promise<PinResult[]> {
+  const setPin = (pin: string) => request('POST', `${o.base}${PINSCAN.pin}/set?option=${encodeURIComponent(BK7231_PINS[pin])}`);
+  const setMode = (mode: string) => request('POST', `${o.base}${PINSCAN.mode}/set?option=${mode}`);
+  const results: PinResult[] = [];
+  for (const [fn, pin] of Object.entries(o.pins)) {
+    if (fn.startsWith('button')) continue;
+    await setPin(pin);
+    await setMode('OUTPUT_HIGH');
+    await sleep(700);
+    await setMode('OUTPUT_LOW');
+    await sleep(700);
+    await setMode('INPUT'); // let go of the pin so the next one is seen on its own
+    const saw = await o.ask({ id: `pin_${fn}`, kind: 'select', message: `${fn} on ${pin} was switched on and off. What did you see?`, choices: PIN_ANSWERS });
+    const ok = fn === 'relay' || fn.startsWith('relay') ? /relay/.test(saw) : /led|light/i.test(fn) ? /LED/.test(saw) : saw !== 'nothing';
+    o.say(`${ok ? c.green('✓') : c.red('✗')} ${fn.padEnd(12)} ${pin.padEnd(4)} ${saw}`);
+    results.push({ fn, pin, ok, saw });
+  }
+  for (const [fn, pin] of Object.entries(o.pins)) {
+    if (!fn.startsWith('button')) continue;
+    if (await buttonSeenOn(o, pin, `Press and release the plug's button now (reading ${pin}), then confirm`, setPin, setMode)) {
+      o.say(`${c.green('✓')} ${fn.padEnd(12)} ${pin.padEnd(4)} press seen`);
+      results.push({ fn, pin, ok: true, saw: 'press seen' });
+      continue;
+    }
+    o.say(`${c.red('✗')} ${fn.padEnd(12)} ${pin.padEnd(4)} no press seen; looking for the button on the other pins`);
+    const others = [...Object.values(o.pins).filter((p) => p !== pin), ...Object.keys(BK7231_PINS).filter((p) => !Object.values(o.pins).includes(p))];
+    let foundOn: string | undefined;
+    for (const cand of others)
+      if (await buttonSeenOn(o, cand, `Press the button once more (reading ${cand}), then confirm`, setPin, setMode)) {
+        foundOn = cand;
+        break;
+      }
+    o.say(foundOn ? `${c.yellow('!')} the button is on ${foundOn}, not ${pin}` : `${c.red('✗')} no pin saw the button`);
+    results.push({ fn, pin, ok: false, saw: foundOn ? `the button is on ${foundOn}` : 'no pin saw the button', foundOn });
+  }
+  await setMode('INPUT');
+  return results;
+}
+
+export const PIN_ANSWERS = ['the relay clicked', 'a red LED', 'a green LED', 'a blue LED', 'another LED', 'nothing'];
+
+/** Watches `-> Pin State` on /events while the user presses: true if the pin went LOW. */
+async function buttonSeenOn(o: { base: string; ask: (q: Question) => Promise<string> }, pin: string, message: string,
+  setPin: (p: string) => Promise<unknown>, setMode: (m: string) => Promise<unknown>): Promise<boolean> {
+  await setPin(pin);
+  await setMode('INPUT_PULLUP');
+  const stream = await openEvents(o.base);
+  try {
+    await sleep(200); // the first events are the current states; presses come after
+    stream.seenLow = false;
+    await o.ask({ id: 'press_button', kind: 'confirm', message });
+    await sleep(300);
+    return stream.seenLow;
+  } finally {
+    stream.close();
+  }
+}
+
+/** Subscribes to Kickstart's Server-Sent Events and notes when the pin-state sensor reads LOW. */
+async function openEvents(base: string): Promise<{ seenLow: boolean; close: () => void }> {
+  const ac = new AbortController();
+  const handle = { seenLow: false, close: () => ac.abort() };
+  const res = await fetch(`${base}/events`, { signal: ac.signal });
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let buf = '';
+  (async () => {
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        buf += decoder.decode(value, { stream: true });
+        let end: number;
+        while ((end = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n');
+          if (!/^event:\s*state/m.test(block) || !data) continue;
+          try {
+            const j = JSON.parse(data) as { id?: string; state?: string; value?: string };
+            if (j.id === PINSCAN.stateId && (j.state ?? j.value) === 'LOW') handle.seenLow = true;
+          } catch {}
+        }
+      }
+    } catch {}
+  })();
+  return handle;
+}
+
+/** Recipe files in dir whose pins.button is `pin`: which plug this is when the button turned up elsewhere. */
+function recipesWithButtonOn(dir: string, pin: string): string[] {
+  return fs.readdirSync(dir).filter((f) => /\.ya?ml$/.test(f) && !f.includes('.esphome.')).flatMap((f) => {
+    try {
+      return loadRecipe(path.join(dir, f)).recipe.pins.button === pin ? [path.join(dir, f)] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
+// ─── The network: HTTP with retries, mDNS discovery ──────────────────────────────────────────
+
+/** The plug's web server: Kickstart's LAN address (port from FLASH_DEVICE_HTTP_PORT, default 80). */
+function deviceUrl(ctx: Ctx): string {
+  const ip = ctx.facts.kickstartIp ?? ctx.opts.deviceIp;
+  if (!ip) throw new StepError('pins', "the plug's address is not known yet", `run the kickstart step first, or pass --device-ip IP`);
+  const port = process.env.FLASH_DEVICE_HTTP_PORT;
+  return `http://${ip}${port && port !== '80' ? `:${port}` : ''}`;
+}
+
+export class HttpError extends Error {}
+
+/**
+ * One HTTP request with a timeout; connection errors and 5xx answers are retried with backoff.
+ * `shown` is the URL to name in messages when the real one carries a secret.
+ */
+export async function request(method: string, url: string, o: { shown?: string; redirect?: 'manual' | 'follow'; retries?: number } = {}): Promise<{ status: number; text: string }> {
+  const retries = o.retries ?? 3;
+  let last = '';
+  for (let attempt = 0; attempt <= retries; attempt++) {
+    if (attempt) await sleep(250 * 2 ** (attempt - 1));
+    try {
+      const res = await fetch(url, { method, redirect: o.redirect ?? 'follow', signal: AbortSignal.timeout(timeoutMs('FLASH_HTTP_TIMEOUT_MS', 10_000)) });
+      const text = await res.text();
+      if (res.status >= 500) {
+        last = `HTTP ${res.status}`;
+        continue;
+      }
+      return { status: res.status, text };
+    } catch (e) {
+      last = (e as Error).name === 'TimeoutError' ? 'timed out' : ((e as { cause?: Error }).cause?.message ?? (e as Error).message);
+    }
+  }
+  throw new HttpError(`${method} ${o.shown ?? url} failed after ${retries + 1} tries: ${last}`);
+}
+
+async function fetchWithRetry(url: string): Promise<Response> {
+  let last: unknown;
+  for (let attempt = 0; attempt < 4; attempt++) {
+    if (attempt) await sleep(250 * 2 ** (attempt - 1));
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs('FLASH_HTTP_TIMEOUT_MS', 10_000)) });
+      if (res.ok) return res;
+      last = `HTTP ${res.status}`;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+  }
+  throw new HttpError(`GET ${url} failed: ${last}`);
+}
+
+export interface MdnsDevice { name: string; host: string; addresses: string[]; port: number; txt: Record<string, string> }
+
+/** Browses `_esphomelib._tcp` until a device matches, re-asking every 2 s (BK72xx mDNS can be slow to answer). */
+export async function discoverDevice(match: (d: MdnsDevice) => boolean, timeout: number, label: string): Promise<MdnsDevice | undefined> {
+  const { Bonjour } = await import('bonjour-service');
+  const iface = process.env.FLASH_MDNS_INTERFACE;
+  const bonjour = new Bonjour(iface ? ({ interface: iface } as object) : {});
+  const browser = bonjour.find({ type: 'esphomelib', protocol: 'tcp' });
+  return withSpinner(label, new Promise<MdnsDevice | undefined>((resolve) => {
+    const seen = (svc: { name: string; host: string; addresses?: string[]; port: number; txt?: Record<string, unknown> }) => {
+      const d: MdnsDevice = { name: svc.name, host: svc.host, addresses: svc.addresses ?? [], port: svc.port,
+        txt: Object.fromEntries(Object.entries(svc.txt ?? {}).map(([k, v]) => [k, String(v)])) };
+      if (d.addresses.length && match(d)) finish(d);
+    };
+    const requery = setInterval(() => {
+      for (const svc of browser.services) seen(svc);
+      browser.update();
+    }, 2000);
+    const timer = setTimeout(() => finish(undefined), timeout);
+    browser.on('up', seen);
+    browser.on('txt-update', seen);
+    function finish(d: MdnsDevice | undefined) {
+      clearInterval(requery);
+      clearTimeout(timer);
+      browser.stop();
+      bonjour.destroy();
+      resolve(d);
+    }
+  }));
+}
+
+/** Shows `label` with a spinner and the elapsed time while `work` runs (a plain line without a terminal). */
+async function withSpinner<T>(label: string, work: Promise<T>): Promise<T> {
+  const start = Date.now();
+  if (!process.stdout.isTTY || io.answer) {
+    print(`    ${label} …`);
+    return work;
+  }
+  const frames = '⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏';
+  let i = 0;
+  const tick = setInterval(() => io.out(`\r    ${c.cyan(frames[i++ % frames.length])} ${label} (${Math.round((Date.now() - start) / 1000)} s)\x1b[K`), 100);
+  try {
+    return await work;
+  } finally {
+    clearInterval(tick);
+    io.out('\r\x1b[K');
+  }
+}
+
+function timeoutMs(envVar: string, def: number): number {
+  const v = Number(process.env[envVar]);
+  return Number.isFinite(v) && v > 0 ? v : def;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 // ─── Steps still to come (issues 3–5): their dry-run plans ───────────────────────────────────
 
 function planCompile(ctx: Ctx): string[] {
@@ -1044,7 +1410,7 @@ export function loadContext(opts: Options): Ctx {
   }
   const substitutions = substitutionsFor(recipe);
   checkTemplate(template, templatePath, substitutions, opts.sets);
-  return { opts, recipe, recipePath, templatePath, template, substitutions, deviceName: substitutions.device_name };
+  return { opts, recipe, recipePath, templatePath, template, substitutions, deviceName: substitutions.device_name, facts: {} };
 }
 
 /** The recipe file parsed and validated, with `--set` values applied first so they are checked too. */
@@ -1252,6 +1618,8 @@ export function parseCli(argv: string[]): Cli {
         'wifi-iface': { type: 'string' },
         'device-ip': { type: 'string' },
         'check-pins': { type: 'boolean' },
+        'manual-wifi': { type: 'boolean' },
+        'backup-flash': { type: 'boolean' },
         esphome: { type: 'string' },
         verbose: { type: 'boolean', short: 'v' },
       },
@@ -1301,6 +1669,8 @@ export function parseCli(argv: string[]): Cli {
       wifiIface: v['wifi-iface'],
       deviceIp: v['device-ip'],
       checkPins: v['check-pins'] ?? false,
+      manualWifi: v['manual-wifi'] ?? false,
+      backupFlash: v['backup-flash'] ?? false,
       esphome: v.esphome as Options['esphome'],
       verbose: v.verbose ?? false,
     },
@@ -1331,6 +1701,8 @@ Options:
   --wifi-iface IFACE     Wi-Fi adapter for cloudcutter and Kickstart (default: NetworkManager's first)
   --device-ip IP         the plug's LAN address: skip mDNS discovery
   --check-pins           run the pins step: check each recipe pin on the plug
+  --manual-wifi          give the plug your Wi-Fi from a phone instead of through this machine's adapter
+  --backup-flash         save the plug's whole flash (2 MiB, through Kickstart) before uploading
   --esphome local|docker use the esphome CLI or the ghcr.io/esphome/esphome image (default: CLI if found)
   --verbose, -v          show external commands' output as they run
   --help, -h             this text
@@ -1340,6 +1712,10 @@ Environment:
   FLASH_WIFI_SSID, FLASH_WIFI_PASSWORD   Wi-Fi for secrets.yaml when it has none (else asked)
   FLASH_CLOUDCUTTER_API                  cloudcutter profile API (default https://tuya-cloudcutter.github.io/api)
   FLASH_KICKSTART_PORTAL                 Kickstart captive portal (default http://192.168.4.1)
+  FLASH_DEVICE_HTTP_PORT                 the plug's web server port (default 80)
+  FLASH_MDNS_INTERFACE                   the interface address mDNS uses (default: all)
+  FLASH_DISCOVERY_TIMEOUT_MS             how long to wait for the plug on mDNS (default 120000)
+  FLASH_HTTP_TIMEOUT_MS                  timeout of one HTTP request (default 10000)
   NO_COLOR / FORCE_COLOR                 colours off / on
 
 Exit codes: 0 done, 1 a step failed (the message says how to retry), 2 bad input (nothing written).`;

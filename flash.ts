@@ -224,6 +224,8 @@ export interface Ctx {
   deviceName: string;
   /** What the run has learned about the plug so far. */
   facts: Facts;
+  /** The background compile, once started. */
+  compile?: CompileJob;
 }
 
 export interface Facts {
@@ -235,12 +237,12 @@ export interface Facts {
 const STEP_RUNNERS: Record<StepName, { run: (ctx: Ctx) => Promise<void>; plan: (ctx: Ctx) => string[] }> = {
   check: { run: stepCheck, plan: planCheck },
   config: { run: stepConfig, plan: planConfig },
-  compile: { run: notImplemented('compile'), plan: planCompile },
+  compile: { run: stepCompile, plan: planCompile },
   cloudcutter: { run: stepCloudcutter, plan: planCloudcutter },
   kickstart: { run: stepKickstart, plan: planKickstart },
   pins: { run: stepPins, plan: planPins },
-  upload: { run: notImplemented('upload'), plan: planUpload },
-  verify: { run: notImplemented('verify'), plan: planVerify },
+  upload: { run: stepUpload, plan: planUpload },
+  verify: { run: stepVerify, plan: planVerify },
 };
 
 export async function main(argv: string[]): Promise<number> {
@@ -269,6 +271,8 @@ export async function main(argv: string[]): Promise<number> {
     const runner = STEP_RUNNERS[step.name];
     if (opts.dryRun) for (const line of runner.plan(ctx)) print(`    ${line}`);
     else await runner.run(ctx);
+    if (ctx.compile && step.name !== 'compile' && !ctx.compile.finished)
+      print(c.dim(`    (compile still running in the background: ${Math.round((Date.now() - ctx.compile.started) / 1000)} s so far)`));
   }
   if (opts.dryRun) print(`\n${c.green('✓')} dry run complete: run the same command without --dry-run to do it.`);
   return EXIT.ok;
@@ -280,13 +284,6 @@ export function stepsToRun(opts: Pick<Options, 'only' | 'from' | 'checkPins'>): 
   // The preflight always comes first: it checks just what the steps after it need.
   const start = opts.from ? STEPS.findIndex((s) => s.name === opts.from) : 0;
   return STEPS.filter((s, i) => s.name === 'check' || i >= start).filter((s) => s.name !== 'pins' || opts.checkPins);
-}
-
-function notImplemented(step: StepName) {
-  return async (): Promise<void> => {
-    throw new StepError(step, `the ${step} step is not implemented yet in flash.ts ${VERSION}`,
-      `run the earlier steps with --only, or follow the device page by hand for this one`);
-  };
 }
 
 // ─── Step: check ─────────────────────────────────────────────────────────────────────────────
@@ -925,6 +922,230 @@ function recipesWithButtonOn(dir: string, pin: string): string[] {
   });
 }
 
+// ─── Step: compile ───────────────────────────────────────────────────────────────────────────
+
+/** A compile running in the background: it resolves to the checked UF2's path. */
+export interface CompileJob { done: Promise<string>; started: number; log: string; finished?: number; failed?: boolean }
+
+/** Starts `esphome compile` in the background; the upload step waits for it. With --only compile, waits here. */
+async function stepCompile(ctx: Ctx): Promise<void> {
+  const job = await startCompile(ctx);
+  ctx.compile = job;
+  const last = stepsToRun(ctx.opts).at(-1)?.name === 'compile';
+  if (!last) return print(`    started in the background (log: ${job.log}); the next steps go on meanwhile`);
+  await awaitCompile(ctx);
+}
+
+async function startCompile(ctx: Ctx): Promise<CompileJob> {
+  const esphome = await findEsphome(ctx.opts.esphome);
+  if (!esphome)
+    throw new StepError('compile', 'no esphome command, and Docker is not answering for the ghcr.io/esphome/esphome image',
+      'pipx install esphome (or start Docker), then retry: npx tsx flash.ts RECIPE --from compile');
+  const argv = compileArgv(ctx, esphome.kind);
+  const log = logFile(ctx.opts.out, 'compile');
+  print(c.dim(`    $ ${shq(...argv)}   (${esphome.describe})`));
+  const { spawn } = await import('node:child_process');
+  const out = fs.openSync(log, 'w', 0o600);
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', out, out], cwd: process.cwd() });
+  fs.closeSync(out);
+  children.add(child);
+  const job: CompileJob = { started: Date.now(), log, done: Promise.resolve('') };
+  job.done = new Promise<number>((resolve) => {
+    child.on('error', () => resolve(127));
+    child.on('close', (code) => resolve(code ?? 1));
+  }).then((code) => {
+    children.delete(child);
+    job.finished = Date.now();
+    if (code !== 0) {
+      job.failed = true;
+      throw new StepError('compile', `esphome compile failed (exit ${code}):\n${indent(compileErrors(fs.readFileSync(log, 'utf8')), 6)}`,
+        `full log: ${log}\n  fix the config or recipe, then retry: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${outFlag(ctx.opts)}`);
+    }
+    return checkedUf2(ctx);
+  });
+  job.done.catch(() => {}); // reported when awaited
+  return job;
+}
+
+/** The compile command: the local CLI, or the Docker image with the config dir mounted at /config. */
+export function compileArgv(ctx: Pick<Ctx, 'opts' | 'deviceName'>, kind: 'local' | 'docker'): string[] {
+  const file = `${ctx.deviceName}.yaml`;
+  return kind === 'local'
+    ? ['esphome', 'compile', path.join(ctx.opts.out, file)]
+    : ['docker', 'run', '--rm', '-v', `${path.resolve(ctx.opts.out)}:/config`, ESPHOME_IMAGE, 'compile', file];
+}
+
+/** Waits for the background compile (starting one if this run has none and no fresh UF2 exists). */
+async function awaitCompile(ctx: Ctx): Promise<string> {
+  if (!ctx.compile) {
+    const uf2 = uf2Path(ctx);
+    const config = path.join(ctx.opts.out, `${ctx.deviceName}.yaml`);
+    if (fs.existsSync(uf2) && fs.existsSync(config) && fs.statSync(uf2).mtimeMs >= fs.statSync(config).mtimeMs) return checkedUf2(ctx);
+    ctx.compile = await startCompile(ctx);
+  }
+  const job = ctx.compile;
+  if (!job.finished) await withSpinner(`waiting for esphome compile (log: ${job.log})`, job.done.catch(() => ''));
+  const uf2 = await job.done;
+  print(`    ${c.green('✓')} compiled in ${Math.round(((job.finished ?? Date.now()) - job.started) / 1000)} s: ${uf2}`);
+  return uf2;
+}
+
+/** The UF2 the build left, checked to be for this recipe's chip. */
+function checkedUf2(ctx: Ctx): string {
+  const file = uf2Path(ctx);
+  if (!fs.existsSync(file))
+    throw new StepError('compile', `esphome finished but left no ${file}`, 'check the log; the config must have a bk72xx: board');
+  try {
+    checkFirmwareFor(inspectFirmware(fs.readFileSync(file), file), file, ctx.recipe.mcu);
+  } catch (e) {
+    if (e instanceof FirmwareError) throw new StepError('compile', e.message, `check the board in ${ctx.recipePath} matches mcu ${ctx.recipe.mcu}, then --from compile`);
+    throw e;
+  }
+  return file;
+}
+
+/** The lines of an ESPHome log that say what went wrong: errors and the lines around them, else the tail. Pure. */
+export function compileErrors(log: string): string {
+  const lines = log.split('\n').filter((l) => l.trim());
+  const first = lines.findIndex((l) => /\bERROR\b|error:|Failed config|\[Error\]|\*\*\*/.test(l));
+  return (first >= 0 ? lines.slice(first, first + 15) : lines.slice(-15)).join('\n');
+}
+
+function indent(text: string, n: number): string {
+  return text.split('\n').map((l) => ' '.repeat(n) + l).join('\n');
+}
+
+// ─── Step: upload ────────────────────────────────────────────────────────────────────────────
+
+async function stepUpload(ctx: Ctx): Promise<void> {
+  const uf2 = await awaitCompile(ctx);
+  const data = fs.readFileSync(uf2);
+  try {
+    checkFirmwareFor(inspectFirmware(data, uf2), uf2, ctx.recipe.mcu);
+  } catch (e) {
+    if (e instanceof FirmwareError) throw new StepError('upload', `refusing to upload: ${e.message}`, 'recompile for this recipe: --from compile');
+    throw e;
+  }
+  const base = deviceUrl(ctx);
+  if (!ctx.facts.kickstartIp && !(await isKickstart(base))) {
+    // No Kickstart at that address: a plug already on ESPHome takes the native OTA instead.
+    const argv = ['esphome', 'upload', path.join(ctx.opts.out, `${ctx.deviceName}.yaml`), '--device', ctx.opts.deviceIp!];
+    print(c.dim(`    $ ${shq(...argv)}`));
+    const r = await sh(argv, { timeoutMs: 600_000 });
+    if (r.code !== 0) throw new StepError('upload', `esphome upload failed: ${firstLine(r.stderr || r.stdout)}`, 'check the plug is online and the OTA password in secrets.yaml, then --from upload');
+    return print(`    ${c.green('✓')} uploaded with esphome upload`);
+  }
+  const answer = await uploadUf2(`${base}/update`, data, path.basename(uf2));
+  if (/Update Successful/i.test(answer)) return print(`    ${c.green('✓')} Kickstart took the firmware; the plug reboots into ESPHome`);
+  const reason = answer.match(/Update Failed:?\s*(.*)/i)?.[1]?.trim() ?? answer.trim().slice(0, 200);
+  throw new StepError('upload', `the plug refused the firmware: ${reason || 'Update Failed'}${explainOtaFailure(reason)}`,
+    'check the recipe mcu and board, recompile (--from compile) and retry');
+}
+
+/** What LibreTiny's OTA failure codes mean. Pure. */
+export function explainOtaFailure(reason: string): string {
+  if (/uf2=3/.test(reason)) return ' (the UF2 is for another chip: wrong family ID)';
+  if (/uf2=2/.test(reason)) return ' (the file is not a UF2: upload firmware.uf2, not a .ug.bin)';
+  return '';
+}
+
+async function isKickstart(base: string): Promise<boolean> {
+  try {
+    const r = await request('GET', `${base}/hub`, { retries: 1 });
+    return r.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Streams a UF2 to Kickstart's web OTA as multipart/form-data (field `update`, like its web page),
+ * with a progress bar. A dropped connection is retried from the start (the plug discards a partial update).
+ */
+export async function uploadUf2(url: string, data: Buffer, fileName: string, attempts = 3): Promise<string> {
+  const http = await import('node:http');
+  const { SingleBar, Presets } = await import('cli-progress');
+  const boundary = `----flashts${crypto.randomBytes(8).toString('hex')}`;
+  const head = Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="update"; filename="${fileName}"\r\nContent-Type: application/octet-stream\r\n\r\n`);
+  const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
+  const total = head.length + data.length + tail.length;
+  for (let attempt = 1; ; attempt++) {
+    const bar = new SingleBar({ format: '    upload [{bar}] {percentage}% {value}/{total} KiB {speed}', hideCursor: true, noTTYOutput: false, stream: process.stdout }, Presets.shades_classic);
+    const tty = process.stdout.isTTY && !io.answer;
+    if (tty) bar.start(Math.ceil(total / 1024), 0, { speed: '' });
+    const started = Date.now();
+    try {
+      return await new Promise<string>((resolve, reject) => {
+        const req = http.request(url, { method: 'POST', headers: { 'Content-Type': `multipart/form-data; boundary=${boundary}`, 'Content-Length': total } }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (d) => (body += d));
+          res.on('end', () => resolve(body));
+          res.on('error', reject);
+        });
+        req.on('error', reject);
+        req.setTimeout(timeoutMs('FLASH_HTTP_TIMEOUT_MS', 10_000) * 3, () => req.destroy(new Error('timed out')));
+        let sent = 0;
+        const chunks = [head, ...Array.from({ length: Math.ceil(data.length / 16384) }, (_, i) => data.subarray(i * 16384, (i + 1) * 16384)), tail];
+        const writeNext = () => {
+          while (chunks.length) {
+            const chunk = chunks.shift()!;
+            sent += chunk.length;
+            if (tty) bar.update(Math.floor(sent / 1024), { speed: `${Math.round(sent / 1024 / Math.max(0.001, (Date.now() - started) / 1000))} KiB/s` });
+            if (!req.write(chunk)) return void req.once('drain', writeNext);
+          }
+          req.end();
+        };
+        writeNext();
+      });
+    } catch (e) {
+      const why = (e as Error).message;
+      if (attempt >= attempts) throw new StepError('upload', `the upload to ${url} failed ${attempts} times: ${why}`,
+        'keep the plug powered and close to the router; retry: --from upload');
+      print(`\n    ${c.yellow('!')} upload interrupted (${why}); retrying (${attempt + 1}/${attempts})`);
+      await sleep(1000 * attempt);
+    } finally {
+      if (tty) bar.stop();
+      else print(`    upload: ${Math.round(total / 1024)} KiB in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    }
+  }
+}
+
+// ─── Step: verify ────────────────────────────────────────────────────────────────────────────
+
+async function stepVerify(ctx: Ctx): Promise<void> {
+  const board = ctx.substitutions.board;
+  const wait = timeoutMs('FLASH_VERIFY_TIMEOUT_MS', 120_000);
+  const found = await discoverDevice((d) => d.name === ctx.deviceName && !!d.txt.api_encryption && d.txt.board === board, wait,
+    `waiting for ${ctx.deviceName} to boot ESPHome and show up (mDNS)`);
+  if (!found)
+    throw new StepError('verify', `${ctx.deviceName} did not show up within ${wait / 1000} s`,
+      `power-cycle the plug and re-run --only verify; if it opens a Wi-Fi network named "${ctx.deviceName}", it could not join yours: ` +
+      `join that network (password: ap_password in ${path.join(ctx.opts.out, 'secrets.yaml')}) and set the Wi-Fi at http://192.168.4.1; ` +
+      'if your network blocks mDNS, check your router for its address');
+  const ip = found.addresses.find((a) => a.includes('.')) ?? found.addresses[0];
+  ctx.facts.deviceIp = ip;
+  if (!(await tcpAnswers(ip, found.port, 5000)))
+    throw new StepError('verify', `${ctx.deviceName} is on mDNS at ${ip} but its API port ${found.port} does not answer`, 'wait a minute and re-run --only verify; power-cycle the plug if it stays silent');
+  const mac = (found.txt.mac ?? '').replace(/(..)(?!$)/g, '$1:').toUpperCase();
+  print(`    ${c.green('✓')} ${c.bold(found.txt.friendly_name || ctx.deviceName)} is running ESPHome ${found.txt.version ?? ''}`);
+  print(`      name ${ctx.deviceName} · IP ${ip} · MAC ${mac} · API port ${found.port} (encrypted)`);
+  print(`\n    ${c.bold('Add it to Home Assistant:')} Settings → Devices & services: ESPHome discovers "${ctx.deviceName}"`);
+  print(`    (or Add integration → ESPHome → host ${ip}). It asks for the encryption key: api_encryption_key`);
+  print(`    in ${path.join(ctx.opts.out, 'secrets.yaml')}. Keep that folder: ESPHome needs it for later updates.`);
+}
+
+async function tcpAnswers(host: string, port: number, timeout: number): Promise<boolean> {
+  const net = await import('node:net');
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port });
+    const done = (ok: boolean) => (s.destroy(), resolve(ok));
+    s.setTimeout(timeout, () => done(false));
+    s.on('connect', () => done(true));
+    s.on('error', () => done(false));
+  });
+}
+
 // ─── The network: HTTP with retries, mDNS discovery ──────────────────────────────────────────
 
 /** The plug's web server: Kickstart's LAN address (port from FLASH_DEVICE_HTTP_PORT, default 80). */
@@ -1035,7 +1256,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // ─── Steps still to come (issues 3–5): their dry-run plans ───────────────────────────────────
 
 function planCompile(ctx: Ctx): string[] {
-  return [`$ esphome compile ${path.join(ctx.opts.out, `${ctx.deviceName}.yaml`)}   (in the background; log in ${path.join(ctx.opts.out, '.flash', 'logs')})`,
+  return [`$ ${shq(...compileArgv(ctx, ctx.opts.esphome ?? 'local'))}   (in the background; log in ${path.join(ctx.opts.out, '.flash', 'logs')})`,
     `check ${uf2Path(ctx)} is a UF2 with family ID 0x${MCUS[ctx.recipe.mcu].familyId.toString(16).toUpperCase()} (${MCUS[ctx.recipe.mcu].chip})`];
 }
 
@@ -1732,6 +1953,9 @@ const useColor = process.env.FORCE_COLOR ? process.env.FORCE_COLOR !== '0' : !pr
 const paint = (code: number) => (s: string) => (useColor ? `\x1b[${code}m${s}\x1b[0m` : s);
 export const c = { bold: paint(1), dim: paint(2), red: paint(31), green: paint(32), yellow: paint(33), cyan: paint(36) };
 
+/** Child processes to stop when the run ends early (Ctrl+C, a failed step). */
+const children = new Set<import('node:child_process').ChildProcess>();
+
 /** Secret values seen this run; anything printed or logged passes through redact(). */
 const secretValues = new Set<string>();
 
@@ -1883,6 +2107,7 @@ export async function runCli(argv: string[]): Promise<number> {
   try {
     return await main(argv);
   } catch (e) {
+    for (const child of children) child.kill('SIGTERM');
     if (e instanceof InputError) {
       printError(`${c.red('✗ bad input')} (nothing was written)`);
       for (const p of e.problems) printError(`  ${formatProblem(p)}`);

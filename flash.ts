@@ -209,6 +209,7 @@ export interface Options {
   checkPins: boolean;
   manualWifi: boolean;
   backupFlash: boolean;
+  restart: boolean;
   esphome?: 'local' | 'docker';
   verbose: boolean;
 }
@@ -226,6 +227,9 @@ export interface Ctx {
   facts: Facts;
   /** The background compile, once started. */
   compile?: CompileJob;
+  journal: Journal;
+  /** The step under way (for Ctrl+C and failure messages). */
+  current?: StepName;
 }
 
 export interface Facts {
@@ -260,21 +264,32 @@ export async function main(argv: string[]): Promise<number> {
     print(failed ? `\n${c.red(`${failed} check${failed > 1 ? 's' : ''} failed`)}: fix them and run doctor again.` : `\n${c.green('✓ ready')}`);
     return failed ? EXIT.failed : EXIT.ok;
   }
-  const steps = stepsToRun(opts);
-
   print(`${c.bold('flash.ts')} · ${ctx.recipe.model} (${MCUS[ctx.recipe.mcu].chip}) → ${c.bold(ctx.deviceName)}` +
     (opts.dryRun ? c.dim('   [dry run: nothing is written, run or sent]') : ''));
 
+  const steps = resumePoint(ctx, stepsToRun(opts));
+  if (!steps.some((s) => s.name !== 'check')) {
+    print(`\n${c.green('✓')} every step is already done for ${ctx.deviceName} (journal ${journalPath(ctx)}).`);
+    print(`  To flash it again: --restart; to redo part of it: --from STEP.`);
+    return EXIT.ok;
+  }
+  ctx.current = undefined;
   for (const [i, step] of steps.entries()) {
+    ctx.current = step.name;
     const title = `${c.cyan(`[${i + 1}/${steps.length}]`)} ${c.bold(step.name.padEnd(11))} ${c.dim(step.does)}`;
     print(`\n${title}`);
     const runner = STEP_RUNNERS[step.name];
     if (opts.dryRun) for (const line of runner.plan(ctx)) print(`    ${line}`);
-    else await runner.run(ctx);
+    else {
+      await runner.run(ctx);
+      if (step.name !== 'check' && step.name !== 'compile') recordStep(ctx, step.name); // compile records itself when it finishes
+    }
     if (ctx.compile && step.name !== 'compile' && !ctx.compile.finished)
       print(c.dim(`    (compile still running in the background: ${Math.round((Date.now() - ctx.compile.started) / 1000)} s so far)`));
   }
+  ctx.current = undefined;
   if (opts.dryRun) print(`\n${c.green('✓')} dry run complete: run the same command without --dry-run to do it.`);
+  else print(`\n${c.green('✓')} ${ctx.deviceName} done.`);
   return EXIT.ok;
 }
 
@@ -986,6 +1001,7 @@ async function awaitCompile(ctx: Ctx): Promise<string> {
   const job = ctx.compile;
   if (!job.finished) await withSpinner(`waiting for esphome compile (log: ${job.log})`, job.done.catch(() => ''));
   const uf2 = await job.done;
+  recordStep(ctx, 'compile');
   print(`    ${c.green('✓')} compiled in ${Math.round(((job.finished ?? Date.now()) - job.started) / 1000)} s: ${uf2}`);
   return uf2;
 }
@@ -1588,6 +1604,81 @@ export function parseNmcliTerse(out: string): string[][] {
   return out.split('\n').filter(Boolean).map((line) => line.split(/(?<!\\):/).map((f) => f.replace(/\\:/g, ':')));
 }
 
+// ─── The journal: never lose the user's place ───────────────────────────────────────────────
+
+/** `<out>/.flash/<device_name>.json`: the steps done (with a hash of their inputs) and the facts learned. */
+export interface Journal {
+  version: 1;
+  device_name: string;
+  recipe: string;
+  steps: Partial<Record<StepName, { at: string; inputs: string }>>;
+  facts: Facts;
+}
+
+export function journalPath(ctx: Pick<Ctx, 'opts' | 'deviceName'>): string {
+  return path.join(ctx.opts.out, '.flash', `${ctx.deviceName}.json`);
+}
+
+export function readJournal(ctx: Pick<Ctx, 'opts' | 'deviceName' | 'recipePath'>): Journal {
+  const empty: Journal = { version: 1, device_name: ctx.deviceName, recipe: ctx.recipePath, steps: {}, facts: {} };
+  try {
+    const j = JSON.parse(fs.readFileSync(journalPath(ctx), 'utf8')) as Journal;
+    return j.version === 1 && j.steps && j.facts ? j : empty;
+  } catch {
+    return empty;
+  }
+}
+
+/** Notes a finished step in the journal (atomically), with the facts learned so far. */
+function recordStep(ctx: Ctx, step: StepName): void {
+  if (ctx.opts.dryRun) return;
+  ctx.journal.steps[step] = { at: new Date().toISOString(), inputs: stepInputs(ctx, step) };
+  ctx.journal.facts = { ...ctx.journal.facts, ...ctx.facts };
+  fs.mkdirSync(path.dirname(journalPath(ctx)), { recursive: true });
+  writeFileAtomic(journalPath(ctx), JSON.stringify(ctx.journal, null, 2) + '\n');
+}
+
+/**
+ * What a step depends on, as a hash: when it changes, the step is redone. The config depends on the
+ * recipe and template; compile, upload and verify on the rendered config and secrets.yaml; cloudcutter
+ * on the recipe's chip and profile; kickstart on the Wi-Fi secrets; pins on the pins.
+ */
+export function stepInputs(ctx: Ctx, step: StepName): string {
+  const secrets = readSecretsFile(path.join(ctx.opts.out, 'secrets.yaml'));
+  const config = renderDeviceConfig(ctx.substitutions, ctx.template, '', ctx.recipe.model);
+  const r = ctx.recipe;
+  const parts: Record<StepName, unknown> = {
+    check: null,
+    config: [fs.readFileSync(ctx.recipePath, 'utf8'), ctx.template, ctx.opts.sets],
+    compile: [config, secrets.text],
+    cloudcutter: [r.mcu, r.cloudcutter, r.kickstart],
+    kickstart: [r.mcu, secrets.values.wifi_ssid, secrets.values.wifi_password],
+    pins: [r.pins],
+    upload: [config, secrets.text],
+    verify: [config, secrets.text],
+  };
+  return crypto.createHash('sha256').update(JSON.stringify(parts[step])).digest('hex').slice(0, 16);
+}
+
+/**
+ * Where this run starts. A plain re-run resumes after the steps the journal says are done and whose
+ * inputs have not changed since; --from, --only and --restart say where explicitly.
+ */
+function resumePoint(ctx: Ctx, steps: (typeof STEPS)[number][]): (typeof STEPS)[number][] {
+  if (ctx.opts.restart || ctx.opts.only || ctx.opts.from) {
+    if (ctx.opts.restart && Object.keys(ctx.journal.steps).length) print(c.dim(`  --restart: starting over (the journal said ${Object.keys(ctx.journal.steps).join(', ')} done)`));
+    if (ctx.opts.restart) ctx.journal = { ...ctx.journal, steps: {}, facts: {} };
+    else if (ctx.opts.from) print(c.dim(`  starting at ${ctx.opts.from} (--from)`));
+    return steps;
+  }
+  const done = (name: StepName) => ctx.journal.steps[name]?.inputs === stepInputs(ctx, name);
+  const skipped = steps.filter((s) => s.name !== 'check' && done(s.name)).map((s) => s.name);
+  const changed = steps.filter((s) => ctx.journal.steps[s.name] && !done(s.name)).map((s) => s.name);
+  if (skipped.length) print(`  resuming: ${skipped.join(', ')} already done (journal ${journalPath(ctx)}); --restart starts over`);
+  if (changed.length) print(`  redoing ${changed.join(', ')}: inputs changed since last time`);
+  return steps.filter((s) => s.name === 'check' || !done(s.name));
+}
+
 // ─── Loading and validating a recipe ─────────────────────────────────────────────────────────
 
 /** A problem with the user's input: where it is, what is wrong, how to fix it. */
@@ -1631,7 +1722,10 @@ export function loadContext(opts: Options): Ctx {
   }
   const substitutions = substitutionsFor(recipe);
   checkTemplate(template, templatePath, substitutions, opts.sets);
-  return { opts, recipe, recipePath, templatePath, template, substitutions, deviceName: substitutions.device_name, facts: {} };
+  const ctx: Ctx = { opts, recipe, recipePath, templatePath, template, substitutions, deviceName: substitutions.device_name, facts: {}, journal: undefined! };
+  ctx.journal = readJournal(ctx);
+  ctx.facts = { ...ctx.journal.facts };
+  return ctx;
 }
 
 /** The recipe file parsed and validated, with `--set` values applied first so they are checked too. */
@@ -1841,6 +1935,7 @@ export function parseCli(argv: string[]): Cli {
         'check-pins': { type: 'boolean' },
         'manual-wifi': { type: 'boolean' },
         'backup-flash': { type: 'boolean' },
+        restart: { type: 'boolean' },
         esphome: { type: 'string' },
         verbose: { type: 'boolean', short: 'v' },
       },
@@ -1892,6 +1987,7 @@ export function parseCli(argv: string[]): Cli {
       checkPins: v['check-pins'] ?? false,
       manualWifi: v['manual-wifi'] ?? false,
       backupFlash: v['backup-flash'] ?? false,
+      restart: v.restart ?? false,
       esphome: v.esphome as Options['esphome'],
       verbose: v.verbose ?? false,
     },
@@ -1914,7 +2010,8 @@ ${steps}
 Options:
   --dry-run, -n          show what each step would do, secrets as ***; write, run and send nothing
   --only STEP            run just this step
-  --from STEP            run this step and the ones after it
+  --from STEP            run this step and the ones after it (redoing them even if done)
+  --restart              forget the journal and start over from the first step
   --out DIR, -o DIR      ESPHome config dir (default ./${DEFAULTS.out})
   --set KEY=VALUE        override a substitution (repeatable), e.g. --set device_name=status-plug-02
   --yes, -y              never prompt; a missing answer is an error naming the env var or flag to use

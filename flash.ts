@@ -1632,8 +1632,12 @@ export function readJournal(ctx: Pick<Ctx, 'opts' | 'deviceName' | 'recipePath'>
 /** Notes a finished step in the journal (atomically), with the facts learned so far. */
 function recordStep(ctx: Ctx, step: StepName): void {
   if (ctx.opts.dryRun) return;
-  ctx.journal.steps[step] = { at: new Date().toISOString(), inputs: stepInputs(ctx, step) };
-  ctx.journal.facts = { ...ctx.journal.facts, ...ctx.facts };
+  const inputs = stepInputs(ctx, step);
+  const facts = { ...ctx.journal.facts, ...ctx.facts };
+  // Same step, same inputs, nothing new learned: leave the file alone (a re-run changes nothing).
+  if (ctx.journal.steps[step]?.inputs === inputs && JSON.stringify(facts) === JSON.stringify(ctx.journal.facts)) return;
+  ctx.journal.steps[step] = { at: new Date().toISOString(), inputs };
+  ctx.journal.facts = facts;
   fs.mkdirSync(path.dirname(journalPath(ctx)), { recursive: true });
   writeFileAtomic(journalPath(ctx), JSON.stringify(ctx.journal, null, 2) + '\n');
 }

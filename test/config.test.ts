@@ -62,7 +62,7 @@ test('23A config differs from 21D only in board and pins', async () => {
 test('secrets.yaml: 0600, every !secret defined, random keys of the right form; a re-run changes nothing', async () => {
   const { out, r } = await configFor('recipes/23A.yaml');
   assert.equal(r.code, 0, r.stderr);
-  assert.deepEqual(listFiles(out), ['.flash', '.flash/status-plug-01.json', '.gitignore', 'secrets.yaml', 'status-plug-01.yaml']);
+  assert.deepEqual(listFiles(out), ['.flash/status-plug-01.json', '.gitignore', 'secrets.yaml', 'status-plug-01.yaml']);
   const secretsFile = path.join(out, 'secrets.yaml');
   assert.equal(fs.statSync(secretsFile).mode & 0o777, 0o600);
   const secrets = YAML.parse(fs.readFileSync(secretsFile, 'utf8'));

@@ -41,10 +41,10 @@ export function copyRecipes(): string {
   return dir;
 }
 
-/** Every file under dir, relative, sorted (to assert "nothing was written"). */
+/** Every file (not folder) under dir, relative, sorted (to assert "nothing was written"). */
 export function listFiles(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
-  return (fs.readdirSync(dir, { recursive: true }) as string[]).map(String).sort();
+  return (fs.readdirSync(dir, { recursive: true }) as string[]).map(String).filter((f) => fs.statSync(path.join(dir, f)).isFile()).sort();
 }
 
 export const WIFI_ENV = { FLASH_WIFI_SSID: 'HomeNet', FLASH_WIFI_PASSWORD: 'correct horse battery' };

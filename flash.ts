@@ -256,6 +256,7 @@ export async function main(argv: string[]): Promise<number> {
   if (cli.command === 'schema') return io.out(recipeJsonSchemaText()), EXIT.ok;
   const opts = cli.opts;
   const ctx = loadContext(opts);
+  running = ctx;
   if (cli.command === 'doctor') {
     print(`${c.bold('flash.ts doctor')} · is this machine ready to flash ${ctx.recipe.model}?`);
     const checks = await doctor(opts, ctx.recipe);
@@ -740,6 +741,8 @@ async function provisionOverAp(ctx: Ctx, ap: string, wifi: { ssid: string; passw
     print(`    ${c.yellow('!')} could not join ${ap}: ${firstLine(join.stderr || join.stdout)}`);
     return false;
   }
+  const undo = () => sh(['nmcli', 'connection', 'delete', 'id', ap]);
+  cleanups.add(undo);
   try {
     const portal = kickstartPortal();
     const config = parsePortalConfig((await request('GET', `${portal}/config.json`)).text);
@@ -756,7 +759,8 @@ async function provisionOverAp(ctx: Ctx, ap: string, wifi: { ssid: string; passw
     return true;
   } finally {
     // Hand the adapter back: deleting the temporary connection lets NetworkManager reconnect as before.
-    await sh(['nmcli', 'connection', 'delete', 'id', ap]);
+    cleanups.delete(undo);
+    await undo();
   }
 }
 
@@ -2205,9 +2209,13 @@ function suggestDeviceName(name: string): string {
 // ─── Entry point ─────────────────────────────────────────────────────────────────────────────
 
 export async function runCli(argv: string[]): Promise<number> {
+  const onSignal = (signal: NodeJS.Signals) => void interrupt(signal);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     return await main(argv);
   } catch (e) {
+    if ((e as Error).name === 'ExitPromptError') return interrupt('SIGINT'); // Ctrl+C inside a question
     for (const child of children) child.kill('SIGTERM');
     if (e instanceof InputError) {
       printError(`${c.red('✗ bad input')} (nothing was written)`);
@@ -2221,8 +2229,33 @@ export async function runCli(argv: string[]): Promise<number> {
     }
     printError(`${c.red('✗ unexpected error:')} ${(e as Error).stack ?? e}`);
     return EXIT.failed;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
 }
+
+/**
+ * Ctrl+C (or SIGTERM) at any point: stop child processes, undo temporary changes (the Kickstart Wi-Fi
+ * connection), give the terminal its cursor back and say how to resume. The journal is only ever
+ * replaced whole, so it is consistent whenever this runs.
+ */
+async function interrupt(signal: NodeJS.Signals): Promise<never> {
+  for (const child of children) child.kill('SIGTERM');
+  await Promise.allSettled([...cleanups].map((undo) => undo()));
+  if (process.stdout.isTTY) io.out('\x1b[?25h');
+  const ctx = running;
+  printError(`\n${c.yellow('■ stopped')} (${signal})${ctx?.current ? ` during the ${ctx.current} step` : ''}.`);
+  if (ctx && !ctx.opts.dryRun)
+    printError(`  Finished steps are kept in ${journalPath(ctx)}: run the same command again to resume.`);
+  process.exit(130);
+}
+
+/** Undo actions for temporary changes (e.g. a joined Wi-Fi network), run on Ctrl+C. */
+const cleanups = new Set<() => Promise<unknown>>();
+
+/** The run under way, for interrupt(). */
+let running: Ctx | undefined;
 
 if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('/flash.ts')) {
   runCli(process.argv.slice(2)).then((code) => (process.exitCode = code));

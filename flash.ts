@@ -210,6 +210,7 @@ export interface Options {
   manualWifi: boolean;
   backupFlash: boolean;
   restart: boolean;
+  count?: number;
   esphome?: 'local' | 'docker';
   verbose: boolean;
 }
@@ -230,6 +231,8 @@ export interface Ctx {
   journal: Journal;
   /** The step under way (for Ctrl+C and failure messages). */
   current?: StepName;
+  /** Called once this plug's firmware is compiled (a batch then starts the next plug's). */
+  afterCompile?: () => void;
 }
 
 export interface Facts {
@@ -265,6 +268,14 @@ export async function main(argv: string[]): Promise<number> {
     print(failed ? `\n${c.red(`${failed} check${failed > 1 ? 's' : ''} failed`)}: fix them and run doctor again.` : `\n${c.green('✓ ready')}`);
     return failed ? EXIT.failed : EXIT.ok;
   }
+  if (opts.count) return runBatch(ctx);
+  return (await runPlug(ctx)) ? EXIT.ok : EXIT.failed;
+}
+
+/** One plug, step by step, from where its journal says it got to. Throws StepError on a failed step. */
+async function runPlug(ctx: Ctx): Promise<boolean> {
+  const opts = ctx.opts;
+  running = ctx;
   print(`${c.bold('flash.ts')} · ${ctx.recipe.model} (${MCUS[ctx.recipe.mcu].chip}) → ${c.bold(ctx.deviceName)}` +
     (opts.dryRun ? c.dim('   [dry run: nothing is written, run or sent]') : ''));
 
@@ -272,9 +283,8 @@ export async function main(argv: string[]): Promise<number> {
   if (!steps.some((s) => s.name !== 'check')) {
     print(`\n${c.green('✓')} every step is already done for ${ctx.deviceName} (journal ${journalPath(ctx)}).`);
     print(`  To flash it again: --restart; to redo part of it: --from STEP.`);
-    return EXIT.ok;
+    return true;
   }
-  ctx.current = undefined;
   for (const [i, step] of steps.entries()) {
     ctx.current = step.name;
     const title = `${c.cyan(`[${i + 1}/${steps.length}]`)} ${c.bold(step.name.padEnd(11))} ${c.dim(step.does)}`;
@@ -291,7 +301,92 @@ export async function main(argv: string[]): Promise<number> {
   ctx.current = undefined;
   if (opts.dryRun) print(`\n${c.green('✓')} dry run complete: run the same command without --dry-run to do it.`);
   else print(`\n${c.green('✓')} ${ctx.deviceName} done.`);
-  return EXIT.ok;
+  return true;
+}
+
+/**
+ * `--count N`: N plugs from one recipe, named after the highest already in the config dir. Plugs left
+ * unfinished by an earlier batch come first. While you work on one plug, the next one's firmware compiles.
+ */
+async function runBatch(first: Ctx): Promise<number> {
+  const opts = first.opts;
+  const unfinished = configNames(opts.out).filter((n) => sameSeries(n, first.deviceName) && !isFinished(opts.out, n));
+  const names = [
+    ...unfinished.slice(0, opts.count).map((n) => ({ device_name: n, friendly_name: friendlyFor(first.substitutions.friendly_name, n) })),
+    ...batchNames(first.substitutions, configNames(opts.out), Math.max(0, opts.count! - unfinished.length)),
+  ];
+  print(`${c.bold('batch')}: ${names.length} plugs: ${names.map((n) => n.device_name).join(', ')}`);
+  const plugs = names.map((n) => loadContext({ ...opts, count: undefined, sets: { ...opts.sets, ...n } }));
+  const results: { name: string; ip?: string; mac?: string; result: string }[] = [];
+  for (const [k, ctx] of plugs.entries()) {
+    const next = plugs[k + 1];
+    // While this plug is flashed by hand, the next one's config is written and its firmware compiled.
+    if (next && !opts.dryRun) ctx.afterCompile = () => void prepareNext(next);
+    print(`\n${c.bold(`━━ plug ${k + 1} of ${plugs.length}: ${ctx.deviceName} ━━`)}`);
+    try {
+      await runPlug(ctx);
+      results.push({ name: ctx.deviceName, ip: ctx.facts.deviceIp ?? ctx.facts.kickstartIp, mac: ctx.facts.mac, result: opts.dryRun ? 'planned' : 'flashed' });
+    } catch (e) {
+      if (!(e instanceof StepError)) throw e;
+      printError(`\n${c.red(`✗ ${e.step} failed:`)} ${e.message}\n  ${e.hint}`);
+      results.push({ name: ctx.deviceName, ip: ctx.facts.kickstartIp, mac: ctx.facts.mac, result: `failed at ${e.step}` });
+      if (next && !(await confirm(`${ctx.deviceName} failed. Go on with ${next.deviceName}?`, opts, true, 'batch_continue'))) break;
+    }
+  }
+  print(`\n${c.bold('Plugs')}`);
+  print(formatTable([['name', 'IP', 'MAC', 'result'], ...results.map((r) => [r.name, r.ip ?? '-', r.mac ?? '-', r.result])]));
+  return results.every((r) => !r.result.startsWith('failed')) && results.length === plugs.length ? EXIT.ok : EXIT.failed;
+}
+
+/** Config and background compile for the next plug of a batch, quietly. */
+async function prepareNext(ctx: Ctx): Promise<void> {
+  try {
+    const files = renderConfigFiles(ctx, readSecretsFile(path.join(ctx.opts.out, 'secrets.yaml')), null, randomSecret);
+    writeFileAtomic(files.configPath, files.config);
+    recordStep(ctx, 'config');
+    ctx.compile = await startCompile(ctx, true);
+  } catch {
+    // The plug's own run redoes whatever did not work here, and reports it.
+  }
+}
+
+/** Names for `count` more plugs after the highest `<base>-NN` in `existing`. Pure. */
+export function batchNames(subs: Record<string, string>, existing: string[], count: number): { device_name: string; friendly_name: string }[] {
+  const base = subs.device_name.replace(/[-_]?\d+$/, '') || subs.device_name;
+  const friendlyBase = subs.friendly_name.replace(/\s*\d+$/, '') || subs.friendly_name;
+  const re = new RegExp(`^${base.replace(/[-]/g, '\\-')}-(\\d+)$`);
+  const highest = Math.max(0, ...existing.map((n) => Number(n.match(re)?.[1] ?? 0)));
+  return Array.from({ length: count }, (_, i) => {
+    const n = String(highest + 1 + i).padStart(2, '0');
+    return { device_name: `${base}-${n}`, friendly_name: `${friendlyBase} ${n}` };
+  });
+}
+
+function friendlyFor(friendly: string, name: string): string {
+  return `${friendly.replace(/\s*\d+$/, '')} ${name.match(/(\d+)$/)?.[1] ?? ''}`.trim();
+}
+
+function sameSeries(name: string, deviceName: string): boolean {
+  return name.replace(/[-_]?\d+$/, '') === deviceName.replace(/[-_]?\d+$/, '') && /\d+$/.test(name);
+}
+
+/** Device names with a config in `out` (`<name>.yaml` beside secrets.yaml). */
+function configNames(out: string): string[] {
+  if (!fs.existsSync(out)) return [];
+  return fs.readdirSync(out).filter((f) => f.endsWith('.yaml') && f !== 'secrets.yaml').map((f) => f.slice(0, -5)).sort();
+}
+
+function isFinished(out: string, name: string): boolean {
+  try {
+    return !!JSON.parse(fs.readFileSync(path.join(out, '.flash', `${name}.json`), 'utf8')).steps?.verify;
+  } catch {
+    return false;
+  }
+}
+
+export function formatTable(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r, j) => '  ' + r.map((cell, i) => (j === 0 ? c.bold(cell.padEnd(widths[i])) : cell.padEnd(widths[i]))).join('  ')).join('\n');
 }
 
 /** Which steps this run covers: all, `--only STEP`, or `--from STEP` onwards. `pins` needs --check-pins. */
@@ -948,6 +1043,7 @@ export interface CompileJob { done: Promise<string>; started: number; log: strin
 
 /** Starts `esphome compile` in the background; the upload step waits for it. With --only compile, waits here. */
 async function stepCompile(ctx: Ctx): Promise<void> {
+  if (ctx.compile) return print(`    already compiling in the background (started ${Math.round((Date.now() - ctx.compile.started) / 1000)} s ago)`);
   const job = await startCompile(ctx);
   ctx.compile = job;
   const last = stepsToRun(ctx.opts).at(-1)?.name === 'compile';
@@ -955,14 +1051,15 @@ async function stepCompile(ctx: Ctx): Promise<void> {
   await awaitCompile(ctx);
 }
 
-async function startCompile(ctx: Ctx): Promise<CompileJob> {
+async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
   const esphome = await findEsphome(ctx.opts.esphome);
   if (!esphome)
     throw new StepError('compile', 'no esphome command, and Docker is not answering for the ghcr.io/esphome/esphome image',
       'pipx install esphome (or start Docker), then retry: npx tsx flash.ts RECIPE --from compile');
   const argv = compileArgv(ctx, esphome.kind);
   const log = logFile(ctx.opts.out, 'compile');
-  print(c.dim(`    $ ${shq(...argv)}   (${esphome.describe})`));
+  if (!quiet) print(c.dim(`    $ ${shq(...argv)}   (${esphome.describe})`));
+  else print(c.dim(`    (compiling ${ctx.deviceName} in the background for the next plug)`));
   const { spawn } = await import('node:child_process');
   const out = fs.openSync(log, 'w', 0o600);
   const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', out, out], cwd: process.cwd() });
@@ -980,7 +1077,9 @@ async function startCompile(ctx: Ctx): Promise<CompileJob> {
       throw new StepError('compile', `esphome compile failed (exit ${code}):\n${indent(compileErrors(fs.readFileSync(log, 'utf8')), 6)}`,
         `full log: ${log}\n  fix the config or recipe, then retry: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${outFlag(ctx.opts)}`);
     }
-    return checkedUf2(ctx);
+    const uf2 = checkedUf2(ctx);
+    ctx.afterCompile?.();
+    return uf2;
   });
   job.done.catch(() => {}); // reported when awaited
   return job;
@@ -1944,6 +2043,7 @@ export function parseCli(argv: string[]): Cli {
         'manual-wifi': { type: 'boolean' },
         'backup-flash': { type: 'boolean' },
         restart: { type: 'boolean' },
+        count: { type: 'string' },
         esphome: { type: 'string' },
         verbose: { type: 'boolean', short: 'v' },
       },
@@ -1976,6 +2076,9 @@ export function parseCli(argv: string[]): Cli {
   }
   if (v.esphome !== undefined && v.esphome !== 'local' && v.esphome !== 'docker')
     throw new InputError([{ file: 'command line', field: '--esphome', message: `"${v.esphome}" is not local or docker`, hint: '--esphome local (the esphome CLI) or --esphome docker (ghcr.io/esphome/esphome)' }]);
+  const count = v.count === undefined ? undefined : Number(v.count);
+  if (count !== undefined && !(Number.isInteger(count) && count >= 1 && count <= 99))
+    throw new InputError([{ file: 'command line', field: '--count', message: `"${v.count}" is not a number of plugs`, hint: 'e.g. --count 3 (1 to 99)' }]);
   if (v.only && v.from)
     throw new InputError([{ file: 'command line', message: '--only and --from do not go together', hint: 'use --only STEP for one step, --from STEP for that step and the rest' }]);
 
@@ -1996,6 +2099,7 @@ export function parseCli(argv: string[]): Cli {
       manualWifi: v['manual-wifi'] ?? false,
       backupFlash: v['backup-flash'] ?? false,
       restart: v.restart ?? false,
+      count,
       esphome: v.esphome as Options['esphome'],
       verbose: v.verbose ?? false,
     },
@@ -2020,6 +2124,7 @@ Options:
   --only STEP            run just this step
   --from STEP            run this step and the ones after it (redoing them even if done)
   --restart              forget the journal and start over from the first step
+  --count N              flash N plugs from this recipe, named <name>-01, -02, … after the highest in --out
   --out DIR, -o DIR      ESPHome config dir (default ./${DEFAULTS.out})
   --set KEY=VALUE        override a substitution (repeatable), e.g. --set device_name=status-plug-02
   --yes, -y              never prompt; a missing answer is an error naming the env var or flag to use

@@ -67,6 +67,8 @@ export type StepName = (typeof STEPS)[number]['name'];
 
 /** Keys secrets.yaml must hold for the template's `!secret` references. */
 export const SECRET_KEYS = ['wifi_ssid', 'wifi_password', 'api_encryption_key', 'ota_password', 'ap_password'] as const;
+/** The secrets.yaml values never printed. The SSID lives there too but is no secret: messages name it. */
+export const REDACTED_KEYS = SECRET_KEYS.filter((k) => k !== 'wifi_ssid');
 
 /**
  * What cloudcutter prints when it fails (tuya-cloudcutter's own messages), what that means and what to do.
@@ -570,7 +572,7 @@ function readSecretsFile(file: string): { found: boolean; text: string; values: 
   if (typeof data !== 'object' || Array.isArray(data))
     throw new InputError([{ file, line: 1, message: 'expected "key: value" lines', hint: 'fix or move the file away and re-run' }]);
   const values = Object.fromEntries(Object.entries(data).map(([k, v]) => [k, String(v)]));
-  for (const key of SECRET_KEYS) if (values[key]) registerSecret(values[key]);
+  for (const key of REDACTED_KEYS) if (values[key]) registerSecret(values[key]);
   return { found: true, text, values };
 }
 
@@ -1009,6 +1011,8 @@ async function openEvents(base: string): Promise<{ seenLow: boolean; close: () =
         if (done) return;
         buf += decoder.decode(value, { stream: true });
         let end: number;
+        // ESPHome ends events with CRLF CRLF; other servers with LF LF.
+        buf = buf.replace(/\r\n/g, '\n');
         while ((end = buf.indexOf('\n\n')) >= 0) {
           const block = buf.slice(0, end);
           buf = buf.slice(end + 2);
@@ -1090,7 +1094,8 @@ export function compileArgv(ctx: Pick<Ctx, 'opts' | 'deviceName'>, kind: 'local'
   const file = `${ctx.deviceName}.yaml`;
   return kind === 'local'
     ? ['esphome', 'compile', path.join(ctx.opts.out, file)]
-    : ['docker', 'run', '--rm', '-v', `${path.resolve(ctx.opts.out)}:/config`, ESPHOME_IMAGE, 'compile', file];
+    // --init: without it the container's PID 1 ignores the SIGINT that stops a compile.
+    : ['docker', 'run', '--rm', '--init', '-v', `${path.resolve(ctx.opts.out)}:/config`, ESPHOME_IMAGE, 'compile', file];
 }
 
 /** Waits for the background compile (starting one if this run has none and no fresh UF2 exists). */
@@ -1163,6 +1168,8 @@ async function stepUpload(ctx: Ctx): Promise<void> {
 
 /** What LibreTiny's OTA failure codes mean. Pure. */
 export function explainOtaFailure(reason: string): string {
+  if (/Bad Family ID/i.test(reason)) return ' (the UF2 is for another chip: its family ID is not this plug\'s)';
+  if (/Bad Magic Number/i.test(reason)) return ' (the file is not a UF2: upload firmware.uf2, not a .ug.bin)';
   if (/uf2=3/.test(reason)) return ' (the UF2 is for another chip: wrong family ID)';
   if (/uf2=2/.test(reason)) return ' (the file is not a UF2: upload firmware.uf2, not a .ug.bin)';
   return '';
@@ -1322,7 +1329,8 @@ export interface MdnsDevice { name: string; host: string; addresses: string[]; p
 export async function discoverDevice(match: (d: MdnsDevice) => boolean, timeout: number, label: string): Promise<MdnsDevice | undefined> {
   const { Bonjour } = await import('bonjour-service');
   const iface = process.env.FLASH_MDNS_INTERFACE;
-  const bonjour = new Bonjour(iface ? ({ interface: iface } as object) : {});
+  // Bind the wildcard address: a socket bound to the interface's own address receives no multicast.
+  const bonjour = new Bonjour(iface ? ({ interface: iface, bind: '0.0.0.0' } as object) : {});
   const browser = bonjour.find({ type: 'esphomelib', protocol: 'tcp' });
   return withSpinner(label, new Promise<MdnsDevice | undefined>((resolve) => {
     const seen = (svc: { name: string; host: string; addresses?: string[]; port: number; txt?: Record<string, unknown> }) => {
@@ -1599,8 +1607,10 @@ async function dockerCheck(): Promise<Check> {
   const r = await sh(['docker', 'info', '--format', '{{.ServerVersion}}']);
   if (r.notFound)
     return { name: 'Docker', ok: false, detail: 'docker is not installed', fix: 'install Docker Engine (https://docs.docker.com/engine/install/), then: sudo systemctl start docker', for: ['cloudcutter'] };
-  if (r.code !== 0)
-    return { name: 'Docker', ok: false, detail: `the Docker daemon is not answering: ${firstLine(r.stderr || r.stdout)}`,
+  // `docker info` can exit 0 with the daemon down (it prints the client part and an error): only a
+  // server version on stdout means the daemon answered.
+  if (r.code !== 0 || !r.stdout.trim())
+    return { name: 'Docker', ok: false, detail: `the Docker daemon is not answering: ${firstLine(r.stderr || r.stdout) || 'no server version'}`,
       fix: 'sudo systemctl start docker (and add yourself to the docker group, or run flash.ts with sudo)', for: ['cloudcutter'] };
   return { name: 'Docker', ok: true, detail: `daemon ${r.stdout.trim()} answering`, for: ['cloudcutter'] };
 }
@@ -1695,7 +1705,7 @@ async function findEsphome(mode?: 'local' | 'docker'): Promise<{ kind: 'local' |
   }
   if (mode !== 'local') {
     const r = await sh(['docker', 'info', '--format', '{{.ServerVersion}}']);
-    if (!r.notFound && r.code === 0) return { kind: 'docker', describe: `Docker image ${ESPHOME_IMAGE} (pulled on first use)` };
+    if (!r.notFound && r.code === 0 && r.stdout.trim()) return { kind: 'docker', describe: `Docker image ${ESPHOME_IMAGE} (pulled on first use)` };
   }
   return undefined;
 }
@@ -2321,7 +2331,7 @@ export async function runCli(argv: string[]): Promise<number> {
     return await main(argv);
   } catch (e) {
     if ((e as Error).name === 'ExitPromptError') return interrupt('SIGINT'); // Ctrl+C inside a question
-    for (const child of children) child.kill('SIGTERM');
+    for (const child of children) child.kill('SIGINT');
     if (e instanceof InputError) {
       printError(`${c.red('✗ bad input')} (nothing was written)`);
       for (const p of e.problems) printError(`  ${formatProblem(p)}`);
@@ -2346,7 +2356,8 @@ export async function runCli(argv: string[]): Promise<number> {
  * replaced whole, so it is consistent whenever this runs.
  */
 async function interrupt(signal: NodeJS.Signals): Promise<never> {
-  for (const child of children) child.kill('SIGTERM');
+  // SIGINT, as the terminal would send: ESPHome and `docker run` stop cleanly on it.
+  for (const child of children) child.kill('SIGINT');
   await Promise.allSettled([...cleanups].map((undo) => undo()));
   if (process.stdout.isTTY) io.out('\x1b[?25h');
   const ctx = running;

@@ -89,6 +89,8 @@ test('compile errors: the ERROR block, else the tail', () => {
 test('LibreTiny OTA failure codes are explained', () => {
   assert.match(explainOtaFailure('ard=11,uf2=3'), /another chip/);
   assert.match(explainOtaFailure('ard=8,uf2=2'), /not a UF2/);
+  assert.match(explainOtaFailure('Bad Family ID'), /another chip/);
+  assert.match(explainOtaFailure('Bad Magic Number'), /not a UF2/);
   assert.equal(explainOtaFailure('something'), '');
 });
 

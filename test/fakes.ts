@@ -1,0 +1,232 @@
+// Fake outside tools for tests: tuya-cloudcutter.sh (in a fake checkout), sudo, nmcli, docker,
+// esphome and ss, as executables on a PATH of their own. Each records {tool, argv, cwd} and answers
+// like the real tool (texts and exit codes taken from the tools' sources; see test/fakes/*.mjs).
+//
+//   const world = await makeFakeWorld({ cloudcutter: { outcome: 'exploit' } });
+//   spawn('sudo', ['./tuya-cloudcutter.sh', '-p', slug, '-f', fw], { cwd: world.cloudcutter, env: world.env });
+//   world.calls('tuya-cloudcutter.sh');  await world.cleanup();
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { makeUG, kickstartFileName, type Mcu } from './firmware-files.ts';
+import { CLOUDCUTTER_MESSAGES, CLOUDCUTTER_LINES, chipMismatchLine } from './fakes/messages.mjs';
+
+export { CLOUDCUTTER_MESSAGES, CLOUDCUTTER_LINES, chipMismatchLine };
+
+export type CloudcutterOutcome = 'success' | 'exploit' | 'chip' | 'ap' | 'docker' | 'adapter' | 'ota' | 'no-ap';
+
+export interface FakeCall { tool: string; argv: string[]; cwd: string }
+
+export interface FakeWorldOptions {
+  /** false = no checkout. */
+  cloudcutter?: false | {
+    /**
+     * default 'success'. Failures print the real texts in their real place and exit 1:
+     * 'exploit' (second AP still the stock one), 'chip' (firmware vs profile chip; also happens by
+     * itself when they differ), 'ap' (AP found, 5 failed connects), 'docker' (image build fails;
+     * also happens by itself with `docker: false`), 'adapter' (no wifi adapter auto-detected; also
+     * by itself without -w when nmcli lists no wifi device), 'ota' (update_firmware container fails).
+     * 'no-ap' (extension): the stock AP never shows up; like the real script it scans forever
+     * (prints a dot per scan) until killed.
+     */
+    outcome?: CloudcutterOutcome;
+    /** Files in custom-firmware/; default: Kickstart v25.05.28 UGs for both chips, real names. */
+    firmware?: { name: string; data: Buffer }[];
+    /** On success: POST `${simUrl}/_sim/flash-kickstart` (JSON body {chip, firmware}); a JSON answer's `mac` is printed. */
+    simUrl?: string;
+    /** Total time a run takes (default 50 ms). */
+    delayMs?: number;
+    /** MAC printed at the end when the sim gives none (default d8:1f:12:3a:4b:5c). */
+    mac?: string;
+    /** The stock AP's SSID (default SmartLife-1A2B); the exploited one is "A-" + its last 4 characters. */
+    apSsid?: string;
+    /** Lines printed inside `docker run -ti` end in \r\n like the real ones (default true). */
+    crlf?: boolean;
+    /** Fail like `docker run -ti` does when stdin is not a terminal (default false). */
+    requireTty?: boolean;
+  };
+  nmcli?: false | {
+    wifiIface?: string; // default 'wlan1'; '' = no wifi adapter at all
+    apMode?: boolean; // default true
+    connectFails?: boolean; // `device wifi connect`: "Error: No network with SSID '…' found.", exit 10
+    ethIface?: string; // default 'eth0' (connected, "Wired connection 1")
+    /** Networks `device wifi list` shows (default HomeNet; a successful cloudcutter run adds kickstart-<chip>). */
+    networks?: { ssid: string; security?: string; signal?: number; bssid?: string }[];
+  };
+  docker?: false | {
+    daemon?: boolean; // default false
+    image?: boolean; // ghcr.io/esphome/esphome:latest already pulled (default true)
+  };
+  /**
+   * false = not installed. delayMs: how long a compile prints (default 100 ms); fail: a compile error
+   * (exit 1); familyOverride: the UF2's family ID; version: `esphome version` (default 2025.5.0).
+   * Invalid configs fail like ESPHome (exit 2): missing secret, unknown board, bad/reused pin, bad restore_mode.
+   */
+  esphome?: false | { delayMs?: number; fail?: boolean; familyOverride?: number; version?: string };
+  ss?: { busy?: { proto: 'tcp' | 'udp'; port: number; process: string; pid: number; addr?: string; fd?: number }[] };
+  /** default true: a sudo that records and runs the rest of its argv. needsPassword: `sudo -n` fails. */
+  sudo?: boolean | { needsPassword?: boolean };
+}
+
+export interface FakeWorld {
+  /** Temp dir holding everything (removed by cleanup). */
+  dir: string;
+  /** Dir with the fake executables. */
+  bin: string;
+  /** Path of the fake checkout. */
+  cloudcutter?: string;
+  /** process.env with PATH = bin + the dirs holding node, bash, coreutils, script; FAKE_LOG, FAKE_WORLD set. */
+  env: NodeJS.ProcessEnv;
+  /** Calls read from the log, in order (optionally of one tool). */
+  calls(tool?: string): FakeCall[];
+  cleanup(): Promise<void>;
+}
+
+const FAKES = path.join(import.meta.dirname, 'fakes');
+const TOOLS = path.join(FAKES, 'tools.mjs');
+
+function sh(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+function nodeWrapper(tool: string): string {
+  // $0 as the caller typed it: bash's `exec ./x` (the fake sudo) would make it absolute
+  return `#!/usr/bin/env bash\nexport FAKE_ARG0="\${FAKE_EXEC_ARG0:-$0}"\nunset FAKE_EXEC_ARG0\nexec ${sh(process.execPath)} ${sh(TOOLS)} ${sh(tool)} "$@"\n`;
+}
+
+function which(cmd: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (!dir) continue;
+    const p = path.join(dir, cmd);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch { /* next */ }
+  }
+  return undefined;
+}
+
+/**
+ * The system dirs the world's PATH keeps (node, bash, coreutils, script). A dir that holds the real
+ * version of a tool this world has switched off (e.g. a real sudo in /usr/bin with `sudo: false`) is
+ * replaced by a dir of symlinks to everything else in it, so the tool is really missing.
+ */
+function systemPath(dir: string, missing: string[]): string[] {
+  const dirs: string[] = [];
+  for (const d of [path.dirname(process.execPath), ...['bash', 'ls', 'cat', 'env', 'script'].map((c) => which(c)).filter(Boolean).map((p) => path.dirname(p!))])
+    if (!dirs.includes(d)) dirs.push(d);
+  return dirs.map((d, n) => {
+    if (!missing.some((m) => fs.existsSync(path.join(d, m)))) return d;
+    const copy = path.join(dir, `sys${n}`);
+    fs.mkdirSync(copy);
+    for (const e of fs.readdirSync(d)) if (!missing.includes(e)) fs.symlinkSync(path.join(d, e), path.join(copy, e));
+    return copy;
+  });
+}
+
+const CHECKOUT_STUBS: Record<string, string> = {
+  'common.sh': '#!/usr/bin/env bash\n# fake checkout: the logic lives in test/fakes/cloudcutter.mjs\n',
+  'common_run.sh': '#!/usr/bin/env bash\n# fake checkout\n',
+  'safety_checks.sh': '#!/bin/bash\n# fake checkout\n',
+  Dockerfile: 'FROM python:3.9.18-slim-bullseye AS base\n',
+  'README.md': '# tuya-cloudcutter (fake checkout for tests)\n',
+  'src/get_input.py': '# fake checkout: write-profile / validate-firmware-file are simulated by tuya-cloudcutter.sh\n',
+  'src/setup_apmode.sh': '#!/usr/bin/env bash\n',
+  'src/Pipfile': '[packages]\nclick = "==8.1.7"\nltchiptool = ">=4.9.2"\n',
+  'src/cloudcutter/__init__.py': '',
+  'src/cloudcutter/__main__.py': '# fake checkout\n',
+  'custom-firmware/README.md': '# Custom Firmware\n',
+  'device-profiles/README.md': '# Profiles moved\n',
+  'device-profiles/schema/tuya.device.dynamic.config.get.json': '{"result": {"validTime": 1800, "time": 0, "config": {}}, "success": true, "t": 0}\n',
+  'configured-devices/.gitignore': '*\n!.gitignore\n',
+  'logs/.gitkeep': '',
+  'scripts/README.md': '# Helper scripts\n',
+};
+
+export async function makeFakeWorld(opts: FakeWorldOptions = {}): Promise<FakeWorld> {
+  const dir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'flash-fakes-'));
+  const bin = path.join(dir, 'bin');
+  fs.mkdirSync(bin);
+  const log = path.join(dir, 'calls.jsonl');
+  fs.writeFileSync(log, '');
+
+  const cc = opts.cloudcutter === false ? null : { outcome: 'success' as CloudcutterOutcome, delayMs: 50, ...(opts.cloudcutter ?? {}) };
+  const nm = opts.nmcli === false ? null : { wifiIface: 'wlan1', apMode: true, connectFails: false, ethIface: 'eth0', ...(opts.nmcli ?? {}) };
+  const docker = opts.docker === false ? null : { daemon: false, image: true, ...(opts.docker ?? {}) };
+  const esphome = opts.esphome === false ? null : { delayMs: 100, fail: false, ...(opts.esphome ?? {}) };
+  const sudo = opts.sudo === false ? null : typeof opts.sudo === 'object' ? opts.sudo : {};
+
+  let checkout: string | undefined;
+  if (cc) {
+    checkout = path.join(dir, 'tuya-cloudcutter');
+    for (const [rel, text] of Object.entries(CHECKOUT_STUBS)) {
+      fs.mkdirSync(path.dirname(path.join(checkout, rel)), { recursive: true });
+      fs.writeFileSync(path.join(checkout, rel), text);
+    }
+    const firmware = cc.firmware ?? (['bk7231n', 'bk7231t'] as Mcu[]).map((chip) => ({ name: kickstartFileName(chip), data: makeUG({ chip }) }));
+    for (const f of firmware) fs.writeFileSync(path.join(checkout, 'custom-firmware', f.name), f.data);
+    fs.writeFileSync(path.join(checkout, 'tuya-cloudcutter.sh'), nodeWrapper('tuya-cloudcutter.sh'), { mode: 0o755 });
+  }
+
+  const settings = {
+    dir,
+    checkout,
+    cloudcutter: cc && { ...cc, firmware: undefined },
+    nmcli: nm && { ...nm, networks: undefined },
+    docker,
+    esphome,
+    ss: { busy: opts.ss?.busy ?? [] },
+    sudo,
+  };
+  const worldFile = path.join(dir, 'world.json');
+  fs.writeFileSync(worldFile, JSON.stringify(settings, null, 2));
+  fs.writeFileSync(path.join(dir, 'state.json'), JSON.stringify({
+    connections: nm ? [{ name: 'Wired connection 1', uuid: 'b2f0c8a4-5b1e-3c9d-9f5e-0a1b2c3d4e5f', type: 'ethernet', device: nm.ethIface }] : [],
+    active: nm ? { [nm.ethIface]: 'Wired connection 1' } : {},
+    visible: nm?.networks ?? [{ ssid: 'HomeNet', security: 'WPA2', signal: 82, bssid: '3C:84:6A:11:22:33' }],
+    images: docker?.image ? ['ghcr.io/esphome/esphome:latest'] : [],
+    containers: {},
+  }, null, 2));
+
+  if (nm) fs.writeFileSync(path.join(bin, 'nmcli'), nodeWrapper('nmcli'), { mode: 0o755 });
+  if (docker) fs.writeFileSync(path.join(bin, 'docker'), nodeWrapper('docker'), { mode: 0o755 });
+  if (esphome) fs.writeFileSync(path.join(bin, 'esphome'), nodeWrapper('esphome'), { mode: 0o755 });
+  fs.writeFileSync(path.join(bin, 'ss'), nodeWrapper('ss'), { mode: 0o755 });
+  if (sudo) {
+    fs.copyFileSync(path.join(FAKES, 'sudo.sh'), path.join(bin, 'sudo'));
+    fs.chmodSync(path.join(bin, 'sudo'), 0o755);
+  }
+
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PATH: [bin, ...systemPath(dir, [...(sudo ? [] : ['sudo']), ...(nm ? [] : ['nmcli']), ...(docker ? [] : ['docker']), ...(esphome ? [] : ['esphome'])])].join(path.delimiter),
+    FAKE_LOG: log,
+    FAKE_WORLD: worldFile,
+  };
+  delete env.FAKE_SUDO_PASSWORD;
+  if (sudo && sudo.needsPassword) env.FAKE_SUDO_PASSWORD = '1';
+
+  return {
+    dir,
+    bin,
+    cloudcutter: checkout,
+    env,
+    calls(tool?: string): FakeCall[] {
+      const lines = fs.readFileSync(log, 'utf8').split('\n').filter(Boolean);
+      const all = lines.map((l) => JSON.parse(l) as FakeCall);
+      return tool ? all.filter((c) => c.tool === tool) : all;
+    },
+    async cleanup() {
+      await fs.promises.rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Device + profile JSON as flash.ts (or a real API download) leaves them in device-profiles/SLUG/. */
+export function writeCloudcutterProfile(checkout: string, slug: string, device: unknown, profile: unknown): string {
+  const d = path.join(checkout, 'device-profiles', slug);
+  fs.mkdirSync(d, { recursive: true });
+  fs.writeFileSync(path.join(d, 'device.json'), JSON.stringify(device, null, '\t'));
+  fs.writeFileSync(path.join(d, 'profile.json'), JSON.stringify(profile, null, '\t'));
+  return d;
+}

@@ -1,0 +1,331 @@
+// Fake `nmcli` (NetworkManager 1.4x): the device, wifi, connection, radio and general commands
+// flash.ts and cloudcutter use, with nmcli's output modes (tabular, -t terse, -g get-values,
+// multiline `device show`), prefix matching of objects/commands, messages and exit codes
+// (src/nmcli/*.c: 2 = bad input, 10 = not found, 6 = disconnect failed).
+import { world, logCall, readState, updateState, uuid, exit } from './common.mjs';
+
+const ML_VALUE_INDENT = 40;
+
+function fail(code, msg) {
+  process.stderr.write(msg + '\n');
+  return exit(code);
+}
+
+/** nmcli's matches(): a non-empty prefix of the full command name; first in table order wins. */
+function pick(arg, table) {
+  if (arg === undefined) return undefined;
+  return table.find((c) => arg.length > 0 && c.startsWith(arg)) ?? null;
+}
+
+function escTerse(v, escape) {
+  return escape ? String(v).replace(/\\/g, '\\\\').replace(/:/g, '\\:') : String(v);
+}
+
+function devicesOf(w, s) {
+  const nm = w.nmcli;
+  const active = s.active ?? {};
+  const list = [];
+  const eth = nm.ethIface ?? 'eth0';
+  list.push({ DEVICE: eth, TYPE: 'ethernet', STATE: active[eth] ? 'connected' : 'disconnected', CONNECTION: active[eth] ?? '--', HWADDR: '52:54:00:12:34:56' });
+  list.push({ DEVICE: 'lo', TYPE: 'loopback', STATE: 'connected (externally)', CONNECTION: 'lo', HWADDR: '00:00:00:00:00:00' });
+  if (nm.wifiIface) {
+    const a = active[nm.wifiIface];
+    list.push({ DEVICE: nm.wifiIface, TYPE: 'wifi', STATE: a ? 'connected' : 'disconnected', CONNECTION: a ?? '--', HWADDR: '00:C0:CA:B1:7E:42' });
+  }
+  // nmcli sorts connected devices first
+  const rank = (d) => (d.STATE.startsWith('connected') ? 0 : 1);
+  return list.sort((x, y) => rank(x) - rank(y));
+}
+
+/** Prints rows like nmcli's tabular / terse / get-values output. */
+function printTable(opts, rows, allFields, defaultFields) {
+  let fields = defaultFields;
+  const sel = opts.getValues ?? opts.fields;
+  if (sel && sel !== 'common') {
+    fields = sel === 'all' ? allFields : sel.split(',').map((f) => f.trim().toUpperCase());
+    for (const f of fields)
+      if (!allFields.includes(f)) return fail(2, `Error: invalid field '${f.toLowerCase()}'; allowed fields: ${allFields.join(',')}`);
+  }
+  if (opts.terse || opts.getValues) {
+    for (const r of rows) process.stdout.write(fields.map((f) => escTerse(r[f] ?? '', opts.escape)).join(':') + '\n');
+    return exit(0);
+  }
+  const width = fields.map((f) => Math.max(f.length, ...rows.map((r) => String(r[f] ?? '--').length)) + 2);
+  const line = (vals) => vals.map((v, i) => String(v).padEnd(width[i])).join('') + '\n';
+  process.stdout.write(line(fields));
+  for (const r of rows) process.stdout.write(line(fields.map((f) => r[f] ?? '--')));
+  return exit(0);
+}
+
+/** Prints `name: value` sections like `nmcli device show`. */
+function printMultiline(opts, entries) {
+  for (const [name, value] of entries) {
+    const v = value === '' || value === undefined ? '--' : String(value);
+    if (opts.getValues) process.stdout.write(escTerse(v, opts.escape) + '\n');
+    else if (opts.terse) process.stdout.write(`${name}:${escTerse(v, opts.escape)}\n`);
+    else process.stdout.write(`${name}:`.padEnd(ML_VALUE_INDENT) + v + '\n');
+  }
+}
+
+function showDevice(w, s, d) {
+  const nm = w.nmcli;
+  const entries = [
+    ['GENERAL.DEVICE', d.DEVICE],
+    ['GENERAL.TYPE', d.TYPE],
+    ['GENERAL.HWADDR', d.HWADDR],
+    ['GENERAL.MTU', d.TYPE === 'loopback' ? '65536' : '1500'],
+    ['GENERAL.STATE', d.STATE.startsWith('connected') ? `100 (${d.STATE})` : '30 (disconnected)'],
+    ['GENERAL.CONNECTION', d.CONNECTION],
+  ];
+  if (d.STATE.startsWith('connected')) {
+    const ip = d.TYPE === 'loopback' ? '127.0.0.1/8' : d.TYPE === 'wifi' ? '192.168.4.2/24' : '192.168.1.20/24';
+    entries.push(['IP4.ADDRESS[1]', ip], ['IP4.GATEWAY', d.TYPE === 'loopback' ? '' : d.TYPE === 'wifi' ? '192.168.4.1' : '192.168.1.1']);
+  } else entries.push(['IP4.GATEWAY', '']);
+  if (d.TYPE === 'wifi') {
+    const ap = nm.apMode === false ? 'no' : 'yes';
+    for (const [k, v] of [['WEP', 'yes'], ['WPA', 'yes'], ['WPA2', 'yes'], ['TKIP', 'yes'], ['CCMP', 'yes'], ['AP', ap], ['ADHOC', 'yes'],
+      ['2GHZ', 'yes'], ['5GHZ', 'no'], ['6GHZ', 'no'], ['MESH', 'no'], ['IBSS-RSN', 'yes']])
+      entries.push([`WIFI-PROPERTIES.${k}`, v]);
+  }
+  return entries;
+}
+
+function selectEntries(entries, sel) {
+  if (!sel || sel === 'all' || sel === 'common') return { entries };
+  const want = sel.split(',').map((f) => f.trim().toUpperCase());
+  const sections = new Set(entries.map(([n]) => n.split('.')[0]));
+  const outE = [];
+  for (const f of want) {
+    const sec = f.split('.')[0];
+    if (!sections.has(sec) && !['GENERAL', 'IP4', 'WIFI-PROPERTIES', 'IP6', 'DHCP4', 'CAPABILITIES', 'CONNECTIONS', 'AP', 'INTERFACE-FLAGS'].includes(sec))
+      return { error: `Error: invalid field '${f.toLowerCase()}'; allowed fields: GENERAL,CAPABILITIES,INTERFACE-FLAGS,WIFI-PROPERTIES,AP,WIRED-PROPERTIES,WIMAX-PROPERTIES,NSP,IP4,DHCP4,IP6,DHCP6,BOND,TEAM,BRIDGE,VLAN,BLUETOOTH,CONNECTIONS.` };
+    for (const e of entries) {
+      const name = e[0].replace(/\[\d+\]$/, '');
+      if (f === sec ? e[0].split('.')[0] === sec : name === f) outE.push(e);
+    }
+  }
+  return { entries: outE };
+}
+
+export async function main(argv) {
+  const w = world();
+  logCall('nmcli', argv);
+  const opts = { escape: true };
+  let i = 0;
+  for (; i < argv.length && argv[i].startsWith('-'); i++) {
+    const a = argv[i].replace(/^--?/, '');
+    const [name, inline] = a.split(/=(.*)/s);
+    const val = () => (inline !== undefined ? inline : argv[++i]);
+    if (name === 't' || name === 'terse') opts.terse = true;
+    else if (name === 'p' || name === 'pretty') opts.pretty = true;
+    else if (name === 'm' || name === 'mode') opts.mode = val();
+    else if (name === 'c' || name === 'color' || name === 'colors') val();
+    else if (name === 'f' || name === 'fields') opts.fields = val();
+    else if (name === 'g' || name === 'get-values') opts.getValues = val();
+    else if (name === 'e' || name === 'escape') opts.escape = val() !== 'no';
+    else if (name === 'a' || name === 'ask' || name === 's' || name === 'show-secrets' || name === 'o' || name === 'overview') { /* flags */ }
+    else if (name === 'w' || name === 'wait') opts.wait = val();
+    else if (name === 'v' || name === 'version') { process.stdout.write('nmcli tool, version 1.42.4\n'); return exit(0); }
+    else if (name === 'h' || name === 'help') { process.stdout.write('Usage: nmcli [OPTIONS] OBJECT { COMMAND | help }\n'); return exit(0); }
+    else return fail(2, `Error: Option '${argv[i]}' is unknown, try 'nmcli -help'.`);
+  }
+  const args = argv.slice(i);
+  const s = readState(w);
+  const obj = pick(args[0], ['general', 'networking', 'radio', 'connection', 'device', 'agent', 'monitor']);
+  if (obj === null) return fail(2, `Error: argument '${args[0]}' not understood. Try passing --help instead.`);
+  if (obj === undefined) {
+    for (const d of devicesOf(w, s)) process.stdout.write(`${d.DEVICE}: ${d.STATE}${d.CONNECTION !== '--' ? ` to ${d.CONNECTION}` : ''}\n`);
+    return exit(0);
+  }
+  const rest = args.slice(1);
+  if (obj === 'general') {
+    const cmd = pick(rest[0], ['status', 'hostname', 'permissions', 'logging', 'reload']) ?? 'status';
+    if (cmd !== 'status') return exit(0);
+    const all = ['RUNNING', 'VERSION', 'STATE', 'STARTUP', 'CONNECTIVITY', 'NETWORKING', 'WIFI-HW', 'WIFI', 'WWAN-HW', 'WWAN'];
+    return printTable(opts, [{ RUNNING: 'running', VERSION: '1.42.4', STATE: 'connected', STARTUP: 'started', CONNECTIVITY: 'full', NETWORKING: 'enabled', 'WIFI-HW': 'enabled', WIFI: 'enabled', 'WWAN-HW': 'missing', WWAN: 'enabled' }],
+      all, ['STATE', 'CONNECTIVITY', 'WIFI-HW', 'WIFI', 'WWAN-HW', 'WWAN']);
+  }
+  if (obj === 'networking') {
+    if (!rest.length) process.stdout.write('enabled\n');
+    return exit(0);
+  }
+  if (obj === 'radio') {
+    if (rest.length <= 1) {
+      if (pick(rest[0], ['all', 'wifi', 'wwan']) === 'wifi') { process.stdout.write('enabled\n'); return exit(0); }
+      return printTable(opts, [{ 'WIFI-HW': 'enabled', WIFI: 'enabled', 'WWAN-HW': 'missing', WWAN: 'enabled' }], ['WIFI-HW', 'WIFI', 'WWAN-HW', 'WWAN'], ['WIFI-HW', 'WIFI', 'WWAN-HW', 'WWAN']);
+    }
+    return exit(0);
+  }
+  if (obj === 'device') return device(w, s, opts, rest);
+  if (obj === 'connection') return connection(w, s, opts, rest);
+  return fail(2, `Error: '${obj}' is not simulated by the fake nmcli.`);
+}
+
+async function device(w, s, opts, rest) {
+  const cmd = pick(rest[0], ['checkpoint', 'connect', 'disconnect', 'delete', 'down', 'lldp', 'monitor', 'modify', 'reapply', 'status', 'set', 'show', 'up', 'wifi']);
+  if (cmd === null) return fail(2, `Error: argument '${rest[0]}' not understood. Try passing --help instead.`);
+  const devs = devicesOf(w, s);
+  const find = (name) => devs.find((d) => d.DEVICE === name);
+  const args = rest.slice(1);
+  if (cmd === undefined || cmd === 'status') {
+    return printTable(opts, devs, ['DEVICE', 'TYPE', 'STATE', 'IP4-CONNECTIVITY', 'IP6-CONNECTIVITY', 'DBUS-PATH', 'CONNECTION', 'CON-UUID', 'CON-PATH'], ['DEVICE', 'TYPE', 'STATE', 'CONNECTION']);
+  }
+  if (cmd === 'show') {
+    const targets = args.length ? args : devs.map((d) => d.DEVICE);
+    for (const [n, name] of targets.entries()) {
+      const d = find(name);
+      if (!d) return fail(10, `Error: Device '${name}' not found.`);
+      const sel = selectEntries(showDevice(w, s, d), opts.getValues ?? opts.fields);
+      if (sel.error) return fail(2, sel.error);
+      if (n > 0 && !opts.terse && !opts.getValues) process.stdout.write('\n');
+      printMultiline(opts, sel.entries);
+    }
+    return exit(0);
+  }
+  if (cmd === 'set') {
+    const name = args[0] === 'ifname' ? args[1] : args[0];
+    if (!name) return fail(2, 'Error: No interface specified.');
+    if (!find(name)) return fail(10, `Error: Device '${name}' not found.`);
+    const kv = args.slice(args[0] === 'ifname' ? 2 : 1);
+    for (let k = 0; k < kv.length; k += 2) {
+      if (kv[k] === 'managed' && !['yes', 'no', 'up', 'down', 'reset', 'true', 'false', 'on', 'off'].includes(kv[k + 1]))
+        return fail(2, `Error: 'managed': '${kv[k + 1]}' is not valid, use 'yes/no/up/down/reset'.`);
+    }
+    return exit(0);
+  }
+  if (cmd === 'disconnect' || cmd === 'down') {
+    for (const name of args) {
+      const d = find(name);
+      if (!d) return fail(10, `Error: Device '${name}' not found.`);
+      if (!s.active?.[name]) {
+        process.stderr.write(`Error: Device '${name}' (/org/freedesktop/NetworkManager/Devices/3) disconnecting failed: This device is not active\n`);
+        return fail(6, 'Error: not all devices disconnected.');
+      }
+      updateState(w, (st) => { delete st.active[name]; });
+      process.stdout.write(`Device '${name}' successfully disconnected.\n`);
+    }
+    return exit(0);
+  }
+  if (cmd === 'connect' || cmd === 'up') {
+    const d = find(args[0]);
+    if (!d) return fail(10, `Error: Device '${args[0]}' not found.`);
+    process.stdout.write(`Device '${d.DEVICE}' successfully activated with '${uuid()}'.\n`);
+    return exit(0);
+  }
+  if (cmd === 'wifi') return wifi(w, s, opts, args, devs);
+  return fail(2, `Error: 'device ${cmd}' is not simulated by the fake nmcli.`);
+}
+
+async function wifi(w, s, opts, rest, devs) {
+  const cmd = pick(rest[0], ['list', 'connect', 'hotspot', 'rescan', 'show-password']);
+  if (cmd === null) return fail(2, `Error: argument '${rest[0]}' not understood. Try passing --help instead.`);
+  const args = rest.slice(1);
+  const kv = {};
+  const positional = [];
+  for (let k = 0; k < args.length; k++) {
+    if (['ifname', 'bssid', 'password', 'name', 'hidden', 'private', 'wep-key-type', '--rescan', 'rescan'].includes(args[k])) kv[args[k].replace(/^--/, '')] = args[++k];
+    else positional.push(args[k]);
+  }
+  const wifiDev = devs.find((d) => d.TYPE === 'wifi');
+  if (kv.ifname !== undefined) {
+    const d = devs.find((x) => x.DEVICE === kv.ifname);
+    if (!d) return fail(10, `Error: Device '${kv.ifname}' not found.`);
+    if (d.TYPE !== 'wifi') return fail(10, `Error: Device '${kv.ifname}' is not a Wi-Fi device.`);
+  }
+  if (!wifiDev) return fail(10, 'Error: No Wi-Fi device found.');
+  const iface = kv.ifname ?? wifiDev.DEVICE;
+  if (cmd === undefined || cmd === 'list') {
+    const active = s.active?.[iface];
+    const rows = (s.visible ?? []).map((n, idx) => {
+      const sig = n.signal ?? 70;
+      return {
+        'IN-USE': active === n.ssid ? '*' : '', BSSID: n.bssid ?? `AA:BB:CC:DD:EE:${String(10 + idx).padStart(2, '0')}`, SSID: n.ssid, MODE: 'Infra', CHAN: String(n.chan ?? 6),
+        RATE: '130 Mbit/s', SIGNAL: String(sig), BARS: sig > 75 ? '▂▄▆█' : sig > 50 ? '▂▄▆_' : sig > 25 ? '▂▄__' : '▂___', SECURITY: n.security ?? '', DEVICE: iface,
+      };
+    });
+    return printTable(opts, rows, ['NAME', 'SSID', 'SSID-HEX', 'BSSID', 'MODE', 'CHAN', 'FREQ', 'RATE', 'SIGNAL', 'BARS', 'SECURITY', 'WPA-FLAGS', 'RSN-FLAGS', 'DEVICE', 'ACTIVE', 'IN-USE', 'DBUS-PATH'],
+      ['IN-USE', 'BSSID', 'SSID', 'MODE', 'CHAN', 'RATE', 'SIGNAL', 'BARS', 'SECURITY']);
+  }
+  if (cmd === 'rescan') return exit(0);
+  if (cmd === 'connect') {
+    const ssid = positional[0];
+    if (!ssid) return fail(2, 'Error: SSID or BSSID are missing.');
+    if (w.nmcli.connectFails) return fail(10, `Error: No network with SSID '${ssid}' found.`);
+    const name = kv.name ?? ssid;
+    let id = uuid();
+    updateState(w, (st) => {
+      st.connections ??= [];
+      const old = st.connections.find((c) => c.name === name);
+      if (old) { id = old.uuid; old.device = iface; } else st.connections.push({ name, uuid: id, type: 'wifi', device: iface });
+      st.active ??= {};
+      st.active[iface] = name;
+    });
+    process.stdout.write(`Device '${iface}' successfully activated with '${id}'.\n`);
+    return exit(0);
+  }
+  return fail(2, `Error: 'device wifi ${cmd}' is not simulated by the fake nmcli.`);
+}
+
+async function connection(w, s, opts, rest) {
+  const cmd = pick(rest[0], ['show', 'up', 'down', 'add', 'edit', 'delete', 'reload', 'load', 'modify', 'clone', 'import', 'export', 'migrate', 'monitor']);
+  if (cmd === null) return fail(2, `Error: argument '${rest[0]}' not understood. Try passing --help instead.`);
+  const conns = s.connections ?? [];
+  const args = rest.slice(1);
+  // selectors: [id | uuid | path | apath] VALUE, several allowed
+  const pairs = [];
+  for (let k = 0; k < args.length; k++) {
+    if (['id', 'uuid', 'path', 'apath'].includes(args[k]) && k + 1 < args.length) { pairs.push([args[k], args[k + 1]]); k++; }
+    else if (!args[k].startsWith('-')) pairs.push([null, args[k]]);
+  }
+  const lookup = ([sel, v]) => conns.find((c) => (sel === 'uuid' ? c.uuid === v : sel === 'id' ? c.name === v : c.name === v || c.uuid === v));
+  const deviceOf = (c) => Object.entries(s.active ?? {}).find(([, n]) => n === c.name)?.[0] ?? '';
+  if (cmd === undefined || cmd === 'show') {
+    if (!pairs.length) {
+      const rows = conns.map((c) => ({ NAME: c.name, UUID: c.uuid, TYPE: c.type === 'wifi' ? '802-11-wireless' : c.type === 'ethernet' ? '802-3-ethernet' : c.type, DEVICE: deviceOf(c) || '--' }));
+      return printTable(opts, rows, ['NAME', 'UUID', 'TYPE', 'TIMESTAMP', 'TIMESTAMP-REAL', 'AUTOCONNECT', 'AUTOCONNECT-PRIORITY', 'READONLY', 'DBUS-PATH', 'ACTIVE', 'DEVICE', 'STATE', 'ACTIVE-PATH', 'SLAVE', 'FILENAME'], ['NAME', 'UUID', 'TYPE', 'DEVICE']);
+    }
+    const c = lookup(pairs[0]);
+    if (!c) return fail(10, `Error: ${pairs[0][1]} - no such connection profile.`);
+    const dev = deviceOf(c);
+    const entries = [['connection.id', c.name], ['connection.uuid', c.uuid], ['connection.type', c.type === 'wifi' ? '802-11-wireless' : '802-3-ethernet'], ['connection.interface-name', c.device || '']];
+    if (dev) entries.push(['GENERAL.STATE', 'activated'], ['IP4.GATEWAY', c.type === 'wifi' ? '192.168.4.1' : '192.168.1.1']);
+    const sel = selectEntries(entries, opts.getValues ?? opts.fields);
+    if (sel.error) return fail(2, sel.error);
+    printMultiline(opts, sel.entries);
+    return exit(0);
+  }
+  if (cmd === 'delete') {
+    if (!pairs.length) return fail(10, 'Error: No connection specified.');
+    const unknown = [];
+    for (const p of pairs) {
+      const c = lookup(p);
+      if (!c) {
+        process.stderr.write(`Error: unknown connection '${p[1]}'.\n`);
+        unknown.push(p[0] ? `${p[0]} '${p[1]}'` : `'${p[1]}'`);
+        continue;
+      }
+      updateState(w, (st) => {
+        st.connections = (st.connections ?? []).filter((x) => x.uuid !== c.uuid);
+        for (const [d, n] of Object.entries(st.active ?? {})) if (n === c.name) delete st.active[d];
+      });
+      process.stdout.write(`Connection '${c.name}' (${c.uuid}) successfully deleted.\n`);
+    }
+    if (unknown.length) return fail(10, `Error: cannot delete unknown connection(s): ${unknown.join(', ')}.`);
+    return exit(0);
+  }
+  if (cmd === 'up' || cmd === 'down') {
+    const c = pairs.length ? lookup(pairs[0]) : undefined;
+    if (!c) return fail(10, `Error: unknown connection '${pairs[0]?.[1] ?? ''}'.`);
+    if (cmd === 'up') {
+      const dev = c.type === 'wifi' ? w.nmcli.wifiIface : w.nmcli.ethIface ?? 'eth0';
+      updateState(w, (st) => { st.active ??= {}; st.active[dev] = c.name; });
+      process.stdout.write('Connection successfully activated (D-Bus active path: /org/freedesktop/NetworkManager/ActiveConnection/7)\n');
+    } else {
+      if (!deviceOf(c)) return fail(10, `Error: '${c.name}' is not an active connection.\nError: no active connection provided.`);
+      updateState(w, (st) => { for (const [d, n] of Object.entries(st.active ?? {})) if (n === c.name) delete st.active[d]; });
+      process.stdout.write(`Connection '${c.name}' successfully deactivated (D-Bus active path: /org/freedesktop/NetworkManager/ActiveConnection/7)\n`);
+    }
+    return exit(0);
+  }
+  return fail(2, `Error: 'connection ${cmd}' is not simulated by the fake nmcli.`);
+}

@@ -1,0 +1,140 @@
+// The kickstart and pins steps against the simulated plug: provisioning through the captive portal,
+// discovery over real multicast on loopback, and the guided pin check with a virtual user.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startSimPlug } from './sim/plug.ts';
+import { makeFakeWorld } from './fakes.ts';
+import { virtualUser } from './virtual-user.ts';
+import { checkPins, loadRecipe, runCli, io } from '../flash.ts';
+import { ROOT, tempDir } from './helpers.ts';
+
+const HOME = { ssid: 'HomeNet', password: 'correct horse battery' };
+
+/** Runs flash.ts in this process (so the virtual user can answer), capturing what it prints. */
+async function runInProcess(argv: string[], env: NodeJS.ProcessEnv, answer?: typeof io.answer): Promise<{ code: number; out: string }> {
+  const saved = { env: process.env, out: io.out, err: io.err, answer: io.answer };
+  let out = '';
+  process.env = { ...env, NO_COLOR: '1' };
+  io.out = (t) => void (out += t);
+  io.err = (t) => void (out += t);
+  io.answer = answer;
+  try {
+    const code = await runCli(argv);
+    return { code, out };
+  } finally {
+    process.env = saved.env;
+    Object.assign(io, { out: saved.out, err: saved.err, answer: saved.answer });
+  }
+}
+
+async function configDir(recipe = 'recipes/23A.yaml'): Promise<string> {
+  const out = path.join(tempDir(), 'esphome');
+  const r = await runInProcess([recipe, '--only', 'config', '--yes', '--out', out], { ...process.env, FLASH_WIFI_SSID: HOME.ssid, FLASH_WIFI_PASSWORD: HOME.password });
+  assert.equal(r.code, 0, r.out);
+  return out;
+}
+
+test('kickstart step: joins the AP, sends the Wi-Fi to the portal, finds the plug by mDNS, leaks no secret', async () => {
+  const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-ap', homeNetwork: HOME, visibleNetworks: [{ ssid: 'HomeNet', rssi: -50, lock: true }, { ssid: 'Neighbour', rssi: -80, lock: true }] });
+  const world = await makeFakeWorld({ nmcli: {} });
+  try {
+    const out = await configDir();
+    const r = await runInProcess(['recipes/23A.yaml', '--only', 'kickstart', '--yes', '--out', out], {
+      ...world.env, FLASH_KICKSTART_PORTAL: sim.url, FLASH_DEVICE_HTTP_PORT: String(sim.port), FLASH_MDNS_INTERFACE: '127.0.0.1', FLASH_DISCOVERY_TIMEOUT_MS: '10000',
+    });
+    assert.equal(r.code, 0, r.out);
+    assert.deepEqual(sim.wifi, { ssid: HOME.ssid, psk: HOME.password });
+    assert.match(r.out, /found kickstart-bk7231n at 127\.0\.0\.1/);
+    assert.ok(!r.out.includes(HOME.password) && !r.out.includes(encodeURIComponent(HOME.password)) && !r.out.includes('correct+horse'), r.out);
+    const nm = world.calls('nmcli').map((c) => c.argv.join(' '));
+    assert.ok(nm.some((a) => /device wifi connect kickstart-bk7231n ifname wlan1/.test(a)), nm.join('\n'));
+    assert.ok(nm.some((a) => /connection delete id kickstart-bk7231n/.test(a)), 'the interface is handed back');
+    for (const call of world.calls()) assert.ok(!call.argv.join(' ').includes(HOME.password), 'no secret on a command line');
+    const journal = JSON.parse(fs.readFileSync(path.join(out, '.flash', 'status-plug-01.json'), 'utf8'));
+    assert.equal(journal.facts.kickstartIp, '127.0.0.1');
+  } finally {
+    await sim.close();
+    await world.cleanup();
+  }
+});
+
+test('kickstart step: warns when the plug cannot see the home network, and times out clearly when it never joins', async () => {
+  const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-ap', homeNetwork: { ssid: 'Elsewhere', password: 'x' }, visibleNetworks: [{ ssid: 'Neighbour', rssi: -80, lock: true }] });
+  const world = await makeFakeWorld({ nmcli: {} });
+  try {
+    const out = await configDir();
+    const r = await runInProcess(['recipes/23A.yaml', '--only', 'kickstart', '--yes', '--out', out], {
+      ...world.env, FLASH_KICKSTART_PORTAL: sim.url, FLASH_DEVICE_HTTP_PORT: String(sim.port), FLASH_MDNS_INTERFACE: '127.0.0.1', FLASH_DISCOVERY_TIMEOUT_MS: '1500',
+    });
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /the plug does not see "HomeNet" \(it sees: Neighbour\)/);
+    assert.match(r.out, /did not show up on your network within 1\.5 s/);
+    assert.match(r.out, /same network[\s\S]*--device-ip/);
+  } finally {
+    await sim.close();
+    await world.cleanup();
+  }
+});
+
+test('kickstart step: when joining the AP fails, the user is told what to do by hand', async () => {
+  const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-ap', homeNetwork: HOME });
+  const world = await makeFakeWorld({ nmcli: { connectFails: true } });
+  try {
+    const out = await configDir();
+    const user = async (q: { id: string }) => {
+      if (q.id !== 'manual_wifi_done') throw new Error(q.id);
+      // The "user" does it from a phone: the portal gets the credentials.
+      await fetch(`${sim.url}/wifisave?${new URLSearchParams({ ssid: HOME.ssid, psk: HOME.password })}`, { redirect: 'manual' });
+      return true;
+    };
+    const r = await runInProcess(['recipes/23A.yaml', '--only', 'kickstart', '--out', out], {
+      ...world.env, FLASH_KICKSTART_PORTAL: sim.url, FLASH_DEVICE_HTTP_PORT: String(sim.port), FLASH_MDNS_INTERFACE: '127.0.0.1', FLASH_DISCOVERY_TIMEOUT_MS: '10000',
+    }, user as typeof io.answer);
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.out, /could not join kickstart-bk7231n/);
+    assert.match(r.out, /join the Wi-Fi network "kickstart-bk7231n"[\s\S]*pick "HomeNet"/);
+    assert.match(r.out, /found kickstart-bk7231n/);
+  } finally {
+    await sim.close();
+    await world.cleanup();
+  }
+});
+
+test('pins: every 23A pin does what the recipe says on a simulated 23A', async () => {
+  const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan', mdnsInterface: false });
+  const user = virtualUser(sim);
+  try {
+    const lines: string[] = [];
+    const results = await checkPins({ base: sim.url, pins: loadRecipe(path.join(ROOT, 'recipes/23A.yaml')).recipe.pins, ask: async (q) => String(await user.answer(q)), say: (l) => lines.push(l) });
+    assert.deepEqual(results.map((r) => [r.fn, r.ok, r.saw]), [
+      ['relay', true, 'the relay clicked'],
+      ['state_led', true, 'a blue LED'],
+      ['status_led', true, 'a red LED'],
+      ['button', true, 'press seen'],
+    ]);
+  } finally {
+    user.stop();
+    await sim.close();
+  }
+});
+
+test('pins: the 21D recipe on a simulated 23A finds the button on P8 and names recipe 23A', async () => {
+  const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan', mdnsInterface: false });
+  const user = virtualUser(sim);
+  const world = await makeFakeWorld({});
+  try {
+    const out = await configDir('recipes/21D.yaml');
+    const r = await runInProcess(['recipes/21D.yaml', '--only', 'pins', '--check-pins', '--device-ip', '127.0.0.1', '--out', out],
+      { ...world.env, FLASH_DEVICE_HTTP_PORT: String(sim.port) }, user.answer);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /the button is on P8, not P6/);
+    assert.match(r.out, /status_led \(P8\): nothing/);
+    assert.match(r.out, /this plug matches recipes\/23A\.yaml/);
+  } finally {
+    user.stop();
+    await sim.close();
+    await world.cleanup();
+  }
+});

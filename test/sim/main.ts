@@ -1,0 +1,83 @@
+// Runs one simulated plug in its own process, for fakes and demos:
+//   node --import tsx test/sim/main.ts --mcu bk7231n [--phase tuya] [--port N] [--home-ssid S --home-password P]
+//        [--mac HEX12] [--join-ms N] [--reboot-ms N] [--no-mdns | --mdns-interface IP] [--faults JSON]
+// Prints one JSON line {"url","port","mac","apiPort","mcu","phase"} on stdout, then runs until SIGTERM/SIGINT.
+// Control it over HTTP under /_sim/ (state, flash-kickstart, power-cycle, press?ms=, wait?phase=, faults).
+import { parseArgs } from 'node:util';
+import { startSimPlug, type Phase, type SimFaults } from './plug.ts';
+import type { Mcu } from '../firmware-files.ts';
+
+const PHASES: Phase[] = ['tuya', 'kickstart-ap', 'kickstart-lan', 'final', 'off'];
+
+function fail(message: string): never {
+  process.stderr.write(`sim: ${message}\n`);
+  process.exit(2);
+}
+
+const { values } = (() => {
+  try {
+    return parseArgs({
+      options: {
+        mcu: { type: 'string' },
+        phase: { type: 'string' },
+        port: { type: 'string' },
+        mac: { type: 'string' },
+        'home-ssid': { type: 'string' },
+        'home-password': { type: 'string' },
+        'join-ms': { type: 'string' },
+        'reboot-ms': { type: 'string' },
+        'no-mdns': { type: 'boolean' },
+        'mdns-interface': { type: 'string' },
+        faults: { type: 'string' },
+      },
+      strict: true,
+    });
+  } catch (e) {
+    return fail((e as Error).message);
+  }
+})();
+
+const mcu = values.mcu as Mcu | undefined;
+if (mcu !== 'bk7231t' && mcu !== 'bk7231n') fail('--mcu bk7231t|bk7231n is required');
+const phase = (values.phase ?? 'tuya') as Phase;
+if (!PHASES.includes(phase)) fail(`--phase must be one of ${PHASES.join(', ')}`);
+const num = (v: string | undefined, name: string): number | undefined => {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) fail(`${name} must be a whole number`);
+  return n;
+};
+if ((values['home-ssid'] === undefined) !== (values['home-password'] === undefined)) fail('--home-ssid and --home-password go together');
+let faults: SimFaults | undefined;
+if (values.faults) {
+  try {
+    faults = JSON.parse(values.faults) as SimFaults;
+  } catch {
+    fail('--faults must be a JSON object');
+  }
+}
+
+const sim = await startSimPlug({
+  mcu,
+  phase,
+  port: num(values.port, '--port'),
+  mac: values.mac,
+  joinMs: num(values['join-ms'], '--join-ms'),
+  rebootMs: num(values['reboot-ms'], '--reboot-ms'),
+  mdnsInterface: values['no-mdns'] ? false : values['mdns-interface'],
+  ...(values['home-ssid'] !== undefined ? { homeNetwork: { ssid: values['home-ssid'], password: values['home-password']! } } : {}),
+  faults,
+});
+process.stdout.write(`${JSON.stringify({ url: sim.url, port: sim.port, mac: sim.mac, apiPort: sim.apiPort, mcu, phase: sim.phase })}\n`);
+
+let stopping = false;
+async function stop(): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  await sim.close();
+  process.exitCode = 0;
+  // Everything is closed, so the process ends by itself; this only guards against a stuck handle.
+  setTimeout(() => process.exit(0), 2000).unref();
+}
+process.on('SIGTERM', () => void stop());
+process.on('SIGINT', () => void stop());

@@ -1,0 +1,1188 @@
+// A simulated Tuya BK7231T/N plug for tests: stock Tuya firmware, then ESPHome Kickstart (captive portal,
+// web server entities incl. pinscan, LibreTiny web OTA, mDNS), then the final ESPHome device.
+//
+// Behaviour follows the real sources (read, not copied): libretiny-eu/esphome-kickstart (yaml/kickstart-base.yaml,
+// components/pinscan, components/hub_api), ESPHome 2025.5 (captive_portal, web_server, web_server_base OTA,
+// mdns), esphome/ESPAsyncWebServer 3.3.0 (SSE framing, multipart, 404s) and LibreTiny 1.9.0 (Update error texts,
+// mDNS instance names). Every socket binds 127.0.0.1; multicast goes out on the loopback interface only.
+import http from 'node:http';
+import net from 'node:net';
+import crypto from 'node:crypto';
+import zlib from 'node:zlib';
+import { EventEmitter } from 'node:events';
+import makeMdns from 'multicast-dns';
+import { FAMILY_ID, type Mcu } from '../firmware-files.ts';
+
+export type Phase = 'tuya' | 'kickstart-ap' | 'kickstart-lan' | 'final' | 'off';
+
+/** Which pin drives what on the board: pin -> colour for LEDs, e.g. {P6: 'red', P7: 'blue'}. */
+export interface Wiring { button?: string; relay?: string; leds?: Record<string, string> }
+
+/** The Status Wifi Plug pinouts (seed page): 21D/21G (BK7231T) and 23A (BK7231N). */
+export const SEED_WIRING: Record<Mcu, Wiring> = {
+  bk7231t: { button: 'P6', relay: 'P24', leds: { P7: 'green', P8: 'red' } },
+  bk7231n: { button: 'P8', relay: 'P24', leds: { P6: 'red', P7: 'blue' } },
+};
+
+export interface SimFaults {
+  /** The next N requests to /config.json or /wifisave answer HTTP 500. */
+  portal500?: number;
+  /** The first /update connection is destroyed after this many request body bytes (once). */
+  dropUploadAfterBytes?: number;
+  /** /update answers 200 "Update Failed: <this>" (once). */
+  updateFails?: string;
+  /** After /wifisave the plug never joins the LAN (it keeps its AP and portal up, as a real one that cannot connect). */
+  neverJoinLan?: boolean;
+  /** After a successful /update the final device never appears (until the next power cycle). */
+  neverReboot?: boolean;
+}
+
+export interface FinalInfo { name: string; friendlyName?: string; board: string }
+
+export interface SimPlugOptions {
+  mcu: Mcu;
+  /** Default 'tuya' (stock Tuya firmware: HTTP answers 404 to everything but /_sim, no mDNS). */
+  phase?: Phase;
+  /** 12 hex digits, upper case; default random (Beken OUI C8:47:8C). */
+  mac?: string;
+  visibleNetworks?: { ssid: string; rssi: number; lock: boolean }[];
+  /** The network the plug can actually join; /wifisave with other credentials never gets it on the LAN. */
+  homeNetwork?: { ssid: string; password: string };
+  wiring?: Wiring;
+  /** Interface for mDNS (default '127.0.0.1'); false = no mDNS. */
+  mdnsInterface?: string | false;
+  /** wifisave (or boot with saved Wi-Fi) -> on the LAN; default 300. */
+  joinMs?: number;
+  /** /update success -> final device on the LAN; default 300 (the reboot itself starts ~100 ms after the answer). */
+  rebootMs?: number;
+  /** Power cycle / restart button -> firmware running again; default 50. */
+  bootMs?: number;
+  /** Default 'v25.05.28' (the cloudcutter file name); its ESPHome is `esphomeVersion`. */
+  kickstartVersion?: string;
+  /** ESPHome version Kickstart was built with; default '2025.5.0'. */
+  esphomeVersion?: string;
+  /** ESPHome version reported by the final device when the UF2 payload does not say; default '2025.5.0'. */
+  finalVersion?: string;
+  /** The final device when starting in phase 'final'. */
+  final?: FinalInfo;
+  /** The plug's LAN address as it reports it (IP Address sensor, mDNS A record); default '127.0.0.1'. */
+  lanIp?: string;
+  faults?: SimFaults;
+  /** HTTP port on 127.0.0.1; default 0 (random). */
+  port?: number;
+}
+
+export interface SimHardware { relay: boolean; leds: Record<string, boolean>; levels: Record<string, 'HIGH' | 'LOW'> }
+export interface SimUpload { bytes: number; familyId?: number; result: string }
+
+export interface SimPlug {
+  url: string;
+  port: number;
+  /** The final device's native API port (TCP on 127.0.0.1, advertised in its SRV record). */
+  apiPort: number;
+  mac: string;
+  mcu: Mcu;
+  readonly phase: Phase;
+  /** What /wifisave received (kept across power cycles, like the real flash). */
+  wifi?: { ssid: string; psk: string };
+  /** Leds keyed by colour; LEDs are active low, the relay active high. */
+  readonly hardware: SimHardware;
+  /** Set once running the uploaded firmware. */
+  final?: FinalInfo;
+  uploads: SimUpload[];
+  faults: SimFaults;
+  /** What cloudcutter does: the plug now runs Kickstart with no Wi-Fi, so its AP is up: 'kickstart-ap'. */
+  flashKickstart(): void;
+  powerCycle(): void;
+  /** Pulls the button pin LOW while held (INPUT_PULLUP reads HIGH otherwise). Default 200 ms. */
+  pressButton(holdMs?: number): Promise<void>;
+  waitForPhase(p: Phase, timeoutMs?: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The pins both generic-bk7231*-qfn32-tuya boards offer, in Kickstart's pinscan order. */
+export const BK7231_PINS = ['P0', 'P1', 'P6', 'P7', 'P8', 'P9', 'P10', 'P11', 'P14', 'P15', 'P16', 'P17', 'P20', 'P21', 'P22', 'P23', 'P24', 'P26', 'P28'] as const;
+
+/** `-> Pin` options exactly as kickstart-bk7231{t,n}.yaml lists them. */
+export const PIN_OPTIONS = [
+  'Select PIN', 'P0 / UART2_TX / I2C2_SCL', 'P1 / UART2_RX / I2C2_SDA', 'P6 / PWM0', 'P7 / PWM1', 'P8 / PWM2', 'P9 / PWM3',
+  'P10 / UART1_RX', 'P11 / UART1_TX', 'P14 / SCK', 'P15 / CS', 'P16 / MOSI', 'P17 / MISO', 'P20 / I2C1_SCL / TCK',
+  'P21 / I2C1_SDA / TMS', 'P22 / TDI', 'P23 / TDO / ADC3', 'P24 / PWM4', 'P26 / PWM5', 'P28',
+] as const;
+
+/** `-> Pin Mode` options (kickstart-base.yaml); pinscan's set_mode takes the index. */
+export const PIN_MODES = ['INPUT', 'INPUT_PULLUP', 'OUTPUT_HIGH', 'OUTPUT_LOW'] as const;
+
+export const FLASH_SIZE = 0x200000;
+/** ESPHome's native API port, what Kickstart advertises. */
+export const KICKSTART_API_PORT = 6053;
+export const API_ENCRYPTION = 'Noise_NNpsk0_25519_ChaChaPoly_SHA256';
+
+/** ESPHome ≤ 2025.x object id: lower case, spaces -> `_`, anything outside [a-zA-Z0-9_-] -> `_`. */
+export function objectIdOf(name: string): string {
+  return name.toLowerCase().replace(/ /g, '_').replace(/[^a-zA-Z0-9_-]/g, '_');
+}
+
+/** Deterministic "flash contents" of a simulated plug (2 MiB; same seed, same bytes). */
+export function simFlashRead(seed: string, offset: number, length: number): Buffer {
+  const out = Buffer.alloc(length);
+  let s = 0x811c9dc5;
+  for (const ch of seed) s = Math.imul(s ^ ch.charCodeAt(0), 0x01000193) >>> 0;
+  for (let i = 0; i < length; i++) {
+    const a = offset + i;
+    let x = Math.imul((a >>> 2) ^ s, 0x9e3779b1) >>> 0;
+    x ^= x >>> 15;
+    x = Math.imul(x, 0x85ebca6b) >>> 0;
+    x ^= x >>> 13;
+    out[i] = (x >>> ((a & 3) * 8)) & 0xff;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+const DEFAULT_NETWORKS = [
+  { ssid: 'HomeNet', rssi: -52, lock: true },
+  { ssid: 'Neighbour 5G', rssi: -71, lock: true },
+  { ssid: 'Cafe Free WiFi', rssi: -84, lock: false },
+];
+const AP_IP = '192.168.4.1';
+const LOG_DEBUG = '\x1b[0;36m';
+const LOG_INFO = '\x1b[0;32m';
+const LOG_RESET = '\x1b[0m';
+
+type Firmware = 'tuya' | 'kickstart' | 'final';
+type PinMode = 'INPUT' | 'INPUT_PULLUP' | 'OUTPUT';
+interface PinState { mode: PinMode; out: 0 | 1 }
+
+interface Entity {
+  domain: 'sensor' | 'text_sensor' | 'select' | 'button';
+  name: string;
+  objectId: string;
+  icon: string;
+  category: 0 | 1 | 2;
+  unit?: string;
+  options?: readonly string[];
+  /** state text and value, as web_server puts them in JSON. */
+  read?: () => { state: string; value: string | number | null };
+}
+
+interface UpdateError { ard: number; uf2: number; text: string }
+
+/** LibreTiny's Update + uf2ota, as far as the sim needs it: block checks, error texts, completeness. */
+class Uf2Update {
+  error: UpdateError | null = null;
+  familyId?: number;
+  bytes = 0;
+  private block = Buffer.alloc(512);
+  private fill = 0;
+  private seq = 0;
+  private total = 0;
+  private written = 0;
+  private payload: Buffer[] = [];
+  private payloadLen = 0;
+
+  constructor(private expectedFamily: number) {}
+
+  write(data: Buffer): void {
+    this.bytes += data.length;
+    let off = 0;
+    while (off < data.length && !this.error) {
+      const n = Math.min(512 - this.fill, data.length - off);
+      data.copy(this.block, this.fill, off, off + n);
+      this.fill += n;
+      off += n;
+      if (this.fill === 512) {
+        this.fill = 0;
+        this.checkBlock(this.block);
+      }
+    }
+  }
+
+  private fail(uf2: number, ard: number, text: string): void {
+    this.error = { uf2, ard, text };
+  }
+
+  private checkBlock(b: Buffer): void {
+    if (b.readUInt32LE(0) !== 0x0a324655 || b.readUInt32LE(4) !== 0x9e5d5157 || b.readUInt32LE(508) !== 0x0ab16f30) {
+      return this.fail(2, 8, 'Bad Magic Number');
+    }
+    const flags = b.readUInt32LE(8);
+    const family = b.readUInt32LE(28);
+    if (this.familyId === undefined && flags & 0x2000) this.familyId = family;
+    if (!(flags & 0x2000) || family !== this.expectedFamily) return this.fail(3, 11, 'Bad Family ID');
+    if (b.readUInt32LE(20) !== this.seq) return this.fail(11, 11, 'Bad Block Sequence Number');
+    if (this.seq === 0) this.total = b.readUInt32LE(24);
+    this.seq++;
+    this.written++;
+    if (this.payloadLen < 65536) {
+      const size = Math.min(b.readUInt32LE(16), 476);
+      const p = Buffer.from(b.subarray(32, 32 + size));
+      this.payload.push(p);
+      this.payloadLen += p.length;
+    }
+  }
+
+  /** All blocks the first block announced arrived: the new image would be activated. */
+  get complete(): boolean {
+    return !this.error && this.total > 0 && this.written === this.total;
+  }
+
+  /** What the uploaded firmware says about itself: our fake esphome writes JSON as the UF2 payload. */
+  info(): Record<string, unknown> {
+    let all = Buffer.concat(this.payload);
+    let end = all.length;
+    while (end > 0 && all[end - 1] === 0) end--;
+    all = all.subarray(0, end);
+    for (const text of [all.toString('utf8'), all.subarray(0, all.indexOf(0) >= 0 ? all.indexOf(0) : all.length).toString('utf8')]) {
+      try {
+        const j = JSON.parse(text) as unknown;
+        if (j && typeof j === 'object' && !Array.isArray(j)) return j as Record<string, unknown>;
+      } catch { /* not JSON */ }
+    }
+    return {};
+  }
+}
+
+/** A streaming multipart/form-data parser (bounded memory: keeps at most one delimiter of look-behind). */
+class MultipartStream {
+  private buf: Buffer = Buffer.alloc(0);
+  private state: 'preamble' | 'after-delim' | 'headers' | 'body' | 'done' | 'error' = 'preamble';
+  private delim: Buffer;
+  private bodyDelim: Buffer;
+
+  constructor(boundary: string, private cb: {
+    partStart: (headers: Record<string, string>) => void;
+    data: (chunk: Buffer) => void;
+    partEnd: () => void;
+  }) {
+    this.delim = Buffer.from(`--${boundary}`);
+    this.bodyDelim = Buffer.from(`\r\n--${boundary}`);
+  }
+
+  write(chunk: Buffer): void {
+    if (this.state === 'done' || this.state === 'error') return;
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    for (;;) {
+      if (this.state === 'preamble') {
+        const i = this.buf.indexOf(this.delim);
+        if (i < 0) {
+          this.buf = this.buf.subarray(Math.max(0, this.buf.length - this.delim.length));
+          return;
+        }
+        this.buf = this.buf.subarray(i + this.delim.length);
+        this.state = 'after-delim';
+      }
+      if (this.state === 'after-delim') {
+        if (this.buf.length < 2) return;
+        if (this.buf[0] === 0x2d && this.buf[1] === 0x2d) {
+          this.state = 'done';
+          return;
+        }
+        const i = this.buf.indexOf('\r\n');
+        if (i < 0) {
+          if (this.buf.length > 256) this.state = 'error';
+          return;
+        }
+        this.buf = this.buf.subarray(i + 2);
+        this.state = 'headers';
+      }
+      if (this.state === 'headers') {
+        const i = this.buf.indexOf('\r\n\r\n');
+        if (i < 0) {
+          if (this.buf.length > 16384) this.state = 'error';
+          return;
+        }
+        const headers: Record<string, string> = {};
+        for (const line of this.buf.subarray(0, i).toString('latin1').split('\r\n')) {
+          const c = line.indexOf(':');
+          if (c > 0) headers[line.slice(0, c).trim().toLowerCase()] = line.slice(c + 1).trim();
+        }
+        this.buf = this.buf.subarray(i + 4);
+        this.state = 'body';
+        this.cb.partStart(headers);
+      }
+      if (this.state === 'body') {
+        const i = this.buf.indexOf(this.bodyDelim);
+        if (i < 0) {
+          const keep = this.bodyDelim.length - 1;
+          if (this.buf.length > keep) {
+            this.cb.data(this.buf.subarray(0, this.buf.length - keep));
+            this.buf = this.buf.subarray(this.buf.length - keep);
+          }
+          return;
+        }
+        if (i > 0) this.cb.data(this.buf.subarray(0, i));
+        this.cb.partEnd();
+        this.buf = this.buf.subarray(i + this.bodyDelim.length);
+        this.state = 'after-delim';
+      }
+    }
+  }
+}
+
+/** One SSE frame as esphome/ESPAsyncWebServer 3.3.0 writes it (CRLF line ends). */
+function sseFrame(message: string, event: string, id = 0, retry = 0): string {
+  let ev = '';
+  if (retry) ev += `retry: ${retry}\r\n`;
+  if (id) ev += `id: ${id}\r\n`;
+  ev += `event: ${event}\r\n`;
+  const lines = message.split(/\r\n|\r|\n/);
+  if (lines.length === 1) return `${ev}data: ${message}\r\n\r\n`;
+  return `${ev}${lines.map((l) => `data: ${l}\r\n`).join('')}\r\n`;
+}
+
+function randomMac(): string {
+  return `C8478C${crypto.randomBytes(3).toString('hex').toUpperCase()}`;
+}
+
+function isLoopback(addr: string): boolean {
+  return addr.startsWith('127.') || addr === '::1' || addr === '::ffff:127.0.0.1';
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
+  const mcu = opts.mcu;
+  const MCU = mcu.toUpperCase();
+  const mac = (opts.mac ?? randomMac()).replace(/[^0-9a-fA-F]/g, '').toUpperCase();
+  if (mac.length !== 12) throw new Error(`sim: mac must be 12 hex digits, got ${opts.mac}`);
+  const macPretty = mac.match(/../g)!.join(':');
+  const networks = opts.visibleNetworks ?? DEFAULT_NETWORKS;
+  const home = opts.homeNetwork ?? { ssid: 'HomeNet', password: 'correct horse' };
+  const wiring = opts.wiring ?? SEED_WIRING[mcu];
+  const joinMs = opts.joinMs ?? 300;
+  const rebootMs = opts.rebootMs ?? 300;
+  const bootMs = opts.bootMs ?? 50;
+  const kickstartVersion = opts.kickstartVersion ?? 'v25.05.28';
+  const esphomeVersion = opts.esphomeVersion ?? '2025.5.0';
+  const finalVersion = opts.finalVersion ?? '2025.5.0';
+  const lanIp = opts.lanIp ?? '127.0.0.1';
+  const kickstartName = `kickstart-${mcu}`;
+  const board = `generic-${mcu}-qfn32-tuya`;
+  const faults: SimFaults = { ...(opts.faults ?? {}) };
+  const events = new EventEmitter();
+  events.setMaxListeners(0);
+
+  // Build date shown in the LibreTiny banner, from the Kickstart version (vYY.MM.DD).
+  const kv = /v?(\d\d)\.(\d\d)\.(\d\d)/.exec(kickstartVersion);
+  const months = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+  const buildDate = kv ? `${months[Number(kv[2]) - 1] ?? 'Jan'} ${kv[3]} 20${kv[1]}` : 'May 28 2025';
+  const banner = `LibreTiny v1.9.0 on ${board}, compiled at ${buildDate} 12:00:00, GCC 10.3.1 (-Os)`;
+
+  // ----- persistent state (survives reboots) -----
+  let firmware: Firmware = 'tuya';
+  let phase: Phase = 'off';
+  let wifi: { ssid: string; psk: string } | undefined;
+  let final: FinalInfo | undefined;
+  let finalPins: { button?: string; relay?: string; stateLed?: string; statusLed?: string } = {};
+  let finalEncrypted = true;
+  let finalVer = finalVersion;
+  let hung = false; // neverReboot fault: the new firmware does not come up until a power cycle
+  let closed = false;
+  let dropUsed = false;
+  const uploads: SimUpload[] = [];
+
+  // ----- per-boot state -----
+  let bootAt = Date.now();
+  let resetReason = 'Power-On';
+  let portalStarted = false; // captive portal ran this boot: its onNotFound answers "File not found"
+  let lastUpdateError: UpdateError | null = null; // Update.hasError() survives until the next Update.begin()
+  const pins = new Map<string, PinState>();
+  let buttonHeld = false;
+  const scan = { pin: null as string | null, mode: -1, state: -1 };
+  const values: Record<string, string> = {};
+  let finalRelay = false;
+
+  // ----- timers and connections (all released on close) -----
+  const timers = new Set<NodeJS.Timeout>();
+  function later(ms: number, fn: () => void): NodeJS.Timeout {
+    const t = setTimeout(() => {
+      timers.delete(t);
+      if (!closed) fn();
+    }, ms);
+    timers.add(t);
+    return t;
+  }
+  function cancel(t: NodeJS.Timeout | undefined): void {
+    if (t) {
+      clearTimeout(t);
+      timers.delete(t);
+    }
+  }
+  let phaseTimer: NodeJS.Timeout | undefined;
+  let joinTimer: NodeJS.Timeout | undefined;
+  let announceTimer: NodeJS.Timeout | undefined;
+  const deviceSockets = new Set<net.Socket>(); // TCP connections to the plug (die when it reboots)
+  const sse = new Set<{ res: http.ServerResponse; ping: NodeJS.Timeout }>();
+  const allSockets = new Set<net.Socket>();
+  const apiSockets = new Set<net.Socket>();
+
+  function millis(): number {
+    return Math.max(1, Date.now() - bootAt);
+  }
+
+  function setPhase(p: Phase): void {
+    if (phase === p) return;
+    phase = p;
+    if (p === 'kickstart-lan' || p === 'final') announce();
+    else cancel(announceTimer);
+    events.emit('phase', p);
+  }
+
+  // ---------------- hardware ----------------
+  function resetPins(): void {
+    pins.clear();
+    for (const p of BK7231_PINS) pins.set(p, { mode: 'INPUT', out: 0 });
+    scan.pin = null;
+    scan.mode = -1;
+    scan.state = -1;
+  }
+
+  function level(pin: string): 0 | 1 {
+    if (phase === 'off') return 0;
+    const st = pins.get(pin) ?? { mode: 'INPUT', out: 0 };
+    if (st.mode === 'OUTPUT') return st.out;
+    if (pin === wiring.button && buttonHeld) return 0;
+    return st.mode === 'INPUT_PULLUP' ? 1 : 0;
+  }
+
+  function applyFinalOutputs(): void {
+    // The final firmware (seed config): relay switch, state LED follows it (inverted), status LED off, button pulled up.
+    resetPins();
+    if (finalPins.button) pins.set(finalPins.button, { mode: 'INPUT_PULLUP', out: 0 });
+    if (finalPins.relay) pins.set(finalPins.relay, { mode: 'OUTPUT', out: finalRelay ? 1 : 0 });
+    if (finalPins.stateLed) pins.set(finalPins.stateLed, { mode: 'OUTPUT', out: finalRelay ? 0 : 1 });
+    if (finalPins.statusLed) pins.set(finalPins.statusLed, { mode: 'OUTPUT', out: 1 });
+  }
+
+  function hardware(): SimHardware {
+    const levels: Record<string, 'HIGH' | 'LOW'> = {};
+    for (const p of BK7231_PINS) levels[p] = level(p) ? 'HIGH' : 'LOW';
+    const driven = (p: string | undefined) => (p ? pins.get(p)?.mode === 'OUTPUT' && phase !== 'off' : false);
+    const leds: Record<string, boolean> = {};
+    for (const [pin, colour] of Object.entries(wiring.leds ?? {})) leds[colour] = driven(pin) && level(pin) === 0;
+    return { relay: driven(wiring.relay) && level(wiring.relay!) === 1, leds, levels };
+  }
+
+  // ---------------- Kickstart entities ----------------
+  const sensorValue = (v: number, unit: string) => ({ state: `${v} ${unit}`, value: v });
+  const textValue = (key: string) => () => ({ state: values[key] ?? '', value: values[key] ?? '' });
+  const entities: Entity[] = [
+    { domain: 'sensor', name: 'Heap Free', icon: 'mdi:counter', category: 2, unit: 'B', read: () => sensorValue(phase === 'kickstart-ap' ? 91232 : 94560, 'B') },
+    { domain: 'sensor', name: 'Loop Time', icon: 'mdi:timer-outline', category: 2, unit: 'ms', read: () => sensorValue(16, 'ms') },
+    { domain: 'sensor', name: 'Uptime', icon: 'mdi:timer-outline', category: 2, unit: 's', read: () => sensorValue(Math.floor(millis() / 1000), 's') },
+    { domain: 'button', name: 'Reset to Factory Settings', icon: 'mdi:restart-alert', category: 1 },
+    { domain: 'button', name: 'Restart', icon: 'mdi:restart', category: 1 },
+    { domain: 'text_sensor', name: '-> Pin State', icon: '', category: 0, read: textValue('pin_state') },
+    { domain: 'text_sensor', name: 'IP Address', icon: '', category: 2, read: textValue('ip') },
+    { domain: 'text_sensor', name: 'Device Info', icon: 'mdi:chip', category: 2, read: textValue('device_info') },
+    { domain: 'text_sensor', name: 'Reset Reason', icon: 'mdi:restart', category: 2, read: textValue('reset_reason') },
+    { domain: 'text_sensor', name: 'LibreTiny Version', icon: 'mdi:new-box', category: 2, read: textValue('lt_version') },
+    { domain: 'select', name: '-> Pin Mode', icon: '', category: 0, options: PIN_MODES, read: textValue('mode') },
+    { domain: 'select', name: '-> Pin', icon: '', category: 0, options: PIN_OPTIONS, read: textValue('pin') },
+  ].map((e) => ({ ...e, objectId: objectIdOf(e.name) }) as Entity);
+  const entityByName = (name: string) => entities.find((e) => e.name === name)!;
+
+  function entityJson(e: Entity, detailAll: boolean): string {
+    const o: Record<string, unknown> = { id: `${e.domain}-${e.objectId}` };
+    if (detailAll) {
+      o.name = e.name;
+      o.icon = e.icon;
+      o.entity_category = e.category;
+    }
+    if (e.read) {
+      const { state, value } = e.read();
+      o.value = value;
+      o.state = state;
+    }
+    if (detailAll && e.options) o.option = [...e.options];
+    if (detailAll && e.unit) o.uom = e.unit;
+    return JSON.stringify(o);
+  }
+
+  function sseSend(frame: string): void {
+    for (const c of sse) c.res.write(frame);
+  }
+  function publish(e: Entity): void {
+    sseSend(sseFrame(entityJson(e, false), 'state'));
+  }
+  function log(tag: string, line: number, message: string, color = LOG_DEBUG, letter = 'D'): void {
+    sseSend(sseFrame(`${color}[${letter}][${tag}:${String(line).padStart(3, '0')}]: ${message}${LOG_RESET}`, 'log', millis()));
+  }
+  function setText(key: string, entityName: string, value: string): void {
+    values[key] = value;
+    publish(entityByName(entityName));
+  }
+
+  // pinscan (components/pinscan/pinscan.cpp): set_pin / set_mode / the 50 ms poll that publishes changes
+  function scanSetPin(pin: string | null): void {
+    if (scan.pin !== pin && scan.pin !== null) pins.set(scan.pin, { mode: 'INPUT', out: 0 });
+    scan.pin = pin;
+  }
+  function scanSetMode(mode: number): void {
+    if (scan.pin === null) return;
+    const p = scan.pin;
+    if (mode === 0 || mode === 1) {
+      pins.set(p, { mode: mode === 0 ? 'INPUT' : 'INPUT_PULLUP', out: 0 });
+      scan.mode = 1;
+    } else if (mode === 2 || mode === 3) {
+      pins.set(p, { mode: 'OUTPUT', out: mode === 2 ? 1 : 0 });
+      scan.mode = 0;
+    } else {
+      pins.set(p, { mode: 'INPUT', out: 0 });
+      return;
+    }
+    scan.state = -1;
+    log('pinscan', 172, `Changed pin to ${p.slice(1)}, mode: ${PIN_MODES[mode]}`);
+    scanPoll();
+  }
+  function scanPoll(): void {
+    if (firmware !== 'kickstart' || (phase !== 'kickstart-ap' && phase !== 'kickstart-lan')) return;
+    if (scan.mode !== 1 || scan.pin === null) return;
+    const now = level(scan.pin);
+    if (now === scan.state) return;
+    scan.state = now;
+    log('pinscan', 181, `Pin changed to ${now ? 'HIGH' : 'LOW'}`);
+    setText('pin_state', '-> Pin State', now ? 'HIGH' : 'LOW');
+  }
+  function selectSet(e: Entity, option: string | null): void {
+    if (option === null || !e.options!.includes(option)) return; // "Option X is not a valid option" (a warning, HTTP still 200)
+    if (e.name === '-> Pin') {
+      values.pin = option;
+      publish(e);
+      const idx = PIN_OPTIONS.indexOf(option as (typeof PIN_OPTIONS)[number]) - 1;
+      scanSetPin(idx < 0 ? null : BK7231_PINS[idx]);
+      scanSetMode(PIN_MODES.indexOf(values.mode as (typeof PIN_MODES)[number]));
+    } else {
+      values.mode = option;
+      publish(e);
+      scanSetMode(PIN_MODES.indexOf(option as (typeof PIN_MODES)[number]));
+    }
+  }
+
+  // ---------------- boot / reboot ----------------
+  function killDeviceConnections(): void {
+    for (const c of sse) {
+      clearInterval(c.ping);
+      c.res.destroy();
+    }
+    sse.clear();
+    for (const s of deviceSockets) s.destroy();
+    deviceSockets.clear();
+    for (const s of apiSockets) s.destroy();
+    apiSockets.clear();
+  }
+
+  function freshBoot(reason: string): void {
+    bootAt = Date.now();
+    resetReason = reason;
+    portalStarted = false;
+    lastUpdateError = null;
+    buttonHeld = false;
+    resetPins();
+    for (const k of Object.keys(values)) delete values[k];
+    values.pin = PIN_OPTIONS[0];
+    values.mode = PIN_MODES[0];
+    values.reset_reason = resetReason;
+    values.lt_version = banner.slice(10);
+    values.device_info = `${esphomeVersion}|Chip: ${MCU} @ 120 MHz|Board: ${board}|Reset: ${resetReason}|Flash: 2048 KiB`;
+  }
+
+  function canJoin(): boolean {
+    return !!wifi && wifi.ssid === home.ssid && wifi.psk === home.password && !faults.neverJoinLan;
+  }
+
+  function startAp(): void {
+    portalStarted = true;
+    values.ip = '';
+    setPhase('kickstart-ap');
+  }
+
+  function joinLan(): void {
+    values.ip = lanIp;
+    setPhase('kickstart-lan');
+    publish(entityByName('IP Address'));
+  }
+
+  /** The firmware starts running (after a power cycle, a reboot, or right away for flashKickstart). */
+  function boot(): void {
+    cancel(phaseTimer);
+    cancel(joinTimer);
+    if (firmware === 'tuya') return setPhase('tuya');
+    if (firmware === 'final') {
+      if (hung) return setPhase('off');
+      applyFinalOutputs();
+      return setPhase('final'); // the reboot delay (rebootMs / bootMs) covers joining the network
+
+    }
+    // Kickstart: no saved network -> AP + captive portal at once; saved one -> join (or fall back to the AP).
+    if (!wifi) return startAp();
+    phaseTimer = later(joinMs, () => (canJoin() ? joinLan() : startAp()));
+  }
+
+  function reboot(reason: string, delayMs: number): void {
+    killDeviceConnections();
+    cancel(phaseTimer);
+    cancel(joinTimer);
+    setPhase('off');
+    freshBoot(reason);
+    phaseTimer = later(delayMs, () => {
+      freshBoot(reason);
+      boot();
+    });
+  }
+
+  // ---------------- mDNS ----------------
+  let mdns: ReturnType<typeof makeMdns> | undefined;
+  type Rec = { name: string; type: string; ttl: number; data: unknown; flush?: boolean };
+  function mdnsView(): { host: string; services: { type: string; instance: string; port: number; txt: string[] }[] } | null {
+    if (phase === 'kickstart-lan') {
+      return {
+        host: `${kickstartName}.local`,
+        services: [
+          {
+            type: '_esphomelib._tcp.local', instance: kickstartName, port: KICKSTART_API_PORT,
+            txt: [`version=${esphomeVersion}`, `mac=${mac.toLowerCase()}`, `platform=${MCU}`, `board=${board}`, 'network=wifi',
+              'project_name=lt.kickstart', 'project_version=1.0',
+              `package_import_url=github://libretiny-eu/esphome-kickstart/yaml/import-${mcu}.yaml@master`],
+          },
+          { type: '_http._tcp.local', instance: kickstartName, port: 80, txt: [] },
+        ],
+      };
+    }
+    if (phase === 'final' && final) {
+      const txt = [...(final.friendlyName ? [`friendly_name=${final.friendlyName}`] : []), `version=${finalVer}`, `mac=${mac.toLowerCase()}`,
+        `platform=${MCU}`, `board=${final.board}`, 'network=wifi', ...(finalEncrypted ? [`api_encryption=${API_ENCRYPTION}`] : [])];
+      return { host: `${final.name}.local`, services: [{ type: '_esphomelib._tcp.local', instance: final.name, port: apiPort, txt }] };
+    }
+    return null;
+  }
+  function serviceRecords(svc: { type: string; instance: string; port: number; txt: string[] }, host: string): { ptr: Rec; srv: Rec; txt: Rec } {
+    const fqdn = `${svc.instance}.${svc.type}`;
+    return {
+      ptr: { name: svc.type, type: 'PTR', ttl: 120, data: fqdn },
+      srv: { name: fqdn, type: 'SRV', ttl: 120, flush: true, data: { priority: 0, weight: 0, port: svc.port, target: host } },
+      txt: { name: fqdn, type: 'TXT', ttl: 120, flush: true, data: svc.txt.length ? svc.txt : [''] },
+    };
+  }
+  function announce(): void {
+    if (!mdns) return;
+    const send = () => {
+      const v = mdnsView();
+      if (!v || !mdns) return;
+      const answers: Rec[] = [];
+      for (const s of v.services) {
+        const r = serviceRecords(s, v.host);
+        answers.push(r.ptr, r.srv, r.txt);
+      }
+      answers.push({ name: v.host, type: 'A', ttl: 120, flush: true, data: lanIp });
+      mdns.respond({ answers } as never);
+    };
+    send();
+    cancel(announceTimer);
+    announceTimer = later(1000, send);
+  }
+  function onQuery(q: { id?: number; questions: { name: string; type: string }[] }, rinfo: { address: string; port: number }): void {
+    const v = mdnsView();
+    if (!v || !mdns || !isLoopback(rinfo.address)) return;
+    const answers: Rec[] = [];
+    const additionals: Rec[] = [];
+    const a: Rec = { name: v.host, type: 'A', ttl: 120, flush: true, data: lanIp };
+    const add = (list: Rec[], r: Rec) => {
+      if (!list.some((x) => x.name === r.name && x.type === r.type && JSON.stringify(x.data) === JSON.stringify(r.data))) list.push(r);
+    };
+    for (const question of q.questions) {
+      const name = question.name.toLowerCase();
+      const type = question.type;
+      if (name === '_services._dns-sd._udp.local' && (type === 'PTR' || type === 'ANY')) {
+        for (const s of v.services) add(answers, { name: '_services._dns-sd._udp.local', type: 'PTR', ttl: 120, data: s.type });
+      }
+      for (const s of v.services) {
+        const r = serviceRecords(s, v.host);
+        if (name === s.type && (type === 'PTR' || type === 'ANY')) {
+          add(answers, r.ptr);
+          add(additionals, r.srv);
+          add(additionals, r.txt);
+          add(additionals, a);
+        }
+        if (name === `${s.instance}.${s.type}`) {
+          if (type === 'SRV' || type === 'ANY') add(answers, r.srv);
+          if (type === 'TXT' || type === 'ANY') add(answers, r.txt);
+          if (type === 'SRV' || type === 'ANY') add(additionals, a);
+        }
+      }
+      if (name === v.host && (type === 'A' || type === 'ANY')) add(answers, a);
+    }
+    if (!answers.length) return;
+    const extra = additionals.filter((r) => !answers.some((x) => x.name === r.name && x.type === r.type));
+    mdns.respond({ answers, additionals: extra } as never);
+    if (rinfo.port !== 5353) {
+      // A legacy (one-shot) querier: the answer goes back by unicast, echoing its id and questions.
+      mdns.respond({ id: q.id, questions: q.questions, answers, additionals: extra } as never, { port: rinfo.port, address: rinfo.address });
+    }
+  }
+  if (opts.mdnsInterface !== false) {
+    mdns = makeMdns({ interface: opts.mdnsInterface ?? '127.0.0.1', bind: '0.0.0.0', loopback: true, reuseAddr: true });
+    mdns.on('query', onQuery as never);
+    mdns.on('error', () => { /* port trouble: the plug is just not discoverable */ });
+    mdns.on('warning', () => {});
+    await new Promise<void>((r) => {
+      mdns!.once('ready', () => r());
+      mdns!.once('error', () => r());
+    });
+  }
+
+  // ---------------- native API port (final device) ----------------
+  const apiServer = net.createServer((sock) => {
+    if (phase !== 'final' || closed) return sock.destroy();
+    apiSockets.add(sock);
+    sock.on('close', () => apiSockets.delete(sock));
+    sock.on('error', () => {});
+    let buf = Buffer.alloc(0);
+    let helloDone = false;
+    sock.on('data', (d: Buffer) => {
+      if (helloDone) return; // no Noise handshake in the sim: the connection just stays open
+      buf = Buffer.concat([buf, d]);
+      if (buf.length < 3) return;
+      const frame = (payload: Buffer) => Buffer.concat([Buffer.from([0x01, payload.length >> 8, payload.length & 0xff]), payload]);
+      if (buf[0] !== 0x01 || !finalEncrypted) {
+        // ESPHome's noise frame helper: a plaintext client gets an explicit handshake reject.
+        sock.end(frame(Buffer.concat([Buffer.from([0x01]), Buffer.from('Bad indicator byte')])));
+        return;
+      }
+      const len = (buf[1] << 8) | buf[2];
+      if (buf.length < 3 + len) return;
+      helloDone = true;
+      sock.write(frame(Buffer.concat([Buffer.from([0x01]), Buffer.from(`${final?.name ?? ''}\0`)])));
+    });
+  });
+  await new Promise<void>((r) => apiServer.listen(0, '127.0.0.1', r));
+  const apiPort = (apiServer.address() as net.AddressInfo).port;
+
+  // ---------------- HTTP ----------------
+  function send(res: http.ServerResponse, status: number, body: string | Buffer = '', type = 'text/plain', extra: Record<string, string> = {}): void {
+    res.writeHead(status, { 'Content-Type': type, 'Content-Length': String(Buffer.byteLength(body)), 'Access-Control-Allow-Origin': '*', ...extra });
+    res.end(body);
+  }
+  function notFound(res: http.ServerResponse): void {
+    // The captive portal's onNotFound (set once it has started this boot), else AsyncWebServer's bare 404.
+    if (portalStarted) send(res, 404, 'File not found', 'text/html');
+    else send(res, 404);
+  }
+  const indexHtml = zlib.gzipSync(Buffer.from('<!DOCTYPE html><html><head><meta charset=UTF-8><title>ESPHome</title></head><body><esp-app></esp-app></body></html>'));
+  const portalHtml = zlib.gzipSync(Buffer.from('<!DOCTYPE html><html><head><meta charset=UTF-8><title>WiFi Networks</title></head><body><form action="/wifisave"></form></body></html>'));
+
+  function simState(): Record<string, unknown> {
+    return {
+      phase, mcu, mac, url, port, apiPort, firmware,
+      wifi: wifi ? { ssid: wifi.ssid } : null,
+      hardware: hardware(), final: final ?? null, uploads, faults,
+    };
+  }
+
+  async function handleSim(req: http.IncomingMessage, res: http.ServerResponse, path: string, q: URLSearchParams): Promise<void> {
+    const json = (status: number, o: unknown) => send(res, status, JSON.stringify(o), 'application/json');
+    if (path === '/_sim/state' && req.method === 'GET') return json(200, simState());
+    if (req.method !== 'POST' && path !== '/_sim/wait') return json(405, { error: 'use POST' });
+    switch (path) {
+      case '/_sim/flash-kickstart': sim.flashKickstart(); return json(200, simState());
+      case '/_sim/power-cycle': sim.powerCycle(); return json(200, simState());
+      case '/_sim/press': await sim.pressButton(Number(q.get('ms') ?? 200)); return json(200, simState());
+      case '/_sim/faults': {
+        const body = await readBody(req, 65536);
+        try {
+          Object.assign(faults, JSON.parse(body.toString('utf8') || '{}'));
+        } catch {
+          return json(400, { error: 'faults: JSON object expected' });
+        }
+        return json(200, simState());
+      }
+      case '/_sim/wait': {
+        const p = q.get('phase') as Phase;
+        try {
+          await sim.waitForPhase(p, Number(q.get('timeoutMs') ?? 5000));
+          return json(200, simState());
+        } catch (e) {
+          return json(408, { error: (e as Error).message, ...simState() });
+        }
+      }
+    }
+    return json(404, { error: `no ${path}` });
+  }
+
+  function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
+    return new Promise((resolve) => {
+      const parts: Buffer[] = [];
+      let n = 0;
+      req.on('data', (d: Buffer) => {
+        n += d.length;
+        if (n <= limit) parts.push(d);
+      });
+      req.on('end', () => resolve(Buffer.concat(parts)));
+      req.on('error', () => resolve(Buffer.concat(parts)));
+      req.on('close', () => resolve(Buffer.concat(parts)));
+    });
+  }
+
+  function handlePortal(req: http.IncomingMessage, res: http.ServerResponse, path: string, q: URLSearchParams): void {
+    if ((path === '/config.json' || path === '/wifisave') && faults.portal500 && faults.portal500 > 0) {
+      faults.portal500--;
+      return send(res, 500, 'Internal Server Error');
+    }
+    if (path === '/') return send(res, 200, portalHtml, 'text/html', { 'Content-Encoding': 'gzip' });
+    if (path === '/config.json') {
+      // Built with printf like captive_portal.cpp: SSIDs go in unescaped.
+      let body = `{"mac":"${macPretty}","name":"${kickstartName}","aps":[{}`;
+      for (const n of networks) body += `,{"ssid":"${n.ssid}","rssi":${n.rssi},"lock":${n.lock ? 1 : 0}}`;
+      body += ']}';
+      return send(res, 200, body, 'application/json', { 'cache-control': 'public, max-age=0, must-revalidate' });
+    }
+    // /wifisave: save, rescan, redirect; the plug then tries to join (AP stays up meanwhile).
+    wifi = { ssid: q.get('ssid') ?? '', psk: q.get('psk') ?? '' };
+    sim.wifi = wifi;
+    log('captive_portal', 33, 'Captive Portal Requested WiFi Settings Change:', LOG_INFO, 'I');
+    log('captive_portal', 34, `  SSID='${wifi.ssid}'`, LOG_INFO, 'I');
+    log('captive_portal', 35, "  Password='[redacted]'", LOG_INFO, 'I');
+    cancel(joinTimer);
+    if (canJoin()) joinTimer = later(joinMs, () => { if (phase === 'kickstart-ap' && firmware === 'kickstart') joinLan(); });
+    send(res, 302, '', 'text/plain', { Location: '/?save' });
+  }
+
+  function handleEvents(req: http.IncomingMessage, res: http.ServerResponse): void {
+    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'Access-Control-Allow-Origin': '*' });
+    const config = JSON.stringify({ title: kickstartName, comment: '', ota: true, log: true, lang: 'en' });
+    res.write(sseFrame(config, 'ping', millis(), 30000));
+    for (const e of entities) res.write(sseFrame(entityJson(e, true), 'state'));
+    const ping = setInterval(() => res.write(sseFrame('', 'ping', millis(), 30000)), 10000);
+    const client = { res, ping };
+    sse.add(client);
+    const drop = () => {
+      clearInterval(ping);
+      sse.delete(client);
+    };
+    res.on('close', drop);
+    req.on('close', drop);
+  }
+
+  function handleEntity(req: http.IncomingMessage, res: http.ServerResponse, path: string, q: URLSearchParams): boolean {
+    // web_server match_url: /<domain>/<id>[/<method>]; canHandle by domain and method.
+    const m = /^\/([^/]*)\/(.*)$/.exec(path);
+    if (!m) return false;
+    const domain = m[1];
+    const get = req.method === 'GET';
+    const post = req.method === 'POST';
+    if (!((get && (domain === 'sensor' || domain === 'text_sensor')) || ((get || post) && (domain === 'select' || domain === 'button')))) return false;
+    const rest = m[2];
+    const slash = rest.indexOf('/');
+    const id = slash < 0 ? rest : rest.slice(0, slash);
+    const method = slash < 0 ? '' : rest.slice(slash + 1);
+    const e = entities.find((x) => x.domain === domain && x.objectId === id);
+    if (!e) {
+      send(res, 404);
+      return true;
+    }
+    if (get && method === '') {
+      send(res, 200, entityJson(e, q.get('detail') === 'all'), 'application/json');
+      return true;
+    }
+    if (domain === 'select' && method === 'set') {
+      selectSet(e, q.has('option') ? q.get('option') : null);
+      send(res, 200);
+      return true;
+    }
+    if (domain === 'button' && method === 'press') {
+      send(res, 200);
+      setImmediate(() => {
+        if (closed || firmware !== 'kickstart') return;
+        if (e.name === 'Restart') {
+          log('button', 20, "'Restart' Pressed.", LOG_DEBUG);
+          reboot('SW Reboot', bootMs);
+        } else {
+          log('factory_reset.button', 17, 'Resetting...', LOG_INFO, 'I');
+          wifi = undefined;
+          sim.wifi = undefined;
+          reboot('SW Reboot', bootMs);
+        }
+      });
+      return true;
+    }
+    send(res, 404);
+    return true;
+  }
+
+  function handleHub(res: http.ServerResponse, path: string, q: URLSearchParams): void {
+    if (path.slice(4) !== '/flash_read') return send(res, 200, banner);
+    const toInt = (s: string | null, dflt: number) => (s === null ? dflt : Number.parseInt(s, 10) || 0);
+    const offset = toInt(q.get('offset'), 0);
+    const length = toInt(q.get('length'), FLASH_SIZE);
+    // The real hub_api checks nothing (reads past 2 MiB wrap around on the chip); the sim refuses, so a bug shows.
+    if (offset < 0 || length < 0 || offset + length > FLASH_SIZE) return send(res, 400, `sim: flash_read outside the 2 MiB flash (offset=${offset}, length=${length})`);
+    res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(length), 'Access-Control-Allow-Origin': '*' });
+    let pos = 0;
+    const pump = () => {
+      while (pos < length) {
+        const n = Math.min(4096, length - pos);
+        const ok = res.write(simFlashRead(mac, offset + pos, n));
+        pos += n;
+        if (!ok) return void res.once('drain', pump);
+      }
+      res.end();
+    };
+    pump();
+  }
+
+  function handleUpdate(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const finish = (update: Uf2Update | null, finalSeen: boolean) => {
+      let into: 'final' | 'kickstart' | null = null;
+      if (update && finalSeen && !update.error) {
+        // Update.end(true): no error -> success; the new image is activated only if every block arrived.
+        lastUpdateError = null;
+        into = update.complete ? 'final' : 'kickstart';
+      } else if (update?.error) {
+        lastUpdateError = update.error;
+      }
+      if (faults.updateFails !== undefined) {
+        lastUpdateError = { ard: 0, uf2: 0, text: faults.updateFails };
+        delete faults.updateFails;
+        into = null;
+      }
+      const body = lastUpdateError ? `Update Failed: ${lastUpdateError.text}\r\n` : 'Update Successful!';
+      uploads.push({ bytes: update?.bytes ?? 0, ...(update?.familyId !== undefined ? { familyId: update.familyId } : {}), result: body.trim() });
+      send(res, 200, body, 'text/plain', { Connection: 'close' });
+      if (!into) return;
+      log('web_server_base', 95, 'OTA update successful!', LOG_INFO, 'I');
+      const info = update!.info();
+      const target = into;
+      later(100, () => {
+        if (target === 'final') {
+          firmware = 'final';
+          const name = typeof info.name === 'string' && info.name ? info.name : 'esphome-device';
+          final = {
+            name,
+            ...(typeof info.friendly_name === 'string' && info.friendly_name ? { friendlyName: info.friendly_name } : {}),
+            board: typeof info.board === 'string' && info.board ? info.board : board,
+          };
+          sim.final = final;
+          finalVer = typeof info.esphome_version === 'string' ? info.esphome_version : typeof info.version === 'string' ? info.version : finalVersion;
+          finalEncrypted = info.api_encryption !== false;
+          const p = (info.pins ?? {}) as Record<string, unknown>;
+          const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+          finalPins = { button: str(p.button) ?? wiring.button, relay: str(p.relay) ?? wiring.relay, stateLed: str(p.state_led), statusLed: str(p.status_led) };
+          finalRelay = false;
+          if (faults.neverReboot) hung = true;
+        }
+        reboot('SW Reboot', target === 'final' ? rebootMs : bootMs);
+      });
+    };
+
+    const cl = req.headers['content-length'];
+    if (cl === undefined || Number(cl) === 0) {
+      // AsyncWebServer only reads a body it has a Content-Length for: the handler answers at once.
+      req.resume();
+      return finish(null, false);
+    }
+    const type = String(req.headers['content-type'] ?? '');
+    const bm = /^multipart\/[^;]*;.*boundary=("?)([^";]+)\1/i.exec(type);
+    let update: Uf2Update | null = null;
+    let finalSeen = false;
+    let inFile = false;
+    const parser = bm
+      ? new MultipartStream(bm[2], {
+        partStart: (h) => {
+          inFile = /filename=/i.test(h['content-disposition'] ?? '');
+          if (inFile) {
+            update = new Uf2Update(FAMILY_ID[mcu]); // Update.begin(): aborts a running one, clears old errors
+            finalSeen = false;
+            lastUpdateError = null;
+            log('web_server_base', 60, 'OTA Update Start: firmware.uf2', LOG_INFO, 'I');
+          }
+        },
+        data: (chunk) => {
+          if (inFile) update!.write(chunk);
+        },
+        partEnd: () => {
+          if (inFile) finalSeen = true;
+          inFile = false;
+        },
+      })
+      : null;
+    let received = 0;
+    let dropped = false;
+    req.on('data', (d: Buffer) => {
+      if (dropped) return;
+      received += d.length;
+      if (faults.dropUploadAfterBytes !== undefined && !dropUsed && received >= faults.dropUploadAfterBytes) {
+        dropUsed = true;
+        dropped = true;
+        const u = update as Uf2Update | null;
+        uploads.push({ bytes: u?.bytes ?? 0, ...(u?.familyId !== undefined ? { familyId: u.familyId } : {}), result: 'dropped' });
+        req.socket.destroy();
+        return;
+      }
+      parser?.write(d);
+    });
+    req.on('end', () => {
+      if (!dropped && !closed) finish(update, finalSeen);
+    });
+    req.on('error', () => {});
+  }
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const u = new URL(req.url ?? '/', 'http://sim');
+    let path: string;
+    try {
+      path = decodeURIComponent(u.pathname.replace(/\+/g, ' '));
+    } catch {
+      path = u.pathname;
+    }
+    const q = u.searchParams;
+    if (path === '/_sim' || path.startsWith('/_sim/')) {
+      deviceSockets.delete(req.socket); // a control request is never cut by a simulated reboot
+      return handleSim(req, res, path, q);
+    }
+    if (phase === 'off' || phase === 'final' || closed) {
+      // Nothing listens on port 80 (powered off, rebooting, or the final config has no web server).
+      req.socket.destroy();
+      return;
+    }
+    deviceSockets.add(req.socket);
+    if (phase === 'tuya') return send(res, 404);
+    const portalActive = phase === 'kickstart-ap';
+    if (portalActive && req.method === 'GET' && (path === '/' || path === '/config.json' || path === '/wifisave')) return handlePortal(req, res, path, q);
+    if (path === '/update' && req.method === 'POST') return handleUpdate(req, res);
+    if (req.method === 'GET' && path.startsWith('/hub')) return handleHub(res, path, q);
+    if (path === '/') return send(res, 200, indexHtml, 'text/html', { 'Content-Encoding': 'gzip' });
+    if (path === '/events') return handleEvents(req, res);
+    if (handleEntity(req, res, path, q)) return;
+    notFound(res);
+  }
+
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((e: Error) => {
+      if (!res.headersSent) send(res, 500, `sim error: ${e.message}`);
+    });
+  });
+  server.on('connection', (s) => {
+    allSockets.add(s);
+    s.on('close', () => {
+      allSockets.delete(s);
+      deviceSockets.delete(s);
+    });
+  });
+  server.on('clientError', (_e, s) => s.destroy());
+  await new Promise<void>((r) => server.listen(opts.port ?? 0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  const url = `http://127.0.0.1:${port}`;
+
+  // ---------------- initial state ----------------
+  freshBoot('Power-On');
+  switch (opts.phase ?? 'tuya') {
+    case 'tuya': firmware = 'tuya'; setPhase('tuya'); break;
+    case 'off': firmware = 'tuya'; break;
+    case 'kickstart-ap': firmware = 'kickstart'; startAp(); break;
+    case 'kickstart-lan':
+      firmware = 'kickstart';
+      wifi = { ssid: home.ssid, psk: home.password };
+      joinLan();
+      break;
+    case 'final':
+      firmware = 'final';
+      wifi = { ssid: home.ssid, psk: home.password };
+      final = opts.final ?? { name: 'esphome-device', board };
+      finalPins = { button: wiring.button, relay: wiring.relay };
+      applyFinalOutputs();
+      setPhase('final');
+      break;
+  }
+
+  const sim: SimPlug = {
+    url, port, apiPort, mac, mcu, uploads, faults,
+    wifi,
+    final,
+    get phase() { return phase; },
+    get hardware() { return hardware(); },
+    flashKickstart() {
+      killDeviceConnections();
+      cancel(phaseTimer);
+      cancel(joinTimer);
+      firmware = 'kickstart';
+      wifi = undefined;
+      sim.wifi = undefined;
+      final = undefined;
+      sim.final = undefined;
+      hung = false;
+      freshBoot('Power-On');
+      phase = 'off';
+      boot();
+    },
+    powerCycle() {
+      hung = false;
+      reboot('Power-On', bootMs);
+    },
+    async pressButton(holdMs = 200) {
+      buttonHeld = true;
+      if (phase === 'final' && firmware === 'final' && finalPins.button === wiring.button) {
+        finalRelay = !finalRelay; // binary_sensor on_press: switch.toggle
+        applyFinalOutputs();
+      }
+      scanPoll();
+      await new Promise<void>((r) => {
+        const done = () => {
+          clearTimeout(t);
+          timers.delete(t);
+          events.off('closed', done);
+          r();
+        };
+        const t = setTimeout(done, holdMs);
+        timers.add(t);
+        events.once('closed', done);
+      });
+      buttonHeld = false;
+      if (!closed) scanPoll();
+    },
+    waitForPhase(p, timeoutMs = 5000) {
+      if (phase === p) return Promise.resolve();
+      if (closed) return Promise.reject(new Error('sim: closed'));
+      return new Promise<void>((resolve, reject) => {
+        const onPhase = (now: Phase) => {
+          if (now !== p) return;
+          done();
+          resolve();
+        };
+        const onClose = () => {
+          done();
+          reject(new Error(`sim: closed while waiting for phase ${p}`));
+        };
+        const t = setTimeout(() => {
+          done();
+          reject(new Error(`sim: phase ${p} not reached within ${timeoutMs} ms (phase is ${phase})`));
+        }, timeoutMs);
+        function done() {
+          clearTimeout(t);
+          events.off('phase', onPhase);
+          events.off('closed', onClose);
+        }
+        events.on('phase', onPhase);
+        events.on('closed', onClose);
+      });
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
+      killDeviceConnections();
+      events.emit('closed');
+      const mdnsClosed = mdns ? new Promise<void>((r) => mdns!.destroy(() => r())) : Promise.resolve();
+      server.closeAllConnections();
+      for (const s of allSockets) s.destroy();
+      await Promise.all([
+        new Promise<void>((r) => server.close(() => r())),
+        new Promise<void>((r) => apiServer.close(() => r())),
+        mdnsClosed,
+      ]);
+    },
+  };
+  return sim;
+}

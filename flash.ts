@@ -241,6 +241,11 @@ export interface Facts {
   mac?: string;
   kickstartIp?: string;
   deviceIp?: string;
+  /** The Kickstart file cloudcutter flashed, and its SHA-256 (to tell later which build the plug got). */
+  kickstartFile?: string;
+  kickstartSha256?: string;
+  /** The UF2 uploaded, and its SHA-256. */
+  uf2Sha256?: string;
 }
 
 const STEP_RUNNERS: Record<StepName, { run: (ctx: Ctx) => Promise<void>; plan: (ctx: Ctx) => string[] }> = {
@@ -603,6 +608,8 @@ async function stepCloudcutter(ctx: Ctx): Promise<void> {
   const { recipe, opts } = ctx;
   const kickstart = resolveKickstart(recipe, opts.cloudcutter);
   print(`    firmware: ${kickstart.file} (${MCUS[recipe.mcu].chip}, checked)`);
+  ctx.facts.kickstartFile = kickstart.file;
+  ctx.facts.kickstartSha256 = sha256(fs.readFileSync(kickstart.path));
   const resolved = await resolveProfile(ctx);
   const profileDir = writeDeviceProfile(opts.cloudcutter, resolved);
   print(`    profile: ${resolved.label} (${resolved.profileSlug}) for device ${resolved.deviceSlug}; written to ${profileDir}`);
@@ -617,7 +624,8 @@ async function stepCloudcutter(ctx: Ctx): Promise<void> {
     print(c.dim(`    $ ${shq(...argv)}   (in ${opts.cloudcutter}; log: ${log})`));
     const { code, output } = await runAttached(argv, { cwd: opts.cloudcutter, log });
     if (code === 0) {
-      const mac = output.match(/Device MAC address:\s*([0-9A-Fa-f:]{12,17})/)?.[1];
+      const mac = formatMac(output.match(/Device MAC address:\s*([0-9A-Fa-f:]{12,17})/)?.[1]);
+      if (mac) ctx.facts.mac = mac;
       print(`    ${c.green('✓')} Kickstart flashed${mac ? ` (plug MAC ${mac})` : ''}. It now opens a Wi-Fi network named ${MCUS[recipe.mcu].kickstartAp}.`);
       return;
     }
@@ -818,8 +826,8 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
         `the plug's LED (still blinking = it could not join: wrong password, or a 5 GHz-only network); ` +
         `if your router lists the plug, use its address: npx tsx flash.ts ${shq(opts.recipe)} --from pins --device-ip IP${outFlag(opts)}`);
     ctx.facts.kickstartIp = found.addresses.find((a) => a.includes('.')) ?? found.addresses[0];
-    ctx.facts.mac ??= found.txt.mac;
-    print(`    ${c.green('✓')} found ${found.name} at ${ctx.facts.kickstartIp} (MAC ${found.txt.mac}, Kickstart ${found.txt.project_version ?? '?'})`);
+    ctx.facts.mac ??= formatMac(found.txt.mac);
+    print(`    ${c.green('✓')} found ${found.name} at ${ctx.facts.kickstartIp} (MAC ${formatMac(found.txt.mac) ?? '?'}, Kickstart ${found.txt.project_version ?? '?'})`);
   }
   if (opts.backupFlash) await backupFlash(ctx);
 }
@@ -843,7 +851,7 @@ async function provisionOverAp(ctx: Ctx, ap: string, wifi: { ssid: string; passw
   try {
     const portal = kickstartPortal();
     const config = parsePortalConfig((await request('GET', `${portal}/config.json`)).text);
-    ctx.facts.mac = config.mac || ctx.facts.mac;
+    ctx.facts.mac = formatMac(config.mac) ?? ctx.facts.mac;
     print(`    plug MAC ${config.mac || '(not given)'}; it sees ${config.ssids.length} networks`);
     if (!config.ssids.includes(wifi.ssid))
       print(`    ${c.yellow('!')} the plug does not see "${wifi.ssid}" (it sees: ${config.ssids.join(', ') || 'nothing'}). ` +
@@ -871,6 +879,12 @@ async function provisionByHand(ctx: Ctx, ap: string, ssid: string): Promise<void
 }
 
 /** Wi-Fi networks and MAC from the captive portal's /config.json (its SSIDs are not JSON-escaped). Pure. */
+/** One spelling for a MAC, whichever tool printed it (cloudcutter and mDNS: c8478c…, Kickstart: C8:47:8C:…). Pure. */
+export function formatMac(mac: string | undefined): string | undefined {
+  const hex = mac?.replace(/[^0-9a-fA-F]/g, '').toUpperCase();
+  return hex?.length === 12 ? hex.match(/../g)!.join(':') : undefined;
+}
+
 export function parsePortalConfig(text: string): { mac: string; ssids: string[] } {
   try {
     const j = JSON.parse(text) as { mac?: string; aps?: { ssid?: string }[] };
@@ -1056,10 +1070,14 @@ async function stepCompile(ctx: Ctx): Promise<void> {
 }
 
 async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
+  const config = path.join(ctx.opts.out, `${ctx.deviceName}.yaml`);
+  if (!fs.existsSync(config))
+    throw new StepError('compile', `there is no ${config} to compile yet`,
+      `write it first: npx tsx flash.ts ${shq(ctx.opts.recipe)} --only config${outFlag(ctx.opts)} (then run this again)`);
   const esphome = await findEsphome(ctx.opts.esphome);
   if (!esphome)
     throw new StepError('compile', 'no esphome command, and Docker is not answering for the ghcr.io/esphome/esphome image',
-      'pipx install esphome (or start Docker), then retry: npx tsx flash.ts RECIPE --from compile');
+      `pipx install esphome (or start Docker), then retry: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${outFlag(ctx.opts)}`);
   const argv = compileArgv(ctx, esphome.kind);
   const log = logFile(ctx.opts.out, 'compile');
   if (!quiet) print(c.dim(`    $ ${shq(...argv)}   (${esphome.describe})`));
@@ -1159,6 +1177,7 @@ async function stepUpload(ctx: Ctx): Promise<void> {
     if (r.code !== 0) throw new StepError('upload', `esphome upload failed: ${firstLine(r.stderr || r.stdout)}`, 'check the plug is online and the OTA password in secrets.yaml, then --from upload');
     return print(`    ${c.green('✓')} uploaded with esphome upload`);
   }
+  ctx.facts.uf2Sha256 = sha256(data);
   const answer = await uploadUf2(`${base}/update`, data, path.basename(uf2));
   if (/Update Successful/i.test(answer)) return print(`    ${c.green('✓')} Kickstart took the firmware; the plug reboots into ESPHome`);
   const reason = answer.match(/Update Failed:?\s*(.*)/i)?.[1]?.trim() ?? answer.trim().slice(0, 200);
@@ -1246,13 +1265,13 @@ async function stepVerify(ctx: Ctx): Promise<void> {
     `waiting for ${ctx.deviceName} to boot ESPHome and show up (mDNS)`);
   if (!found)
     throw new StepError('verify', `${ctx.deviceName} did not show up within ${wait / 1000} s`,
-      `power-cycle the plug and re-run --only verify; if it opens a Wi-Fi network named "${ctx.deviceName}", it could not join yours: ` +
+      `power-cycle the plug and re-run: npx tsx flash.ts ${shq(ctx.opts.recipe)} --only verify${outFlag(ctx.opts)}; if it opens a Wi-Fi network named "${ctx.deviceName}", it could not join yours: ` +
       `join that network (password: ap_password in ${path.join(ctx.opts.out, 'secrets.yaml')}) and set the Wi-Fi at http://192.168.4.1; ` +
       'if your network blocks mDNS, check your router for its address');
   const ip = found.addresses.find((a) => a.includes('.')) ?? found.addresses[0];
   ctx.facts.deviceIp = ip;
   if (!(await tcpAnswers(ip, found.port, 5000)))
-    throw new StepError('verify', `${ctx.deviceName} is on mDNS at ${ip} but its API port ${found.port} does not answer`, 'wait a minute and re-run --only verify; power-cycle the plug if it stays silent');
+    throw new StepError('verify', `${ctx.deviceName} is on mDNS at ${ip} but its API port ${found.port} does not answer`, `wait a minute and re-run: npx tsx flash.ts ${shq(ctx.opts.recipe)} --only verify${outFlag(ctx.opts)}; power-cycle the plug if it stays silent`);
   const mac = (found.txt.mac ?? '').replace(/(..)(?!$)/g, '$1:').toUpperCase();
   print(`    ${c.green('✓')} ${c.bold(found.txt.friendly_name || ctx.deviceName)} is running ESPHome ${found.txt.version ?? ''}`);
   print(`      name ${ctx.deviceName} · IP ${ip} · MAC ${mac} · API port ${found.port} (encrypted)`);
@@ -1774,7 +1793,11 @@ export function stepInputs(ctx: Ctx, step: StepName): string {
     upload: [config, secrets.text],
     verify: [config, secrets.text],
   };
-  return crypto.createHash('sha256').update(JSON.stringify(parts[step])).digest('hex').slice(0, 16);
+  return sha256(JSON.stringify(parts[step])).slice(0, 16);
+}
+
+function sha256(data: string | Buffer): string {
+  return crypto.createHash('sha256').update(data).digest('hex');
 }
 
 /**

@@ -7,27 +7,9 @@ import path from 'node:path';
 import { startSimPlug } from './sim/plug.ts';
 import { makeFakeWorld } from './fakes.ts';
 import { virtualUser } from './virtual-user.ts';
-import { checkPins, loadRecipe, runCli, io } from '../flash.ts';
+import { checkPins, loadRecipe, type io } from '../flash.ts';
+import { HOME, runInProcess } from './workbench.ts';
 import { ROOT, tempDir } from './helpers.ts';
-
-const HOME = { ssid: 'HomeNet', password: 'correct horse battery' };
-
-/** Runs flash.ts in this process (so the virtual user can answer), capturing what it prints. */
-async function runInProcess(argv: string[], env: NodeJS.ProcessEnv, answer?: typeof io.answer): Promise<{ code: number; out: string }> {
-  const saved = { env: process.env, out: io.out, err: io.err, answer: io.answer };
-  let out = '';
-  process.env = { ...env, NO_COLOR: '1' };
-  io.out = (t) => void (out += t);
-  io.err = (t) => void (out += t);
-  io.answer = answer;
-  try {
-    const code = await runCli(argv);
-    return { code, out };
-  } finally {
-    process.env = saved.env;
-    Object.assign(io, { out: saved.out, err: saved.err, answer: saved.answer });
-  }
-}
 
 async function configDir(recipe = 'recipes/23A.yaml'): Promise<string> {
   const out = path.join(tempDir(), 'esphome');

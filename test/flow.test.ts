@@ -1,0 +1,121 @@
+// The whole flow on the workbench (simulated plug + fake tools): config → compile → cloudcutter →
+// kickstart → pins → upload → verify, then one test per way the last steps fail.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startBench, runInProcess, HOME, type Bench } from './workbench.ts';
+import { FAMILY_ID } from './firmware-files.ts';
+
+const RECIPE = 'recipes/23A.yaml';
+
+/** The config dir a user has after the config step, for tests that start later in the flow. */
+async function configured(b: Bench): Promise<void> {
+  const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'config'], b.env);
+  assert.equal(r.code, 0, r.out);
+}
+
+test('full flow: a simulated 23A goes from Tuya firmware to a verified ESPHome device', async () => {
+  const b = await startBench();
+  try {
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--check-pins'], b.env, b.user.answer);
+    assert.equal(r.code, 0, r.out);
+    // Every step ran, in the order of DESIGN.md.
+    const steps = [...r.out.matchAll(/^\[\d\/\d\] (\w+)/gm)].map((m) => m[1]);
+    assert.deepEqual(steps, ['check', 'config', 'compile', 'cloudcutter', 'kickstart', 'pins', 'upload', 'verify']);
+    // cloudcutter got the profile and firmware for the N chip; the plug got the Wi-Fi and the UF2.
+    const cc = b.world.calls('tuya-cloudcutter.sh')[0];
+    assert.deepEqual(cc.argv, ['-p', 'minoston-mp22wp-outdoor-plug', '-f', 'ESPHome-Kickstart-v25.05.28_bk7231n_app.ota.ug.bin', '-w', 'wlan1']);
+    assert.deepEqual(b.sim.wifi, { ssid: HOME.ssid, psk: HOME.password });
+    assert.deepEqual(b.sim.uploads.map((u) => [u.familyId, u.result]), [[FAMILY_ID.bk7231n, 'Update Successful!']]);
+    assert.equal(b.sim.phase, 'final');
+    assert.equal(b.sim.final?.name, 'status-plug-01');
+    // The summary a user reads at the end.
+    assert.match(r.out, /Status Plug 01 is running ESPHome 2025\.5\.0/);
+    assert.match(r.out, new RegExp(`MAC ${b.sim.mac.match(/../g)!.join(':')}`));
+    assert.match(r.out, /api_encryption_key\s+in .*secrets\.yaml/);
+    // The journal holds every step and the facts learned.
+    const journal = JSON.parse(fs.readFileSync(path.join(b.out, '.flash', 'status-plug-01.json'), 'utf8'));
+    assert.deepEqual(Object.keys(journal.steps).sort(), ['cloudcutter', 'compile', 'config', 'kickstart', 'pins', 'upload', 'verify']);
+    assert.equal(journal.facts.kickstartIp, '127.0.0.1');
+    assert.match(journal.facts.kickstartSha256, /^[0-9a-f]{64}$/);
+    assert.match(journal.facts.uf2Sha256, /^[0-9a-f]{64}$/);
+    // No secret anywhere in what was printed.
+    const secrets = fs.readFileSync(path.join(b.out, 'secrets.yaml'), 'utf8');
+    for (const key of ['wifi_password', 'api_encryption_key', 'ota_password', 'ap_password']) {
+      const value = String(secrets.match(new RegExp(`^${key}: (.*)$`, 'm'))?.[1]).replace(/^"|"$/g, '');
+      assert.ok(!r.out.includes(value), `${key} leaked`);
+    }
+  } finally {
+    await b.close();
+  }
+});
+
+test('a UF2 for the other chip is refused before anything is sent to the plug', async () => {
+  const b = await startBench({ sim: { phase: 'kickstart-lan' }, fakes: { esphome: { familyOverride: FAMILY_ID.bk7231t } } });
+  try {
+    await configured(b);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user.answer);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /BK7231T/);
+    assert.match(r.out, /--from compile/);
+    assert.deepEqual(b.sim.uploads, [], 'nothing reached the plug');
+  } finally {
+    await b.close();
+  }
+});
+
+test('"Update Failed:" from the plug is reported with what it means', async () => {
+  const b = await startBench({ sim: { phase: 'kickstart-lan', faults: { updateFails: 'Bad Family ID' } } });
+  try {
+    await configured(b);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user.answer);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /the plug refused the firmware: Bad Family ID \(the UF2 is for another chip/);
+    assert.equal(b.sim.phase, 'kickstart-lan', 'the plug keeps Kickstart');
+  } finally {
+    await b.close();
+  }
+});
+
+test('an upload whose connection drops midway is retried and succeeds', async () => {
+  const b = await startBench({ sim: { phase: 'kickstart-lan', faults: { dropUploadAfterBytes: 50_000 } } });
+  try {
+    await configured(b);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user.answer);
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.out, /retry|again/i);
+    assert.equal(b.sim.uploads.at(-1)?.result, 'Update Successful!');
+    await b.sim.waitForPhase('final', 5000);
+  } finally {
+    await b.close();
+  }
+});
+
+test('a device that never comes back after the upload: a clear timeout that says what to check', async () => {
+  const b = await startBench({ sim: { phase: 'kickstart-lan', faults: { neverReboot: true } }, env: { FLASH_VERIFY_TIMEOUT_MS: '1500' } });
+  try {
+    await configured(b);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--from', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user.answer);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /✓ Kickstart took the firmware/);
+    assert.match(r.out, /verify failed: .*status-plug-01.* within 1\.5 s/);
+    assert.match(r.out, /npx tsx flash\.ts recipes\/23A\.yaml --only verify --out /);
+  } finally {
+    await b.close();
+  }
+});
+
+test('a compile error shows the lines of the log that say what is wrong', async () => {
+  const b = await startBench({ fakes: { esphome: { fail: true } } });
+  try {
+    await configured(b);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'compile'], b.env, b.user.answer);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /compile failed/);
+    assert.match(r.out, /ERROR|error:/);
+    assert.match(r.out, /log: .*compile-.*\.log/);
+  } finally {
+    await b.close();
+  }
+});

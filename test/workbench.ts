@@ -1,0 +1,98 @@
+// A whole workbench without hardware: a simulated plug (still on Tuya firmware), fake cloudcutter,
+// sudo, nmcli, docker, esphome and ss on PATH, the real cloudcutter API files served on 127.0.0.1,
+// and the environment flash.ts reads to find them. The full-flow tests, `npm run demo` and
+// `npm run bench` all run flash.ts against this.
+import path from 'node:path';
+import { startSimPlug, type SimPlug, type SimPlugOptions } from './sim/plug.ts';
+import { makeFakeWorld, type FakeWorld, type FakeWorldOptions } from './fakes.ts';
+import { virtualUser, type VirtualUser } from './virtual-user.ts';
+import { io, runCli, type Question } from '../flash.ts';
+import { CLOUDCUTTER_API_FIXTURES, serveDir, tempDir } from './helpers.ts';
+import type { Mcu } from './firmware-files.ts';
+
+export const HOME = { ssid: 'HomeNet', password: 'correct horse battery' };
+
+export interface Bench {
+  sim: SimPlug;
+  world: FakeWorld;
+  user: VirtualUser;
+  /** The esphome config dir the run writes (a fresh temp dir). */
+  out: string;
+  /** What flash.ts needs on top of the recipe: --out, --cloudcutter, --wifi-iface. */
+  args: string[];
+  env: NodeJS.ProcessEnv;
+  apiRequests: string[];
+  close(): Promise<void>;
+}
+
+export interface BenchOptions {
+  mcu?: Mcu;
+  sim?: Partial<SimPlugOptions>;
+  fakes?: FakeWorldOptions;
+  /** Extra environment (timeouts). */
+  env?: NodeJS.ProcessEnv;
+  out?: string;
+  /** Answers the virtual user gives instead of its own (by question id). */
+  answers?: Record<string, string | boolean>;
+  log?: (line: string) => void;
+}
+
+export async function startBench(o: BenchOptions = {}): Promise<Bench> {
+  const mcu = o.mcu ?? 'bk7231n';
+  const sim = await startSimPlug({ mcu, phase: 'tuya', homeNetwork: HOME, joinMs: 150, rebootMs: 150, ...o.sim });
+  const api = await serveDir(CLOUDCUTTER_API_FIXTURES);
+  const world = await makeFakeWorld({
+    ...o.fakes,
+    cloudcutter: o.fakes?.cloudcutter === false ? false : { simUrl: sim.url, ...(o.fakes?.cloudcutter || {}) },
+    docker: o.fakes?.docker === false ? false : { daemon: true, ...(o.fakes?.docker || {}) },
+    nmcli: o.fakes?.nmcli === false ? false : { ...(o.fakes?.nmcli || {}) },
+  });
+  const out = o.out ?? path.join(tempDir(), 'esphome');
+  const user = virtualUser(sim, { overrides: o.answers, log: o.log });
+  const env: NodeJS.ProcessEnv = {
+    ...world.env,
+    FLASH_WIFI_SSID: HOME.ssid,
+    FLASH_WIFI_PASSWORD: HOME.password,
+    FLASH_CLOUDCUTTER_API: api.url,
+    XDG_CACHE_HOME: path.join(world.dir, 'cache'),
+    FLASH_KICKSTART_PORTAL: sim.url,
+    FLASH_DEVICE_HTTP_PORT: String(sim.port),
+    FLASH_MDNS_INTERFACE: '127.0.0.1',
+    FLASH_DISCOVERY_TIMEOUT_MS: '15000',
+    FLASH_VERIFY_TIMEOUT_MS: '15000',
+    ...o.env,
+  };
+  return {
+    sim, world, user, out, env, apiRequests: api.requests,
+    args: ['--out', out, '--cloudcutter', world.cloudcutter!, '--wifi-iface', 'wlan1'],
+    async close() {
+      user.stop();
+      await sim.close();
+      await api.close();
+      await world.cleanup();
+    },
+  };
+}
+
+export interface InProcessRun { code: number; out: string }
+
+/**
+ * Runs flash.ts in this process with `env` and the virtual user answering (so it can watch the sim's
+ * LEDs), capturing everything it prints. In-process because a person, not a pipe, answers prompts.
+ */
+export async function runInProcess(argv: string[], env: NodeJS.ProcessEnv, answer?: (q: Question) => Promise<string | boolean>,
+  echo?: (text: string) => void): Promise<InProcessRun> {
+  const saved = { env: process.env, out: io.out, err: io.err, answer: io.answer };
+  let out = '';
+  process.env = { NO_COLOR: '1', ...env };
+  io.out = (t) => { out += t; echo?.(t); };
+  io.err = (t) => { out += t; echo?.(t); };
+  io.answer = answer;
+  try {
+    const code = await runCli(argv);
+    return { code, out };
+  } finally {
+    process.env = saved.env;
+    Object.assign(io, { out: saved.out, err: saved.err, answer: saved.answer });
+  }
+}

@@ -233,6 +233,8 @@ export interface Ctx {
   journal: Journal;
   /** The step under way (for Ctrl+C and failure messages). */
   current?: StepName;
+  /** The step the last run was in when it stopped (crash, Ctrl+C or failure): its effect may have happened. */
+  interrupted?: StepName;
   /** Called once this plug's firmware is compiled (a batch then starts the next plug's). */
   afterCompile?: () => void;
 }
@@ -299,6 +301,7 @@ async function runPlug(ctx: Ctx): Promise<boolean> {
     const runner = STEP_RUNNERS[step.name];
     if (opts.dryRun) for (const line of runner.plan(ctx)) print(`    ${line}`);
     else {
+      recordStart(ctx, step.name);
       await runner.run(ctx);
       if (step.name !== 'check' && step.name !== 'compile') recordStep(ctx, step.name); // compile records itself when it finishes
     }
@@ -606,6 +609,7 @@ export interface ResolvedProfile {
 
 async function stepCloudcutter(ctx: Ctx): Promise<void> {
   const { recipe, opts } = ctx;
+  if (ctx.interrupted === 'cloudcutter' && (await alreadyOnKickstart(ctx))) return;
   const kickstart = resolveKickstart(recipe, opts.cloudcutter);
   print(`    firmware: ${kickstart.file} (${MCUS[recipe.mcu].chip}, checked)`);
   ctx.facts.kickstartFile = kickstart.file;
@@ -802,6 +806,11 @@ export const PINSCAN = { pin: '/select/-__pin', mode: '/select/-__pin_mode', sta
 async function stepKickstart(ctx: Ctx): Promise<void> {
   const { opts, recipe } = ctx;
   const ap = MCUS[recipe.mcu].kickstartAp;
+  if (ctx.interrupted === 'kickstart' && !opts.deviceIp && (await kickstartOnLan(ctx, 4000))) {
+    print(`    ${c.green('✓')} the last run already gave the plug your Wi-Fi: found it at ${ctx.facts.kickstartIp}`);
+    if (opts.backupFlash) await backupFlash(ctx);
+    return;
+  }
   const secrets = readSecretsFile(path.join(opts.out, 'secrets.yaml')).values;
   if (!secrets.wifi_ssid || !secrets.wifi_password)
     throw new StepError('kickstart', `no wifi_ssid / wifi_password in ${path.join(opts.out, 'secrets.yaml')}`,
@@ -815,21 +824,44 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
     ctx.facts.kickstartIp = opts.deviceIp;
     print(`    using --device-ip ${opts.deviceIp}`);
   } else {
-    const mac = ctx.facts.mac?.replace(/:/g, '').toLowerCase();
-    const board = ctx.substitutions.board;
-    const found = await discoverDevice(
-      (d) => d.txt.project_name === 'lt.kickstart' && d.txt.board === board && (!mac || d.txt.mac?.toLowerCase() === mac),
-      timeoutMs('FLASH_DISCOVERY_TIMEOUT_MS', 120_000), `waiting for ${ap} to join "${wifi.ssid}" and show up on your network (mDNS)`);
+    const found = await kickstartOnLan(ctx, timeoutMs('FLASH_DISCOVERY_TIMEOUT_MS', 120_000), `waiting for ${ap} to join "${wifi.ssid}" and show up on your network (mDNS)`);
     if (!found)
       throw new StepError('kickstart', `the plug did not show up on your network within ${timeoutMs('FLASH_DISCOVERY_TIMEOUT_MS', 120_000) / 1000} s`,
         `check: this machine is on the same network as "${wifi.ssid}" (not a guest network, no client isolation); ` +
         `the plug's LED (still blinking = it could not join: wrong password, or a 5 GHz-only network); ` +
         `if your router lists the plug, use its address: npx tsx flash.ts ${shq(opts.recipe)} --from pins --device-ip IP${outFlag(opts)}`);
-    ctx.facts.kickstartIp = found.addresses.find((a) => a.includes('.')) ?? found.addresses[0];
-    ctx.facts.mac ??= formatMac(found.txt.mac);
     print(`    ${c.green('✓')} found ${found.name} at ${ctx.facts.kickstartIp} (MAC ${formatMac(found.txt.mac) ?? '?'}, Kickstart ${found.txt.project_version ?? '?'})`);
   }
   if (opts.backupFlash) await backupFlash(ctx);
+}
+
+/** This plug running Kickstart on the LAN (same MAC when known, the recipe's board), by mDNS; notes its address. */
+async function kickstartOnLan(ctx: Ctx, wait: number, label = 'looking for the plug on your network (mDNS)'): Promise<MdnsDevice | undefined> {
+  const mac = ctx.facts.mac?.replace(/:/g, '').toLowerCase();
+  const found = await discoverDevice(
+    (d) => d.txt.project_name === 'lt.kickstart' && d.txt.board === ctx.substitutions.board && (!mac || d.txt.mac?.toLowerCase() === mac), wait, label);
+  if (found) {
+    ctx.facts.kickstartIp = found.addresses.find((a) => a.includes('.')) ?? found.addresses[0];
+    ctx.facts.mac ??= formatMac(found.txt.mac);
+  }
+  return found;
+}
+
+/**
+ * After a run stopped during cloudcutter: did the flash happen anyway? Kickstart's AP on the air, or
+ * Kickstart on the LAN, means it did, and a second cloudcutter run would only wait for a Tuya AP that is gone.
+ */
+async function alreadyOnKickstart(ctx: Ctx): Promise<boolean> {
+  const ap = MCUS[ctx.recipe.mcu].kickstartAp;
+  print(`    the last run stopped during this step: checking whether the plug already runs Kickstart …`);
+  const list = await sh(['nmcli', '-t', '-f', 'SSID', 'device', 'wifi', 'list', ...(ctx.opts.wifiIface ? ['ifname', ctx.opts.wifiIface] : [])]);
+  const apUp = list.code === 0 && list.stdout.split('\n').some((l) => l.replace(/\\:/g, ':') === ap);
+  if (apUp || (await kickstartOnLan(ctx, 4000))) {
+    print(`    ${c.green('✓')} it does (${apUp ? `its network ${ap} is on the air` : `found at ${ctx.facts.kickstartIp}`}): cloudcutter is not needed again`);
+    return true;
+  }
+  print(`    no sign of Kickstart: running cloudcutter again`);
+  return false;
 }
 
 /** Joins the plug's open AP with nmcli, sends the Wi-Fi credentials to the captive portal, gives the adapter back. */
@@ -1160,6 +1192,11 @@ function indent(text: string, n: number): string {
 // ─── Step: upload ────────────────────────────────────────────────────────────────────────────
 
 async function stepUpload(ctx: Ctx): Promise<void> {
+  if (ctx.interrupted === 'upload') {
+    print(`    the last run stopped during this step: checking whether the plug already runs the new firmware …`);
+    if (await discoverDevice(finalDevice(ctx), 4000, `looking for ${ctx.deviceName} (mDNS)`))
+      return print(`    ${c.green('✓')} ${ctx.deviceName} is already up: the upload went through`);
+  }
   const uf2 = await awaitCompile(ctx);
   const data = fs.readFileSync(uf2);
   try {
@@ -1258,10 +1295,14 @@ export async function uploadUf2(url: string, data: Buffer, fileName: string, att
 
 // ─── Step: verify ────────────────────────────────────────────────────────────────────────────
 
+/** The flashed plug on mDNS: its new name, an encrypted API and the recipe's board. */
+function finalDevice(ctx: Ctx): (d: MdnsDevice) => boolean {
+  return (d) => d.name === ctx.deviceName && !!d.txt.api_encryption && d.txt.board === ctx.substitutions.board;
+}
+
 async function stepVerify(ctx: Ctx): Promise<void> {
-  const board = ctx.substitutions.board;
   const wait = timeoutMs('FLASH_VERIFY_TIMEOUT_MS', 120_000);
-  const found = await discoverDevice((d) => d.name === ctx.deviceName && !!d.txt.api_encryption && d.txt.board === board, wait,
+  const found = await discoverDevice(finalDevice(ctx), wait,
     `waiting for ${ctx.deviceName} to boot ESPHome and show up (mDNS)`);
   if (!found)
     throw new StepError('verify', `${ctx.deviceName} did not show up within ${wait / 1000} s`,
@@ -1745,6 +1786,8 @@ export interface Journal {
   recipe: string;
   steps: Partial<Record<StepName, { at: string; inputs: string }>>;
   facts: Facts;
+  /** The step under way, until it finishes: after a crash or Ctrl+C, the plug may be further along than `steps` says. */
+  started?: { step: StepName; at: string };
 }
 
 export function journalPath(ctx: Pick<Ctx, 'opts' | 'deviceName'>): string {
@@ -1770,6 +1813,15 @@ function recordStep(ctx: Ctx, step: StepName): void {
   if (ctx.journal.steps[step]?.inputs === inputs && JSON.stringify(facts) === JSON.stringify(ctx.journal.facts)) return;
   ctx.journal.steps[step] = { at: new Date().toISOString(), inputs };
   ctx.journal.facts = facts;
+  if (ctx.journal.started?.step === step) delete ctx.journal.started;
+  fs.mkdirSync(path.dirname(journalPath(ctx)), { recursive: true });
+  writeFileAtomic(journalPath(ctx), JSON.stringify(ctx.journal, null, 2) + '\n');
+}
+
+/** Notes in the journal that a step began, so a run that dies midway knows to look where the plug got to. */
+function recordStart(ctx: Ctx, step: StepName): void {
+  if (ctx.opts.dryRun || step === 'check' || step === 'config') return;
+  ctx.journal.started = { step, at: new Date().toISOString() };
   fs.mkdirSync(path.dirname(journalPath(ctx)), { recursive: true });
   writeFileAtomic(journalPath(ctx), JSON.stringify(ctx.journal, null, 2) + '\n');
 }
@@ -1865,6 +1917,7 @@ export function loadContext(opts: Options): Ctx {
   const ctx: Ctx = { opts, recipe, recipePath, templatePath, template, substitutions, deviceName: substitutions.device_name, facts: {}, journal: undefined! };
   ctx.journal = readJournal(ctx);
   ctx.facts = { ...ctx.journal.facts };
+  ctx.interrupted = ctx.journal.started?.step;
   return ctx;
 }
 

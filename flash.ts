@@ -2219,7 +2219,7 @@ Options:
   --device-ip IP         the plug's LAN address: skip mDNS discovery
   --check-pins           run the pins step: check each recipe pin on the plug
   --manual-wifi          give the plug your Wi-Fi from a phone instead of through this machine's adapter
-  --backup-flash         save the plug's whole flash (2 MiB, through Kickstart) before uploading
+  --backup-flash         save the plug's whole flash (2 MiB, through Kickstart) before anything overwrites it
   --esphome local|docker use the esphome CLI or the ghcr.io/esphome/esphome image (default: CLI if found)
   --verbose, -v          show external commands' output as they run
   --help, -h             this text
@@ -2232,6 +2232,7 @@ Environment:
   FLASH_DEVICE_HTTP_PORT                 the plug's web server port (default 80)
   FLASH_MDNS_INTERFACE                   the interface address mDNS uses (default: all)
   FLASH_DISCOVERY_TIMEOUT_MS             how long to wait for the plug on mDNS (default 120000)
+  FLASH_VERIFY_TIMEOUT_MS                how long to wait for the flashed device (default 120000)
   FLASH_HTTP_TIMEOUT_MS                  timeout of one HTTP request (default 10000)
   NO_COLOR / FORCE_COLOR                 colours off / on
 

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startSimPlug } from './sim/plug.ts';
+import { startSimPlug, simFlashRead, FLASH_SIZE } from './sim/plug.ts';
 import { makeFakeWorld } from './fakes.ts';
 import { virtualUser } from './virtual-user.ts';
 import { checkPins, loadRecipe, type io } from '../flash.ts';
@@ -116,6 +116,26 @@ test('pins: the 21D recipe on a simulated 23A finds the button on P8 and names r
     assert.match(r.out, /this plug matches recipes\/23A\.yaml/);
   } finally {
     user.stop();
+    await sim.close();
+    await world.cleanup();
+  }
+});
+
+test('--backup-flash saves the plug\'s whole 2 MiB flash from /hub/flash_read, byte for byte', async () => {
+  const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan', mdnsInterface: false });
+  const world = await makeFakeWorld({});
+  try {
+    const out = await configDir();
+    const r = await runInProcess(['recipes/23A.yaml', '--only', 'kickstart', '--manual-wifi', '--backup-flash', '--device-ip', '127.0.0.1', '--out', out],
+      { ...world.env, FLASH_DEVICE_HTTP_PORT: String(sim.port), FLASH_KICKSTART_PORTAL: sim.url }, async () => true);
+    assert.equal(r.code, 0, r.out);
+    const backups = fs.readdirSync(path.join(out, '.flash')).filter((f) => f.startsWith('backup-'));
+    assert.equal(backups.length, 1, r.out);
+    const data = fs.readFileSync(path.join(out, '.flash', backups[0]));
+    assert.equal(data.length, FLASH_SIZE);
+    assert.ok(data.equals(simFlashRead(sim.mac, 0, FLASH_SIZE)), 'the backup is the plug\'s flash');
+    assert.match(r.out, /saved the plug's flash \(2 MiB\)/);
+  } finally {
     await sim.close();
     await world.cleanup();
   }

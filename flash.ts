@@ -16,6 +16,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { z } from 'zod';
 import YAML, { LineCounter, isMap, isPair, isScalar, type Document } from 'yaml';
+import type { DeviceInfoResponse } from '@2colors/esphome-native-api';
 
 // ─── Data tables ─────────────────────────────────────────────────────────────────────────────
 
@@ -1313,12 +1314,50 @@ async function stepVerify(ctx: Ctx): Promise<void> {
   ctx.facts.deviceIp = ip;
   if (!(await tcpAnswers(ip, found.port, 5000)))
     throw new StepError('verify', `${ctx.deviceName} is on mDNS at ${ip} but its API port ${found.port} does not answer`, `wait a minute and re-run: npx tsx flash.ts ${shq(ctx.opts.recipe)} --only verify${outFlag(ctx.opts)}; power-cycle the plug if it stays silent`);
-  const mac = (found.txt.mac ?? '').replace(/(..)(?!$)/g, '$1:').toUpperCase();
-  print(`    ${c.green('✓')} ${c.bold(found.txt.friendly_name || ctx.deviceName)} is running ESPHome ${found.txt.version ?? ''}`);
-  print(`      name ${ctx.deviceName} · IP ${ip} · MAC ${mac} · API port ${found.port} (encrypted)`);
+  // The encrypted API itself: proves the plug runs this config's key (Home Assistant will need it).
+  const key = readSecretsFile(path.join(ctx.opts.out, 'secrets.yaml')).values.api_encryption_key;
+  const api = key ? await readDeviceInfo(ip, found.port, key, 10_000) : { error: 'no api_encryption_key in secrets.yaml' };
+  if ('error' in api && /MAC failure|Handshake failure/i.test(api.error))
+    throw new StepError('verify', `${ctx.deviceName} refused the api_encryption_key in ${path.join(ctx.opts.out, 'secrets.yaml')} (${api.error})`,
+      `the plug runs firmware built with another key: recompile and upload again: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${outFlag(ctx.opts)}`);
+  const info = 'error' in api ? undefined : api;
+  const mac = formatMac(info?.macAddress ?? found.txt.mac) ?? '?';
+  print(`    ${c.green('✓')} ${c.bold(info?.friendlyName || found.txt.friendly_name || ctx.deviceName)} is running ESPHome ${info?.esphomeVersion ?? found.txt.version ?? ''}`);
+  print(`      name ${ctx.deviceName} · IP ${ip} · MAC ${mac} · API port ${found.port} (encrypted)` + (info ? ` · board ${info.model}` : ''));
+  if (info) print(`      read over the encrypted API with the key in secrets.yaml`);
+  else print(`      ${c.yellow('!')} could not read the device over its API (${'error' in api ? api.error : ''}); Home Assistant will retry on its own`);
   print(`\n    ${c.bold('Add it to Home Assistant:')} Settings → Devices & services: ESPHome discovers "${ctx.deviceName}"`);
   print(`    (or Add integration → ESPHome → host ${ip}). It asks for the encryption key: api_encryption_key`);
   print(`    in ${path.join(ctx.opts.out, 'secrets.yaml')}. Keep that folder: ESPHome needs it for later updates.`);
+}
+
+/**
+ * Connects to ESPHome's native API with the encryption key (the maintained @2colors/esphome-native-api
+ * client does the Noise handshake) and reads the device info; never throws.
+ */
+export async function readDeviceInfo(host: string, port: number, encryptionKey: string, timeout: number): Promise<DeviceInfoResponse | { error: string }> {
+  const { Client } = await import('@2colors/esphome-native-api');
+  // The package's typings leave out Client's connect/disconnect and its events: this is the part we use.
+  const client = new Client({ host, port, encryptionKey, reconnect: false, clientInfo: `flash.ts ${VERSION}`,
+    initializeListEntities: false, initializeSubscribeStates: false }) as unknown as {
+    connect(): void; disconnect(): void; on(event: 'deviceInfo' | 'error', listener: (arg: never) => void): void };
+  return new Promise((resolve) => {
+    const done = (r: DeviceInfoResponse | { error: string }) => {
+      clearTimeout(timer);
+      try {
+        client.disconnect();
+      } catch {}
+      resolve(r);
+    };
+    const timer = setTimeout(() => done({ error: `no answer within ${timeout / 1000} s` }), timeout);
+    client.on('deviceInfo', (info: DeviceInfoResponse) => done(info));
+    client.on('error', (e: Error) => done({ error: e?.message ?? String(e) }));
+    try {
+      client.connect();
+    } catch (e) {
+      done({ error: (e as Error).message });
+    }
+  });
 }
 
 async function tcpAnswers(host: string, port: number, timeout: number): Promise<boolean> {
@@ -1489,7 +1528,8 @@ function planUpload(ctx: Ctx): string[] {
 }
 
 function planVerify(ctx: Ctx): string[] {
-  return [`mDNS: wait for ${ctx.deviceName}._esphomelib._tcp.local with api_encryption, then TCP <ip>:6053`];
+  return [`mDNS: wait for ${ctx.deviceName}._esphomelib._tcp.local with api_encryption and board ${ctx.substitutions.board}`,
+    `native API <ip>:6053: Noise handshake with api_encryption_key (***), then DeviceInfoRequest`];
 }
 
 function uf2Path(ctx: Ctx): string {

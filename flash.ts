@@ -1111,7 +1111,7 @@ async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
   if (!esphome)
     throw new StepError('compile', 'no esphome command, and Docker is not answering for the ghcr.io/esphome/esphome image',
       `pipx install esphome (or start Docker), then retry: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${outFlag(ctx.opts)}`);
-  const argv = compileArgv(ctx, esphome.kind);
+  const argv = esphomeArgv(ctx, esphome.kind, 'compile');
   const log = logFile(ctx.opts.out, 'compile');
   if (!quiet) print(c.dim(`    $ ${shq(...argv)}   (${esphome.describe})`));
   else print(c.dim(`    (compiling ${ctx.deviceName} in the background for the next plug)`));
@@ -1140,13 +1140,17 @@ async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
   return job;
 }
 
-/** The compile command: the local CLI, or the Docker image with the config dir mounted at /config. */
-export function compileArgv(ctx: Pick<Ctx, 'opts' | 'deviceName'>, kind: 'local' | 'docker'): string[] {
+/**
+ * An esphome command on this plug's config: the local CLI, or the Docker image with the config dir
+ * mounted at /config (host network, so `upload` reaches the plug).
+ */
+export function esphomeArgv(ctx: Pick<Ctx, 'opts' | 'deviceName'>, kind: 'local' | 'docker', command: 'compile' | 'upload', ...extra: string[]): string[] {
   const file = `${ctx.deviceName}.yaml`;
   return kind === 'local'
-    ? ['esphome', 'compile', path.join(ctx.opts.out, file)]
+    ? ['esphome', command, path.join(ctx.opts.out, file), ...extra]
     // --init: without it the container's PID 1 ignores the SIGINT that stops a compile.
-    : ['docker', 'run', '--rm', '--init', '-v', `${path.resolve(ctx.opts.out)}:/config`, ESPHOME_IMAGE, 'compile', file];
+    : ['docker', 'run', '--rm', '--init', ...(command === 'upload' ? ['--network', 'host'] : []), '-v', `${path.resolve(ctx.opts.out)}:/config`,
+      ESPHOME_IMAGE, command, file, ...extra];
 }
 
 /** Waits for the background compile (starting one if this run has none and no fresh UF2 exists). */
@@ -1209,7 +1213,9 @@ async function stepUpload(ctx: Ctx): Promise<void> {
   const base = deviceUrl(ctx);
   if (!ctx.facts.kickstartIp && !(await isKickstart(base))) {
     // No Kickstart at that address: a plug already on ESPHome takes the native OTA instead.
-    const argv = ['esphome', 'upload', path.join(ctx.opts.out, `${ctx.deviceName}.yaml`), '--device', ctx.opts.deviceIp!];
+    const esphome = await findEsphome(ctx.opts.esphome);
+    if (!esphome) throw new StepError('upload', 'no esphome command, and Docker is not answering', 'pipx install esphome (or start Docker), then --from upload');
+    const argv = esphomeArgv(ctx, esphome.kind, 'upload', '--device', ctx.opts.deviceIp!);
     print(c.dim(`    $ ${shq(...argv)}`));
     const r = await sh(argv, { timeoutMs: 600_000 });
     if (r.code !== 0) throw new StepError('upload', `esphome upload failed: ${firstLine(r.stderr || r.stdout)}`, 'check the plug is online and the OTA password in secrets.yaml, then --from upload');
@@ -1482,7 +1488,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // ─── Steps still to come (issues 3–5): their dry-run plans ───────────────────────────────────
 
 function planCompile(ctx: Ctx): string[] {
-  return [`$ ${shq(...compileArgv(ctx, ctx.opts.esphome ?? 'local'))}   (in the background; log in ${path.join(ctx.opts.out, '.flash', 'logs')})`,
+  return [`$ ${shq(...esphomeArgv(ctx, ctx.opts.esphome ?? 'local', 'compile'))}   (in the background; log in ${path.join(ctx.opts.out, '.flash', 'logs')})`,
     `check ${uf2Path(ctx)} is a UF2 with family ID 0x${MCUS[ctx.recipe.mcu].familyId.toString(16).toUpperCase()} (${MCUS[ctx.recipe.mcu].chip})`];
 }
 
@@ -1524,7 +1530,8 @@ function planPins(ctx: Ctx): string[] {
 }
 
 function planUpload(ctx: Ctx): string[] {
-  return [`POST http://<kickstart ip>/update  multipart field "update" = ${uf2Path(ctx)}`];
+  return [`POST http://<kickstart ip>/update  multipart field "update" = ${uf2Path(ctx)}`,
+    `(a plug already on ESPHome, at --device-ip: $ ${shq(...esphomeArgv(ctx, ctx.opts.esphome ?? 'local', 'upload', '--device', ctx.opts.deviceIp ?? 'IP'))})`];
 }
 
 function planVerify(ctx: Ctx): string[] {

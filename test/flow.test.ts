@@ -119,3 +119,18 @@ test('a compile error shows the lines of the log that say what is wrong', async 
     await b.close();
   }
 });
+
+test('a plug already on ESPHome gets the update through `esphome upload --device IP`, not Kickstart', async () => {
+  const b = await startBench({ sim: { phase: 'final', final: { name: 'status-plug-01', board: 'generic-bk7231n-qfn32-tuya' } } });
+  try {
+    await configured(b);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user.answer);
+    assert.equal(r.code, 0, r.out);
+    const uploads = b.world.calls('esphome').filter((c) => c.argv[0] === 'upload');
+    assert.deepEqual(uploads.map((c) => c.argv), [['upload', path.join(b.out, 'status-plug-01.yaml'), '--device', '127.0.0.1']]);
+    assert.deepEqual(b.sim.uploads, [], 'nothing went to a Kickstart /update');
+    assert.match(r.out, /uploaded with esphome upload/);
+  } finally {
+    await b.close();
+  }
+});

@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {
   busyPorts, parseNmcliTerse, parsePortalConfig, diagnoseCloudcutter, findProfile, suggestProfiles,
-  batchNames, compileErrors, explainOtaFailure, stepsToRun, redact, cloudcutterArgv, CLOUDCUTTER_DIAGNOSES,
+  batchNames, compileErrors, explainOtaFailure, stepsToRun, redact, cloudcutterArgv, CLOUDCUTTER_DIAGNOSES, esphomeArgv, formatMac,
+  type Options,
 } from '../flash.ts';
 import { CLOUDCUTTER_API_FIXTURES } from './helpers.ts';
 
@@ -109,4 +110,20 @@ test('cloudcutter is never given -r, and gets -p, -f and -w', () => {
   const argv = cloudcutterArgv('minoston-mp22wp-outdoor-plug', 'ESPHome-Kickstart-v25.05.28_bk7231n_app.ota.ug.bin', 'wlan1');
   assert.deepEqual(argv.slice(argv.indexOf('./tuya-cloudcutter.sh')), ['./tuya-cloudcutter.sh', '-p', 'minoston-mp22wp-outdoor-plug', '-f', 'ESPHome-Kickstart-v25.05.28_bk7231n_app.ota.ug.bin', '-w', 'wlan1']);
   assert.ok(!argv.includes('-r'));
+});
+
+test('esphome runs as the CLI or the Docker image (with --init to stop on Ctrl+C, host network to upload)', () => {
+  const ctx = { opts: { out: '/home/me/esphome' } as Options, deviceName: 'status-plug-01' };
+  assert.deepEqual(esphomeArgv(ctx, 'local', 'compile'), ['esphome', 'compile', '/home/me/esphome/status-plug-01.yaml']);
+  assert.deepEqual(esphomeArgv(ctx, 'docker', 'compile'),
+    ['docker', 'run', '--rm', '--init', '-v', '/home/me/esphome:/config', 'ghcr.io/esphome/esphome', 'compile', 'status-plug-01.yaml']);
+  assert.deepEqual(esphomeArgv(ctx, 'docker', 'upload', '--device', '192.168.1.50'),
+    ['docker', 'run', '--rm', '--init', '--network', 'host', '-v', '/home/me/esphome:/config', 'ghcr.io/esphome/esphome', 'upload', 'status-plug-01.yaml', '--device', '192.168.1.50']);
+});
+
+test('one MAC spelling whichever tool printed it', () => {
+  assert.equal(formatMac('c8478caa5062'), 'C8:47:8C:AA:50:62');
+  assert.equal(formatMac('C8:47:8C:AA:50:62'), 'C8:47:8C:AA:50:62');
+  assert.equal(formatMac('c8-47-8c-aa-50'), undefined);
+  assert.equal(formatMac(undefined), undefined);
 });

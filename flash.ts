@@ -303,7 +303,10 @@ async function runPlug(ctx: Ctx): Promise<boolean> {
     if (opts.dryRun) for (const line of runner.plan(ctx)) print(`    ${line}`);
     else {
       recordStart(ctx, step.name);
-      await runner.run(ctx);
+      await runner.run(ctx).catch((e) => {
+        if (!(e instanceof HttpError)) throw e;
+        throw new StepError(step.name, e.message, `check the plug is powered and within reach, then retry: npx tsx flash.ts ${shq(opts.recipe)} --from ${step.name}${outFlag(opts)}`);
+      });
       if (step.name !== 'check' && step.name !== 'compile') recordStep(ctx, step.name); // compile records itself when it finishes
     }
     if (ctx.compile && step.name !== 'compile' && !ctx.compile.finished)
@@ -942,8 +945,9 @@ async function backupFlash(ctx: Ctx): Promise<void> {
   const chunk = 256 * 1024;
   const parts: Buffer[] = [];
   for (let off = 0; off < size; off += chunk) {
-    const res = await fetchWithRetry(`${deviceUrl(ctx)}/hub/flash_read?offset=${off}&length=${chunk}`);
-    parts.push(Buffer.from(await res.arrayBuffer()));
+    const res = await request('GET', `${deviceUrl(ctx)}/hub/flash_read?offset=${off}&length=${chunk}`);
+    if (res.status !== 200) throw new StepError('kickstart', `reading the flash at ${off} failed: HTTP ${res.status}`, 'retry with --from kickstart --backup-flash');
+    parts.push(res.body);
   }
   const data = Buffer.concat(parts);
   if (data.length !== size) throw new StepError('kickstart', `flash backup came back with ${data.length} bytes, expected ${size}`, 'retry with --from kickstart --backup-flash');
@@ -1090,7 +1094,7 @@ function recipesWithButtonOn(dir: string, pin: string): string[] {
 // ─── Step: compile ───────────────────────────────────────────────────────────────────────────
 
 /** A compile running in the background: it resolves to the checked UF2's path. */
-export interface CompileJob { done: Promise<string>; started: number; log: string; finished?: number; failed?: boolean }
+export interface CompileJob { done: Promise<string>; started: number; log: string; finished?: number; failed?: boolean; stop: () => void }
 
 /** Starts `esphome compile` in the background; the upload step waits for it. With --only compile, waits here. */
 async function stepCompile(ctx: Ctx): Promise<void> {
@@ -1120,7 +1124,7 @@ async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
   const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', out, out], cwd: process.cwd() });
   fs.closeSync(out);
   children.add(child);
-  const job: CompileJob = { started: Date.now(), log, done: Promise.resolve('') };
+  const job: CompileJob = { started: Date.now(), log, done: Promise.resolve(''), stop: () => child.kill('SIGINT') };
   job.done = new Promise<number>((resolve) => {
     child.on('error', () => resolve(127));
     child.on('close', (code) => resolve(code ?? 1));
@@ -1162,7 +1166,17 @@ async function awaitCompile(ctx: Ctx): Promise<string> {
     ctx.compile = await startCompile(ctx);
   }
   const job = ctx.compile;
-  if (!job.finished) await withSpinner(`waiting for esphome compile (log: ${job.log})`, job.done.catch(() => ''));
+  // The first LibreTiny build downloads its toolchain (minutes); a compile still going after this is stuck.
+  const limit = timeoutMs('FLASH_COMPILE_TIMEOUT_MS', 45 * 60_000);
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), Math.max(0, job.started + limit - Date.now()))));
+  const waited = job.finished ? 'done' : await withSpinner(`waiting for esphome compile (log: ${job.log})`, Promise.race([job.done.then(() => 'done', () => 'done'), timedOut]));
+  clearTimeout(timer);
+  if (waited === 'timeout') {
+    job.stop();
+    throw new StepError('compile', `esphome compile was still running after ${limit < 120_000 ? `${limit / 1000} s` : `${Math.round(limit / 60_000)} min`}, so it was stopped`,
+      `look at the end of ${job.log} (a download that hangs? no disk space?), then retry: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${outFlag(ctx.opts)}`);
+  }
   const uf2 = await job.done;
   recordStep(ctx, 'compile');
   print(`    ${c.green('✓')} compiled in ${Math.round(((job.finished ?? Date.now()) - job.started) / 1000)} s: ${uf2}`);
@@ -1393,39 +1407,24 @@ export class HttpError extends Error {}
  * One HTTP request with a timeout; connection errors and 5xx answers are retried with backoff.
  * `shown` is the URL to name in messages when the real one carries a secret.
  */
-export async function request(method: string, url: string, o: { shown?: string; redirect?: 'manual' | 'follow'; retries?: number } = {}): Promise<{ status: number; text: string }> {
+export async function request(method: string, url: string, o: { shown?: string; redirect?: 'manual' | 'follow'; retries?: number } = {}): Promise<{ status: number; text: string; body: Buffer }> {
   const retries = o.retries ?? 3;
   let last = '';
   for (let attempt = 0; attempt <= retries; attempt++) {
     if (attempt) await sleep(250 * 2 ** (attempt - 1));
     try {
       const res = await fetch(url, { method, redirect: o.redirect ?? 'follow', signal: AbortSignal.timeout(timeoutMs('FLASH_HTTP_TIMEOUT_MS', 10_000)) });
-      const text = await res.text();
+      const body = Buffer.from(await res.arrayBuffer());
       if (res.status >= 500) {
         last = `HTTP ${res.status}`;
         continue;
       }
-      return { status: res.status, text };
+      return { status: res.status, text: body.toString('utf8'), body };
     } catch (e) {
       last = (e as Error).name === 'TimeoutError' ? 'timed out' : ((e as { cause?: Error }).cause?.message ?? (e as Error).message);
     }
   }
   throw new HttpError(`${method} ${o.shown ?? url} failed after ${retries + 1} tries: ${last}`);
-}
-
-async function fetchWithRetry(url: string): Promise<Response> {
-  let last: unknown;
-  for (let attempt = 0; attempt < 4; attempt++) {
-    if (attempt) await sleep(250 * 2 ** (attempt - 1));
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs('FLASH_HTTP_TIMEOUT_MS', 10_000)) });
-      if (res.ok) return res;
-      last = `HTTP ${res.status}`;
-    } catch (e) {
-      last = (e as Error).message;
-    }
-  }
-  throw new HttpError(`GET ${url} failed: ${last}`);
 }
 
 export interface MdnsDevice { name: string; host: string; addresses: string[]; port: number; txt: Record<string, string> }
@@ -2280,6 +2279,7 @@ Environment:
   FLASH_MDNS_INTERFACE                   the interface address mDNS uses (default: all)
   FLASH_DISCOVERY_TIMEOUT_MS             how long to wait for the plug on mDNS (default 120000)
   FLASH_VERIFY_TIMEOUT_MS                how long to wait for the flashed device (default 120000)
+  FLASH_COMPILE_TIMEOUT_MS               how long a compile may take (default 2700000: 45 min)
   FLASH_HTTP_TIMEOUT_MS                  timeout of one HTTP request (default 10000)
   NO_COLOR / FORCE_COLOR                 colours off / on
 

@@ -134,3 +134,18 @@ test('a plug already on ESPHome gets the update through `esphome upload --device
     await b.close();
   }
 });
+
+test('a compile that never ends is stopped at FLASH_COMPILE_TIMEOUT_MS with what to look at', async () => {
+  const b = await startBench({ fakes: { esphome: { delayMs: 60_000 } }, env: { FLASH_COMPILE_TIMEOUT_MS: '800' } });
+  try {
+    await configured(b);
+    const started = Date.now();
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'compile'], b.env, b.user.answer);
+    assert.equal(r.code, 1, r.out);
+    assert.ok(Date.now() - started < 10_000, 'it did not wait for the compile');
+    assert.match(r.out, /esphome compile was still running after 0\.8 s, so it was stopped/);
+    assert.match(r.out, /look at the end of .*compile-.*\.log/);
+  } finally {
+    await b.close();
+  }
+});

@@ -520,7 +520,7 @@ describe('fake docker', { concurrency: true }, () => {
 });
 
 describe('fake esphome', { concurrency: true }, () => {
-  test('version; compile: UF2 with the family of the board (substitutions resolved), payload {name, friendly_name, board}', async () => {
+  test('version; compile: UF2 with the family of the board (substitutions resolved), payload {name, friendly_name, board, api_key}', async () => {
     await withWorld({}, async (w) => {
       assert.equal((await run(w, 'esphome', ['version'])).stdout, 'Version: 2025.5.0\n');
       for (const [board, chip] of [['generic-bk7231t-qfn32-tuya', 'bk7231t'], ['generic-bk7231n-qfn32-tuya', 'bk7231n']] as const) {
@@ -530,9 +530,9 @@ describe('fake esphome', { concurrency: true }, () => {
         assertInOrder(r.stderr, ['INFO ESPHome 2025.5.0', 'INFO Reading configuration', 'INFO Generating C++ source...', 'INFO Compiling app...', 'INFO Successfully compiled program.']);
         assert.match(r.stdout, new RegExp(`^Processing status-plug-01 \\(board: ${board};`, 'm'));
         const uf2 = fs.readFileSync(path.join(d, '.esphome/build/status-plug-01/.pioenvs/status-plug-01/firmware.uf2'));
-        const payload = Buffer.from(JSON.stringify({ name: 'status-plug-01', friendly_name: 'Status Plug 01', board }));
-        assert.deepEqual(uf2, makeUF2({ familyId: FAMILY_ID[chip], payload, minBlocks: 400 }), 'the same bytes test/firmware-files.ts makes');
-        assert.deepEqual(JSON.parse(readUF2Payload(uf2).toString()), { name: 'status-plug-01', friendly_name: 'Status Plug 01', board });
+        const info = { name: 'status-plug-01', friendly_name: 'Status Plug 01', board, api_key: 'aGVsbG8gd29ybGQgaGVsbG8gd29ybGQgaGVsbG8gd28=' };
+        assert.deepEqual(uf2, makeUF2({ familyId: FAMILY_ID[chip], payload: Buffer.from(JSON.stringify(info)), minBlocks: 400 }), 'the same bytes test/firmware-files.ts makes');
+        assert.deepEqual(JSON.parse(readUF2Payload(uf2).toString()), info);
       }
       assert.deepEqual(w.calls('esphome').map((c) => c.argv[0]), ['version', 'compile', 'compile']);
     });

@@ -32,6 +32,7 @@ test('full flow: a simulated 23A goes from Tuya firmware to a verified ESPHome d
     assert.equal(b.sim.final?.name, 'status-plug-01');
     // The summary a user reads at the end.
     assert.match(r.out, /Status Plug 01 is running ESPHome 2025\.5\.0/);
+    assert.match(r.out, /read over the encrypted API with the key in secrets\.yaml/);
     assert.match(r.out, new RegExp(`MAC ${b.sim.mac.match(/../g)!.join(':')}`));
     assert.match(r.out, /api_encryption_key\s+in .*secrets\.yaml/);
     // The journal holds every step and the facts learned.
@@ -145,6 +146,19 @@ test('a compile that never ends is stopped at FLASH_COMPILE_TIMEOUT_MS with what
     assert.ok(Date.now() - started < 10_000, 'it did not wait for the compile');
     assert.match(r.out, /esphome compile was still running after 0\.8 s, so it was stopped/);
     assert.match(r.out, /look at the end of .*compile-.*\.log/);
+  } finally {
+    await b.close();
+  }
+});
+
+test('verify: a plug whose firmware has another API key is a failure that says to recompile and upload', async () => {
+  const b = await startBench({ sim: { phase: 'final', final: { name: 'status-plug-01', board: 'generic-bk7231n-qfn32-tuya', apiKey: Buffer.alloc(32, 7).toString('base64') } } });
+  try {
+    await configured(b);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'verify'], b.env, b.user.answer);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /status-plug-01 refused the api_encryption_key in .*secrets\.yaml \(Handshake failure: Handshake MAC failure\)/);
+    assert.match(r.out, /--from compile/);
   } finally {
     await b.close();
   }

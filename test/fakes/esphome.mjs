@@ -202,7 +202,8 @@ async function compile({ config, name, buildShown, envShown, uf2Shown, ctx, es, 
   }
   if (es.fail) return 1;
   const familyId = es.familyOverride ?? FAMILY_ID[chip];
-  const payload = Buffer.from(JSON.stringify({ name, friendly_name: config.esphome.friendly_name, board }));
+  // The firmware carries its API key (as the real one does) so the simulated plug can speak encrypted API.
+  const payload = Buffer.from(JSON.stringify({ name, friendly_name: config.esphome.friendly_name, board, api_key: config.api?.encryption?.key }));
   const envHost = ctx.toHost(envShown);
   fs.mkdirSync(envHost, { recursive: true });
   fs.writeFileSync(ctx.toHost(uf2Shown), makeUF2({ familyId, payload, minBlocks: 400 }));

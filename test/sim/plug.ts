@@ -11,6 +11,7 @@ import crypto from 'node:crypto';
 import zlib from 'node:zlib';
 import { EventEmitter } from 'node:events';
 import makeMdns from 'multicast-dns';
+import { serveNativeApi } from './native-api.ts';
 import { FAMILY_ID, type Mcu } from '../firmware-files.ts';
 
 export type Phase = 'tuya' | 'kickstart-ap' | 'kickstart-lan' | 'final' | 'off';
@@ -37,7 +38,8 @@ export interface SimFaults {
   neverReboot?: boolean;
 }
 
-export interface FinalInfo { name: string; friendlyName?: string; board: string }
+/** apiKey: the base64 `api_encryption_key` the firmware was built with; with it the API port speaks Noise. */
+export interface FinalInfo { name: string; friendlyName?: string; board: string; apiKey?: string }
 
 export interface SimPlugOptions {
   mcu: Mcu;
@@ -739,6 +741,14 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     apiSockets.add(sock);
     sock.on('close', () => apiSockets.delete(sock));
     sock.on('error', () => {});
+    if (finalEncrypted && final?.apiKey) {
+      serveNativeApi(sock, Buffer.from(final.apiKey, 'base64'), {
+        name: final.name, friendlyName: final.friendlyName, macAddress: mac.match(/../g)!.join(':'), esphomeVersion: finalVer,
+        model: final.board, manufacturer: 'Beken', compilationTime: 'May 28 2025, 12:00:00',
+      });
+      return;
+    }
+    // Firmware without a key in the sim: answer the hello, then say nothing.
     let buf = Buffer.alloc(0);
     let helloDone = false;
     sock.on('data', (d: Buffer) => {
@@ -962,6 +972,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
             name,
             ...(typeof info.friendly_name === 'string' && info.friendly_name ? { friendlyName: info.friendly_name } : {}),
             board: typeof info.board === 'string' && info.board ? info.board : board,
+            ...(typeof info.api_key === 'string' && info.api_key ? { apiKey: info.api_key } : {}),
           };
           sim.final = final;
           finalVer = typeof info.esphome_version === 'string' ? info.esphome_version : typeof info.version === 'string' ? info.version : finalVersion;

@@ -305,7 +305,7 @@ async function runPlug(ctx: Ctx): Promise<boolean> {
       recordStart(ctx, step.name);
       await runner.run(ctx).catch((e) => {
         if (!(e instanceof HttpError)) throw e;
-        throw new StepError(step.name, e.message, `check the plug is powered and within reach, then retry: npx tsx flash.ts ${shq(opts.recipe)} --from ${step.name}${outFlag(opts)}`);
+        throw new StepError(step.name, e.message, `check the plug is powered and within reach, then retry: npx tsx flash.ts ${shq(opts.recipe)} --from ${step.name}${sameFlags(opts)}`);
       });
       if (step.name !== 'check' && step.name !== 'compile') recordStep(ctx, step.name); // compile records itself when it finishes
     }
@@ -628,6 +628,7 @@ async function stepCloudcutter(ctx: Ctx): Promise<void> {
     print(`    cloudcutter will then take over the plug. Midway it asks you to power-cycle the plug and put it`);
     print(`    into AP mode a second time; the whole run takes up to two minutes. Keep the plug near this machine.`);
     await confirm('Is the plug in AP mode (slow blink)?', opts, true, 'cloudcutter_ready');
+    readSecretsFile(path.join(opts.out, 'secrets.yaml')); // registers the secrets for redact(), also when config did not run
     const log = logFile(opts.out, 'cloudcutter');
     print(c.dim(`    $ ${shq(...argv)}   (in ${opts.cloudcutter}; log: ${log})`));
     const { code, output } = await runAttached(argv, { cwd: opts.cloudcutter, log });
@@ -639,8 +640,12 @@ async function stepCloudcutter(ctx: Ctx): Promise<void> {
     }
     const d = diagnoseCloudcutter(output, code, recipe.mcu, otherMcuRecipes(ctx));
     print(`\n    ${c.red('✗')} ${d.what}\n    ${c.yellow('what to do:')} ${d.fix}\n    ${c.dim(`full log: ${log}`)}`);
-    if (!(await confirm('Retry the cloudcutter step now?', opts, false, 'cloudcutter_retry')))
-      throw new StepError('cloudcutter', d.what, `${d.fix}\n  then retry from this step: npx tsx flash.ts ${shq(opts.recipe)} --from cloudcutter${outFlag(opts)}`);
+    if (!(await confirm('Retry the cloudcutter step now?', opts, false, 'cloudcutter_retry'))) {
+      // cloudcutter said it failed, so the plug is not on Kickstart: the next run need not go looking for it there.
+      delete ctx.journal.started;
+      writeJournal(ctx);
+      throw new StepError('cloudcutter', d.what, `${d.fix}\n  then retry from this step: npx tsx flash.ts ${shq(opts.recipe)} --from cloudcutter${sameFlags(opts)}`);
+    }
   }
 }
 
@@ -799,7 +804,10 @@ async function runAttached(argv: string[], o: { cwd: string; log: string }): Pro
     await new Promise((r) => log.end(r));
   }
   const code = await done;
-  return { code, output: fs.existsSync(o.log) ? fs.readFileSync(o.log, 'utf8') : '' };
+  // The log is redacted like the terminal copy, whole (a secret split across two chunks is caught too).
+  const output = fs.existsSync(o.log) ? redact(fs.readFileSync(o.log, 'utf8')) : '';
+  if (output) fs.writeFileSync(o.log, output, { mode: 0o600 });
+  return { code, output };
 }
 
 // ─── Step: kickstart ─────────────────────────────────────────────────────────────────────────
@@ -818,7 +826,7 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
   const secrets = readSecretsFile(path.join(opts.out, 'secrets.yaml')).values;
   if (!secrets.wifi_ssid || !secrets.wifi_password)
     throw new StepError('kickstart', `no wifi_ssid / wifi_password in ${path.join(opts.out, 'secrets.yaml')}`,
-      `run the config step first: npx tsx flash.ts ${shq(opts.recipe)} --only config${outFlag(opts)}`);
+      `run the config step first: npx tsx flash.ts ${shq(opts.recipe)} --only config${sameFlags(opts)}`);
   const wifi = { ssid: secrets.wifi_ssid, password: secrets.wifi_password };
 
   const sent = !opts.manualWifi && (await provisionOverAp(ctx, ap, wifi));
@@ -833,7 +841,7 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
       throw new StepError('kickstart', `the plug did not show up on your network within ${timeoutMs('FLASH_DISCOVERY_TIMEOUT_MS', 120_000) / 1000} s`,
         `check: this machine is on the same network as "${wifi.ssid}" (not a guest network, no client isolation); ` +
         `the plug's LED (still blinking = it could not join: wrong password, or a 5 GHz-only network); ` +
-        `if your router lists the plug, use its address: npx tsx flash.ts ${shq(opts.recipe)} --from pins --device-ip IP${outFlag(opts)}`);
+        `if your router lists the plug, use its address: npx tsx flash.ts ${shq(opts.recipe)} --from pins --device-ip IP${sameFlags(opts)}`);
     print(`    ${c.green('✓')} found ${found.name} at ${ctx.facts.kickstartIp} (MAC ${formatMac(found.txt.mac) ?? '?'}, Kickstart ${found.txt.project_version ?? '?'})`);
   }
   if (opts.backupFlash) await backupFlash(ctx);
@@ -843,7 +851,8 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
 async function kickstartOnLan(ctx: Ctx, wait: number, label = 'looking for the plug on your network (mDNS)'): Promise<MdnsDevice | undefined> {
   const mac = ctx.facts.mac?.replace(/:/g, '').toLowerCase();
   const found = await discoverDevice(
-    (d) => d.txt.project_name === 'lt.kickstart' && d.txt.board === ctx.substitutions.board && (!mac || d.txt.mac?.toLowerCase() === mac), wait, label);
+    // Kickstart is built for the generic board of its chip, whatever module the recipe names.
+    (d) => d.txt.project_name === 'lt.kickstart' && d.txt.board === MCUS[ctx.recipe.mcu].board && (!mac || d.txt.mac?.toLowerCase() === mac), wait, label);
   if (found) {
     ctx.facts.kickstartIp = found.addresses.find((a) => a.includes('.')) ?? found.addresses[0];
     ctx.facts.mac ??= formatMac(found.txt.mac);
@@ -860,7 +869,8 @@ async function alreadyOnKickstart(ctx: Ctx): Promise<boolean> {
   print(`    the last run stopped during this step: checking whether the plug already runs Kickstart …`);
   const list = await sh(['nmcli', '-t', '-f', 'SSID', 'device', 'wifi', 'list', ...(ctx.opts.wifiIface ? ['ifname', ctx.opts.wifiIface] : [])]);
   const apUp = list.code === 0 && list.stdout.split('\n').some((l) => l.replace(/\\:/g, ':') === ap);
-  if (apUp || (await kickstartOnLan(ctx, 4000))) {
+  // Without the MAC (cloudcutter prints it last) any Kickstart plug on the LAN could be another one.
+  if (apUp || (ctx.facts.mac && (await kickstartOnLan(ctx, 4000)))) {
     print(`    ${c.green('✓')} it does (${apUp ? `its network ${ap} is on the air` : `found at ${ctx.facts.kickstartIp}`}): cloudcutter is not needed again`);
     return true;
   }
@@ -895,7 +905,7 @@ async function provisionOverAp(ctx: Ctx, ap: string, wifi: { ssid: string; passw
     const res = await request('GET', `${portal}/wifisave?${new URLSearchParams({ ssid: wifi.ssid, psk: wifi.password })}`,
       { shown: `${portal}/wifisave?ssid=***&psk=***`, redirect: 'manual' });
     if (res.status !== 302 && res.status !== 200)
-      throw new StepError('kickstart', `the captive portal answered HTTP ${res.status} to the Wi-Fi settings`, 'retry: npx tsx flash.ts RECIPE --from kickstart');
+      throw new StepError('kickstart', `the captive portal answered HTTP ${res.status} to the Wi-Fi settings`, `retry: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from kickstart${sameFlags(ctx.opts)}`);
     print(`    ${c.green('✓')} sent your Wi-Fi "${wifi.ssid}" to the plug`);
     return true;
   } finally {
@@ -1110,11 +1120,11 @@ async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
   const config = path.join(ctx.opts.out, `${ctx.deviceName}.yaml`);
   if (!fs.existsSync(config))
     throw new StepError('compile', `there is no ${config} to compile yet`,
-      `write it first: npx tsx flash.ts ${shq(ctx.opts.recipe)} --only config${outFlag(ctx.opts)} (then run this again)`);
+      `write it first: npx tsx flash.ts ${shq(ctx.opts.recipe)} --only config${sameFlags(ctx.opts)} (then run this again)`);
   const esphome = await findEsphome(ctx.opts.esphome);
   if (!esphome)
     throw new StepError('compile', 'no esphome command, and Docker is not answering for the ghcr.io/esphome/esphome image',
-      `pipx install esphome (or start Docker), then retry: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${outFlag(ctx.opts)}`);
+      `pipx install esphome (or start Docker), then retry: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${sameFlags(ctx.opts)}`);
   const argv = esphomeArgv(ctx, esphome.kind, 'compile');
   const log = logFile(ctx.opts.out, 'compile');
   if (!quiet) print(c.dim(`    $ ${shq(...argv)}   (${esphome.describe})`));
@@ -1134,7 +1144,7 @@ async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
     if (code !== 0) {
       job.failed = true;
       throw new StepError('compile', `esphome compile failed (exit ${code}):\n${indent(compileErrors(fs.readFileSync(log, 'utf8')), 6)}`,
-        `full log: ${log}\n  fix the config or recipe, then retry: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${outFlag(ctx.opts)}`);
+        `full log: ${log}\n  fix the config or recipe, then retry: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${sameFlags(ctx.opts)}`);
     }
     const uf2 = checkedUf2(ctx);
     ctx.afterCompile?.();
@@ -1175,7 +1185,7 @@ async function awaitCompile(ctx: Ctx): Promise<string> {
   if (waited === 'timeout') {
     job.stop();
     throw new StepError('compile', `esphome compile was still running after ${limit < 120_000 ? `${limit / 1000} s` : `${Math.round(limit / 60_000)} min`}, so it was stopped`,
-      `look at the end of ${job.log} (a download that hangs? no disk space?), then retry: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${outFlag(ctx.opts)}`);
+      `look at the end of ${job.log} (a download that hangs? no disk space?), then retry: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${sameFlags(ctx.opts)}`);
   }
   const uf2 = await job.done;
   recordStep(ctx, 'compile');
@@ -1327,19 +1337,19 @@ async function stepVerify(ctx: Ctx): Promise<void> {
     `waiting for ${ctx.deviceName} to boot ESPHome and show up (mDNS)`);
   if (!found)
     throw new StepError('verify', `${ctx.deviceName} did not show up within ${wait / 1000} s`,
-      `power-cycle the plug and re-run: npx tsx flash.ts ${shq(ctx.opts.recipe)} --only verify${outFlag(ctx.opts)}; if it opens a Wi-Fi network named "${ctx.deviceName}", it could not join yours: ` +
+      `power-cycle the plug and re-run: npx tsx flash.ts ${shq(ctx.opts.recipe)} --only verify${sameFlags(ctx.opts)}; if it opens a Wi-Fi network named "${ctx.deviceName}", it could not join yours: ` +
       `join that network (password: ap_password in ${path.join(ctx.opts.out, 'secrets.yaml')}) and set the Wi-Fi at http://192.168.4.1; ` +
       'if your network blocks mDNS, check your router for its address');
   const ip = found.addresses.find((a) => a.includes('.')) ?? found.addresses[0];
   ctx.facts.deviceIp = ip;
   if (!(await tcpAnswers(ip, found.port, 5000)))
-    throw new StepError('verify', `${ctx.deviceName} is on mDNS at ${ip} but its API port ${found.port} does not answer`, `wait a minute and re-run: npx tsx flash.ts ${shq(ctx.opts.recipe)} --only verify${outFlag(ctx.opts)}; power-cycle the plug if it stays silent`);
+    throw new StepError('verify', `${ctx.deviceName} is on mDNS at ${ip} but its API port ${found.port} does not answer`, `wait a minute and re-run: npx tsx flash.ts ${shq(ctx.opts.recipe)} --only verify${sameFlags(ctx.opts)}; power-cycle the plug if it stays silent`);
   // The encrypted API itself: proves the plug runs this config's key (Home Assistant will need it).
   const key = readSecretsFile(path.join(ctx.opts.out, 'secrets.yaml')).values.api_encryption_key;
   const api = key ? await readDeviceInfo(ip, found.port, key, 10_000) : { error: 'no api_encryption_key in secrets.yaml' };
   if ('error' in api && /MAC failure|Handshake failure/i.test(api.error))
     throw new StepError('verify', `${ctx.deviceName} refused the api_encryption_key in ${path.join(ctx.opts.out, 'secrets.yaml')} (${api.error})`,
-      `the plug runs firmware built with another key: recompile and upload again: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${outFlag(ctx.opts)}`);
+      `the plug runs firmware built with another key: recompile and upload again: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${sameFlags(ctx.opts)}`);
   const info = 'error' in api ? undefined : api;
   const mac = formatMac(info?.macAddress ?? found.txt.mac) ?? '?';
   print(`    ${c.green('✓')} ${c.bold(info?.friendlyName || found.txt.friendly_name || ctx.deviceName)} is running ESPHome ${info?.esphomeVersion ?? found.txt.version ?? ''}`);
@@ -1519,7 +1529,7 @@ function planKickstart(ctx: Ctx): string[] {
     `GET ${portal}/config.json`,
     `GET ${portal}/wifisave?ssid=***&psk=***`,
     `$ nmcli connection delete id ${ap}`,
-    ctx.opts.deviceIp ? `use --device-ip ${ctx.opts.deviceIp}` : `mDNS: browse _esphomelib._tcp.local for project_name=lt.kickstart, board=${ctx.substitutions.board}`,
+    ctx.opts.deviceIp ? `use --device-ip ${ctx.opts.deviceIp}` : `mDNS: browse _esphomelib._tcp.local for project_name=lt.kickstart, board=${MCUS[ctx.recipe.mcu].board}`,
   ];
 }
 
@@ -1860,6 +1870,10 @@ function recordStep(ctx: Ctx, step: StepName): void {
   ctx.journal.steps[step] = { at: new Date().toISOString(), inputs };
   ctx.journal.facts = facts;
   if (ctx.journal.started?.step === step) delete ctx.journal.started;
+  writeJournal(ctx);
+}
+
+function writeJournal(ctx: Ctx): void {
   fs.mkdirSync(path.dirname(journalPath(ctx)), { recursive: true });
   writeFileAtomic(journalPath(ctx), JSON.stringify(ctx.journal, null, 2) + '\n');
 }
@@ -1868,8 +1882,7 @@ function recordStep(ctx: Ctx, step: StepName): void {
 function recordStart(ctx: Ctx, step: StepName): void {
   if (ctx.opts.dryRun || step === 'check' || step === 'config') return;
   ctx.journal.started = { step, at: new Date().toISOString() };
-  fs.mkdirSync(path.dirname(journalPath(ctx)), { recursive: true });
-  writeFileAtomic(journalPath(ctx), JSON.stringify(ctx.journal, null, 2) + '\n');
+  writeJournal(ctx);
 }
 
 /**
@@ -2403,9 +2416,12 @@ async function confirm(message: string, opts: Options, def = true, id = 'confirm
   return prompts.confirm({ message, default: def });
 }
 
-/** `--out DIR` to repeat in a suggested command, when it is not the default. */
-function outFlag(opts: Options): string {
-  return opts.out === DEFAULTS.out ? '' : ` --out ${shq(opts.out)}`;
+/** The options to repeat in a suggested command (--out, --cloudcutter, --wifi-iface, --set), when they are not the defaults. */
+function sameFlags(opts: Options): string {
+  return (opts.out === DEFAULTS.out ? '' : ` --out ${shq(opts.out)}`) +
+    (opts.cloudcutter === DEFAULTS.cloudcutter ? '' : ` --cloudcutter ${shq(opts.cloudcutter)}`) +
+    (opts.wifiIface ? ` --wifi-iface ${shq(opts.wifiIface)}` : '') +
+    Object.entries(opts.sets).map(([k, v]) => ` --set ${shq(`${k}=${v}`)}`).join('');
 }
 
 /** Closest candidate by edit distance, when it is close enough to be a typo. */

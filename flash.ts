@@ -332,10 +332,11 @@ async function runBatch(first: Ctx): Promise<number> {
   print(`${c.bold('batch')}: ${names.length} plugs: ${names.map((n) => n.device_name).join(', ')}`);
   const plugs = names.map((n) => loadContext({ ...opts, count: undefined, sets: { ...opts.sets, ...n } }));
   const results: { name: string; ip?: string; mac?: string; result: string }[] = [];
+  // While one plug is flashed by hand, the next one's config is written and its firmware compiled;
+  // hooked up front, since plug k+1's compile starts (and ends) while plug k is under way.
+  if (!opts.dryRun) for (const [k, ctx] of plugs.entries()) if (plugs[k + 1]) ctx.afterCompile = () => void prepareNext(plugs[k + 1]);
   for (const [k, ctx] of plugs.entries()) {
     const next = plugs[k + 1];
-    // While this plug is flashed by hand, the next one's config is written and its firmware compiled.
-    if (next && !opts.dryRun) ctx.afterCompile = () => void prepareNext(next);
     print(`\n${c.bold(`━━ plug ${k + 1} of ${plugs.length}: ${ctx.deviceName} ━━`)}`);
     try {
       await runPlug(ctx);

@@ -1327,9 +1327,10 @@ export async function uploadUf2(url: string, data: Buffer, fileName: string, att
 
 // ─── Step: verify ────────────────────────────────────────────────────────────────────────────
 
-/** The flashed plug on mDNS: its new name, an encrypted API and the recipe's board. */
+/** The flashed plug on mDNS: its new name, an encrypted API, the recipe's board and, once known, its MAC. */
 function finalDevice(ctx: Ctx): (d: MdnsDevice) => boolean {
-  return (d) => d.name === ctx.deviceName && !!d.txt.api_encryption && d.txt.board === ctx.substitutions.board;
+  const mac = ctx.facts.mac?.replace(/:/g, '').toLowerCase();
+  return (d) => d.name === ctx.deviceName && !!d.txt.api_encryption && d.txt.board === ctx.substitutions.board && (!mac || d.txt.mac?.toLowerCase() === mac);
 }
 
 async function stepVerify(ctx: Ctx): Promise<void> {

@@ -2498,8 +2498,11 @@ export async function runCli(argv: string[]): Promise<number> {
  * replaced whole, so it is consistent whenever this runs.
  */
 async function interrupt(signal: NodeJS.Signals): Promise<never> {
-  // SIGINT, as the terminal would send: ESPHome and `docker run` stop cleanly on it.
+  // SIGINT, as the terminal would send: ESPHome and `docker run` stop cleanly on it. Wait (briefly)
+  // for them, so none is left behind when this process is gone.
+  const stopped = [...children].map((child) => new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(0) : child.once('close', r))));
   for (const child of children) child.kill('SIGINT');
+  await Promise.race([Promise.all(stopped), sleep(3000)]);
   await Promise.allSettled([...cleanups].map((undo) => undo()));
   if (process.stdout.isTTY) io.out('\x1b[?25h');
   const ctx = running;

@@ -94,13 +94,13 @@ test('an upload whose connection drops midway is retried and succeeds', async ()
 });
 
 test('a device that never comes back after the upload: a clear timeout that says what to check', async () => {
-  const b = await startBench({ sim: { phase: 'kickstart-lan', faults: { neverReboot: true } }, env: { FLASH_VERIFY_TIMEOUT_MS: '1500' } });
+  const b = await startBench({ sim: { phase: 'kickstart-lan', faults: { neverReboot: true } }, env: { FLASH_VERIFY_TIMEOUT_MS: '1500' }, uniqueName: true });
   try {
     await configured(b);
     const r = await runInProcess([RECIPE, ...b.args, '--yes', '--from', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user.answer);
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, /✓ Kickstart took the firmware/);
-    assert.match(r.out, /verify failed: .*status-plug-01.* within 1\.5 s/);
+    assert.match(r.out, new RegExp(`verify failed: ${b.name} did not show up within 1\\.5 s`));
     assert.match(r.out, /npx tsx flash\.ts recipes\/23A\.yaml --only verify --out /);
   } finally {
     await b.close();
@@ -152,12 +152,14 @@ test('a compile that never ends is stopped at FLASH_COMPILE_TIMEOUT_MS with what
 });
 
 test('verify: a plug whose firmware has another API key is a failure that says to recompile and upload', async () => {
-  const b = await startBench({ sim: { phase: 'final', final: { name: 'status-plug-01', board: 'generic-bk7231n-qfn32-tuya', apiKey: Buffer.alloc(32, 7).toString('base64') } } });
+  const name = `plug-other-key-${process.pid}`;
+  const b = await startBench({ sim: { phase: 'final', final: { name, board: 'generic-bk7231n-qfn32-tuya', apiKey: Buffer.alloc(32, 7).toString('base64') } } });
+  b.args.push('--set', `device_name=${name}`);
   try {
     await configured(b);
     const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'verify'], b.env, b.user.answer);
     assert.equal(r.code, 1, r.out);
-    assert.match(r.out, /status-plug-01 refused the api_encryption_key in .*secrets\.yaml \(Handshake failure: Handshake MAC failure\)/);
+    assert.match(r.out, /plug-other-key-\d+ refused the api_encryption_key in .*secrets\.yaml \(Handshake failure: Handshake MAC failure\)/);
     assert.match(r.out, /--from compile/);
   } finally {
     await b.close();

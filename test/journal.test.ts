@@ -3,38 +3,12 @@
 // plugs gets three names, one secrets.yaml and a summary table.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import { startBench, runInProcess, type Bench } from './workbench.ts';
-import { FLASH, ROOT, TSX } from './helpers.ts';
+import { startBench, runInProcess, startChild, type Bench } from './workbench.ts';
 
 const RECIPE = 'recipes/23A.yaml';
-
-/** flash.ts as a child in its own process group, so a test can kill it and everything it started. */
-export function startChild(args: string[], env: NodeJS.ProcessEnv): { child: ChildProcess; output: () => string; waitFor: (re: RegExp, ms?: number) => Promise<void>; exited: Promise<number> } {
-  const child = spawn(process.execPath, ['--import', TSX, FLASH, ...args], { cwd: ROOT, env: { ...env, NO_COLOR: '1' }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  const waiters: { re: RegExp; resolve: () => void }[] = [];
-  const feed = (d: Buffer) => {
-    out += d;
-    for (const w of [...waiters]) if (w.re.test(out)) (waiters.splice(waiters.indexOf(w), 1), w.resolve());
-  };
-  child.stdout!.on('data', feed);
-  child.stderr!.on('data', feed);
-  const exited = new Promise<number>((r) => child.on('close', (code, signal) => r(code ?? (signal === 'SIGKILL' ? 137 : 128))));
-  return {
-    child,
-    output: () => out,
-    exited,
-    waitFor: (re, ms = 30_000) => new Promise<void>((resolve, reject) => {
-      if (re.test(out)) return resolve();
-      const timer = setTimeout(() => reject(new Error(`no ${re} in:\n${out}`)), ms);
-      waiters.push({ re, resolve: () => (clearTimeout(timer), resolve()) });
-    }),
-  };
-}
 
 function readJournal(b: Bench): { steps: Record<string, unknown>; facts: Record<string, string>; started?: { step: string } } {
   return JSON.parse(fs.readFileSync(path.join(b.out, '.flash', 'status-plug-01.json'), 'utf8'));

@@ -2,12 +2,13 @@
 // sudo, nmcli, docker, esphome and ss on PATH, the real cloudcutter API files served on 127.0.0.1,
 // and the environment flash.ts reads to find them. The full-flow tests, `npm run demo` and
 // `npm run bench` all run flash.ts against this.
+import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { startSimPlug, type SimPlug, type SimPlugOptions } from './sim/plug.ts';
 import { makeFakeWorld, type FakeWorld, type FakeWorldOptions } from './fakes.ts';
 import { virtualUser, type VirtualUser } from './virtual-user.ts';
 import { io, runCli, type Question } from '../flash.ts';
-import { CLOUDCUTTER_API_FIXTURES, serveDir, tempDir } from './helpers.ts';
+import { CLOUDCUTTER_API_FIXTURES, FLASH, ROOT, TSX, serveDir, tempDir } from './helpers.ts';
 import type { Mcu } from './firmware-files.ts';
 
 export const HOME = { ssid: 'HomeNet', password: 'correct horse battery' };
@@ -18,8 +19,10 @@ export interface Bench {
   user: VirtualUser;
   /** The esphome config dir the run writes (a fresh temp dir). */
   out: string;
-  /** What flash.ts needs on top of the recipe: --out, --cloudcutter, --wifi-iface. */
+  /** What flash.ts needs on top of the recipe: --out, --cloudcutter, --wifi-iface (and --set device_name). */
   args: string[];
+  /** The plug's device_name. */
+  name: string;
   env: NodeJS.ProcessEnv;
   apiRequests: string[];
   close(): Promise<void>;
@@ -35,6 +38,11 @@ export interface BenchOptions {
   /** Answers the virtual user gives instead of its own (by question id). */
   answers?: Record<string, string | boolean>;
   log?: (line: string) => void;
+  /**
+   * A device_name of its own (passed as --set): tests run side by side on one loopback mDNS, and a
+   * test that looks for "status-plug-01" before it knows the MAC could otherwise find another test's.
+   */
+  uniqueName?: boolean;
 }
 
 export async function startBench(o: BenchOptions = {}): Promise<Bench> {
@@ -62,9 +70,10 @@ export async function startBench(o: BenchOptions = {}): Promise<Bench> {
     FLASH_VERIFY_TIMEOUT_MS: '15000',
     ...o.env,
   };
+  const name = o.uniqueName ? `plug-${process.pid}-${Math.floor(Math.random() * 1e6)}` : 'status-plug-01';
   return {
-    sim, world, user, out, env, apiRequests: api.requests,
-    args: ['--out', out, '--cloudcutter', world.cloudcutter!, '--wifi-iface', 'wlan1'],
+    sim, world, user, out, env, name, apiRequests: api.requests,
+    args: ['--out', out, '--cloudcutter', world.cloudcutter!, '--wifi-iface', 'wlan1', ...(o.uniqueName ? ['--set', `device_name=${name}`] : [])],
     async close() {
       user.stop();
       await sim.close();
@@ -95,4 +104,28 @@ export async function runInProcess(argv: string[], env: NodeJS.ProcessEnv, answe
     process.env = saved.env;
     Object.assign(io, { out: saved.out, err: saved.err, answer: saved.answer });
   }
+}
+
+/** flash.ts as a child in its own process group, so a test can kill it and everything it started. */
+export function startChild(args: string[], env: NodeJS.ProcessEnv): { child: ChildProcess; output: () => string; waitFor: (re: RegExp, ms?: number) => Promise<void>; exited: Promise<number> } {
+  const child = spawn(process.execPath, ['--import', TSX, FLASH, ...args], { cwd: ROOT, env: { ...env, NO_COLOR: '1' }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const waiters: { re: RegExp; resolve: () => void }[] = [];
+  const feed = (d: Buffer) => {
+    out += d;
+    for (const w of [...waiters]) if (w.re.test(out)) (waiters.splice(waiters.indexOf(w), 1), w.resolve());
+  };
+  child.stdout!.on('data', feed);
+  child.stderr!.on('data', feed);
+  const exited = new Promise<number>((r) => child.on('close', (code, signal) => r(code ?? (signal === 'SIGKILL' ? 137 : 128))));
+  return {
+    child,
+    output: () => out,
+    exited,
+    waitFor: (re, ms = 30_000) => new Promise<void>((resolve, reject) => {
+      if (re.test(out)) return resolve();
+      const timer = setTimeout(() => reject(new Error(`no ${re} in:\n${out}`)), ms);
+      waiters.push({ re, resolve: () => (clearTimeout(timer), resolve()) });
+    }),
+  };
 }

@@ -30,6 +30,8 @@ export interface SimFaults {
   portal500?: number;
   /** The first /update connection is destroyed after this many request body bytes (once). */
   dropUploadAfterBytes?: number;
+  /** /update reads the body at this many KiB/s, as a plug writing its flash over Wi-Fi does. */
+  slowUploadKiBps?: number;
   /** /update answers 200 "Update Failed: <this>" (once). */
   updateFails?: string;
   /** After /wifisave the plug never joins the LAN (it keeps its AP and portal up, as a real one that cannot connect). */
@@ -1032,6 +1034,10 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
         return;
       }
       parser?.write(d);
+      if (faults.slowUploadKiBps) {
+        req.pause();
+        setTimeout(() => req.resume(), (d.length / 1024 / faults.slowUploadKiBps) * 1000);
+      }
     });
     req.on('end', () => {
       if (!dropped && !closed) finish(update, finalSeen);

@@ -125,7 +125,7 @@ const D = 6000;
 progress(`(b) full run with compile and cloudcutter each taking ${D / 1000} s, then the same steps one after the other`);
 const { together, apart } = await overlap(D);
 const ratio = together / apart;
-console.log(`(b) full run, D = ${D / 1000} s     ${secs(together)} with compile ∥ cloudcutter vs ${secs(apart)} one after the other → ratio ${ratio.toFixed(2)} (target ≤ 0.65)`);
+console.log(`(b) full run, D = ${D / 1000} s   ${secs(together)} with compile ∥ cloudcutter vs ${secs(apart)} one after the other → ratio ${ratio.toFixed(2)} (target ≤ 0.65)`);
 
 progress('(c) discovery latency, 5 runs');
 const lat = await discoveryLatency(5);

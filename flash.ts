@@ -305,7 +305,7 @@ async function runPlug(ctx: Ctx): Promise<boolean> {
       recordStart(ctx, step.name);
       await runner.run(ctx).catch((e) => {
         if (!(e instanceof HttpError)) throw e;
-        throw new StepError(step.name, e.message, `check the plug is powered and within reach, then retry: npx tsx flash.ts ${shq(opts.recipe)} --from ${step.name}${sameFlags(opts)}`);
+        throw new StepError(step.name, e.message, `check the plug is powered and within reach, then retry: ${rerun(opts, `--from ${step.name}`)}`);
       });
       if (step.name !== 'check' && step.name !== 'compile') recordStep(ctx, step.name); // compile records itself when it finishes
     }
@@ -645,7 +645,7 @@ async function stepCloudcutter(ctx: Ctx): Promise<void> {
       // cloudcutter said it failed, so the plug is not on Kickstart: the next run need not go looking for it there.
       delete ctx.journal.started;
       writeJournal(ctx);
-      throw new StepError('cloudcutter', d.what, `${d.fix}\n  then retry from this step: npx tsx flash.ts ${shq(opts.recipe)} --from cloudcutter${sameFlags(opts)}`);
+      throw new StepError('cloudcutter', d.what, `${d.fix}\n  then retry from this step: ${rerun(opts, '--from cloudcutter')}`);
     }
   }
 }
@@ -827,7 +827,7 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
   const secrets = readSecretsFile(path.join(opts.out, 'secrets.yaml')).values;
   if (!secrets.wifi_ssid || !secrets.wifi_password)
     throw new StepError('kickstart', `no wifi_ssid / wifi_password in ${path.join(opts.out, 'secrets.yaml')}`,
-      `run the config step first: npx tsx flash.ts ${shq(opts.recipe)} --only config${sameFlags(opts)}`);
+      `run the config step first: ${rerun(opts, '--only config')}`);
   const wifi = { ssid: secrets.wifi_ssid, password: secrets.wifi_password };
 
   const sent = !opts.manualWifi && (await provisionOverAp(ctx, ap, wifi));
@@ -842,13 +842,13 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
       throw new StepError('kickstart', `the plug did not show up on your network within ${timeoutMs('FLASH_DISCOVERY_TIMEOUT_MS', 120_000) / 1000} s`,
         `check: this machine is on the same network as "${wifi.ssid}" (not a guest network, no client isolation); ` +
         `the plug's LED (still blinking = it could not join: wrong password, or a 5 GHz-only network); ` +
-        `if your router lists the plug, use its address: npx tsx flash.ts ${shq(opts.recipe)} --from pins --device-ip IP${sameFlags(opts)}`);
+        `if your router lists the plug, use its address: ${rerun(opts, '--from pins --device-ip IP')}`);
     print(`    ${c.green('✓')} found ${found.name} at ${ctx.facts.kickstartIp} (MAC ${formatMac(found.txt.mac) ?? '?'}, Kickstart ${found.txt.project_version ?? '?'})`);
   }
   if (opts.backupFlash) await backupFlash(ctx);
 }
 
-/** This plug running Kickstart on the LAN (same MAC when known, the recipe's board), by mDNS; notes its address. */
+/** This plug running Kickstart on the LAN (its chip's generic board, same MAC when known), by mDNS; notes its address. */
 async function kickstartOnLan(ctx: Ctx, wait: number, label = 'looking for the plug on your network (mDNS)'): Promise<MdnsDevice | undefined> {
   const mac = ctx.facts.mac?.replace(/:/g, '').toLowerCase();
   const found = await discoverDevice(
@@ -906,7 +906,7 @@ async function provisionOverAp(ctx: Ctx, ap: string, wifi: { ssid: string; passw
     const res = await request('GET', `${portal}/wifisave?${new URLSearchParams({ ssid: wifi.ssid, psk: wifi.password })}`,
       { shown: `${portal}/wifisave?ssid=***&psk=***`, redirect: 'manual' });
     if (res.status !== 302 && res.status !== 200)
-      throw new StepError('kickstart', `the captive portal answered HTTP ${res.status} to the Wi-Fi settings`, `retry: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from kickstart${sameFlags(ctx.opts)}`);
+      throw new StepError('kickstart', `the captive portal answered HTTP ${res.status} to the Wi-Fi settings`, `retry: ${rerun(ctx.opts, '--from kickstart')}`);
     print(`    ${c.green('✓')} sent your Wi-Fi "${wifi.ssid}" to the plug`);
     return true;
   } finally {
@@ -957,11 +957,11 @@ async function backupFlash(ctx: Ctx): Promise<void> {
   const parts: Buffer[] = [];
   for (let off = 0; off < size; off += chunk) {
     const res = await request('GET', `${deviceUrl(ctx)}/hub/flash_read?offset=${off}&length=${chunk}`);
-    if (res.status !== 200) throw new StepError('kickstart', `reading the flash at ${off} failed: HTTP ${res.status}`, 'retry with --from kickstart --backup-flash');
+    if (res.status !== 200) throw new StepError('kickstart', `reading the flash at ${off} failed: HTTP ${res.status}`, `retry: ${rerun(ctx.opts, '--from kickstart --backup-flash')}`);
     parts.push(res.body);
   }
   const data = Buffer.concat(parts);
-  if (data.length !== size) throw new StepError('kickstart', `flash backup came back with ${data.length} bytes, expected ${size}`, 'retry with --from kickstart --backup-flash');
+  if (data.length !== size) throw new StepError('kickstart', `flash backup came back with ${data.length} bytes, expected ${size}`, `retry: ${rerun(ctx.opts, '--from kickstart --backup-flash')}`);
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(`${file}.tmp`, data);
   fs.renameSync(`${file}.tmp`, file);
@@ -1121,11 +1121,11 @@ async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
   const config = path.join(ctx.opts.out, `${ctx.deviceName}.yaml`);
   if (!fs.existsSync(config))
     throw new StepError('compile', `there is no ${config} to compile yet`,
-      `write it first: npx tsx flash.ts ${shq(ctx.opts.recipe)} --only config${sameFlags(ctx.opts)} (then run this again)`);
+      `write it first: ${rerun(ctx.opts, '--only config')} (then run this again)`);
   const esphome = await findEsphome(ctx.opts.esphome);
   if (!esphome)
     throw new StepError('compile', 'no esphome command, and Docker is not answering for the ghcr.io/esphome/esphome image',
-      `pipx install esphome (or start Docker), then retry: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${sameFlags(ctx.opts)}`);
+      `pipx install esphome (or start Docker), then retry: ${rerun(ctx.opts, '--from compile')}`);
   const argv = esphomeArgv(ctx, esphome.kind, 'compile');
   const log = logFile(ctx.opts.out, 'compile');
   if (!quiet) print(c.dim(`    $ ${shq(...argv)}   (${esphome.describe})`));
@@ -1145,7 +1145,7 @@ async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
     if (code !== 0) {
       job.failed = true;
       throw new StepError('compile', `esphome compile failed (exit ${code}):\n${indent(compileErrors(fs.readFileSync(log, 'utf8')), 6)}`,
-        `full log: ${log}\n  fix the config or recipe, then retry: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${sameFlags(ctx.opts)}`);
+        `full log: ${log}\n  fix the config or recipe, then retry: ${rerun(ctx.opts, '--from compile')}`);
     }
     const uf2 = checkedUf2(ctx);
     ctx.afterCompile?.();
@@ -1186,7 +1186,7 @@ async function awaitCompile(ctx: Ctx): Promise<string> {
   if (waited === 'timeout') {
     job.stop();
     throw new StepError('compile', `esphome compile was still running after ${limit < 120_000 ? `${limit / 1000} s` : `${Math.round(limit / 60_000)} min`}, so it was stopped`,
-      `look at the end of ${job.log} (a download that hangs? no disk space?), then retry: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${sameFlags(ctx.opts)}`);
+      `look at the end of ${job.log} (a download that hangs? no disk space?), then retry: ${rerun(ctx.opts, '--from compile')}`);
   }
   const uf2 = await job.done;
   recordStep(ctx, 'compile');
@@ -1232,18 +1232,18 @@ async function stepUpload(ctx: Ctx): Promise<void> {
   try {
     checkFirmwareFor(inspectFirmware(data, uf2), uf2, ctx.recipe.mcu);
   } catch (e) {
-    if (e instanceof FirmwareError) throw new StepError('upload', `refusing to upload: ${e.message}`, 'recompile for this recipe: --from compile');
+    if (e instanceof FirmwareError) throw new StepError('upload', `refusing to upload: ${e.message}`, `recompile for this recipe: ${rerun(ctx.opts, '--from compile')}`);
     throw e;
   }
   const base = deviceUrl(ctx);
   if (!ctx.facts.kickstartIp && !(await isKickstart(base))) {
     // No Kickstart at that address: a plug already on ESPHome takes the native OTA instead.
     const esphome = await findEsphome(ctx.opts.esphome);
-    if (!esphome) throw new StepError('upload', 'no esphome command, and Docker is not answering', 'pipx install esphome (or start Docker), then --from upload');
+    if (!esphome) throw new StepError('upload', 'no esphome command, and Docker is not answering', `pipx install esphome (or start Docker), then: ${rerun(ctx.opts, '--from upload')}`);
     const argv = esphomeArgv(ctx, esphome.kind, 'upload', '--device', ctx.opts.deviceIp!);
     print(c.dim(`    $ ${shq(...argv)}`));
     const r = await sh(argv, { timeoutMs: 600_000 });
-    if (r.code !== 0) throw new StepError('upload', `esphome upload failed: ${firstLine(r.stderr || r.stdout)}`, 'check the plug is online and the OTA password in secrets.yaml, then --from upload');
+    if (r.code !== 0) throw new StepError('upload', `esphome upload failed: ${firstLine(r.stderr || r.stdout)}`, `check the plug is online and the OTA password in secrets.yaml, then: ${rerun(ctx.opts, '--from upload')}`);
     return print(`    ${c.green('✓')} uploaded with esphome upload`);
   }
   ctx.facts.uf2Sha256 = sha256(data);
@@ -1251,7 +1251,7 @@ async function stepUpload(ctx: Ctx): Promise<void> {
   if (/Update Successful/i.test(answer)) return print(`    ${c.green('✓')} Kickstart took the firmware; the plug reboots into ESPHome`);
   const reason = answer.match(/Update Failed:?\s*(.*)/i)?.[1]?.trim() ?? answer.trim().slice(0, 200);
   throw new StepError('upload', `the plug refused the firmware: ${reason || 'Update Failed'}${explainOtaFailure(reason)}`,
-    'check the recipe mcu and board, recompile (--from compile) and retry');
+    `check the recipe's mcu and board, then recompile and upload: ${rerun(ctx.opts, '--from compile')}`);
 }
 
 /** What LibreTiny's OTA failure codes mean. Pure. */
@@ -1339,19 +1339,19 @@ async function stepVerify(ctx: Ctx): Promise<void> {
     `waiting for ${ctx.deviceName} to boot ESPHome and show up (mDNS)`);
   if (!found)
     throw new StepError('verify', `${ctx.deviceName} did not show up within ${wait / 1000} s`,
-      `power-cycle the plug and re-run: npx tsx flash.ts ${shq(ctx.opts.recipe)} --only verify${sameFlags(ctx.opts)}; if it opens a Wi-Fi network named "${ctx.deviceName}", it could not join yours: ` +
+      `power-cycle the plug and re-run: ${rerun(ctx.opts, '--only verify')}; if it opens a Wi-Fi network named "${ctx.deviceName}", it could not join yours: ` +
       `join that network (password: ap_password in ${path.join(ctx.opts.out, 'secrets.yaml')}) and set the Wi-Fi at http://192.168.4.1; ` +
       'if your network blocks mDNS, check your router for its address');
   const ip = found.addresses.find((a) => a.includes('.')) ?? found.addresses[0];
   ctx.facts.deviceIp = ip;
   if (!(await tcpAnswers(ip, found.port, 5000)))
-    throw new StepError('verify', `${ctx.deviceName} is on mDNS at ${ip} but its API port ${found.port} does not answer`, `wait a minute and re-run: npx tsx flash.ts ${shq(ctx.opts.recipe)} --only verify${sameFlags(ctx.opts)}; power-cycle the plug if it stays silent`);
+    throw new StepError('verify', `${ctx.deviceName} is on mDNS at ${ip} but its API port ${found.port} does not answer`, `wait a minute and re-run: ${rerun(ctx.opts, '--only verify')}; power-cycle the plug if it stays silent`);
   // The encrypted API itself: proves the plug runs this config's key (Home Assistant will need it).
   const key = readSecretsFile(path.join(ctx.opts.out, 'secrets.yaml')).values.api_encryption_key;
   const api = key ? await readDeviceInfo(ip, found.port, key, 10_000) : { error: 'no api_encryption_key in secrets.yaml' };
   if ('error' in api && /MAC failure|Handshake failure/i.test(api.error))
     throw new StepError('verify', `${ctx.deviceName} refused the api_encryption_key in ${path.join(ctx.opts.out, 'secrets.yaml')} (${api.error})`,
-      `the plug runs firmware built with another key: recompile and upload again: npx tsx flash.ts ${shq(ctx.opts.recipe)} --from compile${sameFlags(ctx.opts)}`);
+      `the plug runs firmware built with another key: recompile and upload again: ${rerun(ctx.opts, '--from compile')}`);
   const info = 'error' in api ? undefined : api;
   const mac = formatMac(info?.macAddress ?? found.txt.mac) ?? '?';
   print(`    ${c.green('✓')} ${c.bold(info?.friendlyName || found.txt.friendly_name || ctx.deviceName)} is running ESPHome ${info?.esphomeVersion ?? found.txt.version ?? ''}`);
@@ -2416,6 +2416,11 @@ async function confirm(message: string, opts: Options, def = true, id = 'confirm
     throw new InputError([{ file: 'command line', field: '--yes', message: `${message}: no terminal to ask on`, hint: 'run in a terminal, or pass --yes to accept the defaults' }]);
   const prompts = await import('@inquirer/prompts');
   return prompts.confirm({ message, default: def });
+}
+
+/** The command that runs this recipe again with `flags`, keeping where things are (for hints). */
+function rerun(opts: Options, flags: string): string {
+  return `npx tsx flash.ts ${shq(opts.recipe)} ${flags}${sameFlags(opts)}`;
 }
 
 /** The options to repeat in a suggested command (--out, --cloudcutter, --wifi-iface, --set), when they are not the defaults. */

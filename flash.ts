@@ -629,7 +629,6 @@ async function stepCloudcutter(ctx: Ctx): Promise<void> {
     print(`    cloudcutter will then take over the plug. Midway it asks you to power-cycle the plug and put it`);
     print(`    into AP mode a second time; the whole run takes up to two minutes. Keep the plug near this machine.`);
     await confirm('Is the plug in AP mode (slow blink)?', opts, true, 'cloudcutter_ready');
-    readSecretsFile(path.join(opts.out, 'secrets.yaml')); // registers the secrets for redact(), also when config did not run
     const log = logFile(opts.out, 'cloudcutter');
     print(c.dim(`    $ ${shq(...argv)}   (in ${opts.cloudcutter}; log: ${log})`));
     const { code, output } = await runAttached(argv, { cwd: opts.cloudcutter, log });
@@ -1978,7 +1977,10 @@ export function loadContext(opts: Options): Ctx {
   const ctx: Ctx = { opts, recipe, recipePath, templatePath, template, substitutions, deviceName: substitutions.device_name, facts: {}, journal: undefined! };
   ctx.journal = readJournal(ctx);
   ctx.facts = { ...ctx.journal.facts };
+  // The journal's "started" is overwritten as soon as this run begins a step: keep what the last run left.
   ctx.interrupted = ctx.journal.started?.step;
+  // Every secret already in secrets.yaml is hidden from output and logs from the start, whichever steps run.
+  readSecretsFile(path.join(opts.out, 'secrets.yaml'));
   return ctx;
 }
 
@@ -2418,14 +2420,12 @@ async function confirm(message: string, opts: Options, def = true, id = 'confirm
   return prompts.confirm({ message, default: def });
 }
 
-/** The command that runs this recipe again with `flags`, keeping where things are (for hints). */
+/**
+ * The command that runs this recipe again with `flags` (for hints), repeating the run's --out,
+ * --cloudcutter, --wifi-iface and --set when they are not the defaults.
+ */
 function rerun(opts: Options, flags: string): string {
-  return `npx tsx flash.ts ${shq(opts.recipe)} ${flags}${sameFlags(opts)}`;
-}
-
-/** The options to repeat in a suggested command (--out, --cloudcutter, --wifi-iface, --set), when they are not the defaults. */
-function sameFlags(opts: Options): string {
-  return (opts.out === DEFAULTS.out ? '' : ` --out ${shq(opts.out)}`) +
+  return `npx tsx flash.ts ${shq(opts.recipe)} ${flags}` + (opts.out === DEFAULTS.out ? '' : ` --out ${shq(opts.out)}`) +
     (opts.cloudcutter === DEFAULTS.cloudcutter ? '' : ` --cloudcutter ${shq(opts.cloudcutter)}`) +
     (opts.wifiIface ? ` --wifi-iface ${shq(opts.wifiIface)}` : '') +
     Object.entries(opts.sets).map(([k, v]) => ` --set ${shq(`${k}=${v}`)}`).join('');

@@ -4,16 +4,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startBench, runInProcess, HOME, type Bench } from './workbench.ts';
+import { startBench, runInProcess, configured, HOME } from './workbench.ts';
 import { FAMILY_ID } from './firmware-files.ts';
 
 const RECIPE = 'recipes/23A.yaml';
 
-/** The config dir a user has after the config step, for tests that start later in the flow. */
-async function configured(b: Bench): Promise<void> {
-  const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'config'], b.env);
-  assert.equal(r.code, 0, r.out);
-}
 
 test('full flow: a simulated 23A goes from Tuya firmware to a verified ESPHome device', async () => {
   const b = await startBench();

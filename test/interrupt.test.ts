@@ -4,27 +4,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
-import { startBench, runInProcess, startChild, type Bench, type BenchOptions } from './workbench.ts';
+import { startBench, runInProcess, startChild, configured, journalOf, type Bench, type BenchOptions } from './workbench.ts';
 
 const RECIPE = 'recipes/23A.yaml';
-
-/** The config dir after the config step, and a check that a later failure left it whole. */
-async function configured(b: Bench): Promise<() => void> {
-  const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'config'], b.env);
-  assert.equal(r.code, 0, r.out);
-  const secretsFile = path.join(b.out, 'secrets.yaml');
-  const secrets = fs.readFileSync(secretsFile, 'utf8');
-  return () => {
-    assert.equal(fs.readFileSync(secretsFile, 'utf8'), secrets, 'secrets.yaml is unchanged');
-    assert.equal(fs.statSync(secretsFile).mode & 0o777, 0o600);
-  };
-}
-
-function journal(b: Bench): { steps: Record<string, unknown>; started?: { step: string } } {
-  return JSON.parse(fs.readFileSync(path.join(b.out, '.flash', `${b.name}.json`), 'utf8'));
-}
 
 const FAULTS: { name: string; bench: BenchOptions; code: number; says: RegExp[]; failedStep?: string }[] = [
   {
@@ -72,7 +54,7 @@ for (const f of FAULTS) {
       assert.equal(r.code, f.code, r.out);
       for (const re of f.says) assert.match(r.out, re);
       intact();
-      const j = journal(b);
+      const j = journalOf(b);
       if (f.failedStep) assert.ok(!(f.failedStep in j.steps), `${f.failedStep} is not recorded as done`);
       else assert.equal(b.sim.phase, 'final');
       assert.doesNotMatch(r.out, /unexpected error/);
@@ -112,7 +94,7 @@ test('Ctrl+C during the compile: esphome stopped, exit 130, how to resume, nothi
     assert.match(r.out, /run the same command again to resume/);
     assert.deepEqual(r.left, [], 'no child process left running');
     intact();
-    assert.ok(!('compile' in journal(b).steps));
+    assert.ok(!('compile' in journalOf(b).steps));
   } finally {
     await b.close();
   }
@@ -128,7 +110,7 @@ test('Ctrl+C during the upload: exit 130, nothing left running; the re-run looks
     assert.match(r.out, /■ stopped \(SIGINT\) during the upload step/);
     assert.deepEqual(r.left, []);
     intact();
-    assert.equal(journal(b).started?.step, 'upload');
+    assert.equal(journalOf(b).started?.step, 'upload');
     b.sim.faults.slowUploadKiBps = undefined;
     // What the plug got depends on what was already in flight (TCP delivers what was sent): the
     // re-run looks first, and uploads only if the new firmware is not up.

@@ -6,13 +6,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import { startBench, runInProcess, startChild, type Bench } from './workbench.ts';
+import { startBench, runInProcess, startChild, journalOf, type Bench } from './workbench.ts';
 
 const RECIPE = 'recipes/23A.yaml';
-
-function readJournal(b: Bench): { steps: Record<string, unknown>; facts: Record<string, string>; started?: { step: string } } {
-  return JSON.parse(fs.readFileSync(path.join(b.out, '.flash', 'status-plug-01.json'), 'utf8'));
-}
 
 /** secrets.yaml is whole: mode 0600, every key, parseable. Returns its bytes to compare later. */
 function intactSecrets(b: Bench): string {
@@ -44,7 +40,7 @@ for (const [step, marker, rerunSays] of KILL_POINTS) {
       await run.exited;
 
       const secrets = fs.existsSync(path.join(b.out, 'secrets.yaml')) ? intactSecrets(b) : undefined;
-      const before = fs.existsSync(path.join(b.out, '.flash', 'status-plug-01.json')) ? readJournal(b) : { steps: {} };
+      const before = fs.existsSync(path.join(b.out, '.flash', 'status-plug-01.json')) ? journalOf(b) : { steps: {} };
       const done = Object.keys(before.steps);
       const cloudcutterRuns = b.world.calls('tuya-cloudcutter.sh').length;
 
@@ -59,7 +55,7 @@ for (const [step, marker, rerunSays] of KILL_POINTS) {
       for (const s of done) assert.doesNotMatch(again.out, new RegExp(`^\\[\\d/\\d\\] ${s} `, 'm'), `${s} was redone`);
       if (done.includes('cloudcutter')) assert.equal(b.world.calls('tuya-cloudcutter.sh').length, cloudcutterRuns, 'cloudcutter ran again');
       if (secrets !== undefined) assert.equal(intactSecrets(b), secrets, 'secrets.yaml changed');
-      const after = readJournal(b);
+      const after = journalOf(b);
       assert.equal(after.started, undefined);
       for (const s of ['config', 'compile', 'cloudcutter', 'kickstart', 'upload', 'verify']) assert.ok(s in after.steps, `${s} is in the journal`);
     } finally {
@@ -77,7 +73,7 @@ test('killed after cloudcutter flashed the plug but before it said so: the re-ru
     await b.sim.waitForPhase('kickstart-ap', 5000);
     process.kill(-run.child.pid!, 'SIGKILL');
     await run.exited;
-    assert.equal(readJournal(b).started?.step, 'cloudcutter');
+    assert.equal(journalOf(b).started?.step, 'cloudcutter');
     const again = await runInProcess([RECIPE, ...b.args, '--yes'], b.env, b.user.answer);
     assert.equal(again.code, 0, again.out);
     assert.match(again.out, /it does \(its network kickstart-bk7231n is on the air\): cloudcutter is not needed again/);

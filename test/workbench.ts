@@ -2,7 +2,9 @@
 // sudo, nmcli, docker, esphome and ss on PATH, the real cloudcutter API files served on 127.0.0.1,
 // and the environment flash.ts reads to find them. The full-flow tests, `npm run demo` and
 // `npm run bench` all run flash.ts against this.
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { startSimPlug, type SimPlug, type SimPlugOptions } from './sim/plug.ts';
 import { makeFakeWorld, type FakeWorld, type FakeWorldOptions } from './fakes.ts';
@@ -128,4 +130,24 @@ export function startChild(args: string[], env: NodeJS.ProcessEnv): { child: Chi
       waiters.push({ re, resolve: () => (clearTimeout(timer), resolve()) });
     }),
   };
+}
+
+/**
+ * Runs the config step (what a user has before the later steps) and returns a check that a later
+ * failure left secrets.yaml as it was: same bytes, mode 0600.
+ */
+export async function configured(b: Bench, recipe = 'recipes/23A.yaml'): Promise<() => void> {
+  const r = await runInProcess([recipe, ...b.args, '--yes', '--only', 'config'], b.env);
+  assert.equal(r.code, 0, r.out);
+  const file = path.join(b.out, 'secrets.yaml');
+  const secrets = fs.readFileSync(file, 'utf8');
+  return () => {
+    assert.equal(fs.readFileSync(file, 'utf8'), secrets, 'secrets.yaml is unchanged');
+    assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+  };
+}
+
+/** The plug's journal as flash.ts left it. */
+export function journalOf(b: Bench): { steps: Record<string, unknown>; facts: Record<string, string>; started?: { step: string } } {
+  return JSON.parse(fs.readFileSync(path.join(b.out, '.flash', `${b.name}.json`), 'utf8'));
 }

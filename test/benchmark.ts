@@ -39,7 +39,7 @@ async function overlap(delayMs: number): Promise<{ together: number; apart: numb
     try {
       const t = performance.now();
       for (const argv of argvs) {
-        const r = await runInProcess(['recipes/23A.yaml', ...b.args, '--yes', ...argv], b.env, b.user.answer);
+        const r = await runInProcess(['recipes/23A.yaml', ...b.args, '--yes', ...argv], b.env, b.user);
         if (r.code !== 0) throw new Error(`run ${argv.join(' ')} failed:\n${r.out}`);
       }
       return performance.now() - t;
@@ -112,7 +112,7 @@ async function upload(): Promise<{ kib: number; ms: number }> {
 }
 
 // flash.ts's own lines (spinner, progress bar) would interleave with the figures: not a terminal here.
-Object.assign(io, { out: () => {}, answer: async () => true });
+Object.assign(io, { out: () => {} });
 console.log(`flash.ts benchmark · node ${process.version} · ${os.cpus()[0]?.model ?? 'unknown CPU'} × ${os.cpus().length}`);
 
 progress('(a) --help start, 7 runs');

@@ -55,7 +55,6 @@ async function world(opts: FakeWorldOptions = {}): Promise<{ w: FakeWorld; out: 
     XDG_CACHE_HOME: path.join(w.dir, 'cache'),
     // A retry after a failed cloudcutter run first looks for Kickstart by mDNS: keep that on loopback.
     FLASH_MDNS_INTERFACE: '127.0.0.1',
-    FLASH_HTTP_TIMEOUT_MS: '3000',
   };
   return { w, out: path.join(w.dir, 'esphome'), env };
 }
@@ -111,7 +110,8 @@ function doctorTable(stdout: string): Map<string, Row> {
   return rows;
 }
 
-const CHECKS = ['Linux', 'Docker', 'Wi-Fi adapter', 'sudo', 'cloudcutter checkout', 'Kickstart firmware', 'free ports', 'ESPHome'];
+const CHECKS = ['Linux', 'Docker', 'Wi-Fi adapter', 'sudo', 'cloudcutter checkout', 'cloudcutter profile', 'Kickstart firmware',
+  'free ports', 'ESPHome'];
 
 /** A port nobody listens on (bound, then released). */
 async function closedPort(): Promise<number> {
@@ -126,13 +126,14 @@ describe('doctor', { concurrency: true }, () => {
   test('Docker daemon down, no Wi-Fi adapter and a busy port: exit 1, each ✗ with a fix, the holder named and left running', async () => {
     // A real process stands in for dnsmasq, so "never kills it" is checked on a live pid.
     const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], { stdio: 'ignore' });
-    const { w } = await world({
+    const { w, env } = await world({
       docker: { daemon: false },
       nmcli: { wifiIface: '' },
       ss: { busy: [{ proto: 'udp', port: 53, process: 'dnsmasq', pid: holder.pid! }, { proto: 'tcp', port: 1883, process: 'mosquitto', pid: 4711 }] },
     });
     try {
-      const r = await runFlash(['doctor', R23A.recipe, '--cloudcutter', w.cloudcutter!], { env: w.env });
+      // And offline: nothing answers for the profile API, and nothing is cached yet.
+      const r = await runFlash(['doctor', R23A.recipe, '--cloudcutter', w.cloudcutter!], { env: { ...env, FLASH_CLOUDCUTTER_API: 'http://127.0.0.1:1' } });
       assert.equal(r.code, 1, r.stdout + r.stderr);
       const table = doctorTable(r.stdout);
       assert.deepEqual([...table.keys()], CHECKS, 'one table with every check of the issue');
@@ -155,8 +156,11 @@ describe('doctor', { concurrency: true }, () => {
 
       // Every ✗ has its fix; the others are ✓ in this world.
       for (const row of table.values()) if (!row.ok) assert.ok(row.fix, `${row.name} has a fix line`);
-      assert.deepEqual([...table.values()].filter((k) => !k.ok).map((k) => k.name), ['Docker', 'Wi-Fi adapter', 'free ports']);
-      assert.match(r.stdout, /3 checks failed/);
+      const profile = table.get('cloudcutter profile')!;
+      assert.match(profile.detail, /cannot fetch http:\/\/127\.0\.0\.1:1\/profiles\.json .* no cached copy/);
+      assert.match(profile.fix ?? '', /internet once .* FLASH_CLOUDCUTTER_API/);
+      assert.deepEqual([...table.values()].filter((k) => !k.ok).map((k) => k.name), ['Docker', 'Wi-Fi adapter', 'cloudcutter profile', 'free ports']);
+      assert.match(r.stdout, /4 checks failed/);
 
       // Nothing was stopped or killed: the holder still runs, and no tool got a kill/stop command.
       assert.equal(holder.exitCode, null);
@@ -170,9 +174,9 @@ describe('doctor', { concurrency: true }, () => {
   });
 
   test('a Wi-Fi adapter without AP mode is ✗ with a fix', async () => {
-    const { w } = await world({ nmcli: { apMode: false } });
+    const { w, env } = await world({ nmcli: { apMode: false } });
     try {
-      const r = await runFlash(['doctor', R23A.recipe, '--cloudcutter', w.cloudcutter!], { env: w.env });
+      const r = await runFlash(['doctor', R23A.recipe, '--cloudcutter', w.cloudcutter!], { env });
       assert.equal(r.code, 1, r.stdout + r.stderr);
       const wifi = doctorTable(r.stdout).get('Wi-Fi adapter')!;
       assert.equal(wifi.ok, false);
@@ -184,11 +188,11 @@ describe('doctor', { concurrency: true }, () => {
   });
 
   test('no cloudcutter checkout: the fix is the exact git clone command for that directory', async () => {
-    const { w } = await world({ cloudcutter: false });
+    const { w, env } = await world({ cloudcutter: false });
     // A space in the path: the command must still be one a user can paste.
     const missing = path.join(w.dir, 'my tools', 'tuya-cloudcutter');
     try {
-      const r = await runFlash(['doctor', R23A.recipe, '--cloudcutter', missing], { env: w.env });
+      const r = await runFlash(['doctor', R23A.recipe, '--cloudcutter', missing], { env });
       assert.equal(r.code, 1, r.stdout + r.stderr);
       const row = doctorTable(r.stdout).get('cloudcutter checkout')!;
       assert.equal(row.ok, false);
@@ -205,9 +209,9 @@ describe('doctor', { concurrency: true }, () => {
   });
 
   test('everything ready: every check ✓ and exit 0', async () => {
-    const { w } = await world();
+    const { w, env } = await world();
     try {
-      const r = await runFlash(['doctor', R23A.recipe, '--cloudcutter', w.cloudcutter!], { env: w.env });
+      const r = await runFlash(['doctor', R23A.recipe, '--cloudcutter', w.cloudcutter!], { env });
       assert.equal(r.code, 0, r.stdout + r.stderr);
       const table = doctorTable(r.stdout);
       assert.deepEqual([...table.keys()], CHECKS);
@@ -215,6 +219,8 @@ describe('doctor', { concurrency: true }, () => {
       assert.match(table.get('Docker')!.detail, /answering/);
       assert.match(table.get('Wi-Fi adapter')!.detail, /wlan1 supports AP mode/);
       assert.match(table.get('Kickstart firmware')!.detail, new RegExp(`${kickstartFileName('bk7231n')} \\(BK7231N\\)`));
+      assert.match(table.get('cloudcutter profile')!.detail,
+        /1\.1\.8 - BK7231N \/ oem_bk7231n_plug \(oem-bk7231n-plug-1\.1\.8-sdk-2\.3\.1-40\.00\), device minoston-mp22wp-outdoor-plug/);
       // Tests run as root here: then no sudo is needed at all; otherwise the fake sudo is there.
       assert.match(table.get('sudo')!.detail, isRoot ? /running as root/ : /available/);
       assert.match(r.stdout, /✓ ready/);

@@ -3,6 +3,7 @@
 // nmcli, docker and esphome, and a virtual user watches the simulated LEDs and relay and answers
 // the questions a person would. What you read is what flash.ts prints in a real run.
 import { startBench, runInProcess } from './workbench.ts';
+import { plainText } from './virtual-user.ts';
 
 const dim = (s: string) => (process.stdout.isTTY && !process.env.NO_COLOR ? `\x1b[2m${s}\x1b[22m` : s);
 const say = (line: string) => process.stdout.write(dim(line) + '\n');
@@ -16,11 +17,13 @@ const bench = await startBench({
   log: (line) => say(`   ${line}`),
 });
 const recipe = 'recipes/23A.yaml';
-const argv = [recipe, ...bench.args, '--yes', '--check-pins'];
-say(`   $ npx tsx flash.ts ${recipe} --check-pins --yes --out ${bench.out}   (plus the fakes' --cloudcutter and --wifi-iface)\n`);
+const argv = [recipe, ...bench.args, '--check-pins'];
+say(`   $ npx tsx flash.ts ${recipe} --check-pins --out ${bench.out}   (plus the fakes' --cloudcutter and --wifi-iface)\n`);
 let code = 1;
 try {
-  ({ code } = await runInProcess(argv, bench.env, bench.user.answer, (text) => process.stdout.write(text)));
+  // The questions are drawn as in a terminal; piped somewhere else, they are shown as plain text.
+  const echo = (text: string) => process.stdout.write(process.stdout.isTTY ? text : plainText(text));
+  ({ code } = await runInProcess(argv, bench.env, bench.user, echo));
   say(`\n── demo over: flash.ts exited ${code}; the simulated plug now runs "${bench.sim.final?.name ?? '?'}" (phase ${bench.sim.phase}).`);
   say(`   the config dir it wrote is kept for you to read: ${bench.out}`);
 } finally {

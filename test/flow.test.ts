@@ -13,7 +13,7 @@ const RECIPE = 'recipes/23A.yaml';
 test('full flow: a simulated 23A goes from Tuya firmware to a verified ESPHome device', async () => {
   const b = await startBench();
   try {
-    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--check-pins'], b.env, b.user.answer);
+    const r = await runInProcess([RECIPE, ...b.args, '--check-pins'], b.env, b.user);
     assert.equal(r.code, 0, r.out);
     // Every step ran, in the order of DESIGN.md.
     const steps = [...r.out.matchAll(/^\[\d\/\d\] (\w+)/gm)].map((m) => m[1]);
@@ -51,7 +51,7 @@ test('a UF2 for the other chip is refused before anything is sent to the plug', 
   const b = await startBench({ sim: { phase: 'kickstart-lan' }, fakes: { esphome: { familyOverride: FAMILY_ID.bk7231t } } });
   try {
     await configured(b);
-    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user.answer);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user);
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, /BK7231T/);
     assert.match(r.out, /--from compile/);
@@ -65,7 +65,7 @@ test('"Update Failed:" from the plug is reported with what it means', async () =
   const b = await startBench({ sim: { phase: 'kickstart-lan', faults: { updateFails: 'Bad Family ID' } } });
   try {
     await configured(b);
-    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user.answer);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user);
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, /the plug refused the firmware: Bad Family ID \(the UF2 is for another chip/);
     assert.equal(b.sim.phase, 'kickstart-lan', 'the plug keeps Kickstart');
@@ -78,7 +78,7 @@ test('an upload whose connection drops midway is retried and succeeds', async ()
   const b = await startBench({ sim: { phase: 'kickstart-lan', faults: { dropUploadAfterBytes: 50_000 } } });
   try {
     await configured(b);
-    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user.answer);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user);
     assert.equal(r.code, 0, r.out);
     assert.match(r.out, /retry|again/i);
     assert.equal(b.sim.uploads.at(-1)?.result, 'Update Successful!');
@@ -92,7 +92,7 @@ test('a device that never comes back after the upload: a clear timeout that says
   const b = await startBench({ sim: { phase: 'kickstart-lan', faults: { neverReboot: true } }, env: { FLASH_VERIFY_TIMEOUT_MS: '1500' }, uniqueName: true });
   try {
     await configured(b);
-    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--from', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user.answer);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--from', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user);
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, /✓ Kickstart took the firmware/);
     assert.match(r.out, new RegExp(`verify failed: ${b.name} did not show up within 1\\.5 s`));
@@ -106,7 +106,7 @@ test('a compile error shows the lines of the log that say what is wrong', async 
   const b = await startBench({ fakes: { esphome: { fail: true } } });
   try {
     await configured(b);
-    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'compile'], b.env, b.user.answer);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'compile'], b.env, b.user);
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, /compile failed/);
     assert.match(r.out, /ERROR|error:/);
@@ -120,7 +120,7 @@ test('a plug already on ESPHome gets the update through `esphome upload --device
   const b = await startBench({ sim: { phase: 'final', final: { name: 'status-plug-01', board: 'generic-bk7231n-qfn32-tuya' } } });
   try {
     await configured(b);
-    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user.answer);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user);
     assert.equal(r.code, 0, r.out);
     const uploads = b.world.calls('esphome').filter((c) => c.argv[0] === 'upload');
     assert.deepEqual(uploads.map((c) => c.argv), [['upload', path.join(b.out, 'status-plug-01.yaml'), '--device', '127.0.0.1']]);
@@ -136,7 +136,7 @@ test('a compile that never ends is stopped at FLASH_COMPILE_TIMEOUT_MS with what
   try {
     await configured(b);
     const started = Date.now();
-    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'compile'], b.env, b.user.answer);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'compile'], b.env, b.user);
     assert.equal(r.code, 1, r.out);
     assert.ok(Date.now() - started < 10_000, 'it did not wait for the compile');
     assert.match(r.out, /esphome compile was still running after 0\.8 s, so it was stopped/);
@@ -152,7 +152,7 @@ test('verify: a plug whose firmware has another API key is a failure that says t
   b.args.push('--set', `device_name=${name}`);
   try {
     await configured(b);
-    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'verify'], b.env, b.user.answer);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'verify'], b.env, b.user);
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, /plug-other-key-\d+ refused the api_encryption_key in .*secrets\.yaml \(Handshake failure: Handshake MAC failure\)/);
     assert.match(r.out, /--from compile/);

@@ -5,7 +5,6 @@ import os from 'node:os';
 import path from 'node:path';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
-export const SHARED = path.resolve(ROOT, '..', 'shared');
 export const FLASH = path.join(ROOT, 'flash.ts');
 /** tsx's loader by URL, so a child started in any directory finds it. */
 export const TSX = import.meta.resolve('tsx');
@@ -74,4 +73,10 @@ export async function serveDir(dir: string): Promise<{ url: string; requests: st
   };
 }
 
-export const CLOUDCUTTER_API_FIXTURES = path.join(SHARED, 'fixtures', 'cloudcutter-api');
+/** A copy of cloudcutter's public profile API (test/fixtures/README.md says which files and why). */
+export const CLOUDCUTTER_API_FIXTURES = path.join(ROOT, 'test', 'fixtures', 'cloudcutter-api');
+
+/** An argv as one shell command line, each word single-quoted (for `script -c` and `bash -c`). */
+export function shellWords(argv: string[]): string {
+  return argv.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+}

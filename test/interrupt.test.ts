@@ -50,7 +50,7 @@ for (const f of FAULTS) {
     const b = await startBench(f.bench);
     try {
       const intact = await configured(b);
-      const r = await runInProcess([RECIPE, ...b.args, '--yes'], b.env, b.user.answer);
+      const r = await runInProcess([RECIPE, ...b.args, '--yes'], b.env, b.user);
       assert.equal(r.code, f.code, r.out);
       for (const re of f.says) assert.match(r.out, re);
       intact();
@@ -114,7 +114,7 @@ test('Ctrl+C during the upload: exit 130, nothing left running; the re-run looks
     b.sim.faults.slowUploadKiBps = undefined;
     // What the plug got depends on what was already in flight (TCP delivers what was sent): the
     // re-run looks first, and uploads only if the new firmware is not up.
-    const again = await runInProcess([RECIPE, ...b.args, '--yes', ...args], b.env, b.user.answer);
+    const again = await runInProcess([RECIPE, ...b.args, '--yes', ...args], b.env, b.user);
     assert.equal(again.code, 0, again.out);
     assert.match(again.out, /the last run stopped during this step/);
     await b.sim.waitForPhase('final', 5000);

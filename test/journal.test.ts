@@ -44,7 +44,7 @@ for (const [step, marker, rerunSays] of KILL_POINTS) {
       const done = Object.keys(before.steps);
       const cloudcutterRuns = b.world.calls('tuya-cloudcutter.sh').length;
 
-      const again = await runInProcess([RECIPE, ...b.args, '--yes'], b.env, b.user.answer);
+      const again = await runInProcess([RECIPE, ...b.args, '--yes'], b.env, b.user);
       assert.equal(again.code, 0, `${run.output()}\n──── re-run ────\n${again.out}`);
       assert.equal(b.sim.phase, 'final');
       assert.equal(b.sim.final?.name, 'status-plug-01');
@@ -74,7 +74,7 @@ test('killed after cloudcutter flashed the plug but before it said so: the re-ru
     process.kill(-run.child.pid!, 'SIGKILL');
     await run.exited;
     assert.equal(journalOf(b).started?.step, 'cloudcutter');
-    const again = await runInProcess([RECIPE, ...b.args, '--yes'], b.env, b.user.answer);
+    const again = await runInProcess([RECIPE, ...b.args, '--yes'], b.env, b.user);
     assert.equal(again.code, 0, again.out);
     assert.match(again.out, /it does \(its network kickstart-bk7231n is on the air\): cloudcutter is not needed again/);
     assert.equal(b.world.calls('tuya-cloudcutter.sh').length, 1);
@@ -87,7 +87,7 @@ test('killed after cloudcutter flashed the plug but before it said so: the re-ru
 test('a batch of 3: three names, one shared secrets.yaml, the next plug compiling meanwhile, a summary table', async () => {
   const b = await startBench();
   try {
-    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--count', '3'], b.env, b.user.answer);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--count', '3'], b.env, b.user);
     assert.equal(r.code, 0, r.out);
     const names = ['status-plug-01', 'status-plug-02', 'status-plug-03'];
     assert.match(r.out, /batch: 3 plugs: status-plug-01, status-plug-02, status-plug-03/);
@@ -103,7 +103,7 @@ test('a batch of 3: three names, one shared secrets.yaml, the next plug compilin
     // The plug the sim ends as is the last one, reachable with the shared key.
     assert.equal(b.sim.final?.name, 'status-plug-03');
     // One more batch continues the numbering after the highest name there.
-    const more = await runInProcess([RECIPE, ...b.args, '--yes', '--count', '1', '--dry-run'], b.env, b.user.answer);
+    const more = await runInProcess([RECIPE, ...b.args, '--yes', '--count', '1', '--dry-run'], b.env, b.user);
     assert.match(more.out, /batch: 1 plugs: status-plug-04/);
   } finally {
     await b.close();

@@ -7,7 +7,6 @@ import path from 'node:path';
 import { startSimPlug, simFlashRead, FLASH_SIZE } from './sim/plug.ts';
 import { makeFakeWorld } from './fakes.ts';
 import { virtualUser } from './virtual-user.ts';
-import { checkPins, loadRecipe, type io } from '../flash.ts';
 import { HOME, runInProcess } from './workbench.ts';
 import { ROOT, tempDir } from './helpers.ts';
 
@@ -65,15 +64,15 @@ test('kickstart step: when joining the AP fails, the user is told what to do by 
   const world = await makeFakeWorld({ nmcli: { connectFails: true } });
   try {
     const out = await configDir();
-    const user = async (q: { id: string }) => {
-      if (q.id !== 'manual_wifi_done') throw new Error(q.id);
-      // The "user" does it from a phone: the portal gets the credentials.
+    // The user does it from a phone: the portal gets the credentials, then they press Enter.
+    const user = virtualUser(sim, { overrides: { manual_wifi_done: async () => {
       await fetch(`${sim.url}/wifisave?${new URLSearchParams({ ssid: HOME.ssid, psk: HOME.password })}`, { redirect: 'manual' });
       return true;
-    };
+    } } });
     const r = await runInProcess(['recipes/23A.yaml', '--only', 'kickstart', '--out', out], {
       ...world.env, FLASH_KICKSTART_PORTAL: sim.url, FLASH_DEVICE_HTTP_PORT: String(sim.port), FLASH_MDNS_INTERFACE: '127.0.0.1', FLASH_DISCOVERY_TIMEOUT_MS: '10000',
-    }, user as typeof io.answer);
+    }, user);
+    user.stop();
     assert.equal(r.code, 0, r.out);
     assert.match(r.out, /could not join kickstart-bk7231n/);
     assert.match(r.out, /join the Wi-Fi network "kickstart-bk7231n"[\s\S]*pick "HomeNet"/);
@@ -84,21 +83,24 @@ test('kickstart step: when joining the AP fails, the user is told what to do by 
   }
 });
 
-test('pins: every 23A pin does what the recipe says on a simulated 23A', async () => {
+test('pins: every 23A pin does what the recipe says on a simulated 23A, asked through the real prompts', async () => {
   const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan', mdnsInterface: false });
   const user = virtualUser(sim);
+  const world = await makeFakeWorld({});
   try {
-    const lines: string[] = [];
-    const results = await checkPins({ base: sim.url, pins: loadRecipe(path.join(ROOT, 'recipes/23A.yaml')).recipe.pins, ask: async (q) => String(await user.answer(q)), say: (l) => lines.push(l) });
-    assert.deepEqual(results.map((r) => [r.fn, r.ok, r.saw]), [
-      ['relay', true, 'the relay clicked'],
-      ['state_led', true, 'a blue LED'],
-      ['status_led', true, 'a red LED'],
-      ['button', true, 'press seen'],
-    ]);
+    const out = await configDir();
+    const r = await runInProcess(['recipes/23A.yaml', '--only', 'pins', '--check-pins', '--device-ip', '127.0.0.1', '--out', out],
+      { ...world.env, FLASH_DEVICE_HTTP_PORT: String(sim.port) }, user);
+    assert.equal(r.code, 0, r.out);
+    for (const line of [/relay +P24 +the relay clicked/, /state_led +P7 +a blue LED/, /status_led +P6 +a red LED/, /button +P8 +press seen/])
+      assert.match(r.out, line);
+    assert.deepEqual(user.asked.map((q) => [q.id, q.kind]), [['pin_relay', 'select'], ['pin_state_led', 'select'],
+      ['pin_status_led', 'select'], ['press_button', 'confirm']]);
+    assert.match(r.out, /every pin does what the recipe says/);
   } finally {
     user.stop();
     await sim.close();
+    await world.cleanup();
   }
 });
 
@@ -109,7 +111,7 @@ test('pins: the 21D recipe on a simulated 23A finds the button on P8 and names r
   try {
     const out = await configDir('recipes/21D.yaml');
     const r = await runInProcess(['recipes/21D.yaml', '--only', 'pins', '--check-pins', '--device-ip', '127.0.0.1', '--out', out],
-      { ...world.env, FLASH_DEVICE_HTTP_PORT: String(sim.port) }, user.answer);
+      { ...world.env, FLASH_DEVICE_HTTP_PORT: String(sim.port) }, user);
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, /the button is on P8, not P6/);
     assert.match(r.out, /status_led \(P8\): nothing/);
@@ -124,10 +126,11 @@ test('pins: the 21D recipe on a simulated 23A finds the button on P8 and names r
 test('--backup-flash saves the plug\'s whole 2 MiB flash from /hub/flash_read, byte for byte', async () => {
   const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan', mdnsInterface: false });
   const world = await makeFakeWorld({});
+  const user = virtualUser(sim);
   try {
     const out = await configDir();
     const r = await runInProcess(['recipes/23A.yaml', '--only', 'kickstart', '--manual-wifi', '--backup-flash', '--device-ip', '127.0.0.1', '--out', out],
-      { ...world.env, FLASH_DEVICE_HTTP_PORT: String(sim.port), FLASH_KICKSTART_PORTAL: sim.url }, async () => true);
+      { ...world.env, FLASH_DEVICE_HTTP_PORT: String(sim.port), FLASH_KICKSTART_PORTAL: sim.url }, user);
     assert.equal(r.code, 0, r.out);
     const backups = fs.readdirSync(path.join(out, '.flash')).filter((f) => f.startsWith('backup-'));
     assert.equal(backups.length, 1, r.out);
@@ -136,6 +139,7 @@ test('--backup-flash saves the plug\'s whole 2 MiB flash from /hub/flash_read, b
     assert.ok(data.equals(simFlashRead(sim.mac, 0, FLASH_SIZE)), 'the backup is the plug\'s flash');
     assert.match(r.out, /saved the plug's flash \(2 MiB\)/);
   } finally {
+    user.stop();
     await sim.close();
     await world.cleanup();
   }

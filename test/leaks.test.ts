@@ -15,7 +15,7 @@ const RECIPE = 'recipes/23A.yaml';
 test('a full run with the pin check: no secret in stdout/stderr, any log, the journal or any command line; secrets.yaml stays 0600', async () => {
   const b = await startBench();
   try {
-    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--check-pins', '--backup-flash'], b.env, b.user.answer);
+    const r = await runInProcess([RECIPE, ...b.args, '--check-pins', '--backup-flash'], b.env, b.user);
     assert.equal(r.code, 0, r.out);
     const secretsFile = path.join(b.out, 'secrets.yaml');
     assert.equal(fs.statSync(secretsFile).mode & 0o777, 0o600);
@@ -36,12 +36,14 @@ test('a full run with the pin check: no secret in stdout/stderr, any log, the jo
 });
 
 test('quotes, $(…), backticks, ; and newlines in friendly_name and the Wi-Fi password arrive intact and run nothing', async () => {
-  const canary = path.join(os.tmpdir(), `flash-pwned-${process.pid}`);
+  // Short enough to be a WPA password (8–63 characters), as real ESPHome insists.
+  const canary = path.join(os.tmpdir(), `fp${process.pid}`);
   const password = `p"a's$(touch ${canary})\`touch ${canary}\`;x\nline2`;
+  assert.ok(password.length <= 63, `${password.length} characters`);
   const friendly = `Kid's "Lamp" $(touch ${canary}); \`id\``;
   const b = await startBench({ env: { FLASH_WIFI_PASSWORD: password }, sim: { homeNetwork: { ssid: 'HomeNet', password } } });
   try {
-    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--set', `friendly_name=${friendly}`], b.env, b.user.answer);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--set', `friendly_name=${friendly}`], b.env, b.user);
     assert.equal(r.code, 0, r.out);
     assert.ok(!fs.existsSync(canary), 'something ran a command from the input');
     // The YAML flash.ts wrote reads back as the exact strings.

@@ -42,13 +42,16 @@ const CASES: BadCase[] = [
   { name: 'default_state outside the restore modes', edit: swap('RESTORE_DEFAULT_OFF', 'SOMETIMES'), field: 'substitutions.default_state', says: /"SOMETIMES" is not a valid default_state[\s\S]*RESTORE_DEFAULT_OFF, RESTORE_DEFAULT_ON, ALWAYS_OFF, ALWAYS_ON/, line: 21 },
   { name: 'cloudcutter profile for the other chip', edit: swap('1.1.8 - BK7231N / oem_bk7231n_plug', '1.0.7 - BK7231T / oem_bk7231s_rnd_switch'), field: 'cloudcutter.profile', says: /is for a BK7231T, but mcu is bk7231n/, line: 7 },
   { name: 'kickstart file for the other chip', edit: swap('kickstart: auto', 'kickstart: ESPHome-Kickstart-v25.05.28_bk7231t_app.ota.ug.bin'), field: 'kickstart', says: /firmware for the BK7231T, but mcu is bk7231n/, line: 5 },
-  { name: 'neither profile nor device', edit: swap(/^  profile: .*\n/m, '  {}\n'), field: 'cloudcutter', says: /YAML|exactly one/ },
+  { name: 'neither profile nor device', edit: swap(/^  profile: .*\n/m, '  {}\n'), field: 'cloudcutter', says: /give cloudcutter.profile, cloudcutter.device, or both/, line: 7 },
   { name: 'template uses an undefined substitution', template: swap('"mdi:${main_icon}"', '"mdi:${main_icon}-${colour}"'), field: 'substitutions.colour', says: /uses \$\{colour\}, which the recipe does not define/, file: /status-plug\.esphome\.yaml:\d+/ },
   { name: '--set key the template does not use', args: ['--set', 'colour=red'], field: 'colour', says: /does not use "colour"[\s\S]*settable here: .*device_name/ },
   { name: '--set with an invalid value', args: ['--set', 'device_name=My Plug'], field: 'substitutions.device_name', says: /--set device_name: substitutions\.device_name: "My Plug" is not a valid ESPHome device name/ },
   { name: '--set a pin to a non-pin', args: ['--set', 'relay_pin=GPIO5'], field: 'pins.relay', says: /"GPIO5" is not a BK7231 pin/ },
   { name: 'unknown step', args: ['--only', 'confg'], field: '--only', says: /"confg" is not a step[\s\S]*did you mean config/ },
   { name: 'unknown flag', args: ['--frobnicate'], field: '', says: /Unknown option '--frobnicate'/ },
+  { name: 'misspelt flag', args: ['--dryrun'], field: '--dryrun', says: /Unknown option '--dryrun'[\s\S]*did you mean --dry-run\?/ },
+  { name: 'a pin written as GPIO24', edit: swap('relay: P24', 'relay: GPIO24'), field: 'pins.relay', says: /"GPIO24" is not a BK7231 pin[\s\S]*did you mean P24\?/, line: 14 },
+  { name: 'a pin written as a bare number', args: ['--set', 'relay_pin=24'], field: 'pins.relay', says: /"24" is not a BK7231 pin[\s\S]*did you mean P24\?/ },
 ];
 
 test('every bad input exits 2 with file, line, field and a fix, and writes nothing', async () => {

@@ -1,48 +1,113 @@
-// A virtual user for flash.ts's questions: it watches the simulated plug's relay and LEDs the way a
-// person watches the real plug, presses its button when asked, and answers yes to "ready?" questions.
+// A virtual user at a virtual terminal. flash.ts asks its questions through the real @inquirer/prompts
+// code; this user reads the prompt off the screen and types its answer as key presses (Enter, arrow
+// keys, letters), the way a person at a terminal does. It decides like a person at the plug would: it
+// watches the simulated plug's relay and LEDs, presses its button when asked, and says yes to "ready?".
+import { PassThrough } from 'node:stream';
 import type { Question } from '../flash.ts';
 import type { SimPlug } from './sim/plug.ts';
 
+export type Answer = string | boolean;
+/** A fixed answer, or what to do (and then answer) when that question comes. */
+export type Override = Answer | ((q: Question) => Promise<Answer> | Answer);
+
 export interface VirtualUser {
-  answer: (q: Question) => Promise<string | boolean>;
+  /** Every question asked so far. */
   asked: Question[];
+  /** The terminal flash.ts's io is plugged into: keys go in on `input`, prompts are drawn on `screen`. */
+  input: PassThrough & { isTTY: boolean; setRawMode: (on: boolean) => unknown };
+  screen: (text: string) => void;
+  onQuestion: (q: Question) => void;
   stop: () => void;
 }
 
-export function virtualUser(sim: SimPlug, opts: { overrides?: Record<string, string | boolean>; log?: (line: string) => void } = {}): VirtualUser {
+export const KEY = { enter: '\r', down: '\x1b[B', up: '\x1b[A' };
+
+/** Strips the terminal's control sequences from what a prompt draws. */
+export function plainText(s: string): string {
+  return s.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '');
+}
+
+/** The keys that give `answer` to question `q` in @inquirer/prompts. */
+export function keysFor(q: Question, answer: Answer): string {
+  if (q.kind === 'confirm') return answer === (q.default ?? true) ? KEY.enter : `${answer ? 'y' : 'n'}${KEY.enter}`;
+  if (q.kind === 'select') {
+    const index = (q.choices ?? []).indexOf(String(answer));
+    if (index < 0) throw new Error(`virtual user: "${answer}" is not a choice of ${q.id}: ${q.choices?.join(', ')}`);
+    return KEY.down.repeat(index) + KEY.enter;
+  }
+  return `${answer}${KEY.enter}`;
+}
+
+export function virtualUser(sim: SimPlug | undefined, opts: { overrides?: Record<string, Override>; log?: (line: string) => void } = {}):
+  VirtualUser {
   // What the user saw since the last question: the relay clicking, LEDs (by colour) turning on.
   const seen = new Set<string>();
-  let last = JSON.stringify(sim.hardware);
-  const watch = setInterval(() => {
+  let last = sim ? JSON.stringify(sim.hardware) : '';
+  const watch = sim && setInterval(() => {
     const now = sim.hardware;
     const before = JSON.parse(last) as SimPlug['hardware'];
     if (now.relay !== before.relay) seen.add('relay');
     for (const [colour, on] of Object.entries(now.leds)) if (on && !before.leds[colour]) seen.add(colour);
     last = JSON.stringify(now);
   }, 20);
+  watch?.unref();
+
+  const input = Object.assign(new PassThrough(), { isTTY: true, setRawMode: () => input });
+  let drawn = '';
+  let waiting: { text: string; resolve: () => void } | undefined;
   const asked: Question[] = [];
+
+  async function decide(q: Question): Promise<Answer> {
+    const override = opts.overrides?.[q.id];
+    if (override !== undefined) return typeof override === 'function' ? override(q) : override;
+    if (q.id.startsWith('pin_') && sim) {
+      await new Promise((r) => setTimeout(r, 60)); // the last change reaches the watcher
+      const colour = ['red', 'green', 'blue'].find((c) => seen.has(c));
+      const answer = seen.has('relay') ? 'the relay clicked' : colour ? `a ${colour} LED` : seen.size ? 'another LED' : 'nothing';
+      seen.clear();
+      return answer;
+    }
+    if (q.id === 'press_button' && sim) {
+      await sim.pressButton(150);
+      seen.clear();
+      return true;
+    }
+    if (q.kind === 'confirm') return q.default ?? true;
+    throw new Error(`virtual user has no answer for ${q.id}: ${q.message}`);
+  }
+
+  function drawnNow(text: string): Promise<void> {
+    if (plainText(drawn).includes(text)) return Promise.resolve();
+    return new Promise((resolve) => (waiting = { text, resolve }));
+  }
+
   return {
     asked,
-    stop: () => clearInterval(watch),
-    async answer(q) {
-      asked.push(q);
-      opts.log?.(`[virtual user] ${q.message}`);
-      if (q.id in (opts.overrides ?? {})) return opts.overrides![q.id];
-      if (q.id.startsWith('pin_')) {
-        await new Promise((r) => setTimeout(r, 60)); // the last change reaches the watcher
-        const colour = ['red', 'green', 'blue'].find((c) => seen.has(c));
-        const answer = seen.has('relay') ? 'the relay clicked' : colour ? `a ${colour} LED` : seen.size ? 'another LED' : 'nothing';
-        seen.clear();
-        opts.log?.(`[virtual user] → ${answer}`);
-        return answer;
+    input,
+    screen(text) {
+      drawn += text;
+      if (waiting && plainText(drawn).includes(waiting.text)) {
+        const w = waiting;
+        waiting = undefined;
+        w.resolve();
       }
-      if (q.id === 'press_button') {
-        await sim.pressButton(150);
-        seen.clear();
-        return true;
-      }
-      if (q.kind === 'confirm') return q.default ?? true;
-      throw new Error(`virtual user has no answer for ${q.id}: ${q.message}`);
     },
+    onQuestion(q) {
+      asked.push(q);
+      drawn = '';
+      opts.log?.(`[virtual user] ${q.message}`);
+      void (async () => {
+        const answer = await decide(q);
+        await drawnNow(q.message);
+        await new Promise((r) => setTimeout(r, 10)); // the prompt listens for keys once it has drawn
+        opts.log?.(`[virtual user] → ${answer}`);
+        input.write(keysFor(q, answer));
+      })().catch((e) => {
+        // A question this user cannot answer: the test fails on its timeout, saying which one.
+        opts.log?.(`[virtual user] ${(e as Error).message}`);
+        process.emitWarning(`virtual user: ${(e as Error).message}`);
+      });
+    },
+    stop: () => watch && clearInterval(watch),
   };
 }

@@ -8,8 +8,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startSimPlug, type SimPlug, type SimPlugOptions } from './sim/plug.ts';
 import { makeFakeWorld, type FakeWorld, type FakeWorldOptions } from './fakes.ts';
-import { virtualUser, type VirtualUser } from './virtual-user.ts';
-import { io, runCli, type Question } from '../flash.ts';
+import { plainText, virtualUser, type Override, type VirtualUser } from './virtual-user.ts';
+import { PassThrough } from 'node:stream';
+import { io, runCli } from '../flash.ts';
 import { CLOUDCUTTER_API_FIXTURES, FLASH, ROOT, TSX, serveDir, tempDir } from './helpers.ts';
 import type { Mcu } from './firmware-files.ts';
 
@@ -38,7 +39,7 @@ export interface BenchOptions {
   env?: NodeJS.ProcessEnv;
   out?: string;
   /** Answers the virtual user gives instead of its own (by question id). */
-  answers?: Record<string, string | boolean>;
+  answers?: Record<string, Override>;
   log?: (line: string) => void;
   /**
    * A device_name of its own (passed as --set): tests run side by side on one loopback mDNS, and a
@@ -88,23 +89,34 @@ export async function startBench(o: BenchOptions = {}): Promise<Bench> {
 export interface InProcessRun { code: number; out: string }
 
 /**
- * Runs flash.ts in this process with `env` and the virtual user answering (so it can watch the sim's
- * LEDs), capturing everything it prints. In-process because a person, not a pipe, answers prompts.
+ * Runs flash.ts in this process with `env`, capturing everything it prints. With a virtual user, its
+ * virtual terminal is plugged in: flash.ts asks through the real prompts and the user types the answers
+ * (in-process, so the user can watch the simulated plug's LEDs while it answers).
  */
-export async function runInProcess(argv: string[], env: NodeJS.ProcessEnv, answer?: (q: Question) => Promise<string | boolean>,
+export async function runInProcess(argv: string[], env: NodeJS.ProcessEnv, user?: VirtualUser,
   echo?: (text: string) => void): Promise<InProcessRun> {
-  const saved = { env: process.env, out: io.out, err: io.err, answer: io.answer };
+  const saved = { ...io };
+  const savedEnv = process.env;
   let out = '';
+  const show = (t: string) => { out += t; echo?.(t); };
+  // The prompts draw with cursor movements: a terminal echo gets them as drawn, the captured text without.
+  const draw = (t: string) => { out += plainText(t); echo?.(t); };
   process.env = { NO_COLOR: '1', ...env };
-  io.out = (t) => { out += t; echo?.(t); };
-  io.err = (t) => { out += t; echo?.(t); };
-  io.answer = answer;
+  io.out = show;
+  io.err = show;
+  if (user) {
+    io.input = user.input;
+    io.screen = (t) => { user.screen(t); draw(t); };
+    io.onQuestion = user.onQuestion;
+  } else {
+    io.input = Object.assign(new PassThrough(), { isTTY: false });
+  }
   try {
     const code = await runCli(argv);
     return { code, out };
   } finally {
-    process.env = saved.env;
-    Object.assign(io, { out: saved.out, err: saved.err, answer: saved.answer });
+    process.env = savedEnv;
+    Object.assign(io, saved);
   }
 }
 

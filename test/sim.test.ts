@@ -10,6 +10,7 @@ import makeMdns from 'multicast-dns';
 import { startSimPlug, simFlashRead, PIN_OPTIONS, FLASH_SIZE, type SimPlug, type SimPlugOptions } from './sim/plug.ts';
 import { makeUF2, makeUG, FAMILY_ID } from './firmware-files.ts';
 import { ROOT, TSX } from './helpers.ts';
+import { MSG, PlainSession, decode, noiseSession } from './api-client.ts';
 
 const HOME = { ssid: 'HomeNet', password: 'correct horse' };
 const FAST = { joinMs: 40, rebootMs: 60, bootMs: 20 } satisfies Partial<SimPlugOptions>;
@@ -268,6 +269,55 @@ test('mDNS: Kickstart on the LAN answers PTR _esphomelib._tcp.local with SRV 605
     assert.equal(f.txt.friendly_name, undefined, 'Kickstart has no friendly_name');
     const http = await browse('_http._tcp.local', (x) => x.instance === 'kickstart-bk7231n' && x.port === 80);
     assert.ok(http, 'web_server is advertised as _http._tcp');
+  });
+});
+
+test('mDNS goes quiet mdnsStopsAfterMs after boot (BK72xx); an API client keeps it up; a reboot wakes it', async () => {
+  await withSim({ mcu: 'bk7231n', phase: 'kickstart-lan', mdnsStopsAfterMs: 1000 }, async (sim) => {
+    const started = Date.now();
+    const mine = (x: Found) => x.txt.mac === sim.mac.toLowerCase();
+    assert.ok(await browse('_esphomelib._tcp.local', mine), 'answers after boot');
+    await sleep(1100 - (Date.now() - started));
+    assert.equal(await browse('_esphomelib._tcp.local', mine, 1200), undefined, 'no answer any more');
+    assert.equal((await req('GET', `${sim.url}/select/-__pin`)).status, 200, 'the web server still answers by IP');
+    const api = await PlainSession.open(sim.apiPort);
+    api.msg(MSG.HelloRequest);
+    assert.equal((await api.next())?.type, MSG.HelloResponse, 'and so does the API port');
+    assert.ok(await browse('_esphomelib._tcp.local', mine), 'answers while an API client is connected');
+    api.conn.end();
+    await sleep(100);
+    assert.equal(await browse('_esphomelib._tcp.local', mine, 1000), undefined, 'quiet again once it left');
+    sim.powerCycle();
+    await sim.waitForPhase('kickstart-lan', 2000);
+    assert.ok(await browse('_esphomelib._tcp.local', mine), 'a reboot brings it back, for a while');
+  });
+});
+
+test('no mDNS at all: AP, provisioning, pins, web upload and the encrypted API all work by IP alone', async () => {
+  const key = Buffer.alloc(32, 9);
+  await withSim({ mcu: 'bk7231n', phase: 'kickstart-ap', homeNetwork: HOME, mdnsInterface: false }, async (sim) => {
+    const save = await req('GET', `${sim.url}/wifisave?ssid=HomeNet&psk=${encodeURIComponent(HOME.password)}`);
+    assert.equal(save.status, 302);
+    await sim.waitForPhase('kickstart-lan', 2000);
+    assert.equal((await select(sim, '-__pin', pinOption('P24'))).status, 200);
+    assert.equal((await select(sim, '-__pin_mode', 'OUTPUT_HIGH')).status, 200);
+    assert.equal(sim.hardware.relay, true);
+    const kick = await PlainSession.open(sim.apiPort);
+    kick.msg(MSG.HelloRequest);
+    assert.equal((await kick.next())?.type, MSG.HelloResponse, "Kickstart's plaintext API by IP");
+    kick.conn.end();
+    const r = await upload(sim, finalUf2('bk7231n', { ...FINAL_JSON, api_key: key.toString('base64') }));
+    assert.equal(r.text, 'Update Successful!');
+    await sim.waitForPhase('final', 2000);
+    const { session } = await noiseSession(sim.apiPort, key);
+    assert.ok(session, 'Noise handshake with the key the firmware was built with');
+    session.msg(MSG.HelloRequest);
+    await session.next();
+    session.msg(MSG.DeviceInfoRequest);
+    const info = await session.next();
+    assert.equal(info?.type, MSG.DeviceInfoResponse);
+    assert.equal(decode(info.body)[2], 'status-plug-01');
+    session.conn.end();
   });
 });
 

@@ -38,10 +38,17 @@ export interface SimFaults {
   neverJoinLan?: boolean;
   /** After a successful /update the final device never appears (until the next power cycle). */
   neverReboot?: boolean;
+  /** The native API port accepts connections and never says a word (a hung API task). */
+  apiSilent?: boolean;
+  /** The native API port closes every connection right after accepting it. */
+  apiClosesOnAccept?: boolean;
 }
 
-/** apiKey: the base64 `api_encryption_key` the firmware was built with; with it the API port speaks Noise. */
-export interface FinalInfo { name: string; friendlyName?: string; board: string; apiKey?: string }
+/**
+ * apiKey: the base64 `api_encryption_key` the firmware was built with (the API port speaks Noise); an encrypted
+ * firmware whose key the test leaves out gets a random one nobody knows. apiPassword: `api: password:` (≤ 2025.12).
+ */
+export interface FinalInfo { name: string; friendlyName?: string; board: string; apiKey?: string; apiPassword?: string }
 
 export interface SimPlugOptions {
   mcu: Mcu;
@@ -55,6 +62,13 @@ export interface SimPlugOptions {
   wiring?: Wiring;
   /** Interface for mDNS (default '127.0.0.1'); false = no mDNS. */
   mdnsInterface?: string | false;
+  /**
+   * mDNS goes quiet this long after each boot (no answers, no announcements) while no API client is connected,
+   * as BK72xx plugs do after a while (esphome#11320, libretiny#337); default never.
+   */
+  mdnsStopsAfterMs?: number;
+  /** The native API's keepalive: an idle client is pinged after this long and dropped after 2.5x; default 60000. */
+  apiKeepaliveMs?: number;
   /** wifisave (or boot with saved Wi-Fi) -> on the LAN; default 300. */
   joinMs?: number;
   /** /update success -> final device on the LAN; default 300 (the reboot itself starts ~100 ms after the answer). */
@@ -670,11 +684,15 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       txt: { name: fqdn, type: 'TXT', ttl: 120, flush: true, data: svc.txt.length ? svc.txt : [''] },
     };
   }
+  /** The responder went quiet (mdnsStopsAfterMs after boot) and no API client keeps it awake. */
+  function mdnsQuiet(): boolean {
+    return opts.mdnsStopsAfterMs !== undefined && millis() > opts.mdnsStopsAfterMs && apiSockets.size === 0;
+  }
   function announce(): void {
     if (!mdns) return;
     const send = () => {
       const v = mdnsView();
-      if (!v || !mdns) return;
+      if (!v || !mdns || mdnsQuiet()) return;
       const answers: Rec[] = [];
       for (const s of v.services) {
         const r = serviceRecords(s, v.host);
@@ -689,7 +707,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   }
   function onQuery(q: { id?: number; questions: { name: string; type: string }[] }, rinfo: { address: string; port: number }): void {
     const v = mdnsView();
-    if (!v || !mdns || !isLoopback(rinfo.address)) return;
+    if (!v || !mdns || !isLoopback(rinfo.address) || mdnsQuiet()) return;
     const answers: Rec[] = [];
     const additionals: Rec[] = [];
     const a: Rec = { name: v.host, type: 'A', ttl: 120, flush: true, data: lanIp };
@@ -737,37 +755,35 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     });
   }
 
-  // ---------------- native API port (final device) ----------------
+  // ---------------- native API port ----------------
+  // Kickstart has `api:` without encryption (plaintext); the final firmware speaks Noise with the key it was built
+  // with. Both listen on the same port, reachable by IP whether or not mDNS answers.
+  let unknownKey: Buffer | undefined; // the key of an encrypted final firmware whose key the test did not give
   const apiServer = net.createServer((sock) => {
-    if (phase !== 'final' || closed) return sock.destroy();
+    const kickstart = firmware === 'kickstart' && (phase === 'kickstart-ap' || phase === 'kickstart-lan');
+    if (closed || !(kickstart || phase === 'final')) return sock.destroy();
     apiSockets.add(sock);
     sock.on('close', () => apiSockets.delete(sock));
     sock.on('error', () => {});
-    if (finalEncrypted && final?.apiKey) {
-      serveNativeApi(sock, Buffer.from(final.apiKey, 'base64'), {
-        name: final.name, friendlyName: final.friendlyName, macAddress: mac.match(/../g)!.join(':'), esphomeVersion: finalVer,
-        model: final.board, manufacturer: 'Beken', compilationTime: 'May 28 2025, 12:00:00',
-      });
+    if (faults.apiClosesOnAccept) return void sock.end();
+    if (faults.apiSilent) return; // accepted, read by nobody, answered never
+    const macAddress = mac.match(/../g)!.join(':');
+    if (kickstart) {
+      serveNativeApi(sock, {
+        info: { name: kickstartName, macAddress, esphomeVersion, model: board, manufacturer: 'Beken',
+          compilationTime: `${buildDate}, 12:00:00` },
+      }, { keepaliveMs: opts.apiKeepaliveMs });
       return;
     }
-    // Firmware without a key in the sim: answer the hello, then say nothing.
-    let buf = Buffer.alloc(0);
-    let helloDone = false;
-    sock.on('data', (d: Buffer) => {
-      if (helloDone) return; // no Noise handshake in the sim: the connection just stays open
-      buf = Buffer.concat([buf, d]);
-      if (buf.length < 3) return;
-      const frame = (payload: Buffer) => Buffer.concat([Buffer.from([0x01, payload.length >> 8, payload.length & 0xff]), payload]);
-      if (buf[0] !== 0x01 || !finalEncrypted) {
-        // ESPHome's noise frame helper: a plaintext client gets an explicit handshake reject.
-        sock.end(frame(Buffer.concat([Buffer.from([0x01]), Buffer.from('Bad indicator byte')])));
-        return;
-      }
-      const len = (buf[1] << 8) | buf[2];
-      if (buf.length < 3 + len) return;
-      helloDone = true;
-      sock.write(frame(Buffer.concat([Buffer.from([0x01]), Buffer.from(`${final?.name ?? ''}\0`)])));
-    });
+    const f = final ?? { name: 'esphome-device', board };
+    const key = f.apiKey ? Buffer.from(f.apiKey, 'base64')
+      : finalEncrypted ? (unknownKey ??= crypto.randomBytes(32)) : undefined;
+    serveNativeApi(sock, {
+      info: { name: f.name, friendlyName: f.friendlyName, macAddress, esphomeVersion: finalVer, model: f.board,
+        manufacturer: 'Beken', compilationTime: 'May 28 2025, 12:00:00' },
+      key,
+      password: f.apiPassword,
+    }, { keepaliveMs: opts.apiKeepaliveMs });
   });
   await new Promise<void>((r) => apiServer.listen(0, '127.0.0.1', r));
   const apiPort = (apiServer.address() as net.AddressInfo).port;

@@ -475,6 +475,85 @@ test('web OTA edge cases as on the real device: truncated UF2 reboots into Kicks
   });
 });
 
+test('web OTA from ESPHome 2025.7 (web_server OTA platform): a bare "Update Failed!" for every failure', async () => {
+  const opts = { mcu: 'bk7231n', phase: 'kickstart-lan', mdnsInterface: false, esphomeVersion: '2025.7.0' } as const;
+  await withSim(opts, async (sim) => {
+    const none = await req('POST', `${sim.url}/update`);
+    assert.deepEqual([none.status, none.text], [200, 'Update Failed!'], 'no file reached the OTA handler');
+    const ug = await upload(sim, makeUG({ chip: 'bk7231n' }));
+    assert.deepEqual([ug.status, ug.text, ug.headers.connection], [200, 'Update Failed!', 'close']);
+    assert.equal((await upload(sim, finalUf2('bk7231t'))).text, 'Update Failed!', 'the other chip: no reason given');
+    const cut = await upload(sim, finalUf2().subarray(0, 512 * 10));
+    assert.equal(cut.text, 'Update Failed!', 'the OTA backend ends without evenIfRemaining: a short image fails');
+    await sleep(200);
+    assert.equal(sim.phase, 'kickstart-lan', 'and nothing reboots');
+    sim.faults.updateFails = 'anything';
+    assert.equal((await upload(sim, finalUf2())).text, 'Update Failed!');
+    const es = await openEvents(`${sim.url}/events`);
+    try {
+      const ok = await upload(sim, finalUf2());
+      assert.deepEqual([ok.status, ok.text], [200, 'Update Successful!']);
+      await es.waitFor((e) => e.event === 'log' && e.data.includes('[I][web_server.ota:'));
+    } finally {
+      es.close();
+    }
+    await sim.waitForPhase('final', 2000);
+  });
+});
+
+test('web_server URLs and ids per ESPHome version: object ids, then names (2026.1), names only (2026.7)', async () => {
+  const NAME = '-%3E%20Pin'; // "-> Pin", percent-encoded as any HTTP client sends it
+  const table = [
+    { v: '2025.5.0', byId: 200, byName: 404, getAction: 200, json: { id: 'select--__pin' } },
+    { v: '2025.7.0', byId: 200, byName: 404, getAction: 200, json: { id: 'select--__pin' } },
+    { v: '2026.1.0', byId: 200, byName: 200, getAction: 404, json: { id: 'select/-> Pin' } },
+    { v: '2026.1.3', byId: 200, byName: 200, getAction: 404, json: { name_id: 'select/-> Pin', id: 'select--__pin' } },
+    { v: '2026.7.0', byId: 404, byName: 200, getAction: 404, json: { name_id: 'select/-> Pin', id: 'select--__pin' } },
+    { v: '2026.8.0', byId: 404, byName: 200, getAction: 404, json: { id: 'select/-> Pin' } },
+  ];
+  for (const t of table) {
+    const opts = { mcu: 'bk7231n', phase: 'kickstart-lan', mdnsInterface: false, esphomeVersion: t.v } as const;
+    await withSim(opts, async (sim) => {
+      const state = async () => (await getJson(`${sim.url}/select/${t.byName === 200 ? NAME : '-__pin'}`)).state;
+      const set = (id: string, option: string, method = 'POST') =>
+        req(method, `${sim.url}/select/${id}/set?option=${encodeURIComponent(option)}`);
+      const byId = await set('-__pin', pinOption('P6'));
+      assert.deepEqual([byId.status, byId.text], [t.byId, ''], `${t.v}: POST by object id`);
+      const byName = await set(NAME, pinOption('P7'));
+      assert.deepEqual([byName.status, byName.text], [t.byName, ''], `${t.v}: POST by name`);
+      assert.equal(await state(), t.byName === 200 ? 'P7 / PWM1' : 'P6 / PWM0', t.v);
+      const get = await set(t.byName === 200 ? NAME : '-__pin', pinOption('P8'), 'GET');
+      const expected = [t.getAction, t.getAction === 404 ? 'Not Found' : ''];
+      assert.deepEqual([get.status, get.text], expected, `${t.v}: GET of an action`);
+      const now = t.getAction === 200 ? 'P8 / PWM2' : 'P7 / PWM1';
+      assert.equal(await state(), now, `${t.v}: a 2025 GET acts`);
+      const bad = await set(t.byName === 200 ? NAME : '-__pin', 'P99 / NOPE');
+      assert.equal(bad.status, 200, `${t.v}: an unknown option is a warning in the log, HTTP 200`);
+      const unknown = await set('nope', pinOption('P6'));
+      assert.deepEqual([unknown.status, unknown.text], [404, ''], `${t.v}: an unknown entity`);
+      assert.equal((await req('POST', `${sim.url}/select/${NAME}`)).status, 404, `${t.v}: POST without an action`);
+      const sensor = await req('POST', `${sim.url}/text_sensor/-__pin_state`);
+      assert.equal(sensor.status, 404, `${t.v}: sensors are GET-only`);
+
+      const json = await getJson(`${sim.url}/select/${t.byName === 200 ? NAME : '-__pin'}`);
+      assert.deepEqual(json, { ...t.json, value: now, state: now }, t.v);
+      const all = await getJson(`${sim.url}/select/${t.byName === 200 ? NAME : '-__pin'}?detail=all`);
+      assert.equal(all.domain, t.v >= '2026.1.0' ? 'select' : undefined, `${t.v}: detail=all names the domain`);
+      const es = await openEvents(`${sim.url}/events`);
+      try {
+        const e = await es.waitFor((x) => x.event === 'state' && x.data.includes('"name":"-> Pin"'));
+        const d = JSON.parse(e.data);
+        assert.deepEqual([d.id, d.name_id], [t.json.id, t.json.name_id], `${t.v}: /events ids`);
+      } finally {
+        es.close();
+      }
+      const restart = await req('POST', `${sim.url}/button/${t.byName === 200 ? 'Restart' : 'restart'}/press`);
+      assert.equal(restart.status, 200);
+      await sim.waitForPhase('off', 1000);
+    });
+  }
+});
+
 test('faults: portal500, dropUploadAfterBytes, updateFails, neverJoinLan, neverReboot', async () => {
   await withSim({ mcu: 'bk7231n', phase: 'kickstart-ap', mdnsInterface: false, faults: { portal500: 2, neverJoinLan: true } }, async (sim) => {
     assert.equal((await req('GET', `${sim.url}/config.json`)).status, 500);

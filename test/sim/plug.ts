@@ -48,7 +48,9 @@ export interface SimFaults {
  * apiKey: the base64 `api_encryption_key` the firmware was built with (the API port speaks Noise); an encrypted
  * firmware whose key the test leaves out gets a random one nobody knows. apiPassword: `api: password:` (≤ 2025.12).
  */
-export interface FinalInfo { name: string; friendlyName?: string; board: string; apiKey?: string; apiPassword?: string }
+export interface FinalInfo {
+  name: string; friendlyName?: string; board: string; apiKey?: string; apiPassword?: string;
+}
 
 export interface SimPlugOptions {
   mcu: Mcu;
@@ -64,7 +66,7 @@ export interface SimPlugOptions {
   mdnsInterface?: string | false;
   /**
    * mDNS goes quiet this long after each boot (no answers, no announcements) while no API client is connected,
-   * as BK72xx plugs do after a while (esphome#11320, libretiny#337); default never.
+   * as BK72xx plugs on LibreTiny are reported to do after a while; default never.
    */
   mdnsStopsAfterMs?: number;
   /** The native API's keepalive: an idle client is pinged after this long and dropped after 2.5x; default 60000. */

@@ -10,6 +10,7 @@ import makeMdns from 'multicast-dns';
 import { startSimPlug, simFlashRead, PIN_OPTIONS, FLASH_SIZE, type SimPlug, type SimPlugOptions } from './sim/plug.ts';
 import { makeUF2, makeUG, FAMILY_ID } from './firmware-files.ts';
 import { ROOT, TSX } from './helpers.ts';
+import { MSG, PlainSession, decode, noiseSession } from './api-client.ts';
 
 const HOME = { ssid: 'HomeNet', password: 'correct horse' };
 const FAST = { joinMs: 40, rebootMs: 60, bootMs: 20 } satisfies Partial<SimPlugOptions>;
@@ -271,6 +272,55 @@ test('mDNS: Kickstart on the LAN answers PTR _esphomelib._tcp.local with SRV 605
   });
 });
 
+test('mDNS goes quiet mdnsStopsAfterMs after boot (BK72xx); an API client keeps it up; a reboot wakes it', async () => {
+  await withSim({ mcu: 'bk7231n', phase: 'kickstart-lan', mdnsStopsAfterMs: 1000 }, async (sim) => {
+    const started = Date.now();
+    const mine = (x: Found) => x.txt.mac === sim.mac.toLowerCase();
+    assert.ok(await browse('_esphomelib._tcp.local', mine), 'answers after boot');
+    await sleep(1100 - (Date.now() - started));
+    assert.equal(await browse('_esphomelib._tcp.local', mine, 1200), undefined, 'no answer any more');
+    assert.equal((await req('GET', `${sim.url}/select/-__pin`)).status, 200, 'the web server still answers by IP');
+    const api = await PlainSession.open(sim.apiPort);
+    api.msg(MSG.HelloRequest);
+    assert.equal((await api.next())?.type, MSG.HelloResponse, 'and so does the API port');
+    assert.ok(await browse('_esphomelib._tcp.local', mine), 'answers while an API client is connected');
+    api.conn.end();
+    await sleep(100);
+    assert.equal(await browse('_esphomelib._tcp.local', mine, 1000), undefined, 'quiet again once it left');
+    sim.powerCycle();
+    await sim.waitForPhase('kickstart-lan', 2000);
+    assert.ok(await browse('_esphomelib._tcp.local', mine), 'a reboot brings it back, for a while');
+  });
+});
+
+test('no mDNS at all: AP, provisioning, pins, web upload and the encrypted API all work by IP alone', async () => {
+  const key = Buffer.alloc(32, 9);
+  await withSim({ mcu: 'bk7231n', phase: 'kickstart-ap', homeNetwork: HOME, mdnsInterface: false }, async (sim) => {
+    const save = await req('GET', `${sim.url}/wifisave?ssid=HomeNet&psk=${encodeURIComponent(HOME.password)}`);
+    assert.equal(save.status, 302);
+    await sim.waitForPhase('kickstart-lan', 2000);
+    assert.equal((await select(sim, '-__pin', pinOption('P24'))).status, 200);
+    assert.equal((await select(sim, '-__pin_mode', 'OUTPUT_HIGH')).status, 200);
+    assert.equal(sim.hardware.relay, true);
+    const kick = await PlainSession.open(sim.apiPort);
+    kick.msg(MSG.HelloRequest);
+    assert.equal((await kick.next())?.type, MSG.HelloResponse, "Kickstart's plaintext API by IP");
+    kick.conn.end();
+    const r = await upload(sim, finalUf2('bk7231n', { ...FINAL_JSON, api_key: key.toString('base64') }));
+    assert.equal(r.text, 'Update Successful!');
+    await sim.waitForPhase('final', 2000);
+    const { session } = await noiseSession(sim.apiPort, key);
+    assert.ok(session, 'Noise handshake with the key the firmware was built with');
+    session.msg(MSG.HelloRequest);
+    await session.next();
+    session.msg(MSG.DeviceInfoRequest);
+    const info = await session.next();
+    assert.equal(info?.type, MSG.DeviceInfoResponse);
+    assert.equal(decode(info.body)[2], 'status-plug-01');
+    session.conn.end();
+  });
+});
+
 test('pinscan: -> Pin + -> Pin Mode drive the relay and the LEDs; JSON as web_server prints it; unknown options are ignored', async () => {
   await withSim({ mcu: 'bk7231n', phase: 'kickstart-lan', mdnsInterface: false }, async (sim) => {
     assert.deepEqual(await getJson(`${sim.url}/select/-__pin`), { id: 'select--__pin', value: 'Select PIN', state: 'Select PIN' });
@@ -423,6 +473,85 @@ test('web OTA edge cases as on the real device: truncated UF2 reboots into Kicks
     assert.equal(sim.phase, 'kickstart-lan', 'nothing was flashed');
     assert.equal(sim.uploads.at(-1)?.bytes, 0);
   });
+});
+
+test('web OTA from ESPHome 2025.7 (web_server OTA platform): a bare "Update Failed!" for every failure', async () => {
+  const opts = { mcu: 'bk7231n', phase: 'kickstart-lan', mdnsInterface: false, esphomeVersion: '2025.7.0' } as const;
+  await withSim(opts, async (sim) => {
+    const none = await req('POST', `${sim.url}/update`);
+    assert.deepEqual([none.status, none.text], [200, 'Update Failed!'], 'no file reached the OTA handler');
+    const ug = await upload(sim, makeUG({ chip: 'bk7231n' }));
+    assert.deepEqual([ug.status, ug.text, ug.headers.connection], [200, 'Update Failed!', 'close']);
+    assert.equal((await upload(sim, finalUf2('bk7231t'))).text, 'Update Failed!', 'the other chip: no reason given');
+    const cut = await upload(sim, finalUf2().subarray(0, 512 * 10));
+    assert.equal(cut.text, 'Update Failed!', 'the OTA backend ends without evenIfRemaining: a short image fails');
+    await sleep(200);
+    assert.equal(sim.phase, 'kickstart-lan', 'and nothing reboots');
+    sim.faults.updateFails = 'anything';
+    assert.equal((await upload(sim, finalUf2())).text, 'Update Failed!');
+    const es = await openEvents(`${sim.url}/events`);
+    try {
+      const ok = await upload(sim, finalUf2());
+      assert.deepEqual([ok.status, ok.text], [200, 'Update Successful!']);
+      await es.waitFor((e) => e.event === 'log' && e.data.includes('[I][web_server.ota:'));
+    } finally {
+      es.close();
+    }
+    await sim.waitForPhase('final', 2000);
+  });
+});
+
+test('web_server URLs and ids per ESPHome version: object ids, then names (2026.1), names only (2026.7)', async () => {
+  const NAME = '-%3E%20Pin'; // "-> Pin", percent-encoded as any HTTP client sends it
+  const table = [
+    { v: '2025.5.0', byId: 200, byName: 404, getAction: 200, json: { id: 'select--__pin' } },
+    { v: '2025.7.0', byId: 200, byName: 404, getAction: 200, json: { id: 'select--__pin' } },
+    { v: '2026.1.0', byId: 200, byName: 200, getAction: 404, json: { id: 'select/-> Pin' } },
+    { v: '2026.1.3', byId: 200, byName: 200, getAction: 404, json: { name_id: 'select/-> Pin', id: 'select--__pin' } },
+    { v: '2026.7.0', byId: 404, byName: 200, getAction: 404, json: { name_id: 'select/-> Pin', id: 'select--__pin' } },
+    { v: '2026.8.0', byId: 404, byName: 200, getAction: 404, json: { id: 'select/-> Pin' } },
+  ];
+  for (const t of table) {
+    const opts = { mcu: 'bk7231n', phase: 'kickstart-lan', mdnsInterface: false, esphomeVersion: t.v } as const;
+    await withSim(opts, async (sim) => {
+      const state = async () => (await getJson(`${sim.url}/select/${t.byName === 200 ? NAME : '-__pin'}`)).state;
+      const set = (id: string, option: string, method = 'POST') =>
+        req(method, `${sim.url}/select/${id}/set?option=${encodeURIComponent(option)}`);
+      const byId = await set('-__pin', pinOption('P6'));
+      assert.deepEqual([byId.status, byId.text], [t.byId, ''], `${t.v}: POST by object id`);
+      const byName = await set(NAME, pinOption('P7'));
+      assert.deepEqual([byName.status, byName.text], [t.byName, ''], `${t.v}: POST by name`);
+      assert.equal(await state(), t.byName === 200 ? 'P7 / PWM1' : 'P6 / PWM0', t.v);
+      const get = await set(t.byName === 200 ? NAME : '-__pin', pinOption('P8'), 'GET');
+      const expected = [t.getAction, t.getAction === 404 ? 'Not Found' : ''];
+      assert.deepEqual([get.status, get.text], expected, `${t.v}: GET of an action`);
+      const now = t.getAction === 200 ? 'P8 / PWM2' : 'P7 / PWM1';
+      assert.equal(await state(), now, `${t.v}: a 2025 GET acts`);
+      const bad = await set(t.byName === 200 ? NAME : '-__pin', 'P99 / NOPE');
+      assert.equal(bad.status, 200, `${t.v}: an unknown option is a warning in the log, HTTP 200`);
+      const unknown = await set('nope', pinOption('P6'));
+      assert.deepEqual([unknown.status, unknown.text], [404, ''], `${t.v}: an unknown entity`);
+      assert.equal((await req('POST', `${sim.url}/select/${NAME}`)).status, 404, `${t.v}: POST without an action`);
+      const sensor = await req('POST', `${sim.url}/text_sensor/-__pin_state`);
+      assert.equal(sensor.status, 404, `${t.v}: sensors are GET-only`);
+
+      const json = await getJson(`${sim.url}/select/${t.byName === 200 ? NAME : '-__pin'}`);
+      assert.deepEqual(json, { ...t.json, value: now, state: now }, t.v);
+      const all = await getJson(`${sim.url}/select/${t.byName === 200 ? NAME : '-__pin'}?detail=all`);
+      assert.equal(all.domain, t.v >= '2026.1.0' ? 'select' : undefined, `${t.v}: detail=all names the domain`);
+      const es = await openEvents(`${sim.url}/events`);
+      try {
+        const e = await es.waitFor((x) => x.event === 'state' && x.data.includes('"name":"-> Pin"'));
+        const d = JSON.parse(e.data);
+        assert.deepEqual([d.id, d.name_id], [t.json.id, t.json.name_id], `${t.v}: /events ids`);
+      } finally {
+        es.close();
+      }
+      const restart = await req('POST', `${sim.url}/button/${t.byName === 200 ? 'Restart' : 'restart'}/press`);
+      assert.equal(restart.status, 200);
+      await sim.waitForPhase('off', 1000);
+    });
+  }
 });
 
 test('faults: portal500, dropUploadAfterBytes, updateFails, neverJoinLan, neverReboot', async () => {

@@ -1,6 +1,7 @@
 // Runs one simulated plug in its own process, for fakes and demos:
 //   node --import tsx test/sim/main.ts --mcu bk7231n [--phase tuya] [--port N] [--home-ssid S --home-password P]
 //        [--mac HEX12] [--join-ms N] [--reboot-ms N] [--no-mdns | --mdns-interface IP] [--faults JSON]
+//        [--esphome-version V] [--mdns-stops-after-ms N]
 // Prints one JSON line {"url","port","mac","apiPort","mcu","phase"} on stdout, then runs until SIGTERM/SIGINT.
 // Control it over HTTP under /_sim/ (state, flash-kickstart, power-cycle, press?ms=, wait?phase=, faults).
 import { parseArgs } from 'node:util';
@@ -29,6 +30,8 @@ const { values } = (() => {
         'no-mdns': { type: 'boolean' },
         'mdns-interface': { type: 'string' },
         faults: { type: 'string' },
+        'esphome-version': { type: 'string' },
+        'mdns-stops-after-ms': { type: 'string' },
       },
       strict: true,
     });
@@ -65,6 +68,8 @@ const sim = await startSimPlug({
   joinMs: num(values['join-ms'], '--join-ms'),
   rebootMs: num(values['reboot-ms'], '--reboot-ms'),
   mdnsInterface: values['no-mdns'] ? false : values['mdns-interface'],
+  mdnsStopsAfterMs: num(values['mdns-stops-after-ms'], '--mdns-stops-after-ms'),
+  esphomeVersion: values['esphome-version'],
   ...(values['home-ssid'] !== undefined ? { homeNetwork: { ssid: values['home-ssid'], password: values['home-password']! } } : {}),
   faults,
 });

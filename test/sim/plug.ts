@@ -11,7 +11,7 @@ import crypto from 'node:crypto';
 import zlib from 'node:zlib';
 import { EventEmitter } from 'node:events';
 import makeMdns from 'multicast-dns';
-import { serveNativeApi } from './native-api.ts';
+import { serveNativeApi, esphomeAtLeast } from './native-api.ts';
 import { FAMILY_ID, type Mcu } from '../firmware-files.ts';
 
 export type Phase = 'tuya' | 'kickstart-ap' | 'kickstart-lan' | 'final' | 'off';
@@ -38,10 +38,19 @@ export interface SimFaults {
   neverJoinLan?: boolean;
   /** After a successful /update the final device never appears (until the next power cycle). */
   neverReboot?: boolean;
+  /** The native API port accepts connections and never says a word (a hung API task). */
+  apiSilent?: boolean;
+  /** The native API port closes every connection right after accepting it. */
+  apiClosesOnAccept?: boolean;
 }
 
-/** apiKey: the base64 `api_encryption_key` the firmware was built with; with it the API port speaks Noise. */
-export interface FinalInfo { name: string; friendlyName?: string; board: string; apiKey?: string }
+/**
+ * apiKey: the base64 `api_encryption_key` the firmware was built with (the API port speaks Noise); an encrypted
+ * firmware whose key the test leaves out gets a random one nobody knows. apiPassword: `api: password:` (≤ 2025.12).
+ */
+export interface FinalInfo {
+  name: string; friendlyName?: string; board: string; apiKey?: string; apiPassword?: string;
+}
 
 export interface SimPlugOptions {
   mcu: Mcu;
@@ -55,6 +64,13 @@ export interface SimPlugOptions {
   wiring?: Wiring;
   /** Interface for mDNS (default '127.0.0.1'); false = no mDNS. */
   mdnsInterface?: string | false;
+  /**
+   * mDNS goes quiet this long after each boot (no answers, no announcements) while no API client is connected,
+   * as BK72xx plugs on LibreTiny are reported to do after a while; default never.
+   */
+  mdnsStopsAfterMs?: number;
+  /** The native API's keepalive: an idle client is pinged after this long and dropped after 2.5x; default 60000. */
+  apiKeepaliveMs?: number;
   /** wifisave (or boot with saved Wi-Fi) -> on the LAN; default 300. */
   joinMs?: number;
   /** /update success -> final device on the LAN; default 300 (the reboot itself starts ~100 ms after the answer). */
@@ -63,7 +79,12 @@ export interface SimPlugOptions {
   bootMs?: number;
   /** Default 'v25.05.28' (the cloudcutter file name); its ESPHome is `esphomeVersion`. */
   kickstartVersion?: string;
-  /** ESPHome version Kickstart was built with; default '2025.5.0'. */
+  /**
+   * ESPHome version Kickstart was built with; default '2025.5.0' (Kickstart v25.05.28). It decides the web
+   * server's behaviour: from 2025.7 a failed web upload answers a bare "Update Failed!"; from 2026.1 entities
+   * are addressed by name (`/select/-> Pin/set`), object ids are deprecated and a GET of an action URL is a 404;
+   * from 2026.7 object-id URLs are gone; /events ids change in 2026.1, 2026.1.3 and 2026.8.
+   */
   esphomeVersion?: string;
   /** ESPHome version reported by the final device when the UF2 payload does not say; default '2025.5.0'. */
   finalVersion?: string;
@@ -360,6 +381,8 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   const bootMs = opts.bootMs ?? 50;
   const kickstartVersion = opts.kickstartVersion ?? 'v25.05.28';
   const esphomeVersion = opts.esphomeVersion ?? '2025.5.0';
+  /** Kickstart's ESPHome is `min` or newer. */
+  const webAtLeast = (min: string) => esphomeAtLeast(esphomeVersion, min);
   const finalVersion = opts.finalVersion ?? '2025.5.0';
   const lanIp = opts.lanIp ?? '127.0.0.1';
   const kickstartName = `kickstart-${mcu}`;
@@ -392,6 +415,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   let resetReason = 'Power-On';
   let portalStarted = false; // captive portal ran this boot: its onNotFound answers "File not found"
   let lastUpdateError: UpdateError | null = null; // Update.hasError() survives until the next Update.begin()
+  let otaSuccess = false; // 2025.7+: the OTA handler's ota_success_, reset when an upload starts
   const pins = new Map<string, PinState>();
   let buttonHeld = false;
   const scan = { pin: null as string | null, mode: -1, state: -1 };
@@ -489,8 +513,17 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   const entityByName = (name: string) => entities.find((e) => e.name === name)!;
 
   function entityJson(e: Entity, detailAll: boolean): string {
-    const o: Record<string, unknown> = { id: `${e.domain}-${e.objectId}` };
+    // web_server's set_json_id(): `domain-object_id` up to 2025.x; `domain/Name` in 2026.1.0-2026.1.2; from 2026.1.3
+    // `name_id` carries `domain/Name` and `id` is the legacy form again, until 2026.8 makes `id` the name form.
+    const legacyId = `${e.domain}-${e.objectId}`;
+    const nameId = `${e.domain}/${e.name}`;
+    const o: Record<string, unknown> = {};
+    if (webAtLeast('2026.8.0')) o.id = nameId;
+    else if (webAtLeast('2026.1.3')) Object.assign(o, { name_id: nameId, id: legacyId });
+    else if (webAtLeast('2026.1.0')) o.id = nameId;
+    else o.id = legacyId;
     if (detailAll) {
+      if (webAtLeast('2026.1.0')) o.domain = e.domain;
       o.name = e.name;
       o.icon = e.icon;
       o.entity_category = e.category;
@@ -583,6 +616,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     resetReason = reason;
     portalStarted = false;
     lastUpdateError = null;
+    otaSuccess = false;
     buttonHeld = false;
     resetPins();
     for (const k of Object.keys(values)) delete values[k];
@@ -670,11 +704,15 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       txt: { name: fqdn, type: 'TXT', ttl: 120, flush: true, data: svc.txt.length ? svc.txt : [''] },
     };
   }
+  /** The responder went quiet (mdnsStopsAfterMs after boot) and no API client keeps it awake. */
+  function mdnsQuiet(): boolean {
+    return opts.mdnsStopsAfterMs !== undefined && millis() > opts.mdnsStopsAfterMs && apiSockets.size === 0;
+  }
   function announce(): void {
     if (!mdns) return;
     const send = () => {
       const v = mdnsView();
-      if (!v || !mdns) return;
+      if (!v || !mdns || mdnsQuiet()) return;
       const answers: Rec[] = [];
       for (const s of v.services) {
         const r = serviceRecords(s, v.host);
@@ -689,7 +727,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   }
   function onQuery(q: { id?: number; questions: { name: string; type: string }[] }, rinfo: { address: string; port: number }): void {
     const v = mdnsView();
-    if (!v || !mdns || !isLoopback(rinfo.address)) return;
+    if (!v || !mdns || !isLoopback(rinfo.address) || mdnsQuiet()) return;
     const answers: Rec[] = [];
     const additionals: Rec[] = [];
     const a: Rec = { name: v.host, type: 'A', ttl: 120, flush: true, data: lanIp };
@@ -737,37 +775,35 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     });
   }
 
-  // ---------------- native API port (final device) ----------------
+  // ---------------- native API port ----------------
+  // Kickstart has `api:` without encryption (plaintext); the final firmware speaks Noise with the key it was built
+  // with. Both listen on the same port, reachable by IP whether or not mDNS answers.
+  let unknownKey: Buffer | undefined; // the key of an encrypted final firmware whose key the test did not give
   const apiServer = net.createServer((sock) => {
-    if (phase !== 'final' || closed) return sock.destroy();
+    const kickstart = firmware === 'kickstart' && (phase === 'kickstart-ap' || phase === 'kickstart-lan');
+    if (closed || !(kickstart || phase === 'final')) return sock.destroy();
     apiSockets.add(sock);
     sock.on('close', () => apiSockets.delete(sock));
     sock.on('error', () => {});
-    if (finalEncrypted && final?.apiKey) {
-      serveNativeApi(sock, Buffer.from(final.apiKey, 'base64'), {
-        name: final.name, friendlyName: final.friendlyName, macAddress: mac.match(/../g)!.join(':'), esphomeVersion: finalVer,
-        model: final.board, manufacturer: 'Beken', compilationTime: 'May 28 2025, 12:00:00',
-      });
+    if (faults.apiClosesOnAccept) return void sock.end();
+    if (faults.apiSilent) return; // accepted, read by nobody, answered never
+    const macAddress = mac.match(/../g)!.join(':');
+    if (kickstart) {
+      serveNativeApi(sock, {
+        info: { name: kickstartName, macAddress, esphomeVersion, model: board, manufacturer: 'Beken',
+          compilationTime: `${buildDate}, 12:00:00` },
+      }, { keepaliveMs: opts.apiKeepaliveMs });
       return;
     }
-    // Firmware without a key in the sim: answer the hello, then say nothing.
-    let buf = Buffer.alloc(0);
-    let helloDone = false;
-    sock.on('data', (d: Buffer) => {
-      if (helloDone) return; // no Noise handshake in the sim: the connection just stays open
-      buf = Buffer.concat([buf, d]);
-      if (buf.length < 3) return;
-      const frame = (payload: Buffer) => Buffer.concat([Buffer.from([0x01, payload.length >> 8, payload.length & 0xff]), payload]);
-      if (buf[0] !== 0x01 || !finalEncrypted) {
-        // ESPHome's noise frame helper: a plaintext client gets an explicit handshake reject.
-        sock.end(frame(Buffer.concat([Buffer.from([0x01]), Buffer.from('Bad indicator byte')])));
-        return;
-      }
-      const len = (buf[1] << 8) | buf[2];
-      if (buf.length < 3 + len) return;
-      helloDone = true;
-      sock.write(frame(Buffer.concat([Buffer.from([0x01]), Buffer.from(`${final?.name ?? ''}\0`)])));
-    });
+    const f = final ?? { name: 'esphome-device', board };
+    const key = f.apiKey ? Buffer.from(f.apiKey, 'base64')
+      : finalEncrypted ? (unknownKey ??= crypto.randomBytes(32)) : undefined;
+    serveNativeApi(sock, {
+      info: { name: f.name, friendlyName: f.friendlyName, macAddress, esphomeVersion: finalVer, model: f.board,
+        manufacturer: 'Beken', compilationTime: 'May 28 2025, 12:00:00' },
+      key,
+      password: f.apiPassword,
+    }, { keepaliveMs: opts.apiKeepaliveMs });
   });
   await new Promise<void>((r) => apiServer.listen(0, '127.0.0.1', r));
   const apiPort = (apiServer.address() as net.AddressInfo).port;
@@ -863,10 +899,14 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
 
   function handleEvents(req: http.IncomingMessage, res: http.ServerResponse): void {
     res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive', 'Access-Control-Allow-Origin': '*' });
-    const config = JSON.stringify({ title: kickstartName, comment: '', ota: true, log: true, lang: 'en' });
+    // The config and the 10 s keepalive pings; the 2026 web server adds the uptime to both.
+    const uptime = () => (webAtLeast('2026.1.3') ? { uptime: Math.floor(millis() / 1000) } : {});
+    const config = JSON.stringify({ title: kickstartName, comment: '', ota: true, log: true, lang: 'en', ...uptime() });
     res.write(sseFrame(config, 'ping', millis(), 30000));
     for (const e of entities) res.write(sseFrame(entityJson(e, true), 'state'));
-    const ping = setInterval(() => res.write(sseFrame('', 'ping', millis(), 30000)), 10000);
+    const ping = setInterval(() => {
+      res.write(sseFrame(webAtLeast('2026.1.3') ? JSON.stringify(uptime()) : '', 'ping', millis(), 30000));
+    }, 10000);
     const client = { res, ping };
     sse.add(client);
     const drop = () => {
@@ -878,18 +918,24 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   }
 
   function handleEntity(req: http.IncomingMessage, res: http.ServerResponse, path: string, q: URLSearchParams): boolean {
-    // web_server match_url: /<domain>/<id>[/<method>]; canHandle by domain and method.
+    // web_server canHandle(): `/<domain>/...` with a domain this firmware has, sensors GET only, the rest GET or POST.
     const m = /^\/([^/]*)\/(.*)$/.exec(path);
     if (!m) return false;
     const domain = m[1];
     const get = req.method === 'GET';
     const post = req.method === 'POST';
     if (!((get && (domain === 'sensor' || domain === 'text_sensor')) || ((get || post) && (domain === 'select' || domain === 'button')))) return false;
-    const rest = m[2];
-    const slash = rest.indexOf('/');
-    const id = slash < 0 ? rest : rest.slice(0, slash);
-    const method = slash < 0 ? '' : rest.slice(slash + 1);
-    const e = entities.find((x) => x.domain === domain && x.objectId === id);
+    const url = parseEntityUrl(m[2], post);
+    if (!url) {
+      // 2026.1+: a URL match_url() cannot read (an action URL by GET, an extra or empty segment) reaches no handler.
+      send(res, 404, 'Not Found', 'text/plain');
+      return true;
+    }
+    const { id, method } = url;
+    // 2026.1+ looks an entity up by its name first, then (until 2026.7) by the deprecated object id.
+    const byName = webAtLeast('2026.1.0') ? entities.find((x) => x.domain === domain && x.name === id) : undefined;
+    const byObjectId = () => entities.find((x) => x.domain === domain && x.objectId === id);
+    const e = byName ?? (webAtLeast('2026.7.0') ? undefined : byObjectId());
     if (!e) {
       send(res, 404);
       return true;
@@ -923,6 +969,24 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     return true;
   }
 
+  /**
+   * web_server's match_url() for what follows the domain: up to 2025.x `<id>[/<method>]` whatever the HTTP method
+   * (so a GET of `/select/<id>/set` sets the option); from 2026.1 `<entity>` or, by POST only, `<entity>/<action>`
+   * (a GET with two segments would name a sub-device, which Kickstart has none of), and no empty segments.
+   */
+  function parseEntityUrl(rest: string, post: boolean): { id: string; method: string } | null {
+    if (!webAtLeast('2026.1.0')) {
+      const slash = rest.indexOf('/');
+      return slash < 0 ? { id: rest, method: '' } : { id: rest.slice(0, slash), method: rest.slice(slash + 1) };
+    }
+    if (rest === '') return { id: '', method: '' };
+    const segs = rest.split('/');
+    if (segs.some((x) => x === '')) return null;
+    if (segs.length === 1) return { id: segs[0], method: '' };
+    if (segs.length === 2 && post) return { id: segs[0], method: segs[1] };
+    return null;
+  }
+
   function handleHub(res: http.ServerResponse, path: string, q: URLSearchParams): void {
     if (path.slice(4) !== '/flash_read') return send(res, 200, banner);
     const toInt = (s: string | null, dflt: number) => (s === null ? dflt : Number.parseInt(s, 10) || 0);
@@ -944,6 +1008,9 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     pump();
   }
 
+  /** The log tag of web uploads: web_server_base's own OTA handler, from 2025.7 the web_server OTA platform. */
+  const otaTag = () => (webAtLeast('2025.7.0') ? 'web_server.ota' : 'web_server_base');
+
   function handleUpdate(req: http.IncomingMessage, res: http.ServerResponse): void {
     const finish = (update: Uf2Update | null, finalSeen: boolean) => {
       let into: 'final' | 'kickstart' | null = null;
@@ -958,12 +1025,21 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
         lastUpdateError = { ard: 0, uf2: 0, text: faults.updateFails };
         delete faults.updateFails;
         into = null;
+        if (update) update.error = lastUpdateError;
       }
-      const body = lastUpdateError ? `Update Failed: ${lastUpdateError.text}\r\n` : 'Update Successful!';
+      let body = lastUpdateError ? `Update Failed: ${lastUpdateError.text}\r\n` : 'Update Successful!';
+      if (webAtLeast('2025.7.0')) {
+        // The web_server OTA platform writes through the OTA backend and answers from its own success flag, with
+        // no reason. LibreTiny's backend ends with Update.end() (not evenIfRemaining): a short image fails. A POST
+        // that never reached the upload handler (no file part, no body) leaves the flag as it was.
+        if (update) otaSuccess = finalSeen && !update.error && update.complete;
+        into = otaSuccess && update ? 'final' : null;
+        body = otaSuccess ? 'Update Successful!' : 'Update Failed!';
+      }
       uploads.push({ bytes: update?.bytes ?? 0, ...(update?.familyId !== undefined ? { familyId: update.familyId } : {}), result: body.trim() });
       send(res, 200, body, 'text/plain', { Connection: 'close' });
       if (!into) return;
-      log('web_server_base', 95, 'OTA update successful!', LOG_INFO, 'I');
+      log(otaTag(), 95, 'OTA update successful!', LOG_INFO, 'I');
       const info = update!.info();
       const target = into;
       later(100, () => {
@@ -1008,7 +1084,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
             update = new Uf2Update(FAMILY_ID[mcu]); // Update.begin(): aborts a running one, clears old errors
             finalSeen = false;
             lastUpdateError = null;
-            log('web_server_base', 60, 'OTA Update Start: firmware.uf2', LOG_INFO, 'I');
+            log(otaTag(), 60, 'OTA Update Start: firmware.uf2', LOG_INFO, 'I');
           }
         },
         data: (chunk) => {

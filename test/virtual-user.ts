@@ -1,5 +1,7 @@
 // A virtual user for flash.ts's questions: it watches the simulated plug's relay and LEDs the way a
-// person watches the real plug, presses its button when asked, and answers yes to "ready?" questions.
+// person watches the real plug, presses its button when asked, puts the plug in AP mode when asked
+// (question ids cloudcutter_ready, ap_mode, ap_mode_again, …: it does the power-cycle dance, which
+// takes its time, then answers), and answers yes to other "ready?" questions.
 import type { Question } from '../flash.ts';
 import type { SimPlug } from './sim/plug.ts';
 
@@ -35,6 +37,10 @@ export function virtualUser(sim: SimPlug, opts: { overrides?: Record<string, str
         seen.clear();
         opts.log?.(`[virtual user] → ${answer}`);
         return answer;
+      }
+      if (q.id === 'cloudcutter_ready' || /(^|_)ap_mode/.test(q.id)) {
+        await sim.enterApMode().catch(() => { /* not on the stock firmware any more: nothing to do */ });
+        return q.kind === 'confirm' ? true : '';
       }
       if (q.id === 'press_button') {
         await sim.pressButton(150);

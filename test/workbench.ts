@@ -30,8 +30,16 @@ export interface Bench {
   close(): Promise<void>;
 }
 
+/**
+ * The workbench's time scale: every real-world duration (scans, the Docker build, cloudcutter's sleeps,
+ * the plug's AP-mode dance and its 15–30 s reboot into Kickstart) runs at this fraction of real time.
+ */
+export const BENCH_TIME_SCALE = 0.02;
+
 export interface BenchOptions {
   mcu?: Mcu;
+  /** Default BENCH_TIME_SCALE; 1 = real time. Given to the sim and to the fakes alike. */
+  timeScale?: number;
   sim?: Partial<SimPlugOptions>;
   fakes?: FakeWorldOptions;
   /** Extra environment (timeouts). */
@@ -49,11 +57,14 @@ export interface BenchOptions {
 
 export async function startBench(o: BenchOptions = {}): Promise<Bench> {
   const mcu = o.mcu ?? 'bk7231n';
-  const sim = await startSimPlug({ mcu, phase: 'tuya', homeNetwork: HOME, joinMs: 150, rebootMs: 150, ...o.sim });
+  const timeScale = o.timeScale ?? BENCH_TIME_SCALE;
+  const sim = await startSimPlug({ mcu, phase: 'tuya', homeNetwork: HOME, joinMs: 150, rebootMs: 150, timeScale, ...o.sim });
   const api = await serveDir(CLOUDCUTTER_API_FIXTURES);
   const world = await makeFakeWorld({
+    timeScale,
+    simUrl: sim.url,
     ...o.fakes,
-    cloudcutter: o.fakes?.cloudcutter === false ? false : { simUrl: sim.url, ...(o.fakes?.cloudcutter || {}) },
+    cloudcutter: o.fakes?.cloudcutter === false ? false : { ...(o.fakes?.cloudcutter || {}) },
     docker: o.fakes?.docker === false ? false : { daemon: true, ...(o.fakes?.docker || {}) },
     nmcli: o.fakes?.nmcli === false ? false : { ...(o.fakes?.nmcli || {}) },
   });

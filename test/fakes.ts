@@ -28,6 +28,11 @@ export interface WifiAdapter {
   hwaddr?: string;
 }
 
+/** A network always on the air (what `nmcli device wifi list` shows once scanned). */
+export interface StaticNetwork {
+  ssid: string; security?: string; signal?: number; bssid?: string; gateway?: string; address?: string;
+}
+
 /** A listening socket `ss` shows (and cloudcutter's safety check finds). */
 export interface Listener {
   proto: 'tcp' | 'udp';
@@ -41,13 +46,17 @@ export interface Listener {
   unit?: string;
 }
 
-/** systemd-resolved on a stock Ubuntu (systemd ≥ 251): stub 127.0.0.53 bound to lo, proxy stub 127.0.0.54. */
+/**
+ * systemd-resolved on a stock Ubuntu (systemd ≥ 251, resolved-dns-stub.c): the stub on 127.0.0.53 bound
+ * to lo, the proxy stub on 127.0.0.54, UDP and TCP each; `ps -o comm=` shows 15 characters.
+ */
+const resolved = { process: 'systemd-resolve', pid: 612, unit: 'systemd-resolved.service' };
 export const UBUNTU_RESOLVED: readonly Listener[] = Object.freeze([
-  { proto: 'udp', port: 53, addr: '127.0.0.54', process: 'systemd-resolve', pid: 612, fd: 19, unit: 'systemd-resolved.service' },
-  { proto: 'udp', port: 53, addr: '127.0.0.53%lo', process: 'systemd-resolve', pid: 612, fd: 17, unit: 'systemd-resolved.service' },
-  { proto: 'tcp', port: 53, addr: '127.0.0.53%lo', process: 'systemd-resolve', pid: 612, fd: 18, unit: 'systemd-resolved.service' },
-  { proto: 'tcp', port: 53, addr: '127.0.0.54', process: 'systemd-resolve', pid: 612, fd: 20, unit: 'systemd-resolved.service' },
-]);
+  { proto: 'udp', port: 53, addr: '127.0.0.54', fd: 19, ...resolved },
+  { proto: 'udp', port: 53, addr: '127.0.0.53%lo', fd: 17, ...resolved },
+  { proto: 'tcp', port: 53, addr: '127.0.0.53%lo', fd: 18, ...resolved },
+  { proto: 'tcp', port: 53, addr: '127.0.0.54', fd: 20, ...resolved },
+] satisfies Listener[]);
 
 export interface FakeWorldOptions {
   /**
@@ -85,7 +94,7 @@ export interface FakeWorldOptions {
     delayMs?: number;
     /** MAC printed at the end when there is no sim (default d8:1f:12:3a:4b:5c); with a sim: its tuyaMac. */
     mac?: string;
-    /** Without a sim: the stock AP's SSID (default SmartLife-1A2B); the exploited one is "A-" + its last 4 characters. */
+    /** Without a sim: the stock AP's SSID (default SmartLife-1A2B); the exploited one is "A-" + its last 4. */
     apSsid?: string;
     /** Lines printed inside `docker run -ti` end in \r\n like the real ones (default true). */
     crlf?: boolean;
@@ -104,7 +113,7 @@ export interface FakeWorldOptions {
     connectFails?: boolean; // `device wifi connect` always: "Error: No network with SSID '…' found.", exit 10
     ethIface?: string; // default 'eth0' (connected, "Wired connection 1")
     /** Networks always on the air (default HomeNet, WPA2). The plug's APs come from the sim. */
-    networks?: { ssid: string; security?: string; signal?: number; bssid?: string; gateway?: string; address?: string }[];
+    networks?: StaticNetwork[];
   };
   docker?: false | {
     daemon?: boolean; // default false
@@ -211,8 +220,10 @@ export async function makeFakeWorld(opts: FakeWorldOptions = {}): Promise<FakeWo
   const log = path.join(dir, 'calls.jsonl');
   fs.writeFileSync(log, '');
 
-  const cc = opts.cloudcutter === false ? null : { outcome: 'success' as CloudcutterOutcome, requireTty: true, imageBuilt: true, ...(opts.cloudcutter ?? {}) };
-  const nmOpts = opts.nmcli === false ? null : { wifiIface: 'wlan1', apMode: true, connectFails: false, ethIface: 'eth0', ...(opts.nmcli ?? {}) };
+  const cc = opts.cloudcutter === false ? null
+    : { outcome: 'success' as CloudcutterOutcome, requireTty: true, imageBuilt: true, ...(opts.cloudcutter ?? {}) };
+  const nmOpts = opts.nmcli === false ? null
+    : { wifiIface: 'wlan1', apMode: true, connectFails: false, ethIface: 'eth0', ...(opts.nmcli ?? {}) };
   const docker = opts.docker === false ? null : { daemon: false, image: true, ...(opts.docker ?? {}) };
   const esphome = opts.esphome === false ? null : { delayMs: 100, fail: false, ...(opts.esphome ?? {}) };
   const sudo = opts.sudo === false ? null : typeof opts.sudo === 'object' ? opts.sudo : {};
@@ -233,9 +244,14 @@ export async function makeFakeWorld(opts: FakeWorldOptions = {}): Promise<FakeWo
 
   const adapters: (WifiAdapter & { apMode: boolean; hwaddr: string })[] = !nmOpts ? [] :
     (nmOpts.wifi ?? (nmOpts.wifiIface ? [{ iface: nmOpts.wifiIface, apMode: nmOpts.apMode }] : []))
-      .map((a, n) => ({ ...a, apMode: a.apMode !== false, hwaddr: a.hwaddr ?? (n === 0 ? '00:C0:CA:B1:7E:42' : `F8:5E:A0:12:34:${String(56 + n)}`) }));
-  const networks = nmOpts?.networks ??
-    [{ ssid: 'HomeNet', security: 'WPA2', signal: 82, bssid: '3C:84:6A:11:22:33', gateway: '192.168.1.1', address: '192.168.1.57/24' }];
+      .map((a, n) => ({
+        ...a, apMode: a.apMode !== false,
+        hwaddr: a.hwaddr ?? (n === 0 ? '00:C0:CA:B1:7E:42' : `F8:5E:A0:12:34:${56 + n}`),
+      }));
+  const networks: StaticNetwork[] = nmOpts?.networks ?? [
+    { ssid: 'HomeNet', security: 'WPA2', signal: 82, bssid: '3C:84:6A:11:22:33', gateway: '192.168.1.1',
+      address: '192.168.1.57/24' },
+  ];
   const nm = nmOpts && { ...nmOpts, wifi: adapters, networks };
   const settings = {
     dir,
@@ -256,15 +272,21 @@ export async function makeFakeWorld(opts: FakeWorldOptions = {}): Promise<FakeWo
   // NetworkManager has been up for a while: each adapter has scanned (and the connected ones joined)
   const now = Date.now();
   const since = now - 600_000 * timeScale;
-  const connections: Record<string, unknown>[] = nm ? [{ name: 'Wired connection 1', uuid: 'b2f0c8a4-5b1e-3c9d-9f5e-0a1b2c3d4e5f', type: 'ethernet', device: nm.ethIface }] : [];
+  const connections: Record<string, unknown>[] = !nm ? []
+    : [{ name: 'Wired connection 1', uuid: 'b2f0c8a4-5b1e-3c9d-9f5e-0a1b2c3d4e5f', type: 'ethernet',
+      device: nm.ethIface }];
   const devices: Record<string, unknown> = {};
   for (const a of adapters) {
     const net = a.connectedTo ? networks.find((n) => n.ssid === a.connectedTo) : undefined;
-    if (a.connectedTo && !net) throw new Error(`fake world: ${a.iface} is connected to ${a.connectedTo}, which is not in nmcli.networks`);
-    if (net) connections.push({ name: net.ssid, uuid: crypto.randomUUID(), type: 'wifi', device: a.iface, ssid: net.ssid, gateway: net.gateway, address: net.address });
+    if (a.connectedTo && !net) throw new Error(`fake world: ${a.iface}'s ${a.connectedTo} is not in nmcli.networks`);
+    if (net) {
+      connections.push({ name: net.ssid, uuid: crypto.randomUUID(), type: 'wifi', device: a.iface, ssid: net.ssid,
+        gateway: net.gateway, address: net.address });
+    }
     devices[a.iface] = {
       managed: true, active: net?.ssid ?? null, activeSsid: net?.ssid ?? null, availableAt: since, clearedAt: since,
-      periodic: [{ from: since, to: net ? since + 20_000 * timeScale : null }], scans: [], ...(net ? { autoconnect: net.ssid } : {}),
+      periodic: [{ from: since, to: net ? since + 20_000 * timeScale : null }], scans: [],
+      ...(net ? { autoconnect: net.ssid } : {}),
     };
   }
   fs.writeFileSync(path.join(dir, 'state.json'), JSON.stringify({
@@ -274,7 +296,8 @@ export async function makeFakeWorld(opts: FakeWorldOptions = {}): Promise<FakeWo
     air: [],
     busy: settings.ss.busy,
     stopped: [],
-    images: [...(docker?.image ? ['ghcr.io/esphome/esphome:latest'] : []), ...(cc?.imageBuilt ? ['cloudcutter:latest'] : [])],
+    images: [...(docker?.image ? ['ghcr.io/esphome/esphome:latest'] : []),
+      ...(cc?.imageBuilt ? ['cloudcutter:latest'] : [])],
     containers: {},
   }, null, 2));
 

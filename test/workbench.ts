@@ -58,7 +58,9 @@ export interface BenchOptions {
 export async function startBench(o: BenchOptions = {}): Promise<Bench> {
   const mcu = o.mcu ?? 'bk7231n';
   const timeScale = o.timeScale ?? BENCH_TIME_SCALE;
-  const sim = await startSimPlug({ mcu, phase: 'tuya', homeNetwork: HOME, joinMs: 150, rebootMs: 150, timeScale, ...o.sim });
+  const sim = await startSimPlug({
+    mcu, phase: 'tuya', homeNetwork: HOME, joinMs: 150, rebootMs: 150, timeScale, ...o.sim,
+  });
   const api = await serveDir(CLOUDCUTTER_API_FIXTURES);
   const world = await makeFakeWorld({
     timeScale,

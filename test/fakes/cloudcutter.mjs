@@ -13,11 +13,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CLOUDCUTTER_MESSAGES as M, CLOUDCUTTER_LINES as L, chipMismatchLine, portQuestion } from './messages.mjs';
 import {
-  world, logCall, readState, updateState, sleep, out, err, exit, dieBy, readInput, uuid, wrapUG, FAMILY_ID, scaled, simState, simPost,
+  world, logCall, readState, updateState, sleep, out, err, exit, dieBy, readInput, uuid, wrapUG, FAMILY_ID, scaled,
+  simState, simPost,
 } from './common.mjs';
 import {
-  REAL as NM, dev, available, airAt, airContext, bss, lastScanEnd, requestScan, nextScanEnd, activate, deactivate, setManaged, setRadio,
-  sortedDevices, wifiAdapters,
+  REAL as NM, dev, available, airAt, airContext, bss, lastScanEnd, requestScan, nextScanEnd, activate, deactivate,
+  setManaged, setRadio, sortedDevices, wifiAdapters,
 } from './nm.mjs';
 
 const RULE = '='.repeat(80);
@@ -158,8 +159,8 @@ export const STEPS = Object.freeze({
 // the script's sleeps: common.sh:54,59,113; common_run.sh:82,116,137
 const SLEEP_1 = 1000;
 const SLEEP_5 = 5000;
-const SUCCESS_REAL = STEPS.buildCached + 4 * STEPS.dockerRun + 2 * (2 * SLEEP_1) + SLEEP_1 + STEPS.exploit + 2 * SLEEP_5 +
-  STEPS.setupAp + STEPS.joinFlashAp + STEPS.endpoints + STEPS.download + STEPS.progress + 15000;
+const SUCCESS_REAL = STEPS.buildCached + 4 * STEPS.dockerRun + 2 * (2 * SLEEP_1) + SLEEP_1 + STEPS.exploit +
+  2 * SLEEP_5 + STEPS.setupAp + STEPS.joinFlashAp + STEPS.endpoints + STEPS.download + STEPS.progress + 15000;
 
 const TUYA_GATEWAYS = ['192.168.175.1', '192.168.176.1', '192.168.43.1']; // common.sh:99-100
 
@@ -212,7 +213,8 @@ export async function main(argv) {
   // ---- common.sh: the adapter (the first wifi line of `nmcli device status`) ----
   const nm = w.nmcli; // null: no nmcli on this machine
   if (!nm) err('common.sh: line 5: nmcli: command not found\n');
-  const firstWifi = outcome === 'adapter' || !nm ? '' : sortedDevices(w, readState(w), Date.now()).find((d) => d.TYPE === 'wifi')?.DEVICE ?? '';
+  const firstWifi = outcome === 'adapter' || !nm ? ''
+    : sortedDevices(w, readState(w), Date.now()).find((d) => d.TYPE === 'wifi')?.DEVICE ?? '';
   const adapter = o.wifiAdapter || firstWifi;
   if (!adapter || outcome === 'adapter') {
     say(M.adapter[0]);
@@ -245,9 +247,12 @@ export async function main(argv) {
     await step(STEPS.buildCached);
     err('#5 [base 1/2] FROM docker.io/library/python:3.9.18-slim-bullseye\n#5 CACHED\n');
   } else {
-    err('#5 [base 1/2] FROM docker.io/library/python:3.9.18-slim-bullseye\n#6 [base 2/2] RUN apt-get -qq update && apt-get install -qy --no-install-recommends git hostapd rfkill dnsmasq build-essential libssl-dev iproute2 mosquitto iw\n');
+    err('#5 [base 1/2] FROM docker.io/library/python:3.9.18-slim-bullseye\n#6 [base 2/2] RUN apt-get -qq update && ' +
+      'apt-get install -qy --no-install-recommends git hostapd rfkill dnsmasq build-essential libssl-dev iproute2 ' +
+      'mosquitto iw\n');
     await step(STEPS.buildFirst / 2);
-    err('#7 [python-deps 1/3] RUN pip install --upgrade pipenv\n#9 [python-deps 3/3] RUN cd /src && PIPENV_VENV_IN_PROJECT=1 pipenv install --deploy\n');
+    err('#7 [python-deps 1/3] RUN pip install --upgrade pipenv\n' +
+      '#9 [python-deps 3/3] RUN cd /src && PIPENV_VENV_IN_PROJECT=1 pipenv install --deploy\n');
     await step(STEPS.buildFirst / 2);
     updateState(w, (st) => { st.images = [...new Set([...(st.images ?? []), 'cloudcutter:latest'])]; });
   }
@@ -365,7 +370,8 @@ export async function main(argv) {
   }
   if (host.blacklistRtl8192cu) {
     for (const l of L.blacklist) say(l);
-    if (/^[Yy]$/.test(await ask(L.blacklistQuestion))) updateState(w, (st) => { st.stopped = [...(st.stopped ?? []), 'blacklist-rtl8192cu.conf']; });
+    if (/^[Yy]$/.test(await ask(L.blacklistQuestion)))
+      updateState(w, (st) => { st.stopped = [...(st.stopped ?? []), 'blacklist-rtl8192cu.conf']; });
   }
   if (host.apparmor) {
     say(L.apparmor[0]);
@@ -424,7 +430,9 @@ export async function main(argv) {
   const fakePlugAp = (ssid) => updateState(w, (st) => {
     const now = Date.now();
     for (const a of st.air ?? []) if (a.host === 'fake-plug' && a.to == null) a.to = now;
-    if (ssid) (st.air ??= []).push({ ssid, security: '', signal: 66, bssid: 'D8:1F:12:3A:4B:5D', gateway: '192.168.175.1', address: '192.168.175.100/24', from: now, to: null, host: 'fake-plug' });
+    if (!ssid) return;
+    (st.air ??= []).push({ ssid, security: '', signal: 66, bssid: 'D8:1F:12:3A:4B:5D', gateway: '192.168.175.1',
+      address: '192.168.175.100/24', from: now, to: null, host: 'fake-plug' });
   });
   const scanLine = L.scanning + (o.overrideSsid ? ` ${o.overrideSsid}` : '');
   let apMatched = '';
@@ -455,7 +463,8 @@ export async function main(argv) {
     if (outcome === 'ap') {
       await sleep(scaled(w, NM.connect));
       rememberConnection(w, ap.ssid, adapter);
-      err('Error: Connection activation failed: IP configuration could not be reserved (no available address, timeout, etc.).\n');
+      err('Error: Connection activation failed: IP configuration could not be reserved ' +
+        '(no available address, timeout, etc.).\n');
       err(`Hint: use 'journalctl -xe NM_CONNECTION=${uuid()} + NM_DEVICE=${adapter}' to get more details.\n`);
       return '';
     }
@@ -478,7 +487,10 @@ export async function main(argv) {
     for (let i = 1; i <= 5; i++) {
       apMatched = '';
       await step(SLEEP_1);
-      updateState(w, (st) => { if (known) setManaged(w, st, adapter, true, Date.now()); setRadio(w, st, false, Date.now()); });
+      updateState(w, (st) => {
+        if (known) setManaged(w, st, adapter, true, Date.now());
+        setRadio(w, st, false, Date.now());
+      });
       await step(SLEEP_1);
       updateState(w, (st) => setRadio(w, st, true, Date.now()));
       let ap;
@@ -560,7 +572,8 @@ export async function main(argv) {
   say(RULE); say();
   if (!sim) {
     const ending = stockAp.slice(-5);
-    setTimeout(() => fakePlugAp(outcome === 'exploit' ? stockAp : `A${ending.startsWith('-') ? '' : '-'}${ending}`), scaled(w, 4000));
+    const next = outcome === 'exploit' ? stockAp : `A${ending.startsWith('-') ? '' : '-'}${ending}`;
+    setTimeout(() => fakePlugAp(next), scaled(w, 4000));
   }
   await step(SLEEP_5);
   helper(say, cwd, 'pre-wifi-config');
@@ -599,8 +612,8 @@ export async function main(argv) {
     dock(`Using interface ${adapter} with hwaddr ${hwaddr.toLowerCase()} and ssid "cloudcutterflash"`);
     dock(`${adapter}: interface state UNINITIALIZED->ENABLED`);
     dock(`${adapter}: AP-ENABLED`);
-    updateState(w, (st) => (st.air ??= []).push({ ssid: 'cloudcutterflash', security: 'WPA2', signal: 90, bssid: hwaddr, gateway: '10.204.0.1',
-      address: '10.204.0.11/24', from: Date.now(), to: null, host: adapter }));
+    updateState(w, (st) => (st.air ??= []).push({ ssid: 'cloudcutterflash', security: 'WPA2', signal: 90, bssid: hwaddr,
+      gateway: '10.204.0.1', address: '10.204.0.11/24', from: Date.now(), to: null, host: adapter }));
     hosting = true;
   } else {
     // hostapd -B on an adapter without AP mode: it fails, setup_apmode.sh goes on (no `set -e`)
@@ -655,7 +668,8 @@ export async function main(argv) {
     try {
       const j = await simPost(w, 'flash-kickstart', { chip: chipChoice, firmware });
       const hid = typeof j.tuyaMac === 'string' ? j.tuyaMac : typeof j.mac === 'string' ? j.mac : '';
-      if (hid) mac = hid.replace(/[^0-9a-fA-F]/g, '').toLowerCase().match(/../g).join(':'); // handlers.py:32-37, from `hid`
+      // handlers.py:32-37: from the `hid` of the plug's requests
+      if (hid) mac = hid.replace(/[^0-9a-fA-F]/g, '').toLowerCase().match(/../g).join(':');
     } catch (e) {
       err(`fake tuya-cloudcutter.sh: ${e?.message ?? e}\n`);
       return finish(99);

@@ -36,7 +36,9 @@ export function wifiAdapters(w) {
 /** The device record of a Wi-Fi adapter in the state (created on first use). */
 export function dev(s, iface) {
   s.nm ??= { radio: true, devices: {} };
-  s.nm.devices[iface] ??= { managed: true, active: null, availableAt: 0, clearedAt: 0, periodic: [{ from: 0, to: null }], scans: [] };
+  s.nm.devices[iface] ??= {
+    managed: true, active: null, availableAt: 0, clearedAt: 0, periodic: [{ from: 0, to: null }], scans: [],
+  };
   return s.nm.devices[iface];
 }
 
@@ -198,7 +200,8 @@ export function settle(w, s, now) {
     const d = dev(s, a.iface);
     if (d.autoconnectAt == null || now < d.autoconnectAt || d.active || !available(s, d, d.autoconnectAt)) continue;
     const conn = (s.connections ?? []).find((c) => c.name === d.autoconnect);
-    if (conn && (w.nmcli?.networks ?? []).some((n) => n.ssid === (conn.ssid ?? conn.name))) activate(w, s, a.iface, conn, d.autoconnectAt);
+    const seen = (w.nmcli?.networks ?? []).some((n) => n.ssid === (conn?.ssid ?? conn?.name));
+    if (conn && seen) activate(w, s, a.iface, conn, d.autoconnectAt);
     d.autoconnectAt = null;
   }
 }
@@ -214,20 +217,21 @@ export function sortedDevices(w, s, now) {
   const eth = nm.ethIface ?? 'eth0';
   if (eth) {
     const a = s.active?.[eth];
-    list.push({ DEVICE: eth, TYPE: 'ethernet', STATE: a ? 'connected' : 'disconnected', num: a ? 100 : 30, CONNECTION: a ?? '--',
-      HWADDR: '52:54:00:12:34:56', external: false });
+    list.push({ DEVICE: eth, TYPE: 'ethernet', STATE: a ? 'connected' : 'disconnected', num: a ? 100 : 30,
+      CONNECTION: a ?? '--', HWADDR: '52:54:00:12:34:56', external: false });
   }
-  list.push({ DEVICE: 'lo', TYPE: 'loopback', STATE: 'connected (externally)', num: 100, CONNECTION: 'lo', HWADDR: '00:00:00:00:00:00',
-    external: true });
+  list.push({ DEVICE: 'lo', TYPE: 'loopback', STATE: 'connected (externally)', num: 100, CONNECTION: 'lo',
+    HWADDR: '00:00:00:00:00:00', external: true });
   for (const a of wifiAdapters(w)) {
     const [num, text] = deviceState(s, a.iface, now);
     const d = dev(s, a.iface);
-    list.push({ DEVICE: a.iface, TYPE: 'wifi', STATE: text, num, CONNECTION: text === 'connected' ? d.active : '--', HWADDR: a.hwaddr,
-      external: false });
+    list.push({ DEVICE: a.iface, TYPE: 'wifi', STATE: text, num, CONNECTION: text === 'connected' ? d.active : '--',
+      HWADDR: a.hwaddr, external: false });
   }
   const active = (x) => x.CONNECTION !== '--';
   // the default route: ethernet (metric 100) before Wi-Fi (600)
-  const withDefault = list.find((x) => active(x) && !x.external && x.TYPE === 'ethernet') ?? list.find((x) => active(x) && !x.external);
+  const mine = list.filter((x) => active(x) && !x.external);
+  const withDefault = mine.find((x) => x.TYPE === 'ethernet') ?? mine[0];
   const rank = (x) => (!active(x) ? 3 : x.external ? 2 : x === withDefault ? 0 : 1);
   return list.sort((x, y) => rank(x) - rank(y) || (rank(x) === 3 ? y.num - x.num : 0) || x.TYPE.localeCompare(y.TYPE) ||
     x.DEVICE.localeCompare(y.DEVICE));

@@ -37,7 +37,8 @@ function printTable(opts, rows, allFields, defaultFields) {
   }
   if (opts.terse || opts.getValues) {
     // terse output leaves an unset value empty (the tabular form shows "--")
-    for (const r of rows) process.stdout.write(fields.map((f) => escTerse(r[f] === '--' ? '' : r[f] ?? '', opts.escape)).join(':') + '\n');
+    const value = (r, f) => escTerse(r[f] === '--' ? '' : r[f] ?? '', opts.escape);
+    for (const r of rows) process.stdout.write(fields.map((f) => value(r, f)).join(':') + '\n');
     return exit(0);
   }
   const width = fields.map((f) => Math.max(f.length, ...rows.map((r) => String(r[f] ?? '--').length)) + 2);
@@ -124,7 +125,8 @@ export async function main(argv) {
   const obj = pick(args[0], ['general', 'networking', 'radio', 'connection', 'device', 'agent', 'monitor']);
   if (obj === null) return fail(2, `Error: argument '${args[0]}' not understood. Try passing --help instead.`);
   if (obj === undefined) {
-    for (const d of sortedDevices(w, s, Date.now())) process.stdout.write(`${d.DEVICE}: ${d.STATE}${d.CONNECTION !== '--' ? ` to ${d.CONNECTION}` : ''}\n`);
+    for (const d of sortedDevices(w, s, Date.now()))
+      process.stdout.write(`${d.DEVICE}: ${d.STATE}${d.CONNECTION !== '--' ? ` to ${d.CONNECTION}` : ''}\n`);
     return exit(0);
   }
   const rest = args.slice(1);
@@ -133,7 +135,9 @@ export async function main(argv) {
     if (cmd !== 'status') return exit(0);
     const all = ['RUNNING', 'VERSION', 'STATE', 'STARTUP', 'CONNECTIVITY', 'NETWORKING', 'WIFI-HW', 'WIFI', 'WWAN-HW', 'WWAN'];
     const wifiOn = s.nm?.radio === false ? 'disabled' : 'enabled';
-    return printTable(opts, [{ RUNNING: 'running', VERSION: '1.42.4', STATE: 'connected', STARTUP: 'started', CONNECTIVITY: 'full', NETWORKING: 'enabled', 'WIFI-HW': 'enabled', WIFI: wifiOn, 'WWAN-HW': 'missing', WWAN: 'enabled' }],
+    const row = { RUNNING: 'running', VERSION: '1.42.4', STATE: 'connected', STARTUP: 'started', CONNECTIVITY: 'full',
+      NETWORKING: 'enabled', 'WIFI-HW': 'enabled', WIFI: wifiOn, 'WWAN-HW': 'missing', WWAN: 'enabled' };
+    return printTable(opts, [row],
       all, ['STATE', 'CONNECTIVITY', 'WIFI-HW', 'WIFI', 'WWAN-HW', 'WWAN']);
   }
   if (obj === 'networking') {
@@ -145,11 +149,14 @@ export async function main(argv) {
     const which = pick(rest[0], ['all', 'wifi', 'wwan']);
     if (rest.length <= 1) {
       if (which === 'wifi') { process.stdout.write(`${wifiOn}\n`); return exit(0); }
-      return printTable(opts, [{ 'WIFI-HW': 'enabled', WIFI: wifiOn, 'WWAN-HW': 'missing', WWAN: 'enabled' }], ['WIFI-HW', 'WIFI', 'WWAN-HW', 'WWAN'], ['WIFI-HW', 'WIFI', 'WWAN-HW', 'WWAN']);
+      const fields = ['WIFI-HW', 'WIFI', 'WWAN-HW', 'WWAN'];
+      const row = { 'WIFI-HW': 'enabled', WIFI: wifiOn, 'WWAN-HW': 'missing', WWAN: 'enabled' };
+      return printTable(opts, [row], fields, fields);
     }
     if (which === 'wifi' || which === 'all') {
       const on = ['on', 'yes', 'true'].includes(rest[1]);
-      if (!on && !['off', 'no', 'false'].includes(rest[1])) return fail(2, `Error: '${rest[1]}': invalid argument. Use 'on' or 'off'.`);
+      if (!on && !['off', 'no', 'false'].includes(rest[1]))
+        return fail(2, `Error: '${rest[1]}': invalid argument. Use 'on' or 'off'.`);
       updateState(w, (st) => setRadio(w, st, on, Date.now()));
     }
     return exit(0);
@@ -191,7 +198,8 @@ async function device(w, s, opts, rest) {
       const v = kv[k + 1];
       if (!['yes', 'no', 'up', 'down', 'reset', 'true', 'false', 'on', 'off'].includes(v))
         return fail(2, `Error: 'managed': '${v}' is not valid, use 'yes/no/up/down/reset'.`);
-      if (isWifi(name)) updateState(w, (st) => setManaged(w, st, name, !['no', 'down', 'false', 'off'].includes(v), Date.now()));
+      const on = !['no', 'down', 'false', 'off'].includes(v);
+      if (isWifi(name)) updateState(w, (st) => setManaged(w, st, name, on, Date.now()));
     }
     return exit(0);
   }
@@ -229,9 +237,11 @@ function wifiRows(w, s, ctx, iface, t) {
   return aps.map((n, idx) => {
     const sig = n.signal ?? 70;
     return {
-      'IN-USE': d.active && d.activeSsid === n.ssid ? '*' : '', BSSID: n.bssid ?? `AA:BB:CC:DD:EE:${String(10 + idx).padStart(2, '0')}`,
+      'IN-USE': d.active && d.activeSsid === n.ssid ? '*' : '',
+      BSSID: n.bssid ?? `AA:BB:CC:DD:EE:${String(10 + idx).padStart(2, '0')}`,
       SSID: n.ssid, MODE: 'Infra', CHAN: String(n.chan ?? 6), RATE: '130 Mbit/s', SIGNAL: String(sig),
-      BARS: sig > 75 ? '▂▄▆█' : sig > 50 ? '▂▄▆_' : sig > 25 ? '▂▄__' : '▂___', SECURITY: n.security ?? '', DEVICE: iface,
+      BARS: sig > 75 ? '▂▄▆█' : sig > 50 ? '▂▄▆_' : sig > 25 ? '▂▄__' : '▂___', SECURITY: n.security ?? '',
+      DEVICE: iface,
     };
   });
 }
@@ -243,13 +253,15 @@ async function wifi(w, s, opts, rest, devs) {
   const kv = {};
   const positional = [];
   for (let k = 0; k < args.length; k++) {
-    if (['ifname', 'bssid', 'password', 'name', 'hidden', 'private', 'wep-key-type', '--rescan'].includes(args[k])) kv[args[k].replace(/^--/, '')] = args[++k];
+    const named = ['ifname', 'bssid', 'password', 'name', 'hidden', 'private', 'wep-key-type', '--rescan'];
+    if (named.includes(args[k])) kv[args[k].replace(/^--/, '')] = args[++k];
     else positional.push(args[k]);
   }
   const wifiDevs = devs.filter((d) => d.TYPE === 'wifi');
   if (cmd === undefined || cmd === 'list') return wifiList(w, opts, kv, devs, wifiDevs);
   // connect and rescan (devices.c find_wifi_device_by_iface): an unknown ifname "is not a Wi-Fi device", exit 1
-  if (kv.ifname !== undefined && !wifiDevs.some((d) => d.DEVICE === kv.ifname)) return fail(1, `Error: Device '${kv.ifname}' is not a Wi-Fi device.`);
+  if (kv.ifname !== undefined && !wifiDevs.some((d) => d.DEVICE === kv.ifname))
+    return fail(1, `Error: Device '${kv.ifname}' is not a Wi-Fi device.`);
   if (!wifiDevs.length) return fail(1, 'Error: No Wi-Fi device found.');
   if (cmd === 'rescan') {
     const iface = kv.ifname ?? wifiDevs[0].DEVICE;
@@ -274,7 +286,8 @@ async function wifiList(w, opts, kv, devs, wifiDevs) {
     if (d.TYPE !== 'wifi') return fail(10, `Error: Device '${kv.ifname}' is not a Wi-Fi device.`);
   }
   const rescan = kv.rescan ?? 'auto';
-  if (!['auto', 'no', 'yes'].includes(rescan)) return fail(2, `Error: invalid rescan argument: '${rescan}' not among [auto, no, yes]`);
+  if (!['auto', 'no', 'yes'].includes(rescan))
+    return fail(2, `Error: invalid rescan argument: '${rescan}' not among [auto, no, yes]`);
   const ifaces = kv.ifname ? [kv.ifname] : wifiDevs.map((d) => d.DEVICE);
   const t0 = Date.now();
   const cutoff = rescan === 'yes' ? t0 : rescan === 'no' ? -Infinity : t0 - scaled(w, REAL.rescanAuto);
@@ -293,8 +306,9 @@ async function wifiList(w, opts, kv, devs, wifiDevs) {
   const s = readState(w);
   const ctx = airContext(w, s, await simState(w));
   const rows = ifaces.flatMap((iface) => wifiRows(w, s, ctx, iface, now));
-  return printTable(opts, rows, ['NAME', 'SSID', 'SSID-HEX', 'BSSID', 'MODE', 'CHAN', 'FREQ', 'RATE', 'SIGNAL', 'BARS', 'SECURITY', 'WPA-FLAGS', 'RSN-FLAGS', 'DEVICE', 'ACTIVE', 'IN-USE', 'DBUS-PATH'],
-    ['IN-USE', 'BSSID', 'SSID', 'MODE', 'CHAN', 'RATE', 'SIGNAL', 'BARS', 'SECURITY']);
+  const all = ['NAME', 'SSID', 'SSID-HEX', 'BSSID', 'MODE', 'CHAN', 'FREQ', 'RATE', 'SIGNAL', 'BARS', 'SECURITY',
+    'WPA-FLAGS', 'RSN-FLAGS', 'DEVICE', 'ACTIVE', 'IN-USE', 'DBUS-PATH'];
+  return printTable(opts, rows, all, ['IN-USE', 'BSSID', 'SSID', 'MODE', 'CHAN', 'RATE', 'SIGNAL', 'BARS', 'SECURITY']);
 }
 
 /**
@@ -305,7 +319,8 @@ async function wifiList(w, opts, kv, devs, wifiDevs) {
 async function wifiConnect(w, opts, kv, positional, wifiDevs) {
   const ssid = positional[0];
   if (!ssid) return fail(2, 'Error: SSID or BSSID are missing.');
-  if (ssid.length > 32 && !/^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$/.test(ssid)) return fail(2, `Error: Parameter '${ssid}' is neither SSID nor BSSID.`);
+  if (ssid.length > 32 && !/^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$/.test(ssid))
+    return fail(2, `Error: Parameter '${ssid}' is neither SSID nor BSSID.`);
   if (w.nmcli.connectFails) return fail(10, `Error: No network with SSID '${ssid}' found.`);
   const t0 = Date.now();
   const s0 = readState(w);
@@ -318,7 +333,8 @@ async function wifiConnect(w, opts, kv, positional, wifiDevs) {
     if (ap) { iface = i; break; }
   }
   if (!ap) return fail(10, `Error: No network with SSID '${ssid}' found.`);
-  if (ap.security && !kv.password) return fail(4, 'Error: Connection activation failed: Secrets were required, but not provided.');
+  if (ap.security && !kv.password)
+    return fail(4, 'Error: Connection activation failed: Secrets were required, but not provided.');
   const waitS = opts.wait !== undefined ? Number(opts.wait) : 90;
   const limit = waitS > 0 ? t0 + scaled(w, waitS * 1000) : Infinity;
   const onAir = () => airAt(ctx, Date.now(), iface).some((n) => n.ssid === ssid);
@@ -356,7 +372,8 @@ function rememberWifi(st, name, ssid, iface, ap) {
     c = { name, uuid: uuid(), type: 'wifi', device: iface };
     st.connections.push(c);
   }
-  Object.assign(c, { device: iface, ssid, gateway: ap.gateway ?? '192.168.1.1', address: ap.address ?? '192.168.1.20/24' });
+  Object.assign(c, { device: iface, ssid, gateway: ap.gateway ?? '192.168.1.1',
+    address: ap.address ?? '192.168.1.20/24' });
   return c;
 }
 
@@ -402,7 +419,8 @@ async function connection(w, s, opts, rest) {
       updateState(w, (st) => {
         st.connections = (st.connections ?? []).filter((x) => x.uuid !== c.uuid);
         for (const [d, n] of Object.entries(st.active ?? {})) if (n === c.name) delete st.active[d];
-        for (const [d, x] of Object.entries(st.nm?.devices ?? {})) if (x.active === c.name) deactivate(w, st, d, Date.now());
+        for (const [d, x] of Object.entries(st.nm?.devices ?? {}))
+          if (x.active === c.name) deactivate(w, st, d, Date.now());
       });
       process.stdout.write(`Connection '${c.name}' (${c.uuid}) successfully deleted.\n`);
     }
@@ -417,8 +435,12 @@ async function connection(w, s, opts, rest) {
         // activates the saved profile on a device whose list holds its network
         const now = Date.now();
         const ctx = airContext(w, s, await simState(w));
-        const iface = wifiAdapters(w).map((a) => a.iface).find((i) => bss(w, s, ctx, i, now).some((n) => n.ssid === (c.ssid ?? c.name)));
-        if (!iface) return fail(4, `Error: Connection activation failed: No suitable device found for this connection (device lo not available because device is strictly unmanaged).`);
+        const listed = (i) => bss(w, s, ctx, i, now).some((n) => n.ssid === (c.ssid ?? c.name));
+        const iface = wifiAdapters(w).map((a) => a.iface).find(listed);
+        if (!iface) {
+          return fail(4, 'Error: Connection activation failed: No suitable device found for this connection ' +
+            '(device lo not available because device is strictly unmanaged).');
+        }
         await sleep(scaled(w, REAL.connect));
         updateState(w, (st) => activate(w, st, iface, c, Date.now()));
       } else updateState(w, (st) => { st.active ??= {}; st.active[w.nmcli.ethIface ?? 'eth0'] = c.name; });
@@ -427,7 +449,8 @@ async function connection(w, s, opts, rest) {
       if (!deviceOf(c)) return fail(10, `Error: '${c.name}' is not an active connection.\nError: no active connection provided.`);
       updateState(w, (st) => {
         for (const [d, n] of Object.entries(st.active ?? {})) if (n === c.name) delete st.active[d];
-        for (const [d, x] of Object.entries(st.nm?.devices ?? {})) if (x.active === c.name) deactivate(w, st, d, Date.now());
+        for (const [d, x] of Object.entries(st.nm?.devices ?? {}))
+          if (x.active === c.name) deactivate(w, st, d, Date.now());
       });
       process.stdout.write(`Connection '${c.name}' successfully deactivated (D-Bus active path: /org/freedesktop/NetworkManager/ActiveConnection/7)\n`);
     }

@@ -74,7 +74,7 @@ export interface SimPlugOptions {
   faults?: SimFaults;
   /** HTTP port on 127.0.0.1; default 0 (random). */
   port?: number;
-  /** Real-world durations of the Tuya side (AP mode by hand, the reboot into Kickstart) are multiplied by this; default 1. */
+  /** Real durations of the Tuya side (AP mode by hand, the reboot into Kickstart) are multiplied by this; default 1. */
   timeScale?: number;
   /**
    * The MAC the stock firmware reports (the `hid` of its requests, what cloudcutter prints); default:
@@ -84,7 +84,7 @@ export interface SimPlugOptions {
   tuyaMac?: string;
   /** The stock pairing AP's name before "-XXXX" (last 4 hex digits of tuyaMac); default 'SmartLife'. */
   tuyaApPrefix?: string;
-  /** How long the user's power-cycling / button dance into AP mode takes (real ms); default 12000, 4000 after the exploit. */
+  /** How long the user's power-cycle dance into AP mode takes (real ms); default 12000, 4000 once exploited. */
   apModeMs?: number;
   /** From "send complete" to Kickstart's AP (real ms): writing, verifying, rebooting; default random 15000–30000. */
   kickstartBootMs?: number;
@@ -413,9 +413,13 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   let finalVer = finalVersion;
   let hung = false; // neverReboot fault: the new firmware does not come up until a power cycle
   // the stock firmware's pairing side: its AP, whether cloudcutter's exploit replaced its keys
-  const tuya = { ap: null as string | null, exploited: false, joined: null as string | null, apTimer: undefined as NodeJS.Timeout | undefined };
+  const tuya = {
+    ap: null as string | null, exploited: false, joined: null as string | null,
+    apTimer: undefined as NodeJS.Timeout | undefined,
+  };
   // every AP the plug had on the air, with times (nmcli's scans in the fakes look back at it)
-  const air: { ssid: string; bssid: string; security: string; signal: number; gateway: string; address: string; from: number; to: number | null }[] = [];
+  type OnAir = { ssid: string; bssid: string; security: string; signal: number; gateway: string; address: string };
+  const air: (OnAir & { from: number; to: number | null })[] = [];
   let closed = false;
   let dropUsed = false;
   const uploads: SimUpload[] = [];
@@ -470,9 +474,13 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
 
   // ---------------- on the air (the Tuya pairing AP, Kickstart's AP) ----------------
   function onAir(): { ssid: string; bssid: string; gateway: string; address: string } | null {
-    const plus1 = (hex: string) => (BigInt(`0x${hex}`) + 1n).toString(16).toUpperCase().padStart(12, '0').match(/../g)!.join(':');
-    if (phase === 'kickstart-ap') return { ssid: kickstartName, bssid: plus1(mac), gateway: AP_IP, address: '192.168.4.2/24' };
-    if (phase === 'tuya' && firmware === 'tuya' && tuya.ap) return { ssid: tuya.ap, bssid: plus1(tuyaMac), gateway: '192.168.175.1', address: '192.168.175.100/24' };
+    // a BK72xx's soft AP answers with the station MAC + 1
+    const plus1 = (hex: string) =>
+      (BigInt(`0x${hex}`) + 1n).toString(16).toUpperCase().padStart(12, '0').match(/../g)!.join(':');
+    if (phase === 'kickstart-ap')
+      return { ssid: kickstartName, bssid: plus1(mac), gateway: AP_IP, address: '192.168.4.2/24' };
+    if (phase === 'tuya' && firmware === 'tuya' && tuya.ap)
+      return { ssid: tuya.ap, bssid: plus1(tuyaMac), gateway: '192.168.175.1', address: '192.168.175.100/24' };
     return null;
   }
   function noteAir(): void {

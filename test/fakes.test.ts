@@ -3,13 +3,13 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import {
-  makeFakeWorld, writeCloudcutterProfile, CLOUDCUTTER_MESSAGES, CLOUDCUTTER_LINES, chipMismatchLine,
+  makeFakeWorld, writeCloudcutterProfile, CLOUDCUTTER_MESSAGES, CLOUDCUTTER_LINES, chipMismatchLine, portQuestion,
   type FakeWorld, type FakeWorldOptions,
 } from './fakes.ts';
 import { makeUF2, makeUG, readUF2Payload, FAMILY_ID, kickstartFileName } from './firmware-files.ts';
+import { startSimPlug, type SimPlug, type SimPlugOptions } from './sim/plug.ts';
 
 const API = path.join(import.meta.dirname, 'fixtures', 'cloudcutter-api');
 const readJson = (rel: string) => JSON.parse(fs.readFileSync(path.join(API, rel), 'utf8'));
@@ -19,26 +19,48 @@ const T_DEVICE = 'kmc-30153-smart-plug-mini';
 const T_PROFILE = 'profiles/oem-bk7231s-rnd-switch-1.0.7-sdk-2.0.0-30.06.json';
 const KS_N = kickstartFileName('bk7231n');
 const KS_T = kickstartFileName('bk7231t');
+/** Worlds here run at 1/100 of real time (a 3 s scan takes 30 ms) unless a test says otherwise. */
+const FAST = 0.01;
+/** Keys for cloudcutter's questions on a stock Ubuntu: S(kip) systemd-resolved on port 53, n(o) to stop AppArmor. */
+const UBUNTU_KEYS = 'Sn';
 
 interface Ran { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 
 /** Runs a command in the world. killAfter.when is tested against stdout + stderr as they arrive. */
-function run(world: FakeWorld, cmd: string, args: string[], o: { cwd?: string; input?: string; killAfter?: { ms: number; signal: NodeJS.Signals } | { when: RegExp; signal: NodeJS.Signals }; timeoutMs?: number } = {}): Promise<Ran> {
+interface RunOpts {
+  cwd?: string;
+  input?: string;
+  killAfter?: { ms: number; signal: NodeJS.Signals } | { when: RegExp; signal: NodeJS.Signals };
+  timeoutMs?: number;
+  /** Called once when the output first matches (a user reacting to what the tool says); kill ends the child. */
+  on?: [RegExp, (kill: (sig: NodeJS.Signals) => void) => void][];
+  /** Keep stdin open after the input (a terminal nobody types on). */
+  holdStdin?: boolean;
+}
+
+function run(world: FakeWorld, cmd: string, args: string[], o: RunOpts = {}): Promise<Ran> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd: o.cwd ?? world.dir, env: world.env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     let killed = false;
+    const pending = [...(o.on ?? [])];
     const kill = (sig: NodeJS.Signals) => { if (!killed) { killed = true; child.kill(sig); } };
-    const check = () => { if (o.killAfter && 'when' in o.killAfter && o.killAfter.when.test(stdout + stderr)) kill(o.killAfter.signal); };
+    const check = () => {
+      if (o.killAfter && 'when' in o.killAfter && o.killAfter.when.test(stdout + stderr)) kill(o.killAfter.signal);
+      for (const h of [...pending]) if (h[0].test(stdout + stderr)) { pending.splice(pending.indexOf(h),
+        1); h[1](kill); }
+    };
     child.stdout.on('data', (d) => { stdout += d; check(); });
     child.stderr.on('data', (d) => { stderr += d; check(); });
     child.on('error', reject);
     if (o.killAfter && 'ms' in o.killAfter) { const k = o.killAfter; setTimeout(() => kill(k.signal), k.ms); }
-    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 8000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 30_000);
     child.stdin.on('error', () => { /* the child may exit before reading its input */ });
-    child.stdin.end(o.input ?? '');
-    child.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr }); });
+    if (o.holdStdin) child.stdin.write(o.input ?? '');
+    else child.stdin.end(o.input ?? '');
+    child.on('close', (code, signal) => { clearTimeout(timer); child.stdin.destroy(); resolve({ code, signal, stdout,
+      stderr }); });
   });
 }
 
@@ -62,7 +84,7 @@ function assertInOrder(out: string, preds: (string | RegExp)[]) {
 }
 
 async function withWorld(opts: FakeWorldOptions, fn: (w: FakeWorld) => Promise<void>) {
-  const w = await makeFakeWorld(opts);
+  const w = await makeFakeWorld({ timeScale: FAST, ...opts });
   try {
     await fn(w);
   } finally {
@@ -72,7 +94,9 @@ async function withWorld(opts: FakeWorldOptions, fn: (w: FakeWorld) => Promise<v
 
 /** A world whose checkout holds the device + profile flash.ts writes for a 23A (BK7231N) plug. */
 async function cloudcutterWorld(opts: FakeWorldOptions = {}, chip: 'n' | 't' = 'n') {
-  const w = await makeFakeWorld(opts);
+  // piped stdin here, not a terminal: tests that are not about the TTY let `docker run -ti` pass
+  const cc = opts.cloudcutter === false ? false : { requireTty: false, ...(opts.cloudcutter ?? {}) };
+  const w = await makeFakeWorld({ timeScale: FAST, ...opts, cloudcutter: cc });
   if (w.cloudcutter) {
     if (chip === 'n') writeCloudcutterProfile(w.cloudcutter, N_DEVICE, readJson(`devices/${N_DEVICE}.json`), readJson(N_PROFILE));
     else writeCloudcutterProfile(w.cloudcutter, T_DEVICE, readJson(`devices/${T_DEVICE}.json`), readJson(T_PROFILE));
@@ -82,23 +106,18 @@ async function cloudcutterWorld(opts: FakeWorldOptions = {}, chip: 'n' | 't' = '
 
 const flashArgs = (slug = N_DEVICE, fw = KS_N, extra: string[] = ['-w', 'wlan1']) => ['./tuya-cloudcutter.sh', '-p', slug, '-f', fw, ...extra];
 
-/** A stand-in for test/sim's control API: records POST /_sim/flash-kickstart. */
-async function fakeSim(mac = 'D8:1F:12:AA:BB:CC') {
-  const posts: unknown[] = [];
-  const server = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (d) => (body += d));
-    req.on('end', () => {
-      if (req.method === 'POST' && req.url === '/_sim/flash-kickstart') {
-        posts.push(JSON.parse(body || '{}'));
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true, mac }));
-      } else res.writeHead(404).end();
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  return { url, posts, close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }) };
+/** The simulated plug on the stock firmware (no mDNS), at the tests' time scale. */
+async function stockPlug(o: Partial<SimPlugOptions> = {}): Promise<SimPlug> {
+  return startSimPlug({ mcu: 'bk7231n', phase: 'tuya', mdnsInterface: false, timeScale: FAST, ...o });
 }
+
+/** `sudo ./tuya-cloudcutter.sh …` in the checkout, answering Ubuntu's questions unless told otherwise. */
+const cloudcutter = (w: FakeWorld, args = flashArgs(), o: RunOpts = {}) =>
+  run(w, 'sudo', args, { cwd: w.cloudcutter, input: UBUNTU_KEYS, timeoutMs: 60_000, ...o });
+
+const nmcliOut = async (w: FakeWorld, args: string[]) => (await run(w, 'nmcli', args)).stdout;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const readStateOf = (w: FakeWorld) => JSON.parse(fs.readFileSync(path.join(w.dir, 'state.json'), 'utf8'));
 
 const ESPHOME_YAML = (board: string, extra = '') => `substitutions:
   device_name: status-plug-01
@@ -198,37 +217,239 @@ describe('fake world', { concurrency: true }, () => {
 });
 
 describe('fake tuya-cloudcutter.sh', { concurrency: true }, () => {
-  test('success: the real progress lines in order, combined.json written, the sim turned into Kickstart', async () => {
-    const sim = await fakeSim();
-    const w = await cloudcutterWorld({ cloudcutter: { simUrl: sim.url } });
+  test('with the sim: dots until the user puts the plug in AP mode (twice), the real lines in order, flashed at ' +
+    '"send complete"', async () => {
+    const sim = await stockPlug({ mac: 'C8478C0A1B2C', tuyaMac: 'D81F12AABBCC', kickstartBootMs: 20000 });
+    const w = await cloudcutterWorld({ simUrl: sim.url });
     try {
-      const r = await run(w, 'sudo', flashArgs(), { cwd: w.cloudcutter });
+      const seen: Record<string, unknown> = {};
+      const r = await cloudcutter(w, flashArgs(), {
+        timeoutMs: 60_000,
+        on: [
+          [/Scanning for open Tuya SmartLife AP\n\.\.\./,
+            () => { seen.apBeforeUser = sim.tuyaAp; void sim.enterApMode(); }],
+          [/Power cycle and place your device in AP/,
+            () => { seen.apAfterExploit = sim.tuyaAp; void sim.enterApMode(); }],
+          [/send complete/, () => { seen.phaseAtSend = sim.phase; }],
+          [/Firmware update progress: 4%/, () => { seen.phaseAfterSend = sim.phase; }],
+        ],
+      });
       assert.equal(r.code, 0, r.stdout + r.stderr);
       assertInOrder(r.stdout, [
-        CLOUDCUTTER_LINES.buildingImage, CLOUDCUTTER_LINES.loading, CLOUDCUTTER_LINES.safetyStart, 'Checking UDP port 53... Available.',
+        CLOUDCUTTER_LINES.buildingImage, CLOUDCUTTER_LINES.loading, CLOUDCUTTER_LINES.safetyStart,
+        'Checking UDP port 53... Occupied by systemd-resolve with PID 612.', 'Port 53 is needed to resolve DNS queries',
+        'Skipping...',
+        ...CLOUDCUTTER_LINES.apparmor, CLOUDCUTTER_LINES.safetyDone,
         `Selected Device Slug: ${N_DEVICE}`, 'Selected Profile: oem-bk7231n-plug-1.1.8-sdk-2.3.1-40.00', `Selected Firmware: ${KS_N}`,
-        CLOUDCUTTER_LINES.placeInApMode, 'Scanning for open Tuya SmartLife AP', 'Found access point name: "SmartLife-1A2B", trying to connect...',
-        /^Device 'wlan1' successfully activated with '[0-9a-f-]{36}'\.$/, 'Using AuthKey: ', 'output=/work/configured-devices/',
-        CLOUDCUTTER_LINES.powerCycle, 'Scanning for open Tuya SmartLife AP', 'Found access point name: "A-1A2B", trying to connect...',
-        CLOUDCUTTER_LINES.joiningFlashAp, CLOUDCUTTER_LINES.flashing, 'Using WLAN adapter: wlan1', `[Firmware Upload] /files/${KS_N} send complete`,
+        CLOUDCUTTER_LINES.placeInApMode, 'Scanning for open Tuya SmartLife AP', /^\.{3,}$/,
+        'Found access point name: "SmartLife-BBCC", trying to connect...',
+        /^Device 'wlan1' successfully activated with '[0-9a-f-]{36}'\.$/, CLOUDCUTTER_LINES.connected,
+        CLOUDCUTTER_LINES.exploitStart,
+        'Using AuthKey: ', 'output=/work/configured-devices/', CLOUDCUTTER_LINES.powerCycle,
+        'Scanning for open Tuya SmartLife AP',
+        'Found access point name: "A-BBCC", trying to connect...', CLOUDCUTTER_LINES.joiningFlashAp,
+        "Configured device to connect to 'cloudcutterflash'",
+        CLOUDCUTTER_LINES.flashing, CLOUDCUTTER_LINES.waitForDevice, 'Using WLAN adapter: wlan1', 'wlan1: AP-ENABLED',
+        CLOUDCUTTER_LINES.stuckHint,
+        `Processing endpoint /files/${KS_N}`, `[Firmware Upload] /files/${KS_N} send complete, request range: bytes=0-`,
         'Firmware update progress: 4%', 'Firmware update progress: 100%', CLOUDCUTTER_LINES.nearlyComplete, CLOUDCUTTER_LINES.complete,
-        'Device MAC address: d8:1f:12:aa:bb:cc',
+        CLOUDCUTTER_LINES.pleaseWait, 'Device MAC address: d8:1f:12:aa:bb:cc',
       ]);
-      assert.ok(r.stdout.includes('Using AuthKey: ') && /Using AuthKey: \w{16}\r\n/.test(r.stdout), 'lines from inside docker -ti end in \\r\\n');
-      assert.deepEqual(sim.posts, [{ chip: 'bk7231n', firmware: KS_N }]);
+      assert.ok(/Using AuthKey: \w{16}\r\n/.test(r.stdout), 'lines from inside docker -ti end in \\r\\n');
+      // the plug was in AP mode only because the user put it there, and left it after the exploit
+      assert.deepEqual([seen.apBeforeUser, seen.apAfterExploit], [null, null]);
+      // "send complete": the plug reboots into Kickstart, whose AP comes up only after its reboot
+      assert.equal(seen.phaseAtSend, 'off');
+      assert.equal(seen.phaseAfterSend, 'off');
+      await sim.waitForPhase('kickstart-ap', 2000);
+      assert.match(r.stdout, /Device MAC address: d8:1f:12:aa:bb:cc/,
+        "cloudcutter prints Tuya's MAC, not Kickstart's (C8478C0A1B2C)");
       const combined = JSON.parse(fs.readFileSync(path.join(w.cloudcutter!, 'device-profiles', N_DEVICE, 'combined.json'), 'utf8'));
       assert.deepEqual(Object.keys(combined), ['slug', 'device', 'profile']);
-      assert.equal(combined.slug, N_DEVICE);
-      assert.equal(combined.profile.firmware.chip, 'BK7231N');
       assert.deepEqual(w.calls().slice(0, 2).map((c) => [c.tool, c.argv, c.cwd]), [
         ['sudo', flashArgs(), w.cloudcutter], ['tuya-cloudcutter.sh', flashArgs().slice(1), w.cloudcutter]]);
-      // the plug's Kickstart AP is now visible, and the real script's connections were left behind
-      const list = await run(w, 'nmcli', ['-t', '-f', 'SSID,SECURITY', 'device', 'wifi', 'list', 'ifname', 'wlan1']);
-      assert.match(list.stdout, /^kickstart-bk7231n:$/m);
-      const cons = await run(w, 'nmcli', ['-t', '-f', 'NAME', 'connection', 'show']);
-      assert.deepEqual(cons.stdout.trim().split('\n'), ['Wired connection 1', 'SmartLife-1A2B', 'A-1A2B']);
+      // the script's connections stay behind; the adapter is NetworkManager's again and finds Kickstart's AP
+      assert.deepEqual((await nmcliOut(w, ['-t', '-f', 'NAME', 'connection', 'show'])).trim().split('\n'),
+        ['Wired connection 1', 'SmartLife-BBCC', 'A-BBCC']);
+      assert.doesNotMatch(await nmcliOut(w, ['-t', '-f', 'DEVICE,STATE', 'device']), /unmanaged/);
+      assert.match(await nmcliOut(w, ['-t', '-f', 'SSID', 'device', 'wifi', 'list', '--rescan', 'yes', 'ifname',
+        'wlan1']), /^kickstart-bk7231n$/m);
     } finally {
       await sim.close();
+      await w.cleanup();
+    }
+  });
+
+  test('with the sim and no user: the AP scan prints a dot per scan forever; Ctrl+C ends it', async () => {
+    const sim = await stockPlug();
+    const w = await cloudcutterWorld({ simUrl: sim.url });
+    try {
+      const r = await cloudcutter(w, flashArgs(), { killAfter: { when: /Scanning for open Tuya SmartLife AP\n\.{20}/,
+        signal: 'SIGINT' } });
+      assert.equal(r.signal, 'SIGINT');
+      assert.ok(!r.stdout.includes(CLOUDCUTTER_LINES.found));
+      assert.equal(sim.tuyaAp, null);
+    } finally {
+      await sim.close();
+      await w.cleanup();
+    }
+  });
+
+  test('time: the Docker build comes first (first build ~63 s, then cached), the AP-mode instructions only when ' +
+    'scanning starts', async () => {
+    const scale = 0.02;
+    const w = await cloudcutterWorld({ timeScale: scale, cloudcutter: { imageBuilt: false, outcome: 'no-ap' } });
+    try {
+      let built = 0;
+      const t0 = Date.now();
+      const untilScanning = { killAfter: { when: /Scanning for open Tuya SmartLife AP\n\./,
+        signal: 'SIGINT' as const } };
+      const first = await cloudcutter(w, flashArgs(), { ...untilScanning, on: [[/Successfully built/,
+        () => { built = Date.now() - t0; }]] });
+      // output can only come late, never early: a lower bound holds under any load
+      assert.ok(built >= 63000 * scale, `the first build took ${built} ms`);
+      assertInOrder(first.stdout, [CLOUDCUTTER_LINES.buildingImage, CLOUDCUTTER_LINES.builtImage,
+        CLOUDCUTTER_LINES.loading,
+        CLOUDCUTTER_LINES.safetyDone, `Selected Firmware: ${KS_N}`, CLOUDCUTTER_LINES.placeInApMode,
+        CLOUDCUTTER_LINES.scanning]);
+      assert.match(first.stderr, /RUN pip install --upgrade pipenv/);
+      assert.ok(readStateOf(w).images.includes('cloudcutter:latest'));
+      const again = await cloudcutter(w, flashArgs(), untilScanning);
+      assert.match(again.stderr, /#5 CACHED/);
+      assert.doesNotMatch(again.stderr, /pip install/);
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('no terminal: `docker run -ti` refuses ("the input device is not a TTY"), the profile step fails; under ' +
+    'script(1) it goes on', async () => {
+    const w = await cloudcutterWorld({ cloudcutter: { requireTty: true, outcome: 'no-ap' } });
+    try {
+      const r = await cloudcutter(w);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^the input device is not a TTY$/m);
+      assertInOrder(r.stdout, [CLOUDCUTTER_LINES.loading, 'Failed to choose a profile, please run this script again']);
+      assert.ok(!r.stdout.includes(CLOUDCUTTER_LINES.safetyStart));
+      const cmd = ['sudo', ...flashArgs()].join(' ');
+      const tty = await run(w, 'script', ['-q', '-e', '-c', cmd, '/dev/null'], {
+        cwd: w.cloudcutter, input: UBUNTU_KEYS, killAfter: { when: /Scanning for open Tuya SmartLife AP/,
+          signal: 'SIGKILL' },
+      });
+      assert.ok(!tty.stdout.includes(CLOUDCUTTER_LINES.notATty), tty.stdout);
+      // on a terminal `read -p` shows its prompt: the port question, word for word
+      assert.ok(tty.stdout.includes(portQuestion('systemd-resolve')), tty.stdout);
+      assert.ok(tty.stdout.includes(CLOUDCUTTER_LINES.apparmorQuestion));
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('stock Ubuntu: port 53 (systemd-resolved) asks, Enter aborts, S skips, y stops the service; AppArmor asks too',
+    async () => {
+    const w = await cloudcutterWorld({ cloudcutter: { outcome: 'no-ap' } });
+    try {
+      const busy = await portHolders(w);
+      assert.match(busy, /127\.0\.0\.53%lo:53/);
+      const enter = await cloudcutter(w, flashArgs(), { input: '\n' });
+      assertInOrder(enter.stdout, ['Checking UDP port 53... Occupied by systemd-resolve with PID 612.',
+        'Port 53 is needed to resolve DNS queries',
+        ...CLOUDCUTTER_MESSAGES.portBusy]);
+      assert.equal(enter.code, 1);
+      const scan = { killAfter: { when: /Scanning for open Tuya SmartLife AP/, signal: 'SIGINT' as const } };
+      const skip = await cloudcutter(w, flashArgs(), { input: 'Sn', ...scan });
+      assertInOrder(skip.stdout, ['Skipping...', 'Checking UDP port 67... Available.', ...CLOUDCUTTER_LINES.apparmor,
+        CLOUDCUTTER_LINES.safetyDone]);
+      assert.ok(!skip.stdout.includes(CLOUDCUTTER_LINES.apparmorOff));
+      assert.deepEqual(readStateOf(w).stopped, []);
+      const yes = await cloudcutter(w, flashArgs(), { input: 'yy', ...scan });
+      assertInOrder(yes.stdout, ['Attempting to stop systemd-resolved.service', 'Checking UDP port 67... Available.',
+        CLOUDCUTTER_LINES.apparmorOff]);
+      assert.deepEqual(readStateOf(w).stopped, ['systemd-resolved.service', 'apparmor']);
+      assert.equal(await portHolders(w), '', 'systemd-resolved is gone (and with it the host\'s DNS)');
+      const free = await cloudcutter(w, flashArgs(), { input: 'n', ...scan });
+      assertInOrder(free.stdout, ['Checking UDP port 53... Available.']);
+    } finally {
+      await w.cleanup();
+    }
+
+    async function portHolders(x: FakeWorld) {
+      return (await run(x, 'ss', ['-H', '-lnp', '-A', 'udp', 'sport = :53'])).stdout;
+    }
+  });
+
+  test('hangAfterSend (upstream #816): after "send complete" no end, no exit; SIGTERM ends it and gives the ' +
+    'adapter back', async () => {
+    const w = await cloudcutterWorld({ cloudcutter: { hangAfterSend: true } });
+    try {
+      let during = '';
+      const r = await cloudcutter(w, flashArgs(), {
+        on: [[/Firmware update progress: 94%/, (kill) => {
+          void sleep(300).then(() => nmcliOut(w, ['-t', '-f', 'DEVICE,STATE',
+            'device'])).then((o) => { during = o; kill('SIGTERM'); });
+        }]],
+        timeoutMs: 60_000,
+      });
+      assert.equal(r.signal, 'SIGTERM', r.stdout);
+      assert.ok(r.stdout.includes(CLOUDCUTTER_LINES.sendComplete));
+      assert.ok(!r.stdout.includes(CLOUDCUTTER_LINES.nearlyComplete) && !r.stdout.includes(CLOUDCUTTER_LINES.mac));
+      assert.match(during, /^wlan1:unmanaged$/m, 'hostapd holds the adapter while cloudcutter runs');
+      assert.doesNotMatch(await nmcliOut(w, ['-t', '-f', 'DEVICE,STATE', 'device']), /unmanaged/);
+      assert.ok(readStateOf(w).air.every((a: { to: number | null }) => a.to !== null),
+        "'cloudcutterflash' is off the air");
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('while hostapd runs: its adapter is unmanaged (no scan, no connect), a second adapter sees ' +
+    'cloudcutterflash; Ctrl+C hands it back', async () => {
+    const w = await cloudcutterWorld({ nmcli: { wifi: [{ iface: 'wlan0', apMode: false, connectedTo: 'HomeNet' },
+      { iface: 'wlan1' }] },
+      cloudcutter: { hangAfterSend: true } });
+    try {
+      const checks: Promise<unknown>[] = [];
+      let results: string[] = [];
+      const r = await cloudcutter(w, flashArgs(), {
+        on: [[/wlan1: AP-ENABLED/, (kill) => { checks.push(Promise.all([
+          nmcliOut(w, ['-t', '-f', 'DEVICE,STATE', 'device']),
+          nmcliOut(w, ['-t', '-f', 'SSID', 'device', 'wifi', 'list', '--rescan', 'yes', 'ifname', 'wlan1']),
+          run(w, 'nmcli', ['device', 'wifi', 'connect', 'cloudcutterflash', 'ifname',
+            'wlan1']).then((x) => `${x.code} ${x.stderr}`),
+          run(w, 'nmcli', ['device', 'wifi', 'rescan', 'ifname', 'wlan1']).then((x) => `${x.code} ${x.stderr}`),
+          nmcliOut(w, ['-t', '-f', 'SSID', 'device', 'wifi', 'list', '--rescan', 'yes', 'ifname', 'wlan0']),
+        ]).then((x) => { results = x; kill('SIGINT'); })); }]],
+        timeoutMs: 60_000,
+      });
+      await Promise.all(checks);
+      assert.equal(r.signal, 'SIGINT', r.stdout);
+      const [devices, list1, connect1, rescan1, list0] = results;
+      assert.match(devices, /^wlan1:unmanaged$/m);
+      assert.equal(list1, '');
+      assert.equal(connect1, "10 Error: No network with SSID 'cloudcutterflash' found.\n");
+      assert.equal(rescan1, '1 Error: Scanning not allowed while unavailable.\n');
+      assert.match(list0, /^cloudcutterflash$/m);
+      assert.doesNotMatch(await nmcliOut(w, ['-t', '-f', 'DEVICE,STATE', 'device']), /unmanaged/);
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('two adapters, no -w: it takes the first Wi-Fi line of `nmcli device` (the connected internal one), warns ' +
+    'and waits for a key', async () => {
+    const w = await cloudcutterWorld({ nmcli: { wifi: [{ iface: 'wlan1', apMode: true }, { iface: 'wlan0',
+      apMode: false, connectedTo: 'HomeNet' }] },
+      cloudcutter: { outcome: 'no-ap' } });
+    try {
+      // common.sh:5: nmcli device status | grep " wifi " | head -n1 | awk '{print $1}'
+      const firstWifi = (await nmcliOut(w, ['device'])).split('\n').filter((l) => / wifi /.test(l))[0].split(/\s+/)[0];
+      assert.equal(firstWifi, 'wlan0');
+      const waiting = await cloudcutter(w, flashArgs(N_DEVICE, KS_N, []), {
+        input: '', holdStdin: true, on: [[/AP support is manditory/, (kill) => setTimeout(() => kill('SIGINT'),
+          500)]] });
+      assertInOrder(waiting.stdout, ['[!] WARNING: Selected wifi AP support: no', 'AP support is manditory']);
+      assert.ok(!waiting.stdout.includes(CLOUDCUTTER_LINES.buildingImage), 'it waits for a key before anything else');
+    } finally {
       await w.cleanup();
     }
   });
@@ -237,7 +458,7 @@ describe('fake tuya-cloudcutter.sh', { concurrency: true }, () => {
     test(`outcome ${outcome}: the real failure text in its real place, exit 1`, async () => {
       const w = await cloudcutterWorld({ cloudcutter: { outcome } });
       try {
-        const r = await run(w, 'sudo', flashArgs(), { cwd: w.cloudcutter });
+        const r = await cloudcutter(w);
         assert.equal(r.code, 1, r.stdout + r.stderr);
         const expected = outcome === 'chip' ? [chipMismatchLine(KS_N, 'bk7231n')] : CLOUDCUTTER_MESSAGES[outcome];
         const before: Record<typeof outcome, string> = {
@@ -267,15 +488,15 @@ describe('fake tuya-cloudcutter.sh', { concurrency: true }, () => {
   });
 
   test('no offline profile: "does not exist in the API" (no network here), then "Failed to choose a profile"', async () => {
-    await withWorld({}, async (w) => {
-      const r = await run(w, 'sudo', flashArgs('no-such-device'), { cwd: w.cloudcutter });
+    await withWorld({ cloudcutter: { requireTty: false } }, async (w) => {
+      const r = await cloudcutter(w, flashArgs('no-such-device'));
       assert.equal(r.code, 1);
       assert.ok(!r.stdout.includes(CLOUDCUTTER_MESSAGES.profile[0]), 'no dir: no "Custom device" line');
       assertInOrder(r.stdout, [CLOUDCUTTER_LINES.loading, 'The specified device does not exist in the API.',
         'API request to https://tuya-cloudcutter.github.io/api/devices/no-such-device.json timed out.', 'Failed to choose a profile, please run this script again']);
       // a dir with only the device JSON (no JSON with a "firmware" key) is not enough
       writeCloudcutterProfile(w.cloudcutter!, 'half', readJson(`devices/${N_DEVICE}.json`), { name: 'no firmware key' });
-      const r2 = await run(w, 'sudo', flashArgs('half'), { cwd: w.cloudcutter });
+      const r2 = await cloudcutter(w, flashArgs('half'));
       assert.equal(r2.code, 1);
       assertInOrder(r2.stdout, [CLOUDCUTTER_MESSAGES.profile[0], CLOUDCUTTER_MESSAGES.profile[1], CLOUDCUTTER_MESSAGES.profile[3]]);
       // any *.json file names work: the keys decide ("profiles" = device, "firmware" = profile)
@@ -284,10 +505,10 @@ describe('fake tuya-cloudcutter.sh', { concurrency: true }, () => {
       fs.writeFileSync(path.join(d, 'a.json'), JSON.stringify(readJson(N_PROFILE)));
       fs.writeFileSync(path.join(d, 'b.json'), JSON.stringify(readJson(`devices/${N_DEVICE}.json`)));
       fs.writeFileSync(path.join(d, 'notes.txt'), 'ignored');
-      assert.equal((await run(w, 'sudo', flashArgs('any-names'), { cwd: w.cloudcutter })).code, 0);
+      assert.equal((await cloudcutter(w, flashArgs('any-names'))).code, 0);
       // invalid JSON
       fs.writeFileSync(path.join(d, 'c.json'), '{"profiles": [');
-      const r3 = await run(w, 'sudo', flashArgs('any-names'), { cwd: w.cloudcutter });
+      const r3 = await cloudcutter(w, flashArgs('any-names'));
       assert.equal(r3.code, 1);
       assert.match(r3.stdout, /^File \/work\/device-profiles\/any-names\/c\.json does not contain valid JSON\. Please update your file and try again\.\r$/m);
     });
@@ -303,18 +524,18 @@ describe('fake tuya-cloudcutter.sh', { concurrency: true }, () => {
     ] } });
     try {
       const cwd = w.cloudcutter;
-      const missing = await run(w, 'sudo', flashArgs(N_DEVICE, 'nope.ug.bin'), { cwd });
+      const missing = await cloudcutter(w, flashArgs(N_DEVICE, 'nope.ug.bin'));
       assert.equal(missing.code, 1);
       assert.match(missing.stdout, /^FileNotFoundError: \[Errno 2\] No such file or directory: '\/work\/custom-firmware\/nope\.ug\.bin'\r$/m);
-      const wrongChip = await run(w, 'sudo', flashArgs(N_DEVICE, KS_T), { cwd });
+      const wrongChip = await cloudcutter(w, flashArgs(N_DEVICE, KS_T));
       assert.equal(wrongChip.code, 1);
       assert.ok(lines(wrongChip.stdout).includes(chipMismatchLine(KS_T, 'bk7231n')), wrongChip.stdout);
-      const noChip = await run(w, 'sudo', flashArgs(N_DEVICE, 'custom.ug.bin'), { cwd });
+      const noChip = await cloudcutter(w, flashArgs(N_DEVICE, 'custom.ug.bin'));
       assert.equal(noChip.code, 1);
       assertInOrder(noChip.stdout, ["!!! Can't verify chip type of UG file 'custom.ug.bin' - make sure that BK7231T or BK7231N is present in the filename!", chipMismatchLine('custom.ug.bin', 'bk7231n')]);
-      const short = await run(w, 'sudo', flashArgs(N_DEVICE, 'small_bk7231n.bin'), { cwd });
+      const short = await cloudcutter(w, flashArgs(N_DEVICE, 'small_bk7231n.bin'));
       assertInOrder(short.stdout, ["!!! Unrecognized file type - 'small_bk7231n.bin' is not a UG, UF2, or RTL8720CF OTA file."]);
-      const ok = await run(w, 'sudo', flashArgs(N_DEVICE, 'firmware.uf2'), { cwd });
+      const ok = await cloudcutter(w, flashArgs(N_DEVICE, 'firmware.uf2'));
       assert.equal(ok.code, 0, ok.stdout);
       assertInOrder(ok.stdout, ["Extracting UF2 package as 'firmware.uf2-bk7231n-extracted.ug.bin'", 'Selected Firmware: firmware.uf2-bk7231n-extracted.ug.bin']);
       assert.ok(fs.existsSync(path.join(cwd!, 'custom-firmware', 'firmware.uf2-bk7231n-extracted.ug.bin')));
@@ -326,16 +547,16 @@ describe('fake tuya-cloudcutter.sh', { concurrency: true }, () => {
   test('options: -s with -f exits 1 first; -t takes no value (real getopts string), so "-t 30" breaks the run', async () => {
     const w = await cloudcutterWorld();
     try {
-      const both = await run(w, 'sudo', [...flashArgs(), '-s', 'HomeNet', 'pw'], { cwd: w.cloudcutter });
+      const both = await cloudcutter(w, [...flashArgs(), '-s', 'HomeNet', 'pw']);
       assert.equal(both.code, 1);
       assert.deepEqual(lines(both.stdout).filter(Boolean), [...CLOUDCUTTER_MESSAGES.detachAndFlash]);
-      const t = await run(w, 'sudo', [...flashArgs(), '-t', '30'], { cwd: w.cloudcutter });
+      const t = await cloudcutter(w, [...flashArgs(), '-t', '30']);
       assert.equal(t.code, 1);
       assertInOrder(t.stdout, [CLOUDCUTTER_LINES.flashing, "cloudcutter update_firmware: error: argument flash_timeout: invalid int value: ''", CLOUDCUTTER_MESSAGES.ota[0]]);
-      const h = await run(w, 'sudo', ['./tuya-cloudcutter.sh', '-h'], { cwd: w.cloudcutter });
+      const h = await cloudcutter(w, ['./tuya-cloudcutter.sh', '-h']);
       assert.equal(h.code, 0);
       assert.match(h.stdout, /^ {2}-p TEXT {11}Device profile name, AKA Device Slug \(optional\)$/m);
-      const bad = await run(w, 'sudo', ['./tuya-cloudcutter.sh', '-x', ...flashArgs().slice(1)], { cwd: w.cloudcutter });
+      const bad = await cloudcutter(w, ['./tuya-cloudcutter.sh', '-x', ...flashArgs().slice(1)]);
       assert.equal(bad.code, 0);
       assert.equal(lines(bad.stderr)[0], './tuya-cloudcutter.sh: illegal option -- x');
     } finally {
@@ -343,18 +564,38 @@ describe('fake tuya-cloudcutter.sh', { concurrency: true }, () => {
     }
   });
 
-  test('safety checks: a busy port asks, no answer aborts; "y" goes on; an adapter without AP mode only warns', async () => {
+  test('safety checks: a busy port asks, no answer aborts; "y" kills a process without a unit; an adapter without ' +
+    'AP mode warns', async () => {
     const busy = [{ proto: 'udp' as const, port: 53, process: 'dnsmasq', pid: 812 }];
     const w = await cloudcutterWorld({ ss: { busy }, nmcli: { apMode: false } });
     try {
-      const r = await run(w, 'sudo', flashArgs(), { cwd: w.cloudcutter });
+      const r = await cloudcutter(w, flashArgs(), { input: '' });
       assert.equal(r.code, 1);
       assertInOrder(r.stdout, ['[!] WARNING: Selected wifi AP support: no', 'Checking UDP port 53... Occupied by dnsmasq with PID 812.',
         'Port 53 is needed to resolve DNS queries', 'Aborting due to occupied port']);
-      // one key for the AP warning's "Press any key", then "y" (bash `read -n 1` takes one character each)
-      const yes = await run(w, 'sudo', flashArgs(), { cwd: w.cloudcutter, input: ' y' });
-      assert.equal(yes.code, 0, yes.stdout);
-      assertInOrder(yes.stdout, ['Attempting to terminate dnsmasq', 'Checking UDP port 67... Available.', CLOUDCUTTER_LINES.complete]);
+      // one key for the AP warning's "Press any key", then "y", then "n" for AppArmor (`read -n 1`: one character each)
+      const yes = await cloudcutter(w, flashArgs(), { input: ' yn' });
+      assertInOrder(yes.stdout, ['Attempting to terminate dnsmasq', 'Checking UDP port 67... Available.',
+        CLOUDCUTTER_LINES.safetyDone]);
+      assert.deepEqual(readStateOf(w).stopped, ['dnsmasq (pid 812)']);
+    } finally {
+      await w.cleanup();
+    }
+  });
+
+  test('firewalld and an active ufw are stopped without asking; the rtl8192cu blacklist file asks', async () => {
+    const w = await cloudcutterWorld({ host: { firewalld: true, ufw: 'active', blacklistRtl8192cu: true,
+      apparmor: false }, ss: { busy: [] },
+      cloudcutter: { outcome: 'no-ap' } });
+    try {
+      const r = await cloudcutter(w, flashArgs(), { input: 'y', killAfter: { when: /Scanning for open/,
+        signal: 'SIGINT' } });
+      assertInOrder(r.stdout, ['Checking TCP port 8886... Available.', 'Attempting to stop firewalld.service',
+        'When done, enable with: sudo systemctl start firewalld.service',
+        'Firewall stopped and disabled on system startup',
+        'When done, enable with: sudo ufw enable', ...CLOUDCUTTER_LINES.blacklist, CLOUDCUTTER_LINES.safetyDone]);
+      assert.ok(!r.stdout.includes(CLOUDCUTTER_LINES.apparmor[0]));
+      assert.deepEqual(readStateOf(w).stopped, ['firewalld.service', 'ufw', 'blacklist-rtl8192cu.conf']);
     } finally {
       await w.cleanup();
     }
@@ -363,13 +604,14 @@ describe('fake tuya-cloudcutter.sh', { concurrency: true }, () => {
   test('adapter detection like common.sh: no wifi device and no -w fails; an unknown -w only warns', async () => {
     const w = await cloudcutterWorld({ nmcli: { wifiIface: '' } });
     try {
-      const r = await run(w, 'sudo', flashArgs(N_DEVICE, KS_N, []), { cwd: w.cloudcutter });
+      const r = await cloudcutter(w, flashArgs(N_DEVICE, KS_N, []));
       assert.equal(r.code, 1);
       assert.deepEqual(lines(r.stdout).filter(Boolean), [...CLOUDCUTTER_MESSAGES.adapter]);
-      const r2 = await run(w, 'sudo', flashArgs(N_DEVICE, KS_N, ['-w', 'wlan9']), { cwd: w.cloudcutter });
-      assert.equal(r2.code, 0, r2.stdout);
+      const r2 = await cloudcutter(w, flashArgs(N_DEVICE, KS_N, ['-w', 'wlan9']), { input: ' Sn',
+        killAfter: { when: /AP\n\.{5}/, signal: 'SIGINT' } });
       assert.equal(lines(r2.stdout)[0], '[!] WARNING: Selected wifi AP support: ');
       assert.match(r2.stderr, /^Error: Device 'wlan9' not found\.$/m);
+      assert.ok(!r2.stdout.includes(CLOUDCUTTER_LINES.found), 'an adapter that is not there finds nothing, forever');
     } finally {
       await w.cleanup();
     }
@@ -378,7 +620,7 @@ describe('fake tuya-cloudcutter.sh', { concurrency: true }, () => {
   test('no docker command at all: the image build fails like the real script', async () => {
     const w = await cloudcutterWorld({ docker: false });
     try {
-      const r = await run(w, 'sudo', flashArgs(), { cwd: w.cloudcutter });
+      const r = await cloudcutter(w);
       assert.equal(r.code, 1);
       assertInOrder(r.stdout, [CLOUDCUTTER_LINES.buildingImage, CLOUDCUTTER_MESSAGES.docker[0]]);
       assert.match(r.stderr, /docker: command not found/);
@@ -402,7 +644,8 @@ describe('fake tuya-cloudcutter.sh', { concurrency: true }, () => {
   test('no-ap: scans forever like the real script; Ctrl+C ends it (killed by SIGINT)', async () => {
     const w = await cloudcutterWorld({ cloudcutter: { outcome: 'no-ap' } });
     try {
-      const r = await run(w, 'sudo', flashArgs(), { cwd: w.cloudcutter, killAfter: { when: /Scanning for open Tuya SmartLife AP\n\.\./, signal: 'SIGINT' } });
+      const r = await cloudcutter(w, flashArgs(), { killAfter: { when: /Scanning for open Tuya SmartLife AP\n\.\./,
+        signal: 'SIGINT' } });
       assert.equal(r.signal, 'SIGINT');
       assert.ok(!r.stdout.includes(CLOUDCUTTER_LINES.found));
     } finally {
@@ -433,25 +676,163 @@ describe('fake nmcli', { concurrency: true }, () => {
     });
   });
 
-  test('wifi connect (with --wait), list, disconnect, connection delete; a failing connect', async () => {
-    await withWorld({}, async (w) => {
-      const c = await run(w, 'nmcli', ['--wait', '60', 'device', 'wifi', 'connect', 'kickstart-bk7231n', 'ifname', 'wlan1']);
+  test('wifi connect (with --wait) to a listed network, list, disconnect, connection delete; an SSID not listed',
+    async () => {
+    const networks = [{ ssid: 'HomeNet', security: 'WPA2', bssid: '3C:84:6A:11:22:33' }, { ssid: 'OpenCafe',
+      security: '', bssid: '3C:84:6A:44:55:66', gateway: '10.0.0.1' }];
+    await withWorld({ nmcli: { networks } }, async (w) => {
+      const c = await run(w, 'nmcli', ['--wait', '60', 'device', 'wifi', 'connect', 'OpenCafe', 'ifname', 'wlan1']);
       assert.equal(c.code, 0, c.stderr);
       assert.match(c.stdout, /^Device 'wlan1' successfully activated with '[0-9a-f-]{36}'\.\n$/);
-      assert.match((await run(w, 'nmcli', ['-t', '-f', 'DEVICE,STATE,CONNECTION', 'device'])).stdout, /^wlan1:connected:kickstart-bk7231n$/m);
-      assert.match((await run(w, 'nmcli', ['device', 'wifi', 'list', 'ifname', 'wlan1'])).stdout, /^IN-USE +BSSID +SSID .*\n {8}3C:84:6A:11:22:33 +HomeNet /);
-      const del = await run(w, 'nmcli', ['connection', 'delete', 'id', 'kickstart-bk7231n']);
-      assert.match(del.stdout, /^Connection 'kickstart-bk7231n' \([0-9a-f-]{36}\) successfully deleted\.\n$/);
-      assert.match((await run(w, 'nmcli', ['-t', '-f', 'DEVICE,STATE', 'device'])).stdout, /^wlan1:disconnected$/m);
-      const again = await run(w, 'nmcli', ['connection', 'delete', 'kickstart-bk7231n']);
-      assert.deepEqual([again.code, again.stderr], [10, "Error: unknown connection 'kickstart-bk7231n'.\nError: cannot delete unknown connection(s): 'kickstart-bk7231n'.\n"]);
-      const disc = await run(w, 'nmcli', ['device', 'disconnect', 'wlan1']);
-      assert.equal(disc.code, 6);
-      assert.equal((await run(w, 'nmcli', ['device', 'set', 'wlan1', 'managed', 'yes'])).code, 0);
+      assert.match(await nmcliOut(w, ['-t', '-f', 'DEVICE,STATE,CONNECTION', 'device']), /^wlan1:connected:OpenCafe$/m);
+      assert.match(await nmcliOut(w, ['-t', '-f', 'IP4.GATEWAY', 'connection', 'show', 'OpenCafe']),
+        /^IP4.GATEWAY:10\.0\.0\.1$/m);
+      assert.match(await nmcliOut(w, ['device', 'wifi', 'list', 'ifname', 'wlan1']),
+        /^IN-USE +BSSID +SSID .*\n {8}3C:84:6A:11:22:33 +HomeNet /);
+      assert.match(await nmcliOut(w, ['-t', '-f', 'IN-USE,SSID', 'device', 'wifi', 'list', 'ifname', 'wlan1']),
+        /^\*:OpenCafe$/m);
+      const del = await run(w, 'nmcli', ['connection', 'delete', 'id', 'OpenCafe']);
+      assert.match(del.stdout, /^Connection 'OpenCafe' \([0-9a-f-]{36}\) successfully deleted\.\n$/);
+      assert.match(await nmcliOut(w, ['-t', '-f', 'DEVICE,STATE', 'device']), /^wlan1:disconnected$/m);
+      const again = await run(w, 'nmcli', ['connection', 'delete', 'OpenCafe']);
+      assert.deepEqual([again.code, again.stderr], [10,
+        "Error: unknown connection 'OpenCafe'.\nError: cannot delete unknown connection(s): 'OpenCafe'.\n"]);
+      assert.equal((await run(w, 'nmcli', ['device', 'disconnect', 'wlan1'])).code, 6);
+      const none = await run(w, 'nmcli', ['device', 'wifi', 'connect', 'kickstart-bk7231n', 'ifname', 'wlan1']);
+      assert.deepEqual([none.code, none.stderr], [10, "Error: No network with SSID 'kickstart-bk7231n' found.\n"]);
+      const other = await run(w, 'nmcli', ['device', 'wifi', 'connect', 'OpenCafe', 'ifname', 'wlan9']);
+      assert.deepEqual([other.code, other.stderr], [1, "Error: Device 'wlan9' is not a Wi-Fi device.\n"]);
     });
     await withWorld({ nmcli: { connectFails: true } }, async (w) => {
-      const c = await run(w, 'nmcli', ['device', 'wifi', 'connect', 'kickstart-bk7231n', 'ifname', 'wlan1']);
-      assert.deepEqual([c.code, c.stderr], [10, "Error: No network with SSID 'kickstart-bk7231n' found.\n"]);
+      const c = await run(w, 'nmcli', ['device', 'wifi', 'connect', 'HomeNet', 'ifname', 'wlan1']);
+      assert.deepEqual([c.code, c.stderr], [10, "Error: No network with SSID 'HomeNet' found.\n"]);
+    });
+  });
+
+  test('device order like nmcli: active first (default route first, lo after), then disconnected; two adapters',
+    async () => {
+    await withWorld({ nmcli: { wifi: [{ iface: 'wlan1', apMode: true }, { iface: 'wlan0', apMode: false,
+      connectedTo: 'HomeNet' }] } }, async (w) => {
+      assert.equal(await nmcliOut(w, ['-t', '-f', 'DEVICE,TYPE,STATE,CONNECTION', 'device']),
+        'eth0:ethernet:connected:Wired connection 1\nwlan0:wifi:connected:HomeNet\n' +
+        'lo:loopback:connected (externally):lo\nwlan1:wifi:disconnected:\n');
+      assert.match(await nmcliOut(w, ['device', 'status']),
+        /^DEVICE +TYPE +STATE +CONNECTION +\neth0 .*\nwlan0 +wifi +connected +HomeNet/);
+      assert.equal(await nmcliOut(w, ['-t', '-f', 'WIFI-PROPERTIES.AP', 'device', 'show', 'wlan0']),
+        'WIFI-PROPERTIES.AP:no\n');
+      assert.equal(await nmcliOut(w, ['-t', '-f', 'WIFI-PROPERTIES.AP', 'device', 'show', 'wlan1']),
+        'WIFI-PROPERTIES.AP:yes\n');
+    });
+    await withWorld({ nmcli: { ethIface: '', wifi: [{ iface: 'wlan1' }, { iface: 'wlan0' }] } }, async (w) => {
+      assert.equal(await nmcliOut(w, ['-t', '-f', 'DEVICE', 'device']), 'lo\nwlan0\nwlan1\n', 'same state: by name');
+    });
+  });
+
+  test('scans: the list is what the last scan saw; --rescan yes waits for a new one; connect never rescans; stale ' +
+    'entries linger', async () => {
+    const sim = await stockPlug({ tuyaMac: 'D81F12AABBCC', apModeMs: 1000 });
+    // connected to HomeNet: NetworkManager does not scan it by itself, only when asked
+    const w = await makeFakeWorld({ timeScale: FAST, simUrl: sim.url, nmcli: { wifi: [{ iface: 'wlan1',
+      connectedTo: 'HomeNet' }] } });
+    try {
+      const list = (rescan: string) => run(w, 'nmcli', ['-t', '-f', 'SSID', 'device', 'wifi', 'list', '--rescan',
+        rescan, 'ifname', 'wlan1']);
+      await list('yes');
+      await sim.enterApMode();
+      assert.equal(sim.tuyaAp, 'SmartLife-BBCC');
+      // on the air, but no scan has seen it yet
+      assert.doesNotMatch((await list('no')).stdout, /SmartLife-BBCC/);
+      const none = await run(w, 'nmcli', ['device', 'wifi', 'connect', 'SmartLife-BBCC', 'ifname', 'wlan1']);
+      assert.deepEqual([none.code, none.stderr], [10, "Error: No network with SSID 'SmartLife-BBCC' found.\n"]);
+      await sleep(30_000 * FAST + 100);
+      const auto = await run(w, 'nmcli', ['-t', '-f', 'SSID', 'device', 'wifi', 'list', 'ifname', 'wlan1']);
+      assert.match(auto.stdout, /^SmartLife-BBCC$/m, 'the default (--rescan auto) rescans a list older than 30 s');
+      const t0 = Date.now();
+      const fresh = await list('yes');
+      assert.ok(Date.now() - t0 >= 3000 * FAST, '--rescan yes waits for a scan (3 s real)');
+      assert.match(fresh.stdout, /^SmartLife-BBCC$/m);
+      assert.match((await list('no')).stdout, /^SmartLife-BBCC$/m);
+      // the AP goes away (the exploit froze the plug): the list still shows it for a while
+      await fetch(`${sim.url}/_sim/exploit`, { method: 'POST', body: '{}' });
+      assert.match((await list('no')).stdout, /^SmartLife-BBCC$/m);
+      const stale = await run(w, 'nmcli', ['device', 'wifi', 'connect', 'SmartLife-BBCC', 'ifname', 'wlan1']);
+      assert.deepEqual([stale.code, stale.stderr], [4,
+        'Error: Connection activation failed: The Wi-Fi network could not be found.\n']);
+      // `device wifi rescan` only starts one: a list right after it still shows the old scan
+      assert.equal((await run(w, 'nmcli', ['device', 'wifi', 'rescan', 'ifname', 'wlan1'])).code, 0);
+      await sleep(2 * 3000 * FAST + 100);
+      await list('yes');
+      await sleep(100);
+      // seen in neither of the last two scans and older than 180 s (scaled): gone
+      await sleep(180_000 * FAST);
+      assert.doesNotMatch((await list('yes')).stdout, /SmartLife-BBCC/);
+    } finally {
+      await sim.close();
+      await w.cleanup();
+    }
+  });
+
+  test("the Kickstart AP is on the air only once the sim is in its AP phase; --rescan auto trusts a list younger " +
+    "than 30 s", async () => {
+    // real time: 30 s of slack for "younger than 30 s", whatever the load
+    const sim = await stockPlug({ kickstartBootMs: 6000, timeScale: 1 });
+    const w = await makeFakeWorld({ timeScale: 1, simUrl: sim.url, nmcli: { wifi: [{ iface: 'wlan1',
+      connectedTo: 'HomeNet' }] } });
+    try {
+      const ssids = async (rescan?: string) => (await run(w, 'nmcli', ['-t', '-f', 'SSID', 'device', 'wifi', 'list',
+        ...(rescan ? ['--rescan', rescan] : []), 'ifname', 'wlan1'], { timeoutMs: 20_000 })).stdout;
+      sim.flashKickstart();
+      assert.equal(sim.phase, 'off');
+      assert.doesNotMatch(await ssids('yes'), /kickstart/);
+      await sim.waitForPhase('kickstart-ap', 10_000);
+      assert.doesNotMatch(await ssids('no'), /kickstart/);
+      const scans = () => readStateOf(w).nm.devices.wlan1.scans.length;
+      const before = scans();
+      assert.doesNotMatch(await ssids(), /kickstart/, 'the default (auto) trusts a list younger than 30 s');
+      assert.equal(scans(), before, 'and asks for no scan');
+      assert.match(await ssids('yes'), /^kickstart-bk7231n$/m);
+    } finally {
+      await sim.close();
+      await w.cleanup();
+    }
+  });
+
+  test('managed no: no APs, no scans, no connects; managed yes: unavailable, then disconnected with an empty list ' +
+    'until a scan', async () => {
+    const scale = 1;
+    await withWorld({ timeScale: scale }, async (w) => {
+      assert.equal((await run(w, 'nmcli', ['device', 'set', 'wlan1', 'managed', 'no'])).code, 0);
+      assert.match(await nmcliOut(w, ['-t', '-f', 'DEVICE,STATE', 'device']), /^wlan1:unmanaged$/m);
+      assert.match(await nmcliOut(w, ['-t', '-f', 'GENERAL.STATE', 'device', 'show', 'wlan1']),
+        /^GENERAL.STATE:10 \(unmanaged\)$/m);
+      const list = await run(w, 'nmcli', ['-t', '-f', 'SSID', 'device', 'wifi', 'list', '--rescan', 'yes', 'ifname',
+        'wlan1']);
+      assert.deepEqual([list.code, list.stdout], [0, '']);
+      const rescan = await run(w, 'nmcli', ['device', 'wifi', 'rescan', 'ifname', 'wlan1']);
+      assert.deepEqual([rescan.code, rescan.stderr], [1, 'Error: Scanning not allowed while unavailable.\n']);
+      assert.equal((await run(w, 'nmcli', ['device', 'wifi', 'connect', 'HomeNet', 'password', 'x', 'ifname',
+        'wlan1'])).code, 10);
+      await run(w, 'nmcli', ['device', 'set', 'wlan1', 'managed', 'yes']);
+      // unavailable for a second (the supplicant interface comes up), then disconnected
+      assert.match(await nmcliOut(w, ['-t', '-f', 'DEVICE,STATE', 'device']), /^wlan1:(unavailable|disconnected)$/m);
+      assert.equal(await nmcliOut(w, ['-t', '-f', 'SSID', 'device', 'wifi', 'list', '--rescan', 'no', 'ifname',
+        'wlan1']), '');
+      await sleep((1000 + 3000) * scale + 50);
+      assert.match(await nmcliOut(w, ['-t', '-f', 'DEVICE,STATE', 'device']), /^wlan1:disconnected$/m);
+      assert.match(await nmcliOut(w, ['-t', '-f', 'SSID', 'device', 'wifi', 'list', '--rescan', 'no', 'ifname',
+        'wlan1']), /^HomeNet$/m,
+        'NetworkManager scans a disconnected device by itself');
+    });
+  });
+
+  test('radio off drops every Wi-Fi connection; on: the saved network comes back by itself after a scan', async () => {
+    await withWorld({ nmcli: { wifi: [{ iface: 'wlan0', connectedTo: 'HomeNet' }] } }, async (w) => {
+      await run(w, 'nmcli', ['radio', 'wifi', 'off']);
+      assert.equal(await nmcliOut(w, ['radio', 'wifi']), 'disabled\n');
+      assert.match(await nmcliOut(w, ['-t', '-f', 'DEVICE,STATE', 'device']), /^wlan0:unavailable$/m);
+      await run(w, 'nmcli', ['radio', 'wifi', 'on']);
+      await sleep((1000 + 3000 + 3000) * FAST + 50);
+      assert.match(await nmcliOut(w, ['-t', '-f', 'DEVICE,STATE,CONNECTION', 'device']), /^wlan0:connected:HomeNet$/m);
     });
   });
 });
@@ -614,17 +995,35 @@ describe('fake esphome', { concurrency: true }, () => {
 });
 
 describe('fake ss', { concurrency: true }, () => {
+  test('default world (stock Ubuntu): systemd-resolved on 127.0.0.53%lo:53 and 127.0.0.54:53, UDP and TCP',
+    async () => {
+    await withWorld({}, async (w) => {
+      const rows = (await run(w, 'ss', ['-H', '-lntup'])).stdout.trim().split('\n');
+      assert.equal(rows.length, 4);
+      assert.match(rows[0], /^udp +UNCONN +0 +0 +127\.0\.0\.54:53 +0\.0\.0\.0:\* +/);
+      assert.match(rows[0], / users:\(\("systemd-resolve",pid=612,fd=19\)\)$/);
+      assert.match(rows[1], /^udp +UNCONN +0 +0 +127\.0\.0\.53%lo:53 +0\.0\.0\.0:\*/);
+      assert.match(rows[2], /^tcp +LISTEN +0 +4096 +127\.0\.0\.53%lo:53 +0\.0\.0\.0:\*/);
+      assert.match(rows[3], /^tcp +LISTEN +0 +4096 +127\.0\.0\.54:53 /);
+      // what safety_checks.sh runs: one PID per port
+      const q = await run(w, 'ss', ['-lnp', '-A', 'udp', 'sport = :53']);
+      assert.match(q.stdout, /^State +Recv-Q +Send-Q +Local Address:Port +Peer Address:PortProcess\n/);
+      assert.deepEqual([...new Set(q.stdout.match(/pid=\d+/g))], ['pid=612']);
+    });
+  });
+
   test('busy ports in ss format with users:((…)); filters; nothing without -l', async () => {
     const busy = [
-      { proto: 'udp' as const, port: 53, process: 'systemd-resolve', pid: 612 },
       { proto: 'tcp' as const, port: 80, process: 'nginx', pid: 1200 },
+      { proto: 'udp' as const, port: 53, process: 'dnsmasq', pid: 612 },
     ];
     await withWorld({ ss: { busy } }, async (w) => {
       const r = await run(w, 'ss', ['-H', '-l', '-n', '-t', '-u', '-p']);
       const rows = r.stdout.trim().split('\n');
       assert.equal(rows.length, 2);
-      assert.match(rows[0], /^udp +UNCONN +0 +0 +127\.0\.0\.53%lo:53 +0\.0\.0\.0:\* +users:\(\("systemd-resolve",pid=612,fd=3\)\)$/);
-      assert.match(rows[1], /^tcp +LISTEN +0 +4096 +0\.0\.0\.0:80 +0\.0\.0\.0:\* +users:\(\("nginx",pid=1200,fd=4\)\)$/);
+      assert.match(rows[0], /^udp +UNCONN +0 +0 +0\.0\.0\.0:53 +0\.0\.0\.0:\* +users:\(\("dnsmasq",pid=612,fd=4\)\)$/);
+      assert.match(rows[1], /^tcp +LISTEN +0 +4096 +0\.0\.0\.0:80 +0\.0\.0\.0:\* +/);
+      assert.match(rows[1], / users:\(\("nginx",pid=1200,fd=3\)\)$/);
       assert.equal((await run(w, 'ss', ['-lntupH'])).stdout, r.stdout);
       const head = await run(w, 'ss', ['-lntp']);
       assert.match(head.stdout, /^State +Recv-Q +Send-Q +Local Address:Port +Peer Address:PortProcess\n/);

@@ -5,19 +5,71 @@
 //   const world = await makeFakeWorld({ cloudcutter: { outcome: 'exploit' } });
 //   spawn('sudo', ['./tuya-cloudcutter.sh', '-p', slug, '-f', fw], { cwd: world.cloudcutter, env: world.env });
 //   world.calls('tuya-cloudcutter.sh');  await world.cleanup();
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { makeUG, kickstartFileName, type Mcu } from './firmware-files.ts';
-import { CLOUDCUTTER_MESSAGES, CLOUDCUTTER_LINES, chipMismatchLine } from './fakes/messages.mjs';
+import { CLOUDCUTTER_MESSAGES, CLOUDCUTTER_LINES, chipMismatchLine, portQuestion } from './fakes/messages.mjs';
 
-export { CLOUDCUTTER_MESSAGES, CLOUDCUTTER_LINES, chipMismatchLine };
+export { CLOUDCUTTER_MESSAGES, CLOUDCUTTER_LINES, chipMismatchLine, portQuestion };
 
 export type CloudcutterOutcome = 'success' | 'exploit' | 'chip' | 'ap' | 'docker' | 'adapter' | 'ota' | 'no-ap';
 
 export interface FakeCall { tool: string; argv: string[]; cwd: string }
 
+/** A Wi-Fi adapter NetworkManager manages. */
+export interface WifiAdapter {
+  iface: string;
+  /** `WIFI-PROPERTIES.AP` (default true). */
+  apMode?: boolean;
+  /** A saved network (in `nmcli.networks`) it is connected to at the start, and autoconnects to. */
+  connectedTo?: string;
+  hwaddr?: string;
+}
+
+/** A network always on the air (what `nmcli device wifi list` shows once scanned). */
+export interface StaticNetwork {
+  ssid: string; security?: string; signal?: number; bssid?: string; gateway?: string; address?: string;
+}
+
+/** A listening socket `ss` shows (and cloudcutter's safety check finds). */
+export interface Listener {
+  proto: 'tcp' | 'udp';
+  port: number;
+  process: string;
+  pid: number;
+  /** Local address as ss prints it (default 0.0.0.0), e.g. 127.0.0.53%lo. */
+  addr?: string;
+  fd?: number;
+  /** The systemd unit running it (`ps -o unit=`): answering y stops the unit instead of killing the PID. */
+  unit?: string;
+}
+
+/**
+ * systemd-resolved on a stock Ubuntu (systemd ≥ 251, resolved-dns-stub.c): the stub on 127.0.0.53 bound
+ * to lo, the proxy stub on 127.0.0.54, UDP and TCP each; `ps -o comm=` shows 15 characters.
+ */
+const resolved = { process: 'systemd-resolve', pid: 612, unit: 'systemd-resolved.service' };
+export const UBUNTU_RESOLVED: readonly Listener[] = Object.freeze([
+  { proto: 'udp', port: 53, addr: '127.0.0.54', fd: 19, ...resolved },
+  { proto: 'udp', port: 53, addr: '127.0.0.53%lo', fd: 17, ...resolved },
+  { proto: 'tcp', port: 53, addr: '127.0.0.53%lo', fd: 18, ...resolved },
+  { proto: 'tcp', port: 53, addr: '127.0.0.54', fd: 20, ...resolved },
+] satisfies Listener[]);
+
 export interface FakeWorldOptions {
+  /**
+   * Every real-world duration the fakes wait is `real_ms * timeScale` (default 1: real time): scans,
+   * joins, Docker builds and runs, cloudcutter's sleeps and its waits for the plug. Give the sim the same.
+   */
+  timeScale?: number;
+  /**
+   * The simulated plug (test/sim) this world's radio waves reach: nmcli's scans see its APs
+   * (GET /_sim/state), cloudcutter drives it through the exploit and the flash. Without it the fake
+   * cloudcutter plays a plug whose AP is always there, and nmcli sees only `nmcli.networks`.
+   */
+  simUrl?: string;
   /** false = no checkout. */
   cloudcutter?: false | {
     /**
@@ -32,26 +84,36 @@ export interface FakeWorldOptions {
     outcome?: CloudcutterOutcome;
     /** Files in custom-firmware/; default: Kickstart v25.05.28 UGs for both chips, real names. */
     firmware?: { name: string; data: Buffer }[];
-    /** On success: POST `${simUrl}/_sim/flash-kickstart` (JSON body {chip, firmware}); a JSON answer's `mac` is printed. */
+    /** Same as the world's simUrl (kept for older tests). */
     simUrl?: string;
-    /** Total time a run takes (default 50 ms). */
+    /**
+     * Instead of timeScale: cloudcutter's own steps (build, containers, sleeps, the plug's download)
+     * take delayMs in all, and a successful run lasts at least that long. Scans and the plug's own
+     * times still follow timeScale.
+     */
     delayMs?: number;
-    /** MAC printed at the end when the sim gives none (default d8:1f:12:3a:4b:5c). */
+    /** MAC printed at the end when there is no sim (default d8:1f:12:3a:4b:5c); with a sim: its tuyaMac. */
     mac?: string;
-    /** The stock AP's SSID (default SmartLife-1A2B); the exploited one is "A-" + its last 4 characters. */
+    /** Without a sim: the stock AP's SSID (default SmartLife-1A2B); the exploited one is "A-" + its last 4. */
     apSsid?: string;
     /** Lines printed inside `docker run -ti` end in \r\n like the real ones (default true). */
     crlf?: boolean;
-    /** Fail like `docker run -ti` does when stdin is not a terminal (default false). */
+    /** Fail like `docker run -ti` does when stdin is not a terminal (default true, as the real one). */
     requireTty?: boolean;
+    /** The cloudcutter Docker image is already built (default true: a cached build, a few seconds; false: ~63 s). */
+    imageBuilt?: boolean;
+    /** After "send complete" some progress, then nothing: never exits until a signal (upstream #816). */
+    hangAfterSend?: boolean;
   };
   nmcli?: false | {
-    wifiIface?: string; // default 'wlan1'; '' = no wifi adapter at all
+    /** Wi-Fi adapters (default: one, `wifiIface` with `apMode`). */
+    wifi?: WifiAdapter[];
+    wifiIface?: string; // one-adapter shorthand: default 'wlan1'; '' = no wifi adapter at all
     apMode?: boolean; // default true
-    connectFails?: boolean; // `device wifi connect`: "Error: No network with SSID '…' found.", exit 10
+    connectFails?: boolean; // `device wifi connect` always: "Error: No network with SSID '…' found.", exit 10
     ethIface?: string; // default 'eth0' (connected, "Wired connection 1")
-    /** Networks `device wifi list` shows (default HomeNet; a successful cloudcutter run adds kickstart-<chip>). */
-    networks?: { ssid: string; security?: string; signal?: number; bssid?: string }[];
+    /** Networks always on the air (default HomeNet, WPA2). The plug's APs come from the sim. */
+    networks?: StaticNetwork[];
   };
   docker?: false | {
     daemon?: boolean; // default false
@@ -63,7 +125,15 @@ export interface FakeWorldOptions {
    * Invalid configs fail like ESPHome (exit 2): missing secret, unknown board, bad/reused pin, bad restore_mode.
    */
   esphome?: false | { delayMs?: number; fail?: boolean; familyOverride?: number; version?: string };
-  ss?: { busy?: { proto: 'tcp' | 'udp'; port: number; process: string; pid: number; addr?: string; fd?: number }[] };
+  /** Listening sockets; default UBUNTU_RESOLVED (a stock Ubuntu: systemd-resolved on port 53). */
+  ss?: { busy?: readonly Listener[] };
+  /**
+   * What cloudcutter's safety_checks.sh finds besides ports (defaults: a stock Ubuntu): apparmor
+   * (aa-enabled says Yes: it asks to stop AppArmor; default true), ufw ('inactive' default, 'active'
+   * is disabled without asking, false = not installed), firewalld running (stopped without asking;
+   * default false), /etc/modprobe.d/blacklist-rtl8192cu.conf present (asks to remove it; default false).
+   */
+  host?: { apparmor?: boolean; ufw?: 'active' | 'inactive' | false; firewalld?: boolean; blacklistRtl8192cu?: boolean };
   /** default true: a sudo that records and runs the rest of its argv. needsPassword: `sudo -n` fails. */
   sudo?: boolean | { needsPassword?: boolean };
 }
@@ -150,11 +220,15 @@ export async function makeFakeWorld(opts: FakeWorldOptions = {}): Promise<FakeWo
   const log = path.join(dir, 'calls.jsonl');
   fs.writeFileSync(log, '');
 
-  const cc = opts.cloudcutter === false ? null : { outcome: 'success' as CloudcutterOutcome, delayMs: 50, ...(opts.cloudcutter ?? {}) };
-  const nm = opts.nmcli === false ? null : { wifiIface: 'wlan1', apMode: true, connectFails: false, ethIface: 'eth0', ...(opts.nmcli ?? {}) };
+  const cc = opts.cloudcutter === false ? null
+    : { outcome: 'success' as CloudcutterOutcome, requireTty: true, imageBuilt: true, ...(opts.cloudcutter ?? {}) };
+  const nmOpts = opts.nmcli === false ? null
+    : { wifiIface: 'wlan1', apMode: true, connectFails: false, ethIface: 'eth0', ...(opts.nmcli ?? {}) };
   const docker = opts.docker === false ? null : { daemon: false, image: true, ...(opts.docker ?? {}) };
   const esphome = opts.esphome === false ? null : { delayMs: 100, fail: false, ...(opts.esphome ?? {}) };
   const sudo = opts.sudo === false ? null : typeof opts.sudo === 'object' ? opts.sudo : {};
+  const timeScale = opts.timeScale ?? 1;
+  const simUrl = opts.simUrl ?? (opts.cloudcutter ? opts.cloudcutter.simUrl : undefined);
 
   let checkout: string | undefined;
   if (cc) {
@@ -168,23 +242,62 @@ export async function makeFakeWorld(opts: FakeWorldOptions = {}): Promise<FakeWo
     fs.writeFileSync(path.join(checkout, 'tuya-cloudcutter.sh'), nodeWrapper('tuya-cloudcutter.sh'), { mode: 0o755 });
   }
 
+  const adapters: (WifiAdapter & { apMode: boolean; hwaddr: string })[] = !nmOpts ? [] :
+    (nmOpts.wifi ?? (nmOpts.wifiIface ? [{ iface: nmOpts.wifiIface, apMode: nmOpts.apMode }] : []))
+      .map((a, n) => ({
+        ...a, apMode: a.apMode !== false,
+        hwaddr: a.hwaddr ?? (n === 0 ? '00:C0:CA:B1:7E:42' : `F8:5E:A0:12:34:${56 + n}`),
+      }));
+  const networks: StaticNetwork[] = nmOpts?.networks ?? [
+    { ssid: 'HomeNet', security: 'WPA2', signal: 82, bssid: '3C:84:6A:11:22:33', gateway: '192.168.1.1',
+      address: '192.168.1.57/24' },
+  ];
+  const nm = nmOpts && { ...nmOpts, wifi: adapters, networks };
   const settings = {
     dir,
     checkout,
-    cloudcutter: cc && { ...cc, firmware: undefined },
-    nmcli: nm && { ...nm, networks: undefined },
+    timeScale,
+    simUrl,
+    cloudcutter: cc && { ...cc, firmware: undefined, simUrl: undefined },
+    nmcli: nm,
     docker,
     esphome,
-    ss: { busy: opts.ss?.busy ?? [] },
+    ss: { busy: opts.ss?.busy ?? UBUNTU_RESOLVED },
+    host: { apparmor: true, ufw: 'inactive', firewalld: false, blacklistRtl8192cu: false, ...(opts.host ?? {}) },
     sudo,
   };
   const worldFile = path.join(dir, 'world.json');
   fs.writeFileSync(worldFile, JSON.stringify(settings, null, 2));
+
+  // NetworkManager has been up for a while: each adapter has scanned (and the connected ones joined)
+  const now = Date.now();
+  const since = now - 600_000 * timeScale;
+  const connections: Record<string, unknown>[] = !nm ? []
+    : [{ name: 'Wired connection 1', uuid: 'b2f0c8a4-5b1e-3c9d-9f5e-0a1b2c3d4e5f', type: 'ethernet',
+      device: nm.ethIface }];
+  const devices: Record<string, unknown> = {};
+  for (const a of adapters) {
+    const net = a.connectedTo ? networks.find((n) => n.ssid === a.connectedTo) : undefined;
+    if (a.connectedTo && !net) throw new Error(`fake world: ${a.iface}'s ${a.connectedTo} is not in nmcli.networks`);
+    if (net) {
+      connections.push({ name: net.ssid, uuid: crypto.randomUUID(), type: 'wifi', device: a.iface, ssid: net.ssid,
+        gateway: net.gateway, address: net.address });
+    }
+    devices[a.iface] = {
+      managed: true, active: net?.ssid ?? null, activeSsid: net?.ssid ?? null, availableAt: since, clearedAt: since,
+      periodic: [{ from: since, to: net ? since + 20_000 * timeScale : null }], scans: [],
+      ...(net ? { autoconnect: net.ssid } : {}),
+    };
+  }
   fs.writeFileSync(path.join(dir, 'state.json'), JSON.stringify({
-    connections: nm ? [{ name: 'Wired connection 1', uuid: 'b2f0c8a4-5b1e-3c9d-9f5e-0a1b2c3d4e5f', type: 'ethernet', device: nm.ethIface }] : [],
+    connections,
     active: nm ? { [nm.ethIface]: 'Wired connection 1' } : {},
-    visible: nm?.networks ?? [{ ssid: 'HomeNet', security: 'WPA2', signal: 82, bssid: '3C:84:6A:11:22:33' }],
-    images: docker?.image ? ['ghcr.io/esphome/esphome:latest'] : [],
+    nm: { radio: true, devices },
+    air: [],
+    busy: settings.ss.busy,
+    stopped: [],
+    images: [...(docker?.image ? ['ghcr.io/esphome/esphome:latest'] : []),
+      ...(cc?.imageBuilt ? ['cloudcutter:latest'] : [])],
     containers: {},
   }, null, 2));
 

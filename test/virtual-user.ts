@@ -2,6 +2,8 @@
 // code; this user reads the prompt off the screen and types its answer as key presses (Enter, arrow
 // keys, letters), the way a person at a terminal does. It decides like a person at the plug would: it
 // watches the simulated plug's relay and LEDs, presses its button when asked, and says yes to "ready?".
+// It also reads what flash.ts prints: told to put the plug into AP mode, it does the button dance
+// (which takes the plug its time), as a person holding the plug would.
 import { PassThrough } from 'node:stream';
 import type { Question } from '../flash.ts';
 import type { SimPlug } from './sim/plug.ts';
@@ -16,6 +18,8 @@ export interface VirtualUser {
   /** The terminal flash.ts's io is plugged into: keys go in on `input`, prompts are drawn on `screen`. */
   input: PassThrough & { isTTY: boolean; setRawMode: (on: boolean) => unknown };
   screen: (text: string) => void;
+  /** What flash.ts prints (not the prompts): the user acts on instructions it reads there. */
+  read: (text: string) => void;
   onQuestion: (q: Question) => void;
   stop: () => void;
 }
@@ -54,6 +58,7 @@ export function virtualUser(sim: SimPlug | undefined, opts: { overrides?: Record
 
   const input = Object.assign(new PassThrough(), { isTTY: true, setRawMode: () => input });
   let drawn = '';
+  let printed = '';
   let waiting: { text: string; resolve: () => void } | undefined;
   const asked: Question[] = [];
 
@@ -91,6 +96,15 @@ export function virtualUser(sim: SimPlug | undefined, opts: { overrides?: Record
         waiting = undefined;
         w.resolve();
       }
+    },
+    read(text) {
+      printed += text;
+      // One dance per instruction; the line is complete once its newline is printed.
+      const instruction = /Put the plug into AP mode[^\n]*\n/i.exec(plainText(printed));
+      if (!instruction || !sim) return;
+      printed = plainText(printed).slice(instruction.index + instruction[0].length);
+      opts.log?.('[virtual user] puts the plug into AP mode');
+      sim.enterApMode().catch(() => { /* not on the stock firmware any more: nothing happens */ });
     },
     onQuestion(q) {
       asked.push(q);

@@ -31,8 +31,16 @@ export interface Bench {
   close(): Promise<void>;
 }
 
+/**
+ * The workbench's time scale: every real-world duration (scans, the Docker build, cloudcutter's sleeps,
+ * the plug's AP-mode dance and its 15–30 s reboot into Kickstart) runs at this fraction of real time.
+ */
+export const BENCH_TIME_SCALE = 0.02;
+
 export interface BenchOptions {
   mcu?: Mcu;
+  /** Default BENCH_TIME_SCALE; 1 = real time. Given to the sim and to the fakes alike. */
+  timeScale?: number;
   sim?: Partial<SimPlugOptions>;
   fakes?: FakeWorldOptions;
   /** Extra environment (timeouts). */
@@ -50,11 +58,16 @@ export interface BenchOptions {
 
 export async function startBench(o: BenchOptions = {}): Promise<Bench> {
   const mcu = o.mcu ?? 'bk7231n';
-  const sim = await startSimPlug({ mcu, phase: 'tuya', homeNetwork: HOME, joinMs: 150, rebootMs: 150, ...o.sim });
+  const timeScale = o.timeScale ?? BENCH_TIME_SCALE;
+  const sim = await startSimPlug({
+    mcu, phase: 'tuya', homeNetwork: HOME, joinMs: 150, rebootMs: 150, timeScale, ...o.sim,
+  });
   const api = await serveDir(CLOUDCUTTER_API_FIXTURES);
   const world = await makeFakeWorld({
+    timeScale,
+    simUrl: sim.url,
     ...o.fakes,
-    cloudcutter: o.fakes?.cloudcutter === false ? false : { simUrl: sim.url, ...(o.fakes?.cloudcutter || {}) },
+    cloudcutter: o.fakes?.cloudcutter === false ? false : { ...(o.fakes?.cloudcutter || {}) },
     docker: o.fakes?.docker === false ? false : { daemon: true, ...(o.fakes?.docker || {}) },
     nmcli: o.fakes?.nmcli === false ? false : { ...(o.fakes?.nmcli || {}) },
   });
@@ -98,7 +111,7 @@ export async function runInProcess(argv: string[], env: NodeJS.ProcessEnv, user?
   const saved = { ...io };
   const savedEnv = process.env;
   let out = '';
-  const show = (t: string) => { out += t; echo?.(t); };
+  const show = (t: string) => { out += t; echo?.(t); user?.read(t); };
   // The prompts draw with cursor movements: a terminal echo gets them as drawn, the captured text without.
   const draw = (t: string) => { out += plainText(t); echo?.(t); };
   process.env = { NO_COLOR: '1', ...env };

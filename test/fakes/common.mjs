@@ -32,14 +32,78 @@ export function readState(w) {
   }
 }
 
-/** Read-modify-write of the state, written atomically (rename). */
+const LOCK_WAIT = new Int32Array(new SharedArrayBuffer(4));
+
+/** Holds `${state}.lock` (a directory: mkdir is atomic) while fn runs; a lock older than 5 s is stale. */
+function withLock(w, fn) {
+  const lock = `${statePath(w)}.lock`;
+  for (let tries = 0; ; tries++) {
+    try {
+      fs.mkdirSync(lock);
+      break;
+    } catch (e) {
+      if (e.code !== 'EEXIST') throw e;
+      try {
+        if (Date.now() - fs.statSync(lock).mtimeMs > 5000) fs.rmSync(lock, { recursive: true, force: true });
+      } catch { /* gone meanwhile */ }
+      Atomics.wait(LOCK_WAIT, 0, 0, Math.min(20, 1 + tries));
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    fs.rmSync(lock, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Read-modify-write of the state under a lock shared by every fake process (nmcli, cloudcutter,
+ * docker run concurrently), written atomically (rename).
+ */
 export function updateState(w, fn) {
-  const s = readState(w);
-  fn(s);
-  const tmp = `${statePath(w)}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(s, null, 2));
-  fs.renameSync(tmp, statePath(w));
-  return s;
+  return withLock(w, () => {
+    const s = readState(w);
+    fn(s);
+    const tmp = `${statePath(w)}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify(s, null, 2));
+    fs.renameSync(tmp, statePath(w));
+    return s;
+  });
+}
+
+/** The world's time scale: every real-world duration a fake waits is `real_ms * timeScale`. */
+export function timeScale(w) {
+  return typeof w.timeScale === 'number' && w.timeScale > 0 ? w.timeScale : 1;
+}
+
+/** A real-world duration (ms) in this world's time. */
+export function scaled(w, realMs) {
+  return realMs * timeScale(w);
+}
+
+/** GET `${simUrl}/_sim/state` of the world's simulated plug, or null (no sim, or it does not answer). */
+export async function simState(w) {
+  if (!w.simUrl) return null;
+  try {
+    const r = await fetch(`${w.simUrl.replace(/\/$/, '')}/_sim/state`, { signal: AbortSignal.timeout(2000) });
+    return r.ok ? await r.json() : null;
+  } catch {
+    return null;
+  }
+}
+
+/** POST to the sim's control API; resolves to the JSON answer, or throws. */
+export async function simPost(w, what, body = {}) {
+  const r = await fetch(`${w.simUrl.replace(/\/$/, '')}/_sim/${what}`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+  });
+  const text = await r.text();
+  if (!r.ok) throw new Error(`POST /_sim/${what}: HTTP ${r.status} ${text.slice(0, 200)}`);
+  try {
+    return JSON.parse(text);
+  } catch {
+    return {};
+  }
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));

@@ -35,6 +35,19 @@ export declare const CLOUDCUTTER_LINES: Readonly<{
   apWarning: string;
   apWarningPrompt: string;
   notATty: string;
+  dot: string;
+  skipping: string;
+  blacklist: readonly string[];
+  blacklistQuestion: string;
+  apparmor: readonly string[];
+  apparmorQuestion: string;
+  apparmorOff: string;
+  waitForDevice: string;
+  stuckHint: string;
+  sendComplete: string;
+  pleaseWait: string;
 }>;
+
+export declare function portQuestion(processName: string): string;
 
 export declare function chipMismatchLine(file: string, chip: string): string;

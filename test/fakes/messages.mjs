@@ -68,7 +68,45 @@ export const CLOUDCUTTER_LINES = Object.freeze({
   apWarning: '[!] WARNING: Selected wifi AP support: ', // common.sh:21
   apWarningPrompt: 'Press any key to continue, or CTRL+C to exit', // common.sh:23 (shown only on a terminal)
   notATty: 'the input device is not a TTY', // the docker client, for `docker run -ti` without a terminal
+  dot: '.', // common.sh:70, one per scan that did not find the AP (the loop has no timeout)
+  skipping: 'Skipping...', // safety_checks.sh:16 (answer S to the port question)
+  // safety_checks.sh:56-59, when /etc/modprobe.d/blacklist-rtl8192cu.conf exists
+  blacklist: Object.freeze([
+    'Detected /etc/modprobe.d/blacklist-rtl8192cu.conf',
+    'This has been known to cause kernel panic in hostapd',
+    'See https://github.com/ct-Open-Source/tuya-convert/issues/373',
+  ]),
+  blacklistQuestion: 'Do you wish to remove this file? [y/N] ', // safety_checks.sh:59 (read -n 1)
+  // safety_checks.sh:69-70, when `aa-enabled` says Yes (Ubuntu ships it in the apparmor package)
+  apparmor: Object.freeze(['Detected app armour',
+    'This has been known to block hostapd, which is required to complete the exploit']),
+  // safety_checks.sh:71 (read -n 1; only y acts)
+  apparmorQuestion: 'Do you wish to stop the app armour service? [y/N] ',
+  // safety_checks.sh:75
+  apparmorOff: 'AppArmour has been turned off.  ' +
+    'You will need to manually restart it or reboot your OS for it to turn back on.',
+  // tuya-cloudcutter.sh:139
+  waitForDevice: "Wait for up to 10-120 seconds for the device to connect to 'cloudcutterflash'. " +
+    'This script will then show the firmware upgrade requests sent by the device.',
+  // src/setup_apmode.sh:94
+  stuckHint: 'If your device gets stuck here with no progress after several (at least two) minutes, see ' +
+    'https://github.com/tuya-cloudcutter/tuya-cloudcutter/wiki/FAQ#my-device-gets-stuck-after-dhcp-what-can-i-do ' +
+    'for additional steps',
+  // src/cloudcutter/protocol/handlers.py:155,
+  // `[Firmware Upload] /files/NAME send complete, request range: bytes=0-N/SIZE`
+  sendComplete: '[Firmware Upload] /files/',
+  // mqtt.py:110
+  pleaseWait: 'Please wait about 30 seconds then look for signs of activity from the firmware you supplied ' +
+    '(either watch for AP mode or check if it joined your network).',
 });
+
+/**
+ * safety_checks.sh:13, `read -p "Do you wish to terminate $process_name? [y/N] " -n 1 -r`: y stops (:19-36), S skips
+ * (:15), anything else aborts (:20).
+ */
+export function portQuestion(processName) {
+  return `Do you wish to terminate ${processName}? [y/N] `;
+}
 
 /** The real chip-mismatch line (get_input.py:449). `chip` as cloudcutter prints it: upper case. */
 export function chipMismatchLine(file, chip) {

@@ -1,7 +1,9 @@
 // Fake `ss` (iproute2 6.x): lists the world's busy ports as listening sockets, in ss's columns, with
 // users:(("name",pid=N,fd=M)) under -p. Supports -H -l -a -n -t -u -p (clustered or not),
 // -A/--query tcp|udp|inet|all and a `sport = :N` filter (what cloudcutter's safety_checks.sh runs).
-import { world, logCall, exit } from './common.mjs';
+// The listeners live in the world's state (a process stopped by cloudcutter's safety check is gone);
+// each prints its own local address (systemd-resolved: 127.0.0.53%lo, 127.0.0.54), UDP before TCP.
+import { world, logCall, exit, readState } from './common.mjs';
 
 const SERVICES = { 53: 'domain', 67: 'bootps', 80: 'http', 443: 'https', 1883: 'mqtt', 6053: '6053' };
 
@@ -47,13 +49,16 @@ export async function main(argv) {
   const showNetid = types.length > 1 || !o.types.size;
   const rows = [];
   if (o.l || o.a) {
-    for (const [idx, b] of (w.ss?.busy ?? []).entries()) {
+    const busy = readState(w).busy ?? w.ss?.busy ?? [];
+    const ordered = [...busy.filter((b) => b.proto === 'udp'), ...busy.filter((b) => b.proto === 'tcp')];
+    for (const b of ordered) {
+      const idx = busy.indexOf(b);
       if (!types.includes(b.proto)) continue;
       if (sport !== undefined && b.port !== sport) continue;
       const port = o.n ? String(b.port) : SERVICES[b.port] ?? String(b.port);
       rows.push({
         netid: b.proto, state: b.proto === 'tcp' ? 'LISTEN' : 'UNCONN', recvq: '0', sendq: b.proto === 'tcp' ? '4096' : '0',
-        laddr: b.addr ?? (b.proto === 'udp' && b.port === 53 ? '127.0.0.53%lo' : '0.0.0.0'), lport: port, paddr: '0.0.0.0', pport: '*',
+        laddr: b.addr ?? '0.0.0.0', lport: port, paddr: '0.0.0.0', pport: '*',
         users: `users:(("${b.process}",pid=${b.pid},fd=${b.fd ?? 3 + idx}))`,
       });
     }

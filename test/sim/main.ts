@@ -1,9 +1,15 @@
 // Runs one simulated plug in its own process, for fakes and demos:
 //   node --import tsx test/sim/main.ts --mcu bk7231n [--phase tuya] [--port N] [--home-ssid S --home-password P]
+<<<<<<< HEAD
 //        [--mac HEX12] [--join-ms N] [--reboot-ms N] [--no-mdns | --mdns-interface IP] [--faults JSON]
 //        [--esphome-version V] [--mdns-stops-after-ms N]
+=======
+//        [--mac HEX12] [--tuya-mac HEX12] [--join-ms N] [--reboot-ms N] [--time-scale X]
+//        [--no-mdns | --mdns-interface IP] [--faults JSON]
+>>>>>>> unkind-fakes
 // Prints one JSON line {"url","port","mac","apiPort","mcu","phase"} on stdout, then runs until SIGTERM/SIGINT.
-// Control it over HTTP under /_sim/ (state, flash-kickstart, power-cycle, press?ms=, wait?phase=, faults).
+// Control it over HTTP under /_sim/ (state, ap-mode, exploit, configure-wifi, flash-kickstart, power-cycle,
+// press?ms=, wait?phase=, faults).
 import { parseArgs } from 'node:util';
 import { startSimPlug, type Phase, type SimFaults } from './plug.ts';
 import type { Mcu } from '../firmware-files.ts';
@@ -23,6 +29,8 @@ const { values } = (() => {
         phase: { type: 'string' },
         port: { type: 'string' },
         mac: { type: 'string' },
+        'tuya-mac': { type: 'string' },
+        'time-scale': { type: 'string' },
         'home-ssid': { type: 'string' },
         'home-password': { type: 'string' },
         'join-ms': { type: 'string' },
@@ -50,6 +58,11 @@ const num = (v: string | undefined, name: string): number | undefined => {
   if (!Number.isInteger(n) || n < 0) fail(`${name} must be a whole number`);
   return n;
 };
+function positive(v: string): number {
+  const n = Number(v);
+  if (!(n > 0)) fail('--time-scale must be a positive number');
+  return n;
+}
 if ((values['home-ssid'] === undefined) !== (values['home-password'] === undefined)) fail('--home-ssid and --home-password go together');
 let faults: SimFaults | undefined;
 if (values.faults) {
@@ -65,6 +78,8 @@ const sim = await startSimPlug({
   phase,
   port: num(values.port, '--port'),
   mac: values.mac,
+  tuyaMac: values['tuya-mac'],
+  timeScale: values['time-scale'] === undefined ? undefined : positive(values['time-scale']),
   joinMs: num(values['join-ms'], '--join-ms'),
   rebootMs: num(values['reboot-ms'], '--reboot-ms'),
   mdnsInterface: values['no-mdns'] ? false : values['mdns-interface'],

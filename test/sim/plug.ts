@@ -95,6 +95,20 @@ export interface SimPlugOptions {
   faults?: SimFaults;
   /** HTTP port on 127.0.0.1; default 0 (random). */
   port?: number;
+  /** Real durations of the Tuya side (AP mode by hand, the reboot into Kickstart) are multiplied by this; default 1. */
+  timeScale?: number;
+  /**
+   * The MAC the stock firmware reports (the `hid` of its requests, what cloudcutter prints); default:
+   * `mac`. Kickstart reads the same TLV data through the Beken SDK, so they agree unless that data is
+   * damaged or cloned (OpenBeken #404, PR #2198): give a different one to model that.
+   */
+  tuyaMac?: string;
+  /** The stock pairing AP's name before "-XXXX" (last 4 hex digits of tuyaMac); default 'SmartLife'. */
+  tuyaApPrefix?: string;
+  /** How long the user's power-cycle dance into AP mode takes (real ms); default 12000, 4000 once exploited. */
+  apModeMs?: number;
+  /** From "send complete" to Kickstart's AP (real ms): writing, verifying, rebooting; default random 15000–30000. */
+  kickstartBootMs?: number;
 }
 
 export interface SimHardware { relay: boolean; leds: Record<string, boolean>; levels: Record<string, 'HIGH' | 'LOW'> }
@@ -116,7 +130,19 @@ export interface SimPlug {
   final?: FinalInfo;
   uploads: SimUpload[];
   faults: SimFaults;
-  /** What cloudcutter does: the plug now runs Kickstart with no Wi-Fi, so its AP is up: 'kickstart-ap'. */
+  /** The MAC the stock firmware reports (12 hex digits, upper case). */
+  tuyaMac: string;
+  /** The stock firmware's pairing AP on the air: 'SmartLife-1A2B', 'A-1A2B' after the exploit, or null. */
+  readonly tuyaAp: string | null;
+  /**
+   * What the user's power cycles / long presses do: the stock firmware opens its pairing AP after a
+   * while (apModeMs × timeScale). Resolves when it is up.
+   */
+  enterApMode(): Promise<void>;
+  /**
+   * cloudcutter sent the Kickstart file: the plug writes it and reboots (phase 'off'); Kickstart's
+   * AP comes up after kickstartBootMs × timeScale (15–30 s real): 'kickstart-ap'.
+   */
   flashKickstart(): void;
   powerCycle(): void;
   /** Pulls the button pin LOW while held (INPUT_PULLUP reads HIGH otherwise). Default 200 ms. */
@@ -380,6 +406,9 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   const rebootMs = opts.rebootMs ?? 300;
   const bootMs = opts.bootMs ?? 50;
   const kickstartVersion = opts.kickstartVersion ?? 'v25.05.28';
+  const timeScale = opts.timeScale ?? 1;
+  const tuyaMac = (opts.tuyaMac ?? mac).replace(/[^0-9a-fA-F]/g, '').toUpperCase();
+  if (tuyaMac.length !== 12) throw new Error(`sim: tuyaMac must be 12 hex digits, got ${opts.tuyaMac}`);
   const esphomeVersion = opts.esphomeVersion ?? '2025.5.0';
   /** Kickstart's ESPHome is `min` or newer. */
   const webAtLeast = (min: string) => esphomeAtLeast(esphomeVersion, min);
@@ -406,6 +435,14 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   let finalEncrypted = true;
   let finalVer = finalVersion;
   let hung = false; // neverReboot fault: the new firmware does not come up until a power cycle
+  // the stock firmware's pairing side: its AP, whether cloudcutter's exploit replaced its keys
+  const tuya = {
+    ap: null as string | null, exploited: false, joined: null as string | null,
+    apTimer: undefined as NodeJS.Timeout | undefined,
+  };
+  // every AP the plug had on the air, with times (nmcli's scans in the fakes look back at it)
+  type OnAir = { ssid: string; bssid: string; security: string; signal: number; gateway: string; address: string };
+  const air: (OnAir & { from: number; to: number | null })[] = [];
   let closed = false;
   let dropUsed = false;
   const uploads: SimUpload[] = [];
@@ -453,9 +490,31 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   function setPhase(p: Phase): void {
     if (phase === p) return;
     phase = p;
+    noteAir();
     if (p === 'kickstart-lan' || p === 'final') announce();
     else cancel(announceTimer);
     events.emit('phase', p);
+  }
+
+  // ---------------- on the air (the Tuya pairing AP, Kickstart's AP) ----------------
+  function onAir(): { ssid: string; bssid: string; gateway: string; address: string } | null {
+    // a BK72xx's soft AP answers with the station MAC + 1
+    const plus1 = (hex: string) =>
+      (BigInt(`0x${hex}`) + 1n).toString(16).toUpperCase().padStart(12, '0').match(/../g)!.join(':');
+    if (phase === 'kickstart-ap')
+      return { ssid: kickstartName, bssid: plus1(mac), gateway: AP_IP, address: '192.168.4.2/24' };
+    if (phase === 'tuya' && firmware === 'tuya' && tuya.ap)
+      return { ssid: tuya.ap, bssid: plus1(tuyaMac), gateway: '192.168.175.1', address: '192.168.175.100/24' };
+    return null;
+  }
+  function noteAir(): void {
+    const now = onAir();
+    const open = air.find((a) => a.to === null);
+    if (open && open.ssid === now?.ssid) return;
+    const t = Date.now();
+    if (open) open.to = t;
+    if (now) air.push({ ...now, security: '', signal: 68, from: t, to: null });
+    if (air.length > 200) air.splice(0, air.length - 200);
   }
 
   // ---------------- hardware ----------------
@@ -824,6 +883,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   function simState(): Record<string, unknown> {
     return {
       phase, mcu, mac, url, port, apiPort, firmware,
+      tuyaMac, tuyaAp: tuya.ap, exploited: tuya.exploited, air,
       wifi: wifi ? { ssid: wifi.ssid } : null,
       hardware: hardware(), final: final ?? null, uploads, faults,
     };
@@ -835,6 +895,28 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     if (req.method !== 'POST' && path !== '/_sim/wait') return json(405, { error: 'use POST' });
     switch (path) {
       case '/_sim/flash-kickstart': sim.flashKickstart(); return json(200, simState());
+      case '/_sim/ap-mode':
+        try {
+          await sim.enterApMode();
+        } catch (e) {
+          return json(409, { error: (e as Error).message, ...simState() });
+        }
+        return json(200, simState());
+      case '/_sim/exploit':
+      case '/_sim/configure-wifi': {
+        // cloudcutter over the pairing AP: the exploit freezes the plug, a new Wi-Fi makes it leave AP mode
+        if (!tuya.ap) return json(409, { error: `${path}: the plug has no pairing AP up`, ...simState() });
+        let body: { ok?: boolean; ssid?: string } = {};
+        try {
+          body = JSON.parse((await readBody(req, 65536)).toString('utf8') || '{}') as typeof body;
+        } catch { /* defaults */ }
+        tuya.ap = null;
+        if (path === '/_sim/exploit') {
+          if (body.ok !== false) tuya.exploited = true;
+        } else tuya.joined = body.ssid ?? 'cloudcutterflash';
+        noteAir();
+        return json(200, simState());
+      }
       case '/_sim/power-cycle': sim.powerCycle(); return json(200, simState());
       case '/_sim/press': await sim.pressButton(Number(q.get('ms') ?? 200)); return json(200, simState());
       case '/_sim/faults': {
@@ -1195,22 +1277,53 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     final,
     get phase() { return phase; },
     get hardware() { return hardware(); },
+    tuyaMac,
+    get tuyaAp() { return tuya.ap; },
+    enterApMode() {
+      if (closed) return Promise.reject(new Error('sim: closed'));
+      if (firmware !== 'tuya') return Promise.reject(new Error('sim: only the stock Tuya firmware has a pairing AP'));
+      // power-cycling: whatever AP was up goes down at once, the pairing AP comes after the dance
+      cancel(tuya.apTimer);
+      tuya.ap = null;
+      tuya.joined = null;
+      noteAir();
+      const ms = (opts.apModeMs ?? (tuya.exploited ? 4000 : 12000)) * timeScale;
+      return new Promise<void>((resolve) => {
+        tuya.apTimer = later(ms, () => {
+          if (firmware === 'tuya') {
+            const suffix = tuyaMac.slice(-4);
+            tuya.ap = tuya.exploited ? `A-${suffix}` : `${opts.tuyaApPrefix ?? 'SmartLife'}-${suffix}`;
+            noteAir();
+          }
+          resolve();
+        });
+        events.once('closed', () => resolve());
+      });
+    },
     flashKickstart() {
       killDeviceConnections();
       cancel(phaseTimer);
       cancel(joinTimer);
+      cancel(tuya.apTimer);
       firmware = 'kickstart';
+      tuya.ap = null;
       wifi = undefined;
       sim.wifi = undefined;
       final = undefined;
       sim.final = undefined;
       hung = false;
       freshBoot('Power-On');
-      phase = 'off';
-      boot();
+      setPhase('off');
+      const bootMs = (opts.kickstartBootMs ?? 15000 + Math.random() * 15000) * timeScale;
+      phaseTimer = later(bootMs, () => {
+        freshBoot('Power-On');
+        boot();
+      });
     },
     powerCycle() {
       hung = false;
+      cancel(tuya.apTimer);
+      tuya.ap = null; // a plain power cycle ends pairing mode; enterApMode() is the dance that starts it
       reboot('Power-On', bootMs);
     },
     async pressButton(holdMs = 200) {

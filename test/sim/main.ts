@@ -1,12 +1,7 @@
 // Runs one simulated plug in its own process, for fakes and demos:
 //   node --import tsx test/sim/main.ts --mcu bk7231n [--phase tuya] [--port N] [--home-ssid S --home-password P]
-<<<<<<< HEAD
-//        [--mac HEX12] [--join-ms N] [--reboot-ms N] [--no-mdns | --mdns-interface IP] [--faults JSON]
-//        [--esphome-version V] [--mdns-stops-after-ms N]
-=======
 //        [--mac HEX12] [--tuya-mac HEX12] [--join-ms N] [--reboot-ms N] [--time-scale X]
-//        [--no-mdns | --mdns-interface IP] [--faults JSON]
->>>>>>> unkind-fakes
+//        [--no-mdns | --mdns-interface IP] [--faults JSON] [--esphome-version V] [--mdns-stops-after-ms N]
 // Prints one JSON line {"url","port","mac","apiPort","mcu","phase"} on stdout, then runs until SIGTERM/SIGINT.
 // Control it over HTTP under /_sim/ (state, ap-mode, exploit, configure-wifi, flash-kickstart, power-cycle,
 // press?ms=, wait?phase=, faults).

@@ -151,8 +151,9 @@ export const CLOUDCUTTER_DIAGNOSES = [
     what: 'the firmware file is for a different chip than the cloudcutter profile',
     fix: "{tryOther}; the recipe's kickstart file, profile and mcu must all name the same chip" },
   { match: /could not connect to SSID|Failed to connect, please run this script again/,
-    what: "cloudcutter could not find or join the plug's access point: the plug was not in AP mode",
-    fix: 'put the plug in AP mode (slow blink) right before confirming, keep it near the Wi-Fi adapter, and retry' },
+    what: "cloudcutter found the plug's access point but could not join it in five tries (or it was not the plug's)",
+    fix: "keep the plug close to the Wi-Fi adapter, power-cycle it, put it in AP mode again and retry; if a " +
+      "neighbour's device also opens a SmartLife-XXXX network, flash away from it" },
   { match: /Failed to build Docker image/, what: "Docker could not build cloudcutter's image",
     fix: 'check Docker works (docker run --rm hello-world), that this machine is online and has free disk space, then retry' },
   { match: /Unable to auto-detect wifi adapter/, what: 'cloudcutter found no Wi-Fi adapter to use',
@@ -177,6 +178,10 @@ export const SETTINGS = {
   FLASH_VERIFY_TIMEOUT_MS: { default: '120000', does: 'how long to wait for the flashed device' },
   FLASH_COMPILE_TIMEOUT_MS: { default: '2700000', does: 'how long a compile may take (45 min)' },
   FLASH_HTTP_TIMEOUT_MS: { default: '10000', does: 'timeout of one HTTP request' },
+  FLASH_AP_HINT_MS: { default: '60000', does: 'cloudcutter scanning this long: say the plug is not in AP mode' },
+  FLASH_AP_WAIT_MS: { default: '600000', does: 'cloudcutter scanning this long: stop it' },
+  FLASH_CLOUDCUTTER_STALL_MS: { default: '60000', does: 'silence after the firmware was sent before cloudcutter is stopped' },
+  FLASH_KICKSTART_AP_TIMEOUT_MS: { default: '120000', does: "how long to rescan for the plug's Kickstart AP" },
 } as const;
 
 export const EXIT = { ok: 0, failed: 1, badInput: 2, interrupted: 130 } as const;
@@ -481,7 +486,10 @@ export interface Options {
 
 /** What the run has learned about the plug; kept in the journal. */
 export interface Facts {
+  /** The MAC the plug itself reports (Kickstart's portal or mDNS, then ESPHome). */
   mac?: string;
+  /** The MAC cloudcutter printed: from Tuya's data, and not always the one the plug reports later. */
+  tuyaMac?: string;
   kickstartIp?: string;
   deviceIp?: string;
   /** The Kickstart file cloudcutter flashed, and its SHA-256 (to tell later which build the plug got). */
@@ -516,6 +524,8 @@ export interface Ctx {
   interrupted?: StepName;
   /** Called once this plug's firmware is compiled (a batch then starts the next plug's). */
   afterCompile?: () => void;
+  /** The Wi-Fi adapter with AP mode that cloudcutter and the Kickstart join use (once chosen). */
+  adapter?: string;
 }
 
 // Shell commands, always through zx (it quotes every argument).
@@ -1139,6 +1149,34 @@ function tailFile(file: string, line: (text: string) => void): () => void {
 
 // ─── Step: cloudcutter ─────────────────────────────
 
+/**
+ * The questions cloudcutter's scripts can ask in a flash run (tuya-cloudcutter's common.sh, safety_checks.sh,
+ * and sudo). Each is explained when it comes and answered on purpose: nobody is left waiting on a prompt that
+ * scrolled by inside cloudcutter's output.
+ */
+export const CLOUDCUTTER_QUESTIONS = [
+  { id: 'sudo', match: /\[sudo\] password for [^:\n]*: *$/,
+    explain: 'sudo asks for your password (cloudcutter needs root for its access point and DNS)' },
+  { id: 'ap_support', match: /Press any key to continue, or CTRL\+C to exit\s*$/,
+    explain: 'cloudcutter warns that its Wi-Fi adapter cannot host an access point' },
+  { id: 'port', match: /Do you wish to terminate (.+)\? \[y\/N\] *$/,
+    explain: 'cloudcutter found a program on a port it needs and asks whether to stop it' },
+  { id: 'blacklist', match: /Do you wish to remove this file\? \[y\/N\] *$/,
+    explain: 'cloudcutter found /etc/modprobe.d/blacklist-rtl8192cu.conf (known to crash hostapd) and asks to delete it' },
+  { id: 'apparmor', match: /Do you wish to stop the app armour service\? \[y\/N\] *$/,
+    explain: 'cloudcutter asks to stop AppArmor until the next reboot (it has been known to block hostapd)' },
+] as const;
+
+/** The moments of a cloudcutter flash run that flash.ts acts on, by the lines cloudcutter prints. */
+const CLOUDCUTTER_MOMENTS = {
+  apMode: /^Place your device in AP \(slow blink\) mode/,
+  apModeAgain: /^Power cycle and place your device in AP \(slow blink\) mode again/,
+  scanning: /^Scanning for open Tuya SmartLife AP/,
+  found: /^Found access point name: "([^"]*)"/,
+  sent: /^\[Firmware Upload\] \/files\/\S+ send complete/,
+  mac: /^Device MAC address:\s*([0-9A-Fa-f:]{12,17})/,
+};
+
 async function stepCloudcutter(ctx: Ctx): Promise<void> {
   const { recipe, opts } = ctx;
   if (ctx.interrupted === 'cloudcutter' && (await alreadyOnKickstart(ctx))) return;
@@ -1150,24 +1188,22 @@ async function stepCloudcutter(ctx: Ctx): Promise<void> {
   const profileDir = writeDeviceProfile(opts.cloudcutter, resolved);
   print(`    profile: ${resolved.label} (${resolved.profileSlug}) for device ${resolved.deviceSlug}; written to ` +
     shown(profileDir));
-
-  const argv = cloudcutterArgv(resolved.deviceSlug, kickstart.file, opts.wifiIface);
+  const argv = cloudcutterArgv(resolved.deviceSlug, kickstart.file, await apAdapter(ctx));
+  print(`    cloudcutter first builds its Docker image and checks this machine (a minute or more the first time);`);
+  print(`    when it looks for the plug, flash.ts tells you to put it into AP mode. Keep the plug near this machine.`);
   for (;;) {
-    print(`\n    ${c.bold('Now put the plug into AP mode:')} ${recipe.ap_mode}`);
-    print(`    cloudcutter will then take over the plug. Midway it asks you to power-cycle the plug and put it`);
-    print(`    into AP mode a second time; the whole run takes up to two minutes. Keep the plug near this machine.`);
-    await confirm('cloudcutter_ready', 'Is the plug in AP mode (slow blink)?', opts);
     const log = logFile(opts.out, 'cloudcutter');
     print(c.dim(`    $ ${shq(...argv)}   (in ${shown(opts.cloudcutter)}; log: ${shown(log)})`));
-    const { code, output } = await runAttached(argv, { cwd: opts.cloudcutter, log });
-    if (code === 0) {
-      const mac = formatMac(output.match(/Device MAC address:\s*([0-9A-Fa-f:]{12,17})/)?.[1]);
-      if (mac) ctx.facts.mac = mac;
-      print(`    ${ok()} Kickstart flashed${mac ? ` (plug MAC ${mac})` : ''}. It now opens a Wi-Fi network named ` +
-        `${MCUS[recipe.mcu].kickstartAp}.`);
+    const run = await runCloudcutter(ctx, argv, log);
+    if (!run.failure) {
+      const mac = formatMac(run.output.match(/Device MAC address:\s*([0-9A-Fa-f:]{12,17})/)?.[1]);
+      // cloudcutter's MAC comes from Tuya's data: a hint for finding the plug, not proof of which one it is.
+      if (mac) ctx.facts.tuyaMac = mac;
+      print(`    ${ok()} Kickstart flashed${mac ? ` (Tuya says MAC ${mac})` : ''}${run.seen ? `: ${run.seen}` : ''}. ` +
+        `It now opens a Wi-Fi network named ${MCUS[recipe.mcu].kickstartAp}.`);
       return;
     }
-    const d = diagnoseCloudcutter(output, code, recipe.mcu, siblingRecipes(ctx, (r) => r.mcu === MCUS[recipe.mcu].other));
+    const d = run.failure;
     print(`\n    ${c.red('✗')} ${d.what}\n    ${c.yellow('what to do:')} ${d.fix}\n    ${c.dim(`full log: ${shown(log)}`)}`);
     if (!(await confirm('cloudcutter_retry', 'Retry the cloudcutter step now?', opts, false))) {
       // cloudcutter said it failed, so the plug is not on Kickstart: the next run need not go looking for it there.
@@ -1186,9 +1222,10 @@ async function planCloudcutter(ctx: Ctx): Promise<string[]> {
     `GET ${api}/profiles/<profile slug>.json (check firmware.chip is ${MCUS[ctx.recipe.mcu].chip})` +
       (cc.device ? '' : ', then devices/<its first device>.json'),
     `write ${shown(path.join(ctx.opts.cloudcutter, 'device-profiles'))}/<device slug>/device.json and profile.json`,
-    `ask you to put the plug in AP mode: ${ctx.recipe.ap_mode}`,
-    `$ ${shq(...cloudcutterArgv('<device slug>', kickstartForPlan(ctx), ctx.opts.wifiIface))}   (in ` +
-      `${shown(ctx.opts.cloudcutter)}; log in ${shown(logDir(ctx.opts.out))})`,
+    `$ ${shq(...cloudcutterArgv('<device slug>', kickstartForPlan(ctx), ctx.opts.wifiIface ?? '<the AP adapter>'))}` +
+      `   (in a pseudo-terminal, in ${shown(ctx.opts.cloudcutter)}; log in ${shown(logDir(ctx.opts.out))})`,
+    `when cloudcutter looks for the plug (twice): ask you to put it in AP mode: ${ctx.recipe.ap_mode}`,
+    'answer its questions: a port held by loopback-only DNS → S (skip); sudo, AppArmor, a blacklist file → ask you',
   ];
 }
 
@@ -1197,20 +1234,21 @@ function cloudcutterInputs(ctx: Ctx): unknown {
   return [ctx.recipe.mcu, ctx.recipe.cloudcutter, ctx.recipe.kickstart];
 }
 
-/** The exact cloudcutter command: `-p` device slug, `-f` file name in custom-firmware/; never `-r`. */
-export function cloudcutterArgv(deviceSlug: string, firmwareFile: string, wifiIface?: string): string[] {
+/** The exact cloudcutter command: `-p` device slug, `-f` file name in custom-firmware/, `-w` adapter; never `-r`. */
+export function cloudcutterArgv(deviceSlug: string, firmwareFile: string, wifiIface: string): string[] {
   const sudo = process.getuid?.() === 0 ? [] : ['sudo'];
-  return [...sudo, './tuya-cloudcutter.sh', '-p', deviceSlug, '-f', firmwareFile, ...(wifiIface ? ['-w', wifiIface] : [])];
+  return [...sudo, './tuya-cloudcutter.sh', '-p', deviceSlug, '-f', firmwareFile, '-w', wifiIface];
 }
 
 /** What went wrong in a failed cloudcutter run, from its output, and what the user should do. Pure. */
-export function diagnoseCloudcutter(output: string, code: number, mcu: Mcu, otherRecipes: string[]): { what: string; fix: string } {
+export function diagnoseCloudcutter(output: string, code: number, mcu: Mcu, otherRecipes: string[]):
+  { what: string; fix: string } {
   const tryOther = otherRecipes.length
     ? `this looks like the other MCU (${MCUS[MCUS[mcu].other].chip}): try recipe ${otherRecipes.map(shown).join(' or ')}`
     : `the plug may have the other chip than ${MCUS[mcu].chip}: write a recipe with the other mcu`;
   for (const d of CLOUDCUTTER_DIAGNOSES)
     if (d.match.test(output)) return { what: d.what, fix: d.fix.replace('{tryOther}', tryOther) };
-  return { what: `cloudcutter stopped with exit code ${code}`, fix: 'read the end of the log below; fix what it says and retry' };
+  return { what: `cloudcutter stopped with exit code ${code}`, fix: 'read the end of the log; fix what it says and retry' };
 }
 
 /** The Kickstart file name when the checkout is there to look in; a description of it otherwise. */
@@ -1218,7 +1256,8 @@ function kickstartForPlan(ctx: Ctx): string {
   try {
     return resolveKickstart(ctx.recipe, ctx.opts.cloudcutter).file;
   } catch {
-    return ctx.recipe.kickstart === 'auto' ? `<newest ESPHome-Kickstart-*_${ctx.recipe.mcu}_app.ota.ug.bin>` : ctx.recipe.kickstart;
+    return ctx.recipe.kickstart === 'auto' ? `<newest ESPHome-Kickstart-*_${ctx.recipe.mcu}_app.ota.ug.bin>`
+      : ctx.recipe.kickstart;
   }
 }
 
@@ -1232,17 +1271,20 @@ export function writeDeviceProfile(cloudcutterDir: string, r: ResolvedProfile): 
 }
 
 /**
- * After a run stopped during cloudcutter: did the flash happen anyway? Kickstart's AP on the air, or
- * Kickstart on the LAN, means it did, and a second cloudcutter run would only wait for a Tuya AP that is gone.
+ * After a run stopped during cloudcutter: did the flash happen anyway? Its log says whether the firmware was
+ * sent; then the plug's Kickstart AP comes within half a minute, and a second cloudcutter run would only wait for
+ * a Tuya AP that is gone. A killed cloudcutter also leaves its adapter unmanaged: it is handed back first.
  */
 async function alreadyOnKickstart(ctx: Ctx): Promise<boolean> {
   const ap = MCUS[ctx.recipe.mcu].kickstartAp;
+  const iface = await apAdapter(ctx);
   print(`    the last run stopped during this step: checking whether the plug already runs Kickstart …`);
-  const list = await sh(['nmcli', '-t', '-f', 'SSID', 'device', 'wifi', 'list',
-    ...(ctx.opts.wifiIface ? ['ifname', ctx.opts.wifiIface] : [])]);
-  const apUp = list.code === 0 && parseNmcliTerse(list.stdout).some((row) => row[0] === ap);
-  // Without the MAC (cloudcutter prints it last) any Kickstart plug on the LAN could be another one.
-  if (apUp || (ctx.facts.mac && (await kickstartOnLan(ctx, 4000)))) {
+  await reclaimAdapter(iface);
+  const sent = /send complete/.test(lastLog(ctx.opts.out, 'cloudcutter'));
+  const apUp = sent ? await waitForAp(iface, ap, ms('FLASH_KICKSTART_AP_TIMEOUT_MS'), `the last run sent the firmware: ` +
+    `waiting for ${ap} (rescanning on ${iface})`) : await apOnAir(iface, ap);
+  // Only the plug with a MAC this run knows: any other Kickstart plug on the LAN could be someone else's.
+  if (apUp || (await kickstartOnLan(ctx, 4000, undefined, 'exact'))) {
     print(`    ${ok()} it does (${apUp ? `its network ${ap} is on the air` : `found at ${ctx.facts.kickstartIp}`}): ` +
       'cloudcutter is not needed again');
     return true;
@@ -1251,32 +1293,205 @@ async function alreadyOnKickstart(ctx: Ctx): Promise<boolean> {
   return false;
 }
 
+/** Gives an adapter a killed cloudcutter left unmanaged back to NetworkManager, as cloudcutter's exit trap does. */
+async function reclaimAdapter(iface: string): Promise<void> {
+  const state = parseNmcliTerse((await sh(['nmcli', '-t', '-f', 'DEVICE,STATE', 'device'])).stdout).find((r) => r[0] === iface)?.[1];
+  if (state !== 'unmanaged') return;
+  print(`    ${warn()} ${iface} is still unmanaged (the stopped cloudcutter could not hand it back): handing it back`);
+  await sh(['nmcli', 'device', 'set', iface, 'managed', 'yes']);
+}
+
+interface CloudcutterRun { output: string; failure?: { what: string; fix: string }; seen?: string }
+
 /**
- * Runs a command with the user's terminal attached (cloudcutter's `docker run -ti` needs a real TTY)
- * and keeps a copy of everything it printed in `log`. With a terminal, `script` provides the pty;
- * without one (CI, tests), output is copied through. Returns the exit code and the output.
+ * Runs cloudcutter in a pseudo-terminal of its own (`script`: its `docker run -ti` refuses to run without one,
+ * whether or not flash.ts has a terminal) and watches what it prints: its questions are answered, its calls for
+ * AP mode become the recipe's instructions, endless scanning gets a hint, and a run that hangs after the
+ * firmware was sent (upstream #816) is stopped once the plug is seen on Kickstart.
  */
-async function runAttached(argv: string[], o: { cwd: string; log: string }): Promise<{ code: number; output: string }> {
+async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promise<CloudcutterRun> {
   const { spawn } = await import('node:child_process');
   const { quote } = await import('zx');
-  const tty = process.stdin.isTTY && process.stdout.isTTY;
-  const child = tty
-    ? spawn('script', ['-q', '-e', '-f', '-c', argv.map((a) => quote(a)).join(' '), o.log], { cwd: o.cwd, stdio: 'inherit' })
-    : spawn(argv[0], argv.slice(1), { cwd: o.cwd, stdio: ['inherit', 'pipe', 'pipe'] });
+  const { opts, recipe } = ctx;
+  // A sane terminal size: some tools print nothing useful on a 0x0 pseudo-terminal.
+  const command = `stty cols 120 rows 40 2>/dev/null; exec ${argv.map((a) => quote(a)).join(' ')}`;
+  const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { cwd: opts.cloudcutter, detached: true,
+    stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TERM: process.env.TERM || 'xterm' } });
   children.add(child);
-  const done = exitOf(child);
-  if (!tty) {
-    const log = fs.createWriteStream(o.log, { mode: 0o600 });
-    for (const stream of [child.stdout!, child.stderr!]) stream.on('data', (d: Buffer) => (io.out(redact(d.toString())), log.write(d)));
-    await done;
+  const exited = exitOf(child);
+  const log = fs.createWriteStream(logPath, { mode: 0o600 });
+  const type = (keys: string) => void child.stdin!.write(keys);
+  let transcript = '';
+  let partial = '';
+  let lastOutput = Date.now();
+  let scanningSince: number | undefined;
+  let hinted = false;
+  let sentAt: number | undefined;
+  let outcome: Omit<CloudcutterRun, 'output'> | undefined;
+  let stopping: Promise<void> | undefined;
+  let busy = Promise.resolve(); // questions are answered one at a time, in order
+  let watching: Promise<void> | undefined;
+
+  /** Stops cloudcutter as Ctrl+C in its terminal would, then harder if it does not go. */
+  const stop = (why: Omit<CloudcutterRun, 'output'>) => (stopping ??= (async () => {
+    outcome ??= why;
+    type('\x03');
+    if ((await Promise.race([exited, sleep(10_000).then(() => 'late')])) !== 'late') return;
+    try {
+      process.kill(-child.pid!, 'SIGTERM');
+    } catch {}
+  })());
+
+  const onLine = (line: string) => {
+    print(c.dim(`    │ ${line}`));
+    if (CLOUDCUTTER_MOMENTS.apMode.test(line)) {
+      print(`\n    ${c.bold('Put the plug into AP mode now:')} ${recipe.ap_mode}`);
+      print(`    (cloudcutter looks for it until it appears; it takes over the plug when it does)\n`);
+    } else if (CLOUDCUTTER_MOMENTS.apModeAgain.test(line)) {
+      print(`\n    ${c.bold('Power-cycle the plug, then put the plug into AP mode again:')} ${recipe.ap_mode}\n`);
+    } else if (CLOUDCUTTER_MOMENTS.scanning.test(line)) {
+      scanningSince = Date.now();
+      hinted = false;
+    } else if (CLOUDCUTTER_MOMENTS.found.test(line)) {
+      scanningSince = undefined;
+    } else if (CLOUDCUTTER_MOMENTS.sent.test(line)) {
+      sentAt = Date.now();
+      print(`    ${ok()} the plug has the firmware; it reboots into Kickstart (15–30 s)`);
+      watching ??= watchForKickstart();
+    }
+  };
+
+  const onQuestion = (text: string) => {
+    const q = CLOUDCUTTER_QUESTIONS.find((k) => k.match.test(text));
+    if (!q) return false;
+    busy = busy.then(() => answerCloudcutter(ctx, q.id, text, transcript, { type, stop })).catch((e) => {
+      void stop({ failure: { what: `could not answer cloudcutter: ${(e as Error).message}`, fix: 'retry' } });
+      if (e instanceof InputError || (e as Error).name === 'ExitPromptError') throw e;
+    });
+    return true;
+  };
+
+  /** After the firmware was sent: the plug's Kickstart AP, seen by another adapter, or by ours once cloudcutter is stopped. */
+  async function watchForKickstart(): Promise<void> {
+    const ap = MCUS[recipe.mcu].kickstartAp;
+    const ours = await apAdapter(ctx);
+    const others = (await wifiAdapters()).filter((a) => a !== ours);
+    while (!outcome && child.exitCode === null) {
+      // (Not mDNS: a freshly flashed Kickstart has no Wi-Fi to join yet; its own AP is how it shows up.)
+      for (const other of others)
+        if (await apOnAir(other, ap)) return void stop({ seen: `its network ${ap} is on the air (seen by ${other})` });
+      if (Date.now() - lastOutput > ms('FLASH_CLOUDCUTTER_STALL_MS')) {
+        // One adapter: it hosts cloudcutter's AP and cannot scan until cloudcutter lets it go.
+        print(`    ${warn()} cloudcutter has said nothing for ${seconds(Date.now() - lastOutput)} since the firmware was ` +
+          'sent (it can wait forever for a progress report): stopping it to look for the plug');
+        await stop({});
+        const found = await waitForAp(ours, ap, ms('FLASH_KICKSTART_AP_TIMEOUT_MS'), `looking for ${ap} on ${ours}`);
+        outcome = found ? { seen: `its network ${ap} is on the air` } : { failure: { what: 'cloudcutter stalled after ' +
+          `sending the firmware, and the plug's ${ap} network did not appear`, fix: 'power-cycle the plug and watch ' +
+          `for ${ap} from a phone; if it is there, go on with ${rerun(opts, '--from kickstart')}; if not, retry this step` } };
+        return;
+      }
+      await sleep(2000);
+    }
+  }
+
+  const clock = setInterval(() => {
+    if (scanningSince === undefined) return;
+    const scanning = Date.now() - scanningSince;
+    if (!hinted && scanning > ms('FLASH_AP_HINT_MS')) {
+      hinted = true;
+      print(`    ${warn()} cloudcutter has been looking for the plug for ${seconds(scanning)}: it is probably not in AP ` +
+        `mode (a slow blink). ${recipe.ap_mode}`);
+    }
+    if (scanning > ms('FLASH_AP_WAIT_MS'))
+      void stop({ failure: { what: `the plug did not show up in AP mode within ${seconds(scanning)}`,
+        fix: `put it in AP mode (${recipe.ap_mode}), keep it near this machine, and retry` } });
+  }, 1000);
+
+  const read = (chunk: Buffer) => {
+    lastOutput = Date.now();
+    log.write(redact(chunk.toString('utf8')));
+    // The pseudo-terminal ends lines with CR LF, and docker's lines carry a CR of their own.
+    const text = chunk.toString('utf8').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r+\n/g, '\n').replace(/\r/g, '');
+    transcript += text;
+    partial += text;
+    let nl: number;
+    while ((nl = partial.indexOf('\n')) >= 0) {
+      const line = partial.slice(0, nl).replace(/^\.+/, '');
+      partial = partial.slice(nl + 1);
+      if (line.trim()) onLine(line);
+    }
+    if (partial && onQuestion(partial)) partial = '';
+  };
+  child.stdout!.on('data', read);
+  child.stderr!.on('data', read);
+  try {
+    const code = await exited;
+    await busy;
+    await stopping;
+    await watching;
+    const output = redact(transcript);
+    if (outcome) return { output, ...outcome };
+    if (code === 0) return { output };
+    return { output, failure: diagnoseCloudcutter(output, code, recipe.mcu,
+      siblingRecipes(ctx, (r) => r.mcu === MCUS[recipe.mcu].other)) };
+  } finally {
+    clearInterval(clock);
+    children.delete(child);
     await new Promise((r) => log.end(r));
   }
-  const code = await done;
-  children.delete(child);
-  // The log is redacted like the terminal copy, whole (a secret split across two chunks is caught too).
-  const output = fs.existsSync(o.log) ? redact(fs.readFileSync(o.log, 'utf8')) : '';
-  if (output) fs.writeFileSync(o.log, output, { mode: 0o600 });
-  return { code, output };
+}
+
+/**
+ * Answers one of cloudcutter's questions on purpose: what can be decided is decided (and said), what is the
+ * user's to decide is asked (through flash.ts's own prompts), and with --yes the careful answer is given.
+ */
+async function answerCloudcutter(ctx: Ctx, id: (typeof CLOUDCUTTER_QUESTIONS)[number]['id'], text: string,
+  transcript: string, o: { type: (keys: string) => void; stop: (why: Omit<CloudcutterRun, 'output'>) => Promise<void> }):
+  Promise<void> {
+  const { opts } = ctx;
+  const q = CLOUDCUTTER_QUESTIONS.find((k) => k.id === id)!;
+  print(`    ${warn()} ${q.explain}`);
+  const canAnswer = !opts.yes && canAsk();
+  if (id === 'sudo') {
+    if (!canAnswer) return o.stop({ failure: { what: 'sudo asked for a password and nobody can type it here',
+      fix: 'run `sudo -v` first (sudo then remembers it for a while), or run without --yes' } });
+    const password = await ask({ id: 'sudo_password', kind: 'password', message: 'Your password for sudo',
+      validate: () => true }, opts);
+    registerSecret(password);
+    return o.type(`${password}\r`);
+  }
+  if (id === 'ap_support') {
+    // Going on would leave hostapd failing silently and cloudcutter waiting forever.
+    const adapter = /WARNING: Selected wifi AP support: .*$/m.exec(transcript)?.[0] ?? '';
+    return o.stop({ failure: { what: `the Wi-Fi adapter cloudcutter got cannot host an access point (${adapter.trim()})`,
+      fix: 'pass --wifi-iface with an adapter whose `nmcli -f wifi-properties device show IFACE` says AP: yes' } });
+  }
+  if (id === 'port') {
+    const held = [...transcript.matchAll(/Checking (UDP|TCP) port (\d+)\.\.\. Occupied by (.+) with PID (\d+)\./g)].at(-1);
+    const [proto, port, name] = [held?.[1].toLowerCase() ?? '', Number(held?.[2]), held?.[3] ?? text];
+    const listeners = busyPorts((await sh(['ss', '-H', '-l', '-n', '-t', '-u', '-p'])).stdout)
+      .filter((b) => b.port === port && b.proto === proto);
+    if (port === 53 && listeners.length && listeners.every((b) => b.loopbackOnly)) {
+      print(`      ${name} answers DNS for this machine only (${listeners.flatMap((b) => b.addresses).join(', ')}); ` +
+        "cloudcutter's DNS listens on its own access point: answering S (skip), so this machine keeps its DNS");
+      return o.type('S');
+    }
+    if (!canAnswer) {
+      o.type('N');
+      return o.stop({ failure: { what: `${name} holds port ${port}/${proto}, which cloudcutter needs`,
+        fix: `stop ${name} while flashing (flash.ts never stops it for you), then retry` } });
+    }
+    const choice = await ask({ id: 'cloudcutter_port', kind: 'select', message: `${name} holds port ${port}/${proto}. ` +
+      'What should cloudcutter do?', choices: ['leave it and stop here (N)', `stop ${name} (y)`, 'skip the check (S)'] }, opts);
+    return o.type(choice.endsWith('(y)') ? 'y' : choice.endsWith('(S)') ? 'S' : 'N');
+  }
+  // The blacklist file and AppArmor are this machine's settings: the user decides; --yes keeps them as they are.
+  const yes = canAnswer && (await confirm(`cloudcutter_${id}`, id === 'apparmor'
+    ? 'Let cloudcutter stop AppArmor until the next reboot?' : 'Let cloudcutter delete blacklist-rtl8192cu.conf?', opts, false));
+  if (!canAnswer) print('      answering N (--yes changes no settings of this machine); if the plug never reaches ' +
+    "cloudcutter's access point, retry without --yes and answer y");
+  o.type(yes ? 'y' : 'N');
 }
 
 // ─── Step: kickstart ──────────────────────────────
@@ -1284,7 +1499,7 @@ async function runAttached(argv: string[], o: { cwd: string; log: string }): Pro
 async function stepKickstart(ctx: Ctx): Promise<void> {
   const { opts, recipe } = ctx;
   const ap = MCUS[recipe.mcu].kickstartAp;
-  if (ctx.interrupted === 'kickstart' && !opts.deviceIp && (await kickstartOnLan(ctx, 4000))) {
+  if (ctx.interrupted === 'kickstart' && !opts.deviceIp && (await kickstartOnLan(ctx, 4000, undefined, 'exact'))) {
     print(`    ${ok()} the last run already gave the plug your Wi-Fi: found it at ${ctx.facts.kickstartIp}`);
     if (opts.backupFlash) await backupFlash(ctx);
     return;
@@ -1296,6 +1511,10 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
   const wifi = { ssid: secrets.wifi_ssid, password: secrets.wifi_password };
 
   const sent = !opts.manualWifi && (await provisionOverAp(ctx, ap, wifi));
+  if (!sent && (opts.yes || !canAsk()))
+    throw new StepError('kickstart', `could not give the plug your Wi-Fi through ${ap}, and ${opts.yes ? '--yes' : 'no terminal'} ` +
+      'means nobody can do it by hand', `check the plug opens ${ap} (a phone sees it), then retry with a person there: ` +
+      rerun({ ...opts, yes: false }, '--from kickstart'));
   if (!sent) await provisionByHand(ctx, ap, wifi.ssid);
 
   if (opts.deviceIp) {
@@ -1303,7 +1522,8 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
     print(`    using --device-ip ${opts.deviceIp}`);
   } else {
     const wait = ms('FLASH_DISCOVERY_TIMEOUT_MS');
-    const found = await kickstartOnLan(ctx, wait, `waiting for ${ap} to join "${wifi.ssid}" and show up on your network (mDNS)`);
+    const found = await kickstartOnLan(ctx, wait, `waiting for ${ap} to join "${wifi.ssid}" and show up on your network ` +
+      '(mDNS)', 'choose');
     if (!found)
       throw new StepError('kickstart', `the plug did not show up on your network within ${seconds(wait)}`,
         `check: this machine is on the same network as "${wifi.ssid}" (not a guest network, no client isolation); ` +
@@ -1318,8 +1538,11 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
 async function planKickstart(ctx: Ctx): Promise<string[]> {
   const ap = MCUS[ctx.recipe.mcu].kickstartAp;
   const portal = setting('FLASH_KICKSTART_PORTAL');
+  const iface = ctx.opts.wifiIface ?? '<the AP adapter>';
   return [
-    `$ nmcli --wait 60 device wifi connect ${ap} ifname ${ctx.opts.wifiIface ?? '<wifi adapter>'}`,
+    `$ nmcli -t -f SSID device wifi list --rescan yes ifname ${iface}   (until ${ap} is on the air: up to ` +
+      `${seconds(ms('FLASH_KICKSTART_AP_TIMEOUT_MS'))})`,
+    `$ nmcli --wait 60 device wifi connect ${ap} ifname ${iface}`,
     `GET ${portal}/config.json`,
     `GET ${portal}/wifisave?ssid=***&psk=***`,
     `$ nmcli connection delete id ${ap}`,
@@ -1335,46 +1558,91 @@ function kickstartInputs(ctx: Ctx): unknown {
   return [ctx.recipe.mcu, secrets.wifi_ssid, secrets.wifi_password];
 }
 
-/** This plug running Kickstart on the LAN (its chip's generic board, same MAC when known), by mDNS; notes its address. */
-async function kickstartOnLan(ctx: Ctx, wait: number, label = 'looking for the plug on your network (mDNS)'):
+/**
+ * This plug running Kickstart on the LAN (its chip's generic board), by mDNS; notes its address and MAC.
+ * The MAC Kickstart itself reported picks the plug. The one cloudcutter printed comes from Tuya's data and is
+ * only a preference: right after giving the plug the Wi-Fi (`choose`), when no Kickstart plug carries it, the one
+ * there is is taken, and of several the user chooses. Looking for a plug an earlier run left (`exact`), only the
+ * MAC counts: any other Kickstart plug could be someone else's.
+ */
+async function kickstartOnLan(ctx: Ctx, wait: number, label: string | undefined, mode: 'exact' | 'choose'):
   Promise<MdnsDevice | undefined> {
-  const mac = macKey(ctx.facts.mac);
-  const found = await discoverDevice((d) => d.txt.project_name === 'lt.kickstart' &&
-    // Kickstart is built for the generic board of its chip, whatever module the recipe names.
-    d.txt.board === MCUS[ctx.recipe.mcu].board && (!mac || macKey(d.txt.mac) === mac), wait, label);
+  const want = macKey(ctx.facts.mac ?? ctx.facts.tuyaMac);
+  if (mode === 'exact' && !want) return undefined;
+  // Kickstart is built for the generic board of its chip, whatever module the recipe names.
+  const isPlug = (d: MdnsDevice) => d.txt.project_name === 'lt.kickstart' && d.txt.board === MCUS[ctx.recipe.mcu].board;
+  let since: number | undefined;
+  const picked = await browseMdns((seen, last) => {
+    const plugs = seen.filter(isPlug);
+    const exact = want && plugs.find((d) => macKey(d.txt.mac) === want);
+    if (exact) return exact;
+    if (!plugs.length || ctx.facts.mac || mode === 'exact') return undefined;
+    since ??= Date.now();
+    // A moment for the plug with the expected MAC to answer too, before settling for another.
+    return last || Date.now() - since > 10_000 ? plugs : undefined;
+  }, wait, label);
+  let found = Array.isArray(picked) ? undefined : picked;
+  if (Array.isArray(picked)) {
+    if (picked.length === 1) {
+      found = picked[0];
+      if (want) print(`    ${warn()} the Kickstart plug on your network has MAC ${formatMac(found.txt.mac)}, not the ` +
+        `${formatMac(want)} cloudcutter printed (that one comes from Tuya's data): taking it, as it is the only one`);
+    } else found = await chooseKickstart(ctx, picked);
+  }
   if (found) {
     ctx.facts.kickstartIp = ipv4Of(found.addresses);
-    ctx.facts.mac ??= formatMac(found.txt.mac);
+    ctx.facts.mac = formatMac(found.txt.mac) ?? ctx.facts.mac;
   }
   return found;
 }
 
-/** Joins the plug's open AP with nmcli, sends the Wi-Fi credentials to the captive portal, gives the adapter back. */
+/** Several Kickstart plugs and no MAC to tell them apart: the user picks, or --device-ip says which. */
+async function chooseKickstart(ctx: Ctx, plugs: MdnsDevice[]): Promise<MdnsDevice> {
+  const label = (d: MdnsDevice) => `MAC ${formatMac(d.txt.mac) ?? '?'} at ${ipv4Of(d.addresses)}`;
+  if (ctx.opts.yes || !canAsk())
+    throw new StepError('kickstart', `${plugs.length} Kickstart plugs are on your network (${plugs.map(label).join('; ')}), ` +
+      'and none has the MAC flash.ts knows', `say which is this one: ${rerun(ctx.opts, '--from kickstart --device-ip IP')}`);
+  const choice = await ask({ id: 'kickstart_plug', kind: 'select', message: `${plugs.length} Kickstart plugs are on your ` +
+    'network. Which is the one you are flashing? (the MAC is on the label of some plugs, or in your router)',
+  choices: plugs.map(label) }, ctx.opts);
+  return plugs.find((d) => label(d) === choice)!;
+}
+
+/**
+ * Joins the plug's open AP with nmcli (once a rescan has seen it: the plug needs its time to reboot into
+ * Kickstart, and NetworkManager's list is stale after cloudcutter), sends the Wi-Fi credentials to the captive
+ * portal, gives the adapter back.
+ */
 async function provisionOverAp(ctx: Ctx, ap: string, wifi: { ssid: string; password: string }): Promise<boolean> {
-  const iface = ctx.opts.wifiIface ?? (await wifiAdapters())[0];
+  const iface = await apAdapter(ctx);
   if (!iface) {
     print(`    ${warn()} no Wi-Fi adapter for NetworkManager to join ${ap} with`);
     return false;
   }
-  print(`    joining ${ap} on ${iface} …`);
-  // The Kickstart AP is open: nothing secret on this command line.
-  const join = await sh(['nmcli', '--wait', '60', 'device', 'wifi', 'connect', ap, 'ifname', iface], { timeoutMs: 90_000 });
-  if (join.code !== 0) {
-    print(`    ${warn()} could not join ${ap}: ${firstLine(join.stderr || join.stdout)}`);
-    return false;
+  let joined: Awaited<ReturnType<typeof sh>> | undefined;
+  for (let attempt = 1; attempt <= 3 && joined?.code !== 0; attempt++) {
+    const wait = ms('FLASH_KICKSTART_AP_TIMEOUT_MS');
+    if (!(await waitForAp(iface, ap, wait, `waiting for the plug's ${ap} network (rescanning on ${iface})`))) {
+      print(`    ${warn()} ${ap} did not appear within ${seconds(wait)} (the plug should open it 15–30 s after cloudcutter)`);
+      return false;
+    }
+    // The Kickstart AP is open: nothing secret on this command line.
+    joined = await sh(['nmcli', '--wait', '60', 'device', 'wifi', 'connect', ap, 'ifname', iface], { timeoutMs: 90_000 });
+    if (joined.code !== 0) print(`    ${warn()} could not join ${ap} (try ${attempt} of 3): ${firstLine(joined.stderr || joined.stdout)}`);
   }
+  if (joined?.code !== 0) return false;
   const undo = () => sh(['nmcli', 'connection', 'delete', 'id', ap]);
   cleanups.add(undo);
   try {
     const portal = setting('FLASH_KICKSTART_PORTAL');
     const config = parsePortalConfig((await request('GET', `${portal}/config.json`)).text);
     ctx.facts.mac = formatMac(config.mac) ?? ctx.facts.mac;
-    print(`    plug MAC ${config.mac || '(not given)'}; it sees ${config.ssids.length} networks`);
+    print(`    ${ok()} joined ${ap} on ${iface}; plug MAC ${config.mac || '(not given)'}; it sees ${config.ssids.length} networks`);
     if (!config.ssids.includes(wifi.ssid))
       print(`    ${warn()} the plug does not see "${wifi.ssid}" (it sees: ${config.ssids.join(', ') || 'nothing'}). ` +
         'It only does 2.4 GHz; move it closer to the router if the name is missing.');
-    const res = await request('GET', `${portal}/wifisave?${new URLSearchParams({ ssid: wifi.ssid, psk: wifi.password })}`,
-      { shown: `${portal}/wifisave?ssid=***&psk=***`, redirect: 'manual' });
+    const query = new URLSearchParams({ ssid: wifi.ssid, psk: wifi.password });
+    const res = await request('GET', `${portal}/wifisave?${query}`, { shown: `${portal}/wifisave?ssid=***&psk=***`, redirect: 'manual' });
     if (res.status !== 302 && res.status !== 200)
       throw new StepError('kickstart', `the captive portal answered HTTP ${res.status} to the Wi-Fi settings`,
         `retry: ${rerun(ctx.opts, '--from kickstart')}`);
@@ -1422,7 +1690,8 @@ async function backupFlash(ctx: Ctx): Promise<void> {
     parts.push(res.body);
   }
   const data = Buffer.concat(parts);
-  if (data.length !== size) throw new StepError('kickstart', `flash backup came back with ${data.length} bytes, expected ${size}`, retry);
+  if (data.length !== size)
+    throw new StepError('kickstart', `flash backup came back with ${data.length} bytes, expected ${size}`, retry);
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(`${file}.tmp`, data);
   fs.renameSync(`${file}.tmp`, file);
@@ -1431,8 +1700,22 @@ async function backupFlash(ctx: Ctx): Promise<void> {
 
 // ─── Step: pins ────────────────────────────────
 
-/** Kickstart's pinscan entities (ESPHome 2025.5 object-id URLs; see the reference notes). */
-export const PINSCAN = { pin: '/select/-__pin', mode: '/select/-__pin_mode', stateId: 'text_sensor--__pin_state' };
+/**
+ * Kickstart's pin scanner entities, by name. ESPHome's web server addresses them by object id up to 2026.6
+ * (`/select/-__pin`, what Kickstart v25.05.28 has) and by name from 2026.1 (`/select/-%3E%20Pin`); the ids in its
+ * events changed the same way. flash.ts tries the first, then the second, and listens for both.
+ */
+export const PINSCAN = { pin: ['select', '-> Pin'], mode: ['select', '-> Pin Mode'], state: ['text_sensor', '-> Pin State'] } as const;
+
+/** ESPHome's object id of an entity name (up to 2025): lower case, spaces to _, anything else odd to _. Pure. */
+export function objectId(name: string): string {
+  return name.toLowerCase().replace(/ /g, '_').replace(/[^a-z0-9_-]/g, '_');
+}
+
+/** The URLs of one entity, in the order tried: by object id, then by name. Pure. */
+export function entityUrls([domain, name]: readonly [string, string]): string[] {
+  return [`/${domain}/${objectId(name)}`, `/${domain}/${encodeURIComponent(name)}`];
+}
 
 async function stepPins(ctx: Ctx): Promise<void> {
   const result = await checkPins({
@@ -1451,7 +1734,7 @@ async function stepPins(ctx: Ctx): Promise<void> {
 }
 
 async function planPins(ctx: Ctx): Promise<string[]> {
-  return Object.entries(ctx.recipe.pins).map(([fn, pin]) => `POST ${PINSCAN.pin}/set?option=` +
+  return Object.entries(ctx.recipe.pins).map(([fn, pin]) => `POST ${entityUrls(PINSCAN.pin)[0]}/set?option=` +
     `${encodeURIComponent(BK7231_PINS[pin])}, then ${pinRole(fn) === 'button' ? 'INPUT_PULLUP and ask you to press it'
       : 'OUTPUT_HIGH / OUTPUT_LOW and ask what you saw'} (${fn})`);
 }
@@ -1473,14 +1756,25 @@ export async function checkPins(o: {
   ask: (q: Question) => Promise<string>;
   say: (line: string) => void;
 }): Promise<PinResult[]> {
-  const post = async (url: string) => {
-    const res = await request('POST', `${o.base}${url}`);
-    if (res.status !== 200)
-      throw new HttpError(`POST ${url} answered HTTP ${res.status}: the plug's Kickstart has no pin scanner there`);
+  let style = 0; // which of entityUrls() this Kickstart answers: found once, then kept
+  const post = async (entity: readonly [string, string], action: string) => {
+    const urls = entityUrls(entity);
+    for (let i = style; i < urls.length; i++) {
+      const res = await request('POST', `${o.base}${urls[i]}/${action}`);
+      if (res.status === 200) return void (style = i);
+      if (res.status !== 404) throw new HttpError(`POST ${urls[i]}/${action} answered HTTP ${res.status}`);
+    }
+    throw new HttpError(`POST ${urls.join(' and ')} (${action}) answered HTTP 404: this Kickstart has no pin scanner there`);
   };
   const scan = {
-    pin: (pin: string) => post(`${PINSCAN.pin}/set?option=${encodeURIComponent(BK7231_PINS[pin])}`),
-    mode: (mode: string) => post(`${PINSCAN.mode}/set?option=${mode}`),
+    pin: async (pin: string) => {
+      await post(PINSCAN.pin, `set?option=${encodeURIComponent(BK7231_PINS[pin])}`);
+      // An option the select does not know is still answered 200: read it back.
+      const now = JSON.parse((await request('GET', `${o.base}${entityUrls(PINSCAN.pin)[style]}`)).text || '{}');
+      if ((now.value ?? now.state) !== BK7231_PINS[pin])
+        throw new HttpError(`the plug's pin scanner did not take "${BK7231_PINS[pin]}" (it says "${now.value ?? now.state}")`);
+    },
+    mode: (mode: string) => post(PINSCAN.mode, `set?option=${mode}`),
   };
   const results: PinResult[] = [];
   const note = (r: PinResult) => {
@@ -1544,6 +1838,9 @@ async function buttonSeenOn(o: { base: string; ask: (q: Question) => Promise<str
 async function openEvents(base: string): Promise<{ seenLow: boolean; close: () => void }> {
   const ac = new AbortController();
   const handle = { seenLow: false, close: () => ac.abort() };
+  // The pin state sensor's event id: `text_sensor--__pin_state` up to ESPHome 2025, `text_sensor/-> Pin State` later.
+  const [domain, name] = PINSCAN.state;
+  const stateIds = [`${domain}-${objectId(name)}`, `${domain}/${name}`];
   const res = await fetch(`${base}/events`, { signal: ac.signal });
   const reader = res.body!.getReader();
   const decoder = new TextDecoder();
@@ -1562,8 +1859,8 @@ async function openEvents(base: string): Promise<{ seenLow: boolean; close: () =
           const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n');
           if (!/^event:\s*state/m.test(block) || !data) continue;
           try {
-            const j = JSON.parse(data) as { id?: string; state?: string; value?: string };
-            if (j.id === PINSCAN.stateId && (j.state ?? j.value) === 'LOW') handle.seenLow = true;
+            const j = JSON.parse(data) as { id?: string; name_id?: string; state?: string; value?: string };
+            if ([j.id, j.name_id].some((id) => id && stateIds.includes(id)) && (j.state ?? j.value) === 'LOW') handle.seenLow = true;
           } catch {}
         }
       }
@@ -1598,10 +1895,18 @@ async function stepUpload(ctx: Ctx): Promise<void> {
   }
   ctx.facts.uf2Sha256 = sha256(data);
   const answer = await uploadUf2(`${base}/update`, data, path.basename(uf2), `retry: ${rerun(ctx.opts, '--from upload')}`);
-  if (/Update Successful/i.test(answer)) return print(`    ${ok()} Kickstart took the firmware; the plug reboots into ESPHome`);
-  const reason = answer.match(/Update Failed:?\s*(.*)/i)?.[1]?.trim() ?? answer.trim().slice(0, 200);
-  throw new StepError('upload', `the plug refused the firmware: ${reason || 'Update Failed'}${explainOtaFailure(reason)}`,
-    `check the recipe's mcu and board, then recompile and upload: ${rerun(ctx.opts, '--from compile')}`);
+  if (answer.status === 404)
+    throw new StepError('upload', `the plug's Kickstart has no web upload (POST /update answered HTTP 404)`,
+      `upload through ESPHome's own OTA instead: ${shq(...esphomeArgv(ctx, ctx.opts.esphome ?? 'local', 'upload', '--device',
+        new URL(base).hostname))}`);
+  if (/Update Successful/i.test(answer.body))
+    return print(`    ${ok()} Kickstart took the firmware; the plug reboots into ESPHome`);
+  const reason = answer.body.match(/Update Failed:\s*(.+)/i)?.[1]?.trim() ??
+    (/Update Failed/i.test(answer.body) ? '' : `HTTP ${answer.status} ${answer.body.trim().slice(0, 200)}`);
+  throw new StepError('upload', reason ? `the plug refused the firmware: ${reason}${explainOtaFailure(reason)}`
+    : 'the plug refused the firmware and gave no reason (Kickstart built on ESPHome 2025.7 or later only says ' +
+      '"Update Failed!"); the usual causes are a UF2 for the other chip and a damaged file',
+  `check the recipe's mcu and board, then recompile and upload: ${rerun(ctx.opts, '--from compile')}`);
 }
 
 async function planUpload(ctx: Ctx): Promise<string[]> {
@@ -1630,7 +1935,7 @@ async function isKickstart(base: string): Promise<boolean> {
  * with a progress bar. A dropped connection is retried from the start (the plug discards a partial update).
  */
 export async function uploadUf2(url: string, data: Buffer, fileName: string, retry = 'retry: --from upload',
-  attempts = 3): Promise<string> {
+  attempts = 3): Promise<{ status: number; body: string }> {
   const http = await import('node:http');
   const { SingleBar, Presets } = await import('cli-progress');
   const boundary = `----flashts${crypto.randomBytes(8).toString('hex')}`;
@@ -1647,13 +1952,13 @@ export async function uploadUf2(url: string, data: Buffer, fileName: string, ret
     const started = Date.now();
     let sent = 0;
     try {
-      const answer = await new Promise<string>((resolve, reject) => {
+      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
         const req = http.request(url, { method: 'POST', headers: { 'Content-Type': `multipart/form-data; boundary=${boundary}`,
           'Content-Length': total } }, (res) => {
           let body = '';
           res.setEncoding('utf8');
           res.on('data', (d) => (body += d));
-          res.on('end', () => resolve(body));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
           res.on('error', reject);
         });
         req.on('error', reject);
@@ -1801,7 +2106,7 @@ async function runDoctor(ctx: Ctx): Promise<number> {
 async function doctor(ctx: Ctx): Promise<Check[]> {
   const { opts, recipe } = ctx;
   return Promise.all([
-    linuxCheck(), dockerCheck(), wifiAdapterCheck(opts.wifiIface), sudoCheck(), checkoutCheck(opts.cloudcutter),
+    linuxCheck(), dockerCheck(), wifiAdapterCheck(ctx), sudoCheck(opts.yes), checkoutCheck(opts.cloudcutter),
     profileCheck(ctx), firmwareCheck(recipe, opts.cloudcutter), portsCheck(), esphomeCheck(opts.esphome),
   ]);
 }
@@ -1845,9 +2150,14 @@ async function wifiAdapters(): Promise<string[]> {
   return parseNmcliTerse(r.stdout).filter((f) => f[1] === 'wifi').map((f) => f[0]);
 }
 
-/** nmcli, and a Wi-Fi adapter NetworkManager manages whose AP mode is `yes` (cloudcutter hosts an AP on it). */
-async function wifiAdapterCheck(iface?: string): Promise<Check> {
+/**
+ * nmcli, and a Wi-Fi adapter NetworkManager manages whose AP mode is `yes` (cloudcutter hosts an AP on it). The
+ * adapter found is the one cloudcutter gets (`-w`) and the Kickstart join uses: with two adapters, cloudcutter's own
+ * choice (the first listed) is often the internal one carrying this machine's connection.
+ */
+async function wifiAdapterCheck(ctx: Ctx): Promise<Check> {
   const name = 'Wi-Fi adapter';
+  const iface = ctx.opts.wifiIface;
   const forSteps: StepName[] = ['cloudcutter', 'kickstart'];
   const list = await sh(['nmcli', '-t', '-f', 'DEVICE,TYPE,STATE', 'device']);
   if (list.notFound) return { name, ok: false, detail: "NetworkManager's nmcli is not installed", for: forSteps,
@@ -1860,22 +2170,26 @@ async function wifiAdapterCheck(iface?: string): Promise<Check> {
       `${wifis.join(', ') || 'none'})`, fix: 'check `nmcli device` and pass one of its wifi devices', for: forSteps };
   if (!wifis.length) return { name, ok: false, detail: 'no Wi-Fi adapter found', for: forSteps,
     fix: 'plug in a USB Wi-Fi adapter that supports AP mode (one you are not using for your own connection)' };
-  const candidates = iface ? [iface] : wifis;
-  for (const dev of candidates) {
-    const props = await sh(['nmcli', '-t', '-f', 'WIFI-PROPERTIES.AP', 'device', 'show', dev]);
-    if (/:yes\s*$/m.test(props.stdout))
-      return { name, ok: true, detail: `${dev} supports AP mode${iface ? '' : ' (pass --wifi-iface to choose another)'}`, for: forSteps };
-  }
-  return { name, ok: false, detail: `${candidates.join(', ')}: AP mode not supported`, for: forSteps,
+  for (const dev of iface ? [iface] : wifis)
+    if (await supportsApMode(dev)) {
+      ctx.adapter = dev;
+      const others = wifis.filter((w) => w !== dev);
+      return { name, ok: true, for: forSteps, detail: `${dev} supports AP mode: cloudcutter gets -w ${dev}` +
+        (others.length ? ` (not ${others.join(', ')})` : '') + (iface ? '' : '; --wifi-iface chooses another') };
+    }
+  return { name, ok: false, detail: `${(iface ? [iface] : wifis).join(', ')}: AP mode not supported`, for: forSteps,
     fix: 'use a Wi-Fi adapter whose `nmcli -f wifi-properties device show IFACE` says AP: yes' };
 }
 
-async function sudoCheck(): Promise<Check> {
+async function sudoCheck(yes: boolean): Promise<Check> {
   if (process.getuid?.() === 0) return { name: 'sudo', ok: true, detail: 'running as root', for: ['cloudcutter'] };
   const r = await sh(['sudo', '-n', 'true']);
   if (r.notFound) return { name: 'sudo', ok: false, detail: 'sudo is not installed', fix: 'install sudo, or run flash.ts as root',
     for: ['cloudcutter'] };
-  return { name: 'sudo', ok: true, detail: r.code === 0 ? 'available' : 'available (it will ask for your password)', for: ['cloudcutter'] };
+  if (r.code === 0) return { name: 'sudo', ok: true, detail: 'available', for: ['cloudcutter'] };
+  // It will ask for a password in cloudcutter's terminal: fine with a person there, not with --yes.
+  return { name: 'sudo', ok: !yes, detail: 'available (it will ask for your password)', for: ['cloudcutter'],
+    fix: 'run `sudo -v` first (sudo then remembers your password for a while), or run without --yes' };
 }
 
 async function checkoutCheck(dir: string): Promise<Check> {
@@ -1915,16 +2229,29 @@ async function portsCheck(): Promise<Check> {
   const r = await sh(['ss', '-H', '-l', '-n', '-t', '-u', '-p']);
   if (r.notFound || r.code !== 0)
     return { name, ok: false, detail: 'cannot list listening ports (ss failed)', fix: 'install iproute2', for: ['cloudcutter'] };
-  const busy = busyPorts(r.stdout);
-  if (!busy.length) return { name, ok: true, detail: CLOUDCUTTER_PORTS.map((p) => `${p.port}/${p.proto}`).join(' '), for: ['cloudcutter'] };
-  return { name, ok: false, detail: busy.map((b) => `${b.port}/${b.proto} held by ${b.process}`).join('; '), for: ['cloudcutter'],
-    fix: `stop those services while flashing (e.g. sudo systemctl stop ${[...new Set(busy.map((b) => b.process.split(' ')[0]))]
-      .join(' ')}); flash.ts never kills them` };
+  const held = busyPorts(r.stdout);
+  // A DNS server for this machine alone (systemd-resolved on 127.0.0.53) is no conflict: cloudcutter's own DNS
+  // listens on its access point's address. flash.ts answers cloudcutter's question about it with Skip.
+  const harmless = held.filter((b) => b.port === 53 && b.loopbackOnly);
+  const busy = held.filter((b) => !harmless.includes(b));
+  const note = harmless.length ? ` (${harmless.map((b) => `${b.port}/${b.proto}: ${b.process} on loopback only, fine`)
+    .join('; ')})` : '';
+  if (!busy.length)
+    return { name, ok: true, detail: CLOUDCUTTER_PORTS.map((p) => `${p.port}/${p.proto}`).join(' ') + note, for: ['cloudcutter'] };
+  // This machine's own DNS is never to be stopped: `docker build` and the profile download need it.
+  const stoppable = [...new Set(busy.map((b) => b.process.split(' ')[0]))].filter((p) => !/^systemd-resolve/.test(p));
+  return { name, ok: false, detail: busy.map((b) => `${b.port}/${b.proto} held by ${b.process} on ${b.addresses.join(', ')}`)
+    .join('; '), for: ['cloudcutter'],
+  fix: (stoppable.length ? `stop ${stoppable.length > 1 ? 'those services' : 'that service'} while flashing (e.g. sudo ` +
+    `systemctl stop ${stoppable.join(' ')}); ` : '') + (stoppable.length < new Set(busy.map((b) => b.process)).size
+    ? 'make systemd-resolved listen on 127.0.0.53 only, its default (no DNSStubListenerExtra); ' : '') +
+    'flash.ts never stops them itself' };
 }
 
-/** Which of cloudcutter's ports `ss -H -lntup` shows in use, and by what. Pure. */
-export function busyPorts(ssOutput: string): { port: number; proto: string; process: string }[] {
-  const found = new Map<string, { port: number; proto: string; process: string }>();
+/** Which of cloudcutter's ports `ss -H -lntup` shows in use, by what, and on which addresses. Pure. */
+export function busyPorts(ssOutput: string):
+  { port: number; proto: string; process: string; addresses: string[]; loopbackOnly: boolean }[] {
+  const found = new Map<string, { port: number; proto: string; process: string; addresses: string[]; loopbackOnly: boolean }>();
   for (const line of ssOutput.split('\n')) {
     const cols = line.trim().split(/\s+/);
     if (cols.length < 5) continue;
@@ -1932,9 +2259,15 @@ export function busyPorts(ssOutput: string): { port: number; proto: string; proc
     const local = cols[4];
     const port = Number(local.slice(local.lastIndexOf(':') + 1));
     if (!CLOUDCUTTER_PORTS.some((p) => p.port === port && p.proto === proto)) continue;
+    const address = local.slice(0, local.lastIndexOf(':')).replace(/%.*$/, '').replace(/^\[|\]$/g, '');
+    const loopback = /^127\.|^::1$/.test(address);
     const users = line.match(/users:\(\("([^"]+)",pid=(\d+)/);
     const key = `${port}/${proto}`;
-    if (!found.has(key)) found.set(key, { port, proto, process: users ? `${users[1]} (pid ${users[2]})` : 'another program' });
+    const entry = found.get(key) ?? { port, proto, process: users ? `${users[1]} (pid ${users[2]})` : 'another program',
+      addresses: [], loopbackOnly: true };
+    entry.addresses.push(address);
+    entry.loopbackOnly &&= loopback;
+    found.set(key, entry);
   }
   return [...found.values()];
 }
@@ -2133,34 +2466,82 @@ export async function request(method: string, url: string, o: { shown?: string; 
 export interface MdnsDevice { name: string; host: string; addresses: string[]; port: number; txt: Record<string, string> }
 
 /** Browses `_esphomelib._tcp` until a device matches, re-asking every 2 s (BK72xx mDNS can be slow to answer). */
-export async function discoverDevice(match: (d: MdnsDevice) => boolean, timeout: number, label: string):
+export async function discoverDevice(match: (d: MdnsDevice) => boolean, timeout: number, label?: string):
   Promise<MdnsDevice | undefined> {
+  const found = await browseMdns((seen) => seen.find(match), timeout, label);
+  return Array.isArray(found) ? found[0] : found;
+}
+
+/**
+ * Browses `_esphomelib._tcp` until `pick` chooses among the devices seen so far (asked on every answer, every
+ * 2 s, and once more, `last`, when time is up). With a label, a spinner shows the wait.
+ */
+async function browseMdns(pick: (seen: MdnsDevice[], last: boolean) => MdnsDevice | MdnsDevice[] | undefined,
+  timeout: number, label?: string): Promise<MdnsDevice | MdnsDevice[] | undefined> {
   const { Bonjour } = await import('bonjour-service');
   const iface = setting('FLASH_MDNS_INTERFACE');
   // Bind the wildcard address: a socket bound to the interface's own address receives no multicast.
   const bonjour = new Bonjour(iface ? ({ interface: iface, bind: '0.0.0.0' } as object) : {});
   const browser = bonjour.find({ type: 'esphomelib', protocol: 'tcp' });
-  return withSpinner(label, new Promise<MdnsDevice | undefined>((resolve) => {
-    const seen = (svc: { name: string; host: string; addresses?: string[]; port: number; txt?: Record<string, unknown> }) => {
+  const seen = new Map<string, MdnsDevice>();
+  const search = new Promise<MdnsDevice | MdnsDevice[] | undefined>((resolve) => {
+    const judge = (last = false) => {
+      const chosen = pick([...seen.values()], last);
+      if (chosen || last) finish(chosen);
+    };
+    const note = (svc: { name: string; host: string; addresses?: string[]; port: number; txt?: Record<string, unknown> }) => {
       const d: MdnsDevice = { name: svc.name, host: svc.host, addresses: svc.addresses ?? [], port: svc.port,
         txt: Object.fromEntries(Object.entries(svc.txt ?? {}).map(([k, v]) => [k, String(v)])) };
-      if (d.addresses.length && match(d)) finish(d);
+      if (!d.addresses.length) return;
+      seen.set(`${d.name} ${d.txt.mac ?? ''}`, d);
+      judge();
     };
     const requery = setInterval(() => {
-      for (const svc of browser.services) seen(svc);
+      for (const svc of browser.services) note(svc);
+      judge();
       browser.update();
     }, 2000);
-    const timer = setTimeout(() => finish(undefined), timeout);
-    browser.on('up', seen);
-    browser.on('txt-update', seen);
-    function finish(d: MdnsDevice | undefined) {
+    const timer = setTimeout(() => judge(true), timeout);
+    browser.on('up', note);
+    browser.on('txt-update', note);
+    function finish(d: MdnsDevice | MdnsDevice[] | undefined) {
       clearInterval(requery);
       clearTimeout(timer);
       browser.stop();
       bonjour.destroy();
       resolve(d);
     }
-  }));
+  });
+  return label ? withSpinner(label, search) : search;
+}
+
+/** The Wi-Fi adapter cloudcutter hosts its AP on and the Kickstart join uses: --wifi-iface, or the first with AP mode. */
+async function apAdapter(ctx: Ctx): Promise<string> {
+  if (ctx.opts.wifiIface) return ctx.opts.wifiIface;
+  for (const dev of await wifiAdapters()) if (await supportsApMode(dev)) return (ctx.adapter = dev);
+  return (ctx.adapter ??= (await wifiAdapters())[0] ?? 'wlan0');
+}
+
+async function supportsApMode(dev: string): Promise<boolean> {
+  return /:yes\s*$/m.test((await sh(['nmcli', '-t', '-f', 'WIFI-PROPERTIES.AP', 'device', 'show', dev])).stdout);
+}
+
+/** Whether a fresh scan on `iface` sees `ssid` (NetworkManager's list is stale until rescanned). */
+async function apOnAir(iface: string, ssid: string): Promise<boolean> {
+  const r = await sh(['nmcli', '-t', '-f', 'SSID', 'device', 'wifi', 'list', '--rescan', 'yes', 'ifname', iface]);
+  return r.code === 0 && parseNmcliTerse(r.stdout).some((row) => row[0] === ssid);
+}
+
+/** Rescans until `ssid` is on the air or `wait` is over; a spinner shows the time it takes. */
+async function waitForAp(iface: string, ssid: string, wait: number, label: string): Promise<boolean> {
+  const until = Date.now() + wait;
+  return withSpinner(label, (async () => {
+    for (;;) {
+      if (await apOnAir(iface, ssid)) return true;
+      if (Date.now() >= until) return false;
+      await sleep(Math.min(2000, Math.max(0, until - Date.now())));
+    }
+  })());
 }
 
 /** The IPv4 address among a device's addresses (plugs have no usable IPv6), else the first. */
@@ -2815,6 +3196,13 @@ function exitOf(child: import('node:child_process').ChildProcess): Promise<numbe
 
 function logDir(out: string): string {
   return path.join(out, '.flash', 'logs');
+}
+
+/** The newest log of `what` under <out>/.flash/logs/ ('' when there is none). */
+function lastLog(out: string, what: string): string {
+  const dir = logDir(out);
+  const logs = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.startsWith(`${what}-`)).sort() : [];
+  return logs.length ? fs.readFileSync(path.join(dir, logs.at(-1)!), 'utf8') : '';
 }
 
 /** A new log file under <out>/.flash/logs/ for one run of an external command. */

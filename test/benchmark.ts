@@ -104,7 +104,7 @@ async function upload(): Promise<{ kib: number; ms: number }> {
     const t = performance.now();
     const answer = await uploadUf2(`${sim.url}/update`, uf2, 'firmware.uf2');
     const ms = performance.now() - t;
-    if (!/Update Successful/.test(answer)) throw new Error(`upload answered: ${answer}`);
+    if (!/Update Successful/.test(answer.body)) throw new Error(`upload answered: ${answer.status} ${answer.body}`);
     return { kib: uf2.length / 1024, ms };
   } finally {
     await sim.close();

@@ -16,7 +16,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { makeFakeWorld, CLOUDCUTTER_MESSAGES, chipMismatchLine, type FakeWorld, type FakeWorldOptions, type CloudcutterOutcome } from './fakes.ts';
 import { runFlash, serveDir, tempDir, WIFI_ENV, CLOUDCUTTER_API_FIXTURES, type RunResult } from './helpers.ts';
-import { startBench } from './workbench.ts';
+import { BENCH_TIME_SCALE, startBench } from './workbench.ts';
 import { startSimPlug } from './sim/plug.ts';
 import { kickstartFileName, type Mcu } from './firmware-files.ts';
 import { CLOUDCUTTER_DIAGNOSES } from '../flash.ts';
@@ -47,7 +47,7 @@ function fixture(rel: string): ApiJson {
 
 /** A fresh fake world (Docker answering unless the test says otherwise) and its own config dir and cache. */
 async function world(opts: FakeWorldOptions = {}): Promise<{ w: FakeWorld; out: string; env: NodeJS.ProcessEnv }> {
-  const w = await makeFakeWorld({ ...opts, docker: opts.docker ?? { daemon: true } });
+  const w = await makeFakeWorld({ timeScale: BENCH_TIME_SCALE, ...opts, docker: opts.docker ?? { daemon: true } });
   const env: NodeJS.ProcessEnv = {
     ...w.env,
     ...WIFI_ENV,
@@ -237,7 +237,8 @@ describe('--only cloudcutter --yes', { concurrency: true }, () => {
     { name: '21D without --wifi-iface', ...RECIPES['21D'], iface: undefined },
   ];
   for (const k of cases) {
-    test(`${k.name}: exactly -p ${k.device} -f <${k.chip} Kickstart>${k.iface ? ` -w ${k.iface}` : ''}, in the checkout, with the API's ${k.chip} profile written`, async () => {
+    // Without --wifi-iface, -w names the adapter the check found with AP mode (the world's only one, wlan1).
+    test(`${k.name}: exactly -p ${k.device} -f <${k.chip} Kickstart> -w wlan1, in the checkout, with the API's ${k.chip} profile written`, async () => {
       const { w, out, env } = await world();
       try {
         await configure(k.recipe, out, env);
@@ -245,7 +246,7 @@ describe('--only cloudcutter --yes', { concurrency: true }, () => {
         assert.equal(r.code, 0, r.stdout + r.stderr);
 
         const calls = cloudcutterCalls(w);
-        assert.deepEqual(calls.map((c) => c.argv), [['-p', k.device, '-f', kickstartFileName(k.mcu), ...(k.iface ? ['-w', k.iface] : [])]]);
+        assert.deepEqual(calls.map((c) => c.argv), [['-p', k.device, '-f', kickstartFileName(k.mcu), '-w', 'wlan1']]);
         assert.equal(calls[0].cwd, w.cloudcutter);
 
         // The files cloudcutter reads for `-p` are the API's, unchanged.
@@ -332,14 +333,14 @@ describe('retry', () => {
       const journalFile = path.join(b.out, '.flash', 'status-plug-01.json');
       const configDone = JSON.parse(fs.readFileSync(journalFile, 'utf8')).steps.config;
 
-      const failed = await runFlash(['recipes/23A.yaml', ...b.args, '--yes', '--from', 'cloudcutter'], { env });
+      const failed = await runFlash(['recipes/23A.yaml', ...b.args, '--yes', '--from', 'cloudcutter'], { env, reader: b.user });
       assert.equal(failed.code, 1, failed.stdout + failed.stderr);
       assert.match(failed.stderr, /--from cloudcutter/);
       assert.equal(JSON.parse(fs.readFileSync(journalFile, 'utf8')).steps.cloudcutter, undefined, 'a failed step is not done');
 
       // The user puts the plug in AP mode properly this time.
       setOutcome(b.world, 'success');
-      const retried = await runFlash(['recipes/23A.yaml', ...b.args, '--yes', '--from', 'cloudcutter'], { env });
+      const retried = await runFlash(['recipes/23A.yaml', ...b.args, '--yes', '--from', 'cloudcutter'], { env, reader: b.user });
       assert.equal(retried.code, 0, retried.stdout + retried.stderr);
       const steps = [...retried.stdout.matchAll(/^\[\d\/\d\] (\w+)/gm)].map((m) => m[1]);
       assert.deepEqual(steps, ['check', 'cloudcutter', 'kickstart', 'upload', 'verify']);

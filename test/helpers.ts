@@ -12,7 +12,9 @@ export const TSX = import.meta.resolve('tsx');
 export interface RunResult { code: number; stdout: string; stderr: string }
 
 /** `npx tsx flash.ts ...args` in a child process, colours off, no terminal on stdin. */
-export function runFlash(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+export function runFlash(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string; timeoutMs?: number;
+  /** Someone reading along (a virtual user who acts on what flash.ts tells them). */
+  reader?: { read(text: string): void } } = {}): Promise<RunResult> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['--import', TSX, FLASH, ...args], {
       cwd: opts.cwd ?? ROOT,
@@ -22,8 +24,8 @@ export function runFlash(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: 
     });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
+    child.stdout.on('data', (d) => (stdout += d, opts.reader?.read(String(d))));
+    child.stderr.on('data', (d) => (stderr += d, opts.reader?.read(String(d))));
     child.stdin.end(opts.input ?? '');
     child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : -1), stdout, stderr }));
   });

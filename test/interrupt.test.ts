@@ -74,7 +74,7 @@ function groupMembers(pgid: number): string[] {
 }
 
 async function ctrlC(b: Bench, args: string[], when: RegExp, thenWaitMs = 200): Promise<{ code: number; out: string; left: string[] }> {
-  const run = startChild([RECIPE, ...b.args, '--yes', ...args], b.env);
+  const run = startChild([RECIPE, ...b.args, '--yes', ...args], b.env, b.user);
   await run.waitFor(when);
   await new Promise((r) => setTimeout(r, thenWaitMs));
   // To flash.ts only: it must stop what it started itself.

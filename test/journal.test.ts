@@ -34,7 +34,7 @@ for (const [step, marker, rerunSays] of KILL_POINTS) {
   test(`killed during ${step}: the next run resumes and finishes without redoing finished steps`, async () => {
     const b = await startBench({ fakes: { cloudcutter: { delayMs: 1500 }, esphome: { delayMs: 1500 } } });
     try {
-      const run = startChild([RECIPE, ...b.args, '--yes'], b.env);
+      const run = startChild([RECIPE, ...b.args, '--yes'], b.env, b.user);
       await run.waitFor(marker);
       process.kill(-run.child.pid!, 'SIGKILL');
       await run.exited;
@@ -67,7 +67,7 @@ for (const [step, marker, rerunSays] of KILL_POINTS) {
 test('killed after cloudcutter flashed the plug but before it said so: the re-run sees Kickstart and does not run cloudcutter again', async () => {
   const b = await startBench({ fakes: { cloudcutter: { delayMs: 3000 } } });
   try {
-    const run = startChild([RECIPE, ...b.args, '--yes'], b.env);
+    const run = startChild([RECIPE, ...b.args, '--yes'], b.env, b.user);
     // The last line cloudcutter prints; flash.ts has not seen it exit yet.
     await run.waitFor(/Device MAC address/);
     await b.sim.waitForPhase('kickstart-ap', 5000);

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { startSimPlug, simFlashRead, FLASH_SIZE } from './sim/plug.ts';
 import { makeFakeWorld } from './fakes.ts';
 import { virtualUser } from './virtual-user.ts';
-import { HOME, runInProcess } from './workbench.ts';
+import { BENCH_TIME_SCALE, HOME, runInProcess } from './workbench.ts';
 import { ROOT, tempDir } from './helpers.ts';
 
 async function configDir(recipe = 'recipes/23A.yaml'): Promise<string> {
@@ -18,8 +18,8 @@ async function configDir(recipe = 'recipes/23A.yaml'): Promise<string> {
 }
 
 test('kickstart step: joins the AP, sends the Wi-Fi to the portal, finds the plug by mDNS, leaks no secret', async () => {
-  const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-ap', homeNetwork: HOME, visibleNetworks: [{ ssid: 'HomeNet', rssi: -50, lock: true }, { ssid: 'Neighbour', rssi: -80, lock: true }] });
-  const world = await makeFakeWorld({ nmcli: {} });
+  const sim = await startSimPlug({ timeScale: BENCH_TIME_SCALE, mcu: 'bk7231n', phase: 'kickstart-ap', homeNetwork: HOME, visibleNetworks: [{ ssid: 'HomeNet', rssi: -50, lock: true }, { ssid: 'Neighbour', rssi: -80, lock: true }] });
+  const world = await makeFakeWorld({ timeScale: BENCH_TIME_SCALE, simUrl: sim.url, nmcli: {} });
   try {
     const out = await configDir();
     const r = await runInProcess(['recipes/23A.yaml', '--only', 'kickstart', '--yes', '--out', out], {
@@ -42,8 +42,8 @@ test('kickstart step: joins the AP, sends the Wi-Fi to the portal, finds the plu
 });
 
 test('kickstart step: warns when the plug cannot see the home network, and times out clearly when it never joins', async () => {
-  const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-ap', homeNetwork: { ssid: 'Elsewhere', password: 'x' }, visibleNetworks: [{ ssid: 'Neighbour', rssi: -80, lock: true }] });
-  const world = await makeFakeWorld({ nmcli: {} });
+  const sim = await startSimPlug({ timeScale: BENCH_TIME_SCALE, mcu: 'bk7231n', phase: 'kickstart-ap', homeNetwork: { ssid: 'Elsewhere', password: 'x' }, visibleNetworks: [{ ssid: 'Neighbour', rssi: -80, lock: true }] });
+  const world = await makeFakeWorld({ timeScale: BENCH_TIME_SCALE, simUrl: sim.url, nmcli: {} });
   try {
     const out = await configDir();
     const r = await runInProcess(['recipes/23A.yaml', '--only', 'kickstart', '--yes', '--out', out], {
@@ -60,8 +60,8 @@ test('kickstart step: warns when the plug cannot see the home network, and times
 });
 
 test('kickstart step: when joining the AP fails, the user is told what to do by hand', async () => {
-  const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-ap', homeNetwork: HOME });
-  const world = await makeFakeWorld({ nmcli: { connectFails: true } });
+  const sim = await startSimPlug({ timeScale: BENCH_TIME_SCALE, mcu: 'bk7231n', phase: 'kickstart-ap', homeNetwork: HOME });
+  const world = await makeFakeWorld({ timeScale: BENCH_TIME_SCALE, simUrl: sim.url, nmcli: { connectFails: true } });
   try {
     const out = await configDir();
     // The user does it from a phone: the portal gets the credentials, then they press Enter.

@@ -20,10 +20,17 @@ test('busyPorts reads `ss -H -lntup` and names the process holding each cloudcut
     'tcp   LISTEN 0      4096       127.0.0.1:53         0.0.0.0:*    users:(("systemd-resolve",pid=1,fd=1))',
   ].join('\n');
   assert.deepEqual(busyPorts(ss), [
-    { port: 53, proto: 'udp', process: 'dnsmasq (pid 812)' },
-    { port: 80, proto: 'tcp', process: 'nginx (pid 900)' },
-    { port: 1883, proto: 'tcp', process: 'another program' },
+    { port: 53, proto: 'udp', process: 'dnsmasq (pid 812)', addresses: ['0.0.0.0'], loopbackOnly: false },
+    { port: 80, proto: 'tcp', process: 'nginx (pid 900)', addresses: ['0.0.0.0', '::'], loopbackOnly: false },
+    { port: 1883, proto: 'tcp', process: 'another program', addresses: ['127.0.0.1'], loopbackOnly: true },
   ]);
+  // A stock Ubuntu: systemd-resolved on 127.0.0.53 (scoped to lo) and 127.0.0.54 only.
+  const resolved = busyPorts([
+    'udp   UNCONN 0      0         127.0.0.54:53     0.0.0.0:*    users:(("systemd-resolve",pid=612,fd=19))',
+    'udp   UNCONN 0      0      127.0.0.53%lo:53     0.0.0.0:*    users:(("systemd-resolve",pid=612,fd=17))',
+  ].join('\n'));
+  assert.deepEqual(resolved, [{ port: 53, proto: 'udp', process: 'systemd-resolve (pid 612)', addresses: ['127.0.0.54', '127.0.0.53'],
+    loopbackOnly: true }]);
   assert.deepEqual(busyPorts(''), []);
 });
 
@@ -44,8 +51,9 @@ test('each cloudcutter failure message gets its diagnosis; chip trouble names th
   const cases: [string, RegExp][] = [
     ['[!] The profile you selected did not result in a successful exploit.', /exploit did not work[\s\S]*/],
     ['Firmware file ESPHome-Kickstart_bk7231n.ug.bin is not valid for the chosen profile type of BK7231T', /different chip/],
-    ['Error, could not connect to SSID.', /not in AP mode/],
-    ['Failed to connect, please run this script again', /not in AP mode/],
+    // The AP was found, but five joins failed (or its gateway was not the plug's): not "not in AP mode".
+    ['Error, could not connect to SSID.', /found the plug's access point but could not join it/],
+    ['Failed to connect, please run this script again', /could not join it in five tries/],
     ['Failed to build Docker image', /Docker could not build/],
     ['[!] Unable to auto-detect wifi adapter.', /no Wi-Fi adapter/],
     ['Oh no, something went wrong with updating firmware!', /sending it the firmware failed/],

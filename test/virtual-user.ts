@@ -72,6 +72,11 @@ export function virtualUser(sim: SimPlug | undefined, opts: { overrides?: Record
       seen.clear();
       return answer;
     }
+    if (q.id === 'kickstart_plug' && sim) {
+      // Several Kickstart plugs answered (other tests' plugs share loopback): the one in hand has this MAC.
+      const mine = q.choices?.find((c) => c.includes(sim.mac.match(/../g)!.join(':')));
+      if (mine) return mine;
+    }
     if (q.id === 'press_button' && sim) {
       await sim.pressButton(150);
       seen.clear();
@@ -81,8 +86,10 @@ export function virtualUser(sim: SimPlug | undefined, opts: { overrides?: Record
     throw new Error(`virtual user has no answer for ${q.id}: ${q.message}`);
   }
 
+  // A long question wraps on the screen: compare without the white space.
+  const squeezed = (s: string) => plainText(s).replace(/\s+/g, '');
   function drawnNow(text: string): Promise<void> {
-    if (plainText(drawn).includes(text)) return Promise.resolve();
+    if (squeezed(drawn).includes(squeezed(text))) return Promise.resolve();
     return new Promise((resolve) => (waiting = { text, resolve }));
   }
 
@@ -91,20 +98,28 @@ export function virtualUser(sim: SimPlug | undefined, opts: { overrides?: Record
     input,
     screen(text) {
       drawn += text;
-      if (waiting && plainText(drawn).includes(waiting.text)) {
+      if (waiting && squeezed(drawn).includes(squeezed(waiting.text))) {
         const w = waiting;
         waiting = undefined;
         w.resolve();
       }
     },
     read(text) {
-      printed += text;
-      // One dance per instruction; the line is complete once its newline is printed.
-      const instruction = /Put the plug into AP mode[^\n]*\n/i.exec(plainText(printed));
-      if (!instruction || !sim) return;
-      printed = plainText(printed).slice(instruction.index + instruction[0].length);
-      opts.log?.('[virtual user] puts the plug into AP mode');
-      sim.enterApMode().catch(() => { /* not on the stock firmware any more: nothing happens */ });
+      printed += plainText(text);
+      const lines = printed.split('\n');
+      printed = lines.pop() ?? '';
+      for (const line of lines) {
+        // A batch: the user picks up the next plug when flash.ts moves on to it.
+        const next = /━━ plug (\d+) of \d+/.exec(line);
+        if (next && sim && Number(next[1]) > 1) {
+          opts.log?.(`[virtual user] picks up plug ${next[1]}`);
+          sim.newPlug();
+        }
+        if (/Put the plug into AP mode/i.test(line) && sim) {
+          opts.log?.('[virtual user] puts the plug into AP mode');
+          sim.enterApMode().catch(() => { /* not on the stock firmware any more: nothing happens */ });
+        }
+      }
     },
     onQuestion(q) {
       asked.push(q);

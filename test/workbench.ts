@@ -134,12 +134,14 @@ export async function runInProcess(argv: string[], env: NodeJS.ProcessEnv, user?
 }
 
 /** flash.ts as a child in its own process group, so a test can kill it and everything it started. */
-export function startChild(args: string[], env: NodeJS.ProcessEnv): { child: ChildProcess; output: () => string; waitFor: (re: RegExp, ms?: number) => Promise<void>; exited: Promise<number> } {
+export function startChild(args: string[], env: NodeJS.ProcessEnv, reader?: { read(text: string): void }):
+  { child: ChildProcess; output: () => string; waitFor: (re: RegExp, ms?: number) => Promise<void>; exited: Promise<number> } {
   const child = spawn(process.execPath, ['--import', TSX, FLASH, ...args], { cwd: ROOT, env: { ...env, NO_COLOR: '1' }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const waiters: { re: RegExp; resolve: () => void }[] = [];
   const feed = (d: Buffer) => {
     out += d;
+    reader?.read(String(d));
     for (const w of [...waiters]) if (w.re.test(out)) (waiters.splice(waiters.indexOf(w), 1), w.resolve());
   };
   child.stdout!.on('data', feed);

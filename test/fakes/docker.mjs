@@ -249,7 +249,6 @@ async function run(w, d, argv) {
   const workdir = o.workdir ?? '/config';
   fs.mkdirSync(toHost(workdir), { recursive: true });
   const id = [...crypto.getRandomValues(new Uint8Array(6))].map((b) => b.toString(16).padStart(2, '0')).join('');
-  if (o.name) updateState(w, (s) => { s.containers ??= {}; s.containers[o.name] = { pid: process.pid, id, image: normImage(image), cmd: cmd.join(' ') }; });
 
   // signals: SIGINT -> ESPHome exits 1; SIGTERM ignored by PID 1 unless --init; with -t the client is
   // not a signal proxy and just dies. SIGUSR1/SIGUSR2 = `docker stop` / `docker kill` of this container.
@@ -265,6 +264,8 @@ async function run(w, d, argv) {
   process.on('SIGTERM', () => { if (o.tty || !o.sigProxy) finish(143); else if (o.init) finish(143); });
   process.on('SIGUSR1', () => finish(o.init ? 143 : 137));
   process.on('SIGUSR2', () => finish(137));
+  // Listed (and so stoppable by name) only once the signals are handled, as a started container is.
+  if (o.name) updateState(w, (s) => { s.containers ??= {}; s.containers[o.name] = { pid: process.pid, id, image: normImage(image), cmd: cmd.join(' ') }; });
 
   // the image's /entrypoint.sh
   if (!mounts.some((m) => m.dst === '/cache')) {

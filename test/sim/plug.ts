@@ -119,7 +119,7 @@ export interface SimPlug {
   port: number;
   /** The final device's native API port (TCP on 127.0.0.1, advertised in its SRV record). */
   apiPort: number;
-  mac: string;
+  readonly mac: string;
   mcu: Mcu;
   readonly phase: Phase;
   /** What /wifisave received (kept across power cycles, like the real flash). */
@@ -131,7 +131,9 @@ export interface SimPlug {
   uploads: SimUpload[];
   faults: SimFaults;
   /** The MAC the stock firmware reports (12 hex digits, upper case). */
-  tuyaMac: string;
+  readonly tuyaMac: string;
+  /** Swaps in the next plug of a batch: a fresh stock plug (new MAC) where this one was. */
+  newPlug(): void;
   /** The stock firmware's pairing AP on the air: 'SmartLife-1A2B', 'A-1A2B' after the exploit, or null. */
   readonly tuyaAp: string | null;
   /**
@@ -396,9 +398,8 @@ function isLoopback(addr: string): boolean {
 export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   const mcu = opts.mcu;
   const MCU = mcu.toUpperCase();
-  const mac = (opts.mac ?? randomMac()).replace(/[^0-9a-fA-F]/g, '').toUpperCase();
+  let mac = (opts.mac ?? randomMac()).replace(/[^0-9a-fA-F]/g, '').toUpperCase();
   if (mac.length !== 12) throw new Error(`sim: mac must be 12 hex digits, got ${opts.mac}`);
-  const macPretty = mac.match(/../g)!.join(':');
   const networks = opts.visibleNetworks ?? DEFAULT_NETWORKS;
   const home = opts.homeNetwork ?? { ssid: 'HomeNet', password: 'correct horse' };
   const wiring = opts.wiring ?? SEED_WIRING[mcu];
@@ -407,7 +408,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   const bootMs = opts.bootMs ?? 50;
   const kickstartVersion = opts.kickstartVersion ?? 'v25.05.28';
   const timeScale = opts.timeScale ?? 1;
-  const tuyaMac = (opts.tuyaMac ?? mac).replace(/[^0-9a-fA-F]/g, '').toUpperCase();
+  let tuyaMac = (opts.tuyaMac ?? mac).replace(/[^0-9a-fA-F]/g, '').toUpperCase();
   if (tuyaMac.length !== 12) throw new Error(`sim: tuyaMac must be 12 hex digits, got ${opts.tuyaMac}`);
   const esphomeVersion = opts.esphomeVersion ?? '2025.5.0';
   /** Kickstart's ESPHome is `min` or newer. */
@@ -963,7 +964,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     if (path === '/') return send(res, 200, portalHtml, 'text/html', { 'Content-Encoding': 'gzip' });
     if (path === '/config.json') {
       // Built with printf like captive_portal.cpp: SSIDs go in unescaped.
-      let body = `{"mac":"${macPretty}","name":"${kickstartName}","aps":[{}`;
+      let body = `{"mac":"${mac.match(/../g)!.join(':')}","name":"${kickstartName}","aps":[{}`;
       for (const n of networks) body += `,{"ssid":"${n.ssid}","rssi":${n.rssi},"lock":${n.lock ? 1 : 0}}`;
       body += ']}';
       return send(res, 200, body, 'application/json', { 'cache-control': 'public, max-age=0, must-revalidate' });
@@ -1272,13 +1273,31 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   }
 
   const sim: SimPlug = {
-    url, port, apiPort, mac, mcu, uploads, faults,
+    url, port, apiPort, mcu, uploads, faults,
+    get mac() { return mac; },
     wifi,
     final,
     get phase() { return phase; },
     get hardware() { return hardware(); },
-    tuyaMac,
+    get tuyaMac() { return tuyaMac; },
     get tuyaAp() { return tuya.ap; },
+    newPlug() {
+      // The next plug of a batch in the same hands: stock firmware, never paired, a MAC of its own.
+      killDeviceConnections();
+      for (const t of [phaseTimer, joinTimer, tuya.apTimer]) cancel(t);
+      mac = randomMac();
+      tuyaMac = mac;
+      firmware = 'tuya';
+      Object.assign(tuya, { ap: null, exploited: false, joined: null });
+      noteAir();
+      wifi = undefined;
+      sim.wifi = undefined;
+      final = undefined;
+      sim.final = undefined;
+      hung = false;
+      freshBoot('Power-On');
+      setPhase('tuya');
+    },
     enterApMode() {
       if (closed) return Promise.reject(new Error('sim: closed'));
       if (firmware !== 'tuya') return Promise.reject(new Error('sim: only the stock Tuya firmware has a pairing AP'));

@@ -178,6 +178,8 @@ export const SETTINGS = {
   FLASH_VERIFY_TIMEOUT_MS: { default: '120000', does: 'how long to wait for the flashed device' },
   FLASH_COMPILE_TIMEOUT_MS: { default: '2700000', does: 'how long a compile may take (45 min)' },
   FLASH_HTTP_TIMEOUT_MS: { default: '10000', does: 'timeout of one HTTP request' },
+  FLASH_DEVICE_API_PORT: { default: '6053', does: "the flashed plug's native API port (when mDNS does not say)" },
+  FLASH_API_TIMEOUT_MS: { default: '10000', does: 'how long the plug has to give its device info over the API' },
   FLASH_AP_HINT_MS: { default: '60000', does: 'cloudcutter scanning this long: say the plug is not in AP mode' },
   FLASH_AP_WAIT_MS: { default: '600000', does: 'cloudcutter scanning this long: stop it' },
   FLASH_CLOUDCUTTER_STALL_MS: { default: '60000', does: 'silence after the firmware was sent before cloudcutter is stopped' },
@@ -1079,13 +1081,13 @@ async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
  * An esphome command on this plug's config: the local CLI, or the Docker image with the config dir
  * mounted at /config (host network, so `upload` reaches the plug).
  */
-export function esphomeArgv(ctx: Pick<Ctx, 'opts' | 'deviceName'>, kind: 'local' | 'docker', command: 'compile' | 'upload',
+export function esphomeArgv(ctx: Pick<Ctx, 'opts' | 'deviceName'>, kind: 'local' | 'docker', command: 'compile' | 'upload' | 'logs',
   ...extra: string[]): string[] {
   const file = `${ctx.deviceName}.yaml`;
   return kind === 'local'
     ? ['esphome', command, path.join(ctx.opts.out, file), ...extra]
     // --init: without it the container's PID 1 ignores the SIGINT that stops a compile.
-    : ['docker', 'run', '--rm', '--init', ...(command === 'upload' ? ['--network', 'host'] : []),
+    : ['docker', 'run', '--rm', '--init', ...(command === 'compile' ? [] : ['--network', 'host']),
       '-v', `${path.resolve(ctx.opts.out)}:/config`, ESPHOME_IMAGE, command, file, ...extra];
 }
 
@@ -1315,7 +1317,9 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
   const { opts, recipe } = ctx;
   // A sane terminal size: some tools print nothing useful on a 0x0 pseudo-terminal.
   const command = `stty cols 120 rows 40 2>/dev/null; exec ${argv.map((a) => quote(a)).join(' ')}`;
-  const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { cwd: opts.cloudcutter, detached: true,
+  // `script` runs cloudcutter as the session leader of its pseudo-terminal: when flash.ts (and with it `script`) goes,
+  // however abruptly, the terminal hangs up and cloudcutter gets SIGHUP, which its exit trap handles.
+  const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { cwd: opts.cloudcutter,
     stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TERM: process.env.TERM || 'xterm' } });
   children.add(child);
   const exited = exitOf(child);
@@ -1336,10 +1340,7 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
   const stop = (why: Omit<CloudcutterRun, 'output'>) => (stopping ??= (async () => {
     outcome ??= why;
     type('\x03');
-    if ((await Promise.race([exited, sleep(10_000).then(() => 'late')])) !== 'late') return;
-    try {
-      process.kill(-child.pid!, 'SIGTERM');
-    } catch {}
+    if ((await Promise.race([exited, sleep(10_000).then(() => 'late')])) === 'late') child.kill('SIGTERM');
   })());
 
   const onLine = (line: string) => {
@@ -1518,19 +1519,25 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
   if (!sent) await provisionByHand(ctx, ap, wifi.ssid);
 
   if (opts.deviceIp) {
-    ctx.facts.kickstartIp = opts.deviceIp;
+    ctx.facts.kickstartIp = parseDeviceAddress(opts.deviceIp)!.host;
     print(`    using --device-ip ${opts.deviceIp}`);
   } else {
     const wait = ms('FLASH_DISCOVERY_TIMEOUT_MS');
     const found = await kickstartOnLan(ctx, wait, `waiting for ${ap} to join "${wifi.ssid}" and show up on your network ` +
       '(mDNS)', 'choose');
-    if (!found)
-      throw new StepError('kickstart', `the plug did not show up on your network within ${seconds(wait)}`,
-        `check: this machine is on the same network as "${wifi.ssid}" (not a guest network, no client isolation); ` +
-        `the plug's LED (still blinking = it could not join: wrong password, or a 5 GHz-only network); ` +
-        `if your router lists the plug, use its address: ${rerun(opts, '--from pins --device-ip IP')}`);
-    print(`    ${ok()} found ${found.name} at ${ctx.facts.kickstartIp} (MAC ${formatMac(found.txt.mac) ?? '?'}, ` +
+    const advice = `check: this machine is on the same network as "${wifi.ssid}" (not a guest network, no client ` +
+      `isolation); the plug's LED (still blinking = it could not join: wrong password, or a 5 GHz-only network)`;
+    if (found) print(`    ${ok()} found ${found.name} at ${ctx.facts.kickstartIp} (MAC ${formatMac(found.txt.mac) ?? '?'}, ` +
       `Kickstart ${found.txt.project_version ?? '?'})`);
+    else if (opts.yes || !canAsk())
+      throw new StepError('kickstart', `the plug did not show up on your network within ${seconds(wait)}`,
+        `${advice}; if your router lists the plug (mDNS may not cross your network), use its address: ` +
+        rerun(opts, '--from pins --device-ip IP'));
+    else {
+      print(`    ${warn()} the plug did not show up on mDNS within ${seconds(wait)}; ${advice}.`);
+      await askKickstart(ctx, 'kickstart');
+      print(`    ${ok()} Kickstart answers at ${ctx.facts.kickstartIp}`);
+    }
   }
   if (opts.backupFlash) await backupFlash(ctx);
 }
@@ -1682,7 +1689,7 @@ async function backupFlash(ctx: Ctx): Promise<void> {
   const chunk = 256 * 1024;
   const file = path.join(ctx.opts.out, '.flash', `backup-${ctx.deviceName}-${macKey(ctx.facts.mac) ?? 'unknown'}.bin`);
   const retry = `retry: ${rerun(ctx.opts, '--from kickstart --backup-flash')}`;
-  const base = plugWebUrl(ctx, 'kickstart');
+  const base = await reachKickstart(ctx, 'kickstart');
   const parts: Buffer[] = [];
   for (let off = 0; off < size; off += chunk) {
     const res = await request('GET', `${base}/hub/flash_read?offset=${off}&length=${chunk}`);
@@ -1719,7 +1726,7 @@ export function entityUrls([domain, name]: readonly [string, string]): string[] 
 
 async function stepPins(ctx: Ctx): Promise<void> {
   const result = await checkPins({
-    base: plugWebUrl(ctx, 'pins'),
+    base: await reachKickstart(ctx, 'pins'),
     pins: ctx.recipe.pins,
     ask: (q) => ask(q, ctx.opts),
     say: (line) => print(`    ${line}`),
@@ -1877,16 +1884,16 @@ async function stepUpload(ctx: Ctx): Promise<void> {
     if (await discoverDevice(finalDevice(ctx), 4000, `looking for ${ctx.deviceName} (mDNS)`))
       return print(`    ${ok()} ${ctx.deviceName} is already up: the upload went through`);
   }
-  const base = plugWebUrl(ctx, 'upload');
+  const base = await reachKickstart(ctx, 'upload');
   const uf2 = await awaitCompile(ctx);
   const { data } = checkedFirmware(uf2, ctx.recipe.mcu, 'upload', `recompile for this recipe: ${rerun(ctx.opts, '--from compile')}`,
     'refusing to upload: ');
-  if (!ctx.facts.kickstartIp && !(await isKickstart(base))) {
-    // No Kickstart at that address: a plug already on ESPHome takes the native OTA instead.
+  if (ctx.opts.deviceIp && !(await isKickstart(base))) {
+    // No Kickstart at the address given: a plug already on ESPHome takes the native OTA instead.
     const esphome = await findEsphome(ctx.opts.esphome);
     if (!esphome) throw new StepError('upload', 'no esphome command, and Docker is not answering',
       `pipx install esphome (or start Docker), then: ${rerun(ctx.opts, '--from upload')}`);
-    const argv = esphomeArgv(ctx, esphome.kind, 'upload', '--device', ctx.opts.deviceIp!);
+    const argv = esphomeArgv(ctx, esphome.kind, 'upload', '--device', new URL(base).hostname);
     print(c.dim(`    $ ${shq(...argv)}`));
     const r = await sh(argv, { timeoutMs: 600_000 });
     if (r.code !== 0) throw new StepError('upload', `esphome upload failed: ${firstLine(r.stderr || r.stdout)}`,
@@ -1995,41 +2002,45 @@ export async function uploadUf2(url: string, data: Buffer, fileName: string, ret
 // ─── Step: verify ───────────────────────────────
 
 async function stepVerify(ctx: Ctx): Promise<void> {
-  const wait = ms('FLASH_VERIFY_TIMEOUT_MS');
-  const found = await discoverDevice(finalDevice(ctx), wait, `waiting for ${ctx.deviceName} to boot ESPHome and show up (mDNS)`);
-  if (!found)
-    throw new StepError('verify', `${ctx.deviceName} did not show up within ${seconds(wait)}`,
-      `power-cycle the plug and re-run: ${rerun(ctx.opts, '--only verify')}; if it opens a Wi-Fi network named ` +
-      `"${ctx.deviceName}", it could not join yours: join that network (password: ap_password in ` +
-      `${shown(ctx.files.secrets)}) and set the Wi-Fi at http://192.168.4.1; ` +
-      'if your network blocks mDNS, check your router for its address');
-  const ip = ipv4Of(found.addresses);
-  ctx.facts.deviceIp = ip;
-  if (!(await tcpAnswers(ip, found.port, 5000)))
-    throw new StepError('verify', `${ctx.deviceName} is on mDNS at ${ip} but its API port ${found.port} does not answer`,
-      `wait a minute and re-run: ${rerun(ctx.opts, '--only verify')}; power-cycle the plug if it stays silent`);
-  // The encrypted API itself: proves the plug runs this config's key (Home Assistant will need it).
   const key = readSecretsFile(ctx.files.secrets).values.api_encryption_key;
-  const api = key ? await readDeviceInfo(ip, found.port, key, 10_000) : { error: 'no api_encryption_key in secrets.yaml' };
-  if ('error' in api && /MAC failure|Handshake failure/i.test(api.error))
-    throw new StepError('verify', `${ctx.deviceName} refused the api_encryption_key in ${shown(ctx.files.secrets)} (${api.error})`,
-      `the plug runs firmware built with another key: recompile and upload again: ${rerun(ctx.opts, '--from compile')}`);
-  const info = 'error' in api ? undefined : api;
-  const mac = formatMac(info?.macAddress ?? found.txt.mac) ?? '?';
-  print(`    ${ok()} ${c.bold(info?.friendlyName || found.txt.friendly_name || ctx.deviceName)} is running ESPHome ` +
-    (info?.esphomeVersion ?? found.txt.version ?? ''));
-  print(`      name ${ctx.deviceName} · IP ${ip} · MAC ${mac} · API port ${found.port} (encrypted)` + (info ? ` · board ${info.model}` : ''));
-  if (info) print(`      read over the encrypted API with the key in secrets.yaml`);
-  else print(`      ${warn()} could not read the device over its API (${'error' in api ? api.error : ''}); ` +
-    'Home Assistant will retry on its own');
+  if (!key) throw new StepError('verify', `no api_encryption_key in ${shown(ctx.files.secrets)}`,
+    `write it with the config step, then compile and upload again: ${rerun(ctx.opts, '--from config')}`);
+  const plug = await findFlashedPlug(ctx, key);
+  ctx.facts.deviceIp = plug.ip;
+  // Nothing less than the device info over the encrypted API counts: it proves the plug runs this config's key.
+  const retry = rerun({ ...ctx.opts, deviceIp: ctx.opts.deviceIp ?? plug.ip }, '--only verify');
+  const where = `${plug.ip}:${plug.port}`;
+  const api = plug.info ?? (await readDeviceInfo(plug.ip, plug.port, key, ms('FLASH_API_TIMEOUT_MS')));
+  if ('error' in api) {
+    if (/MAC failure|Handshake failure/i.test(api.error))
+      throw new StepError('verify', `the plug at ${where} refused the api_encryption_key in ${shown(ctx.files.secrets)} ` +
+        `(${api.error})`, `it runs firmware built with another key: recompile and upload again: ${rerun(ctx.opts, '--from compile')}`);
+    // Kickstart (and firmware without `api: encryption:`) speaks the API in plain text: the client calls it a bad format.
+    const why = /Bad format/i.test(api.error) ? 'it speaks the API without encryption: it still runs Kickstart, or other firmware'
+      : api.error;
+    throw new StepError('verify', `the plug at ${where} did not give its device info over the API (${why})`,
+      `power-cycle the plug and retry: ${retry}; its own log says why: ${shq(...esphomeArgv(ctx, ctx.opts.esphome ?? 'local',
+        'logs', '--device', plug.ip))}; if ${plug.ip} is not the plug, give its address with --device-ip`);
+  }
+  if (api.name !== ctx.deviceName)
+    throw new StepError('verify', `the device at ${where} is "${api.name}", not ${ctx.deviceName}`,
+      `find ${ctx.deviceName}'s address in your router and retry with it: ${rerun(ctx.opts, '--only verify --device-ip IP')}`);
+  ctx.facts.mac = formatMac(api.macAddress) ?? ctx.facts.mac;
+  print(`    ${ok()} ${c.bold(api.friendlyName || ctx.deviceName)} is running ESPHome ${api.esphomeVersion}`);
+  print(`      name ${api.name} · IP ${plug.ip} (${plug.how}) · MAC ${formatMac(api.macAddress) ?? '?'} · board ${api.model}`);
+  print(`      read over the encrypted API (port ${plug.port}) with the key in secrets.yaml`);
   print(`\n    ${c.bold('Add it to Home Assistant:')} Settings → Devices & services: ESPHome discovers "${ctx.deviceName}"`);
-  print(`    (or Add integration → ESPHome → host ${ip}). It asks for the encryption key: api_encryption_key`);
+  print(`    (or Add integration → ESPHome → host ${plug.ip}). It asks for the encryption key: api_encryption_key`);
   print(`    in ${shown(ctx.files.secrets)}. Keep that folder: ESPHome needs it for later updates.`);
 }
 
 async function planVerify(ctx: Ctx): Promise<string[]> {
-  return [`mDNS: wait for ${ctx.deviceName}._esphomelib._tcp.local with api_encryption and board ${ctx.substitutions.board}`,
-    `native API <ip>:6053: Noise handshake with api_encryption_key (***), then DeviceInfoRequest`];
+  const known = ctx.opts.deviceIp ?? ctx.facts.deviceIp ?? ctx.facts.kickstartIp;
+  return [ctx.opts.deviceIp ? `use --device-ip ${ctx.opts.deviceIp}`
+    : `mDNS: wait for ${ctx.deviceName}._esphomelib._tcp.local (board ${ctx.substitutions.board})` +
+      (known ? `; meanwhile try ${known}, the address it had` : ''),
+  `native API <ip>:${setting('FLASH_DEVICE_API_PORT')}: Noise handshake with api_encryption_key (***), then DeviceInfoRequest; ` +
+    `the name must be ${ctx.deviceName}`];
 }
 
 /** The flashed plug on mDNS: its new name, an encrypted API, the recipe's board and, once known, its MAC. */
@@ -2037,6 +2048,72 @@ function finalDevice(ctx: Ctx): (d: MdnsDevice) => boolean {
   const mac = macKey(ctx.facts.mac);
   return (d) => d.name === ctx.deviceName && !!d.txt.api_encryption && d.txt.board === ctx.substitutions.board &&
     (!mac || macKey(d.txt.mac) === mac);
+}
+
+/**
+ * Where the flashed plug answers: --device-ip when given; else whichever comes first of mDNS and the address the
+ * plug had (it keeps its MAC, so DHCP usually gives it the same lease; BK72xx mDNS and many home networks are
+ * unreliable); when neither answers in time, the user is asked (or, with --yes, told to pass --device-ip).
+ */
+async function findFlashedPlug(ctx: Ctx, key: string):
+  Promise<{ ip: string; port: number; how: string; info?: DeviceInfoResponse | { error: string } }> {
+  const apiPort = Number(setting('FLASH_DEVICE_API_PORT'));
+  const wait = ms('FLASH_VERIFY_TIMEOUT_MS');
+  const given = ctx.opts.deviceIp ? parseDeviceAddress(ctx.opts.deviceIp)! : undefined;
+  const known = ctx.facts.deviceIp ?? ctx.facts.kickstartIp;
+  const until = Date.now() + wait;
+  const done = new AbortController();
+  /**
+   * The plug at an address: its encrypted API naming it. Right after the upload the address may still answer as
+   * Kickstart, or (a lease gone to another device) as something else: asked again until it is the plug. At an
+   * address the user gave, a refused key is an answer too, and when time is up the last answer says what is wrong.
+   */
+  const answersAt = async (ip: string, userSaid: boolean) => {
+    let last: DeviceInfoResponse | { error: string } | undefined;
+    for (;;) {
+      last = (await tcpAnswers(ip, apiPort, 3000)) ? await readDeviceInfo(ip, apiPort, key, ms('FLASH_API_TIMEOUT_MS')) : undefined;
+      if (last && 'name' in last && last.name === ctx.deviceName) return last;
+      if (userSaid && last && 'error' in last && /MAC failure|Handshake failure/i.test(last.error)) return last;
+      if (Date.now() >= until || done.signal.aborted) break;
+      await sleep(Math.min(2000, until - Date.now())); // the last try is at the deadline: it says how things ended
+    }
+    return userSaid ? last : undefined;
+  };
+  try {
+    if (given) {
+      const info = await withSpinner(`waiting for ${ctx.deviceName} to boot ESPHome at ${given.host} (--device-ip)`,
+        answersAt(given.host, true));
+      if (info) return { ip: given.host, port: apiPort, how: '--device-ip', info };
+    } else {
+      const byMdns = discoverDevice(finalDevice(ctx), wait, undefined, done.signal)
+        .then((d) => d && { ip: ipv4Of(d.addresses), port: d.port, how: 'mDNS' });
+      const byAddress = known ? answersAt(known, false).then((info) => info && { ip: known, port: apiPort,
+        how: 'the address it had', info }) : Promise.resolve(undefined);
+      const label = `waiting for ${ctx.deviceName} to boot ESPHome and show up (mDNS${known ? `, or at ${known}` : ''})`;
+      const found = await withSpinner(label, firstFound([byMdns, byAddress]));
+      if (found) return found;
+    }
+  } finally {
+    done.abort();
+  }
+  const hint = `if it opens a Wi-Fi network named "${ctx.deviceName}", it could not join yours: join that network (password: ` +
+    `ap_password in ${shown(ctx.files.secrets)}) and set the Wi-Fi at http://192.168.4.1; otherwise power-cycle it`;
+  const where = given ? `at ${given.host}` : `not on mDNS${known ? ` nor at ${known}` : ''}`;
+  if (ctx.opts.yes || !canAsk())
+    throw new StepError('verify', `${ctx.deviceName} did not answer within ${seconds(wait)} (${where})`, `${hint}; if your ` +
+      `network blocks mDNS, find the plug in your router's list and give its address: ${rerun(ctx.opts, '--only verify --device-ip IP')}`);
+  print(`    ${warn()} ${ctx.deviceName} did not answer within ${seconds(wait)} (${where}): ${hint}.`);
+  const ip = await askAddress(ctx, `${ctx.deviceName}'s IP address (your router lists it; an empty answer gives up)`);
+  if (!ip) throw new StepError('verify', `${ctx.deviceName} was not found`, `${hint}; then: ${rerun(ctx.opts, '--only verify')}`);
+  return { ip, port: apiPort, how: 'as you said' };
+}
+
+/** The first of several searches to find something (undefined when none does). */
+function firstFound<T>(searches: Promise<T | undefined>[]): Promise<T | undefined> {
+  return new Promise((resolve) => {
+    let left = searches.length;
+    for (const s of searches) void s.then((v) => (v ? resolve(v) : --left === 0 && resolve(undefined)));
+  });
 }
 
 /**
@@ -2429,13 +2506,66 @@ async function cloudcutterApiGet(rel: string, o: { notFound?: () => Error; quiet
 
 // ─── The plug on the network: its address, HTTP with retries, mDNS ───────────────
 
-/** The plug's web server (Kickstart): the address learned or given, port from FLASH_DEVICE_HTTP_PORT. */
+/** The plug's Kickstart web server: --device-ip first (the user said so), else the address learned; port 80 or given. */
 function plugWebUrl(ctx: Ctx, step: StepName): string {
-  const ip = ctx.facts.kickstartIp ?? ctx.opts.deviceIp;
-  if (!ip) throw new StepError(step, "the plug's address is not known yet",
+  const given = ctx.opts.deviceIp ? parseDeviceAddress(ctx.opts.deviceIp) : undefined;
+  const host = given?.host ?? ctx.facts.kickstartIp;
+  if (!host) throw new StepError(step, "the plug's address is not known yet",
     `run the kickstart step first (${rerun(ctx.opts, '--from kickstart')}), or pass --device-ip IP`);
-  const port = setting('FLASH_DEVICE_HTTP_PORT');
-  return `http://${ip}${port !== '80' ? `:${port}` : ''}`;
+  const port = String(given?.port ?? setting('FLASH_DEVICE_HTTP_PORT'));
+  return `http://${host}${port !== '80' ? `:${port}` : ''}`;
+}
+
+/** `--device-ip` as written: an IPv4 address or a host name, and optionally the web server's port. Pure. */
+export function parseDeviceAddress(text: string): { host: string; port?: number } | undefined {
+  const m = /^([A-Za-z0-9.-]+?)(?::(\d{1,5}))?$/.exec(text.trim());
+  if (!m) return undefined;
+  const [, host, portText] = m;
+  const ipv4 = /^\d{1,3}(\.\d{1,3}){3}$/.test(host) && host.split('.').every((n) => Number(n) <= 255);
+  const name = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(host) && !/^[\d.]+$/.test(host);
+  const port = portText === undefined ? undefined : Number(portText);
+  if (!(ipv4 || name) || (port !== undefined && (port < 1 || port > 65535))) return undefined;
+  return { host, port };
+}
+
+/**
+ * The plug's Kickstart web server, checked to answer: the address given or learned; when the learned one is silent
+ * (a new DHCP lease), the plug by its MAC on mDNS; then the user is asked (with --yes: told to pass --device-ip).
+ */
+async function reachKickstart(ctx: Ctx, step: StepName): Promise<string> {
+  if (ctx.opts.deviceIp) return plugWebUrl(ctx, step); // the user said so; what answers there is the step's business
+  if (!ctx.facts.kickstartIp && !ctx.facts.mac && !ctx.facts.tuyaMac) return plugWebUrl(ctx, step); // nothing to go by: says so
+  if (ctx.facts.kickstartIp) {
+    const base = plugWebUrl(ctx, step);
+    if (await isKickstart(base)) return base;
+    print(`    ${warn()} no Kickstart answers at ${ctx.facts.kickstartIp} any more: looking for the plug again`);
+  }
+  const wait = ms('FLASH_DISCOVERY_TIMEOUT_MS');
+  if (await kickstartOnLan(ctx, wait, 'looking for the plug on your network (mDNS)', 'exact')) return plugWebUrl(ctx, step);
+  if (ctx.opts.yes || !canAsk())
+    throw new StepError(step, `the plug's Kickstart is not at ${ctx.facts.kickstartIp ?? 'a known address'} and did not show ` +
+      `up on mDNS within ${seconds(wait)}`, `find the plug in your router's list and give its address: ` +
+      rerun(ctx.opts, `--from ${step} --device-ip IP`));
+  return askKickstart(ctx, step);
+}
+
+/** Asks for the Kickstart plug's address until one answers as Kickstart (or the user gives up). */
+async function askKickstart(ctx: Ctx, step: StepName): Promise<string> {
+  for (;;) {
+    const ip = await askAddress(ctx, "The plug's IP address (your router lists it as kickstart-bk7231…; an empty answer gives up)");
+    if (!ip) throw new StepError(step, "the plug's address is not known", `retry with it: ${rerun(ctx.opts, `--from ${step} --device-ip IP`)}`);
+    ctx.facts.kickstartIp = ip;
+    const base = plugWebUrl(ctx, step);
+    if (await isKickstart(base)) return base;
+    print(`    ${warn()} no Kickstart answers at ${base}`);
+  }
+}
+
+/** Asks the user for the plug's address (their router's client list has it); '' when they give up. */
+async function askAddress(ctx: Ctx, message: string): Promise<string> {
+  const answer = await ask({ id: 'device_ip', kind: 'input', message,
+    validate: (s) => !s.trim() || parseDeviceAddress(s) ? true : 'an address like 192.168.1.57' }, ctx.opts);
+  return parseDeviceAddress(answer)?.host ?? '';
 }
 
 /**
@@ -2466,9 +2596,9 @@ export async function request(method: string, url: string, o: { shown?: string; 
 export interface MdnsDevice { name: string; host: string; addresses: string[]; port: number; txt: Record<string, string> }
 
 /** Browses `_esphomelib._tcp` until a device matches, re-asking every 2 s (BK72xx mDNS can be slow to answer). */
-export async function discoverDevice(match: (d: MdnsDevice) => boolean, timeout: number, label?: string):
-  Promise<MdnsDevice | undefined> {
-  const found = await browseMdns((seen) => seen.find(match), timeout, label);
+export async function discoverDevice(match: (d: MdnsDevice) => boolean, timeout: number, label?: string,
+  signal?: AbortSignal): Promise<MdnsDevice | undefined> {
+  const found = await browseMdns((seen) => seen.find(match), timeout, label, signal);
   return Array.isArray(found) ? found[0] : found;
 }
 
@@ -2477,7 +2607,7 @@ export async function discoverDevice(match: (d: MdnsDevice) => boolean, timeout:
  * 2 s, and once more, `last`, when time is up). With a label, a spinner shows the wait.
  */
 async function browseMdns(pick: (seen: MdnsDevice[], last: boolean) => MdnsDevice | MdnsDevice[] | undefined,
-  timeout: number, label?: string): Promise<MdnsDevice | MdnsDevice[] | undefined> {
+  timeout: number, label?: string, signal?: AbortSignal): Promise<MdnsDevice | MdnsDevice[] | undefined> {
   const { Bonjour } = await import('bonjour-service');
   const iface = setting('FLASH_MDNS_INTERFACE');
   // Bind the wildcard address: a socket bound to the interface's own address receives no multicast.
@@ -2502,9 +2632,13 @@ async function browseMdns(pick: (seen: MdnsDevice[], last: boolean) => MdnsDevic
       browser.update();
     }, 2000);
     const timer = setTimeout(() => judge(true), timeout);
+    signal?.addEventListener('abort', () => finish(undefined));
     browser.on('up', note);
     browser.on('txt-update', note);
+    let finished = false;
     function finish(d: MdnsDevice | MdnsDevice[] | undefined) {
+      if (finished) return;
+      finished = true;
       clearInterval(requery);
       clearTimeout(timer);
       browser.stop();
@@ -3083,6 +3217,8 @@ export function parseCli(argv: string[]): Cli {
   const count = v.count === undefined ? undefined : Number(v.count);
   if (count !== undefined && !(Number.isInteger(count) && count >= 1 && count <= 99))
     throw bad('--count', `"${v.count}" is not a number of plugs`, 'e.g. --count 3 (1 to 99)');
+  if (v['device-ip'] !== undefined && !parseDeviceAddress(v['device-ip']))
+    throw bad('--device-ip', `"${v['device-ip']}" is not an address`, 'e.g. --device-ip 192.168.1.57 (or 192.168.1.57:8080)');
   if (v.only && v.from)
     throw bad('--only', '--only and --from do not go together', 'use --only STEP for one step, --from STEP for that step and the rest');
   return {
@@ -3136,7 +3272,7 @@ Options:
   --yes, -y              never ask; a run that needs an answer is refused before it starts
   --cloudcutter DIR      tuya-cloudcutter checkout (default ./${DEFAULTS.cloudcutter})
   --wifi-iface IFACE     Wi-Fi adapter for cloudcutter and Kickstart (default: NetworkManager's first)
-  --device-ip IP         the plug's LAN address: skip mDNS discovery
+  --device-ip IP[:PORT]  the plug's LAN address (and web port): for networks where mDNS does not work
   --check-pins           run the pins step: check each recipe pin on the plug
   --manual-wifi          give the plug your Wi-Fi from a phone instead of through this machine's adapter
   --backup-flash         save the plug's whole flash (2 MiB, through Kickstart) before anything overwrites it

@@ -27,7 +27,7 @@ test('full flow: a simulated 23A goes from Tuya firmware to a verified ESPHome d
     assert.equal(b.sim.final?.name, 'status-plug-01');
     // The summary a user reads at the end.
     assert.match(r.out, /Status Plug 01 is running ESPHome 2025\.5\.0/);
-    assert.match(r.out, /read over the encrypted API with the key in secrets\.yaml/);
+    assert.match(r.out, /read over the encrypted API \(port \d+\) with the key in secrets\.yaml/);
     assert.match(r.out, new RegExp(`MAC ${b.sim.mac.match(/../g)!.join(':')}`));
     assert.match(r.out, /api_encryption_key\s+in .*secrets\.yaml/);
     // The journal holds every step and the facts learned.
@@ -95,8 +95,9 @@ test('a device that never comes back after the upload: a clear timeout that says
     const r = await runInProcess([RECIPE, ...b.args, '--yes', '--from', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user);
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, /✓ Kickstart took the firmware/);
-    assert.match(r.out, new RegExp(`verify failed: ${b.name} did not show up within 1\\.5 s`));
-    assert.match(r.out, /npx tsx flash\.ts recipes\/23A\.yaml --only verify --out /);
+    assert.match(r.out, new RegExp(`verify failed: ${b.name} did not answer within 1\\.5 s \\(at 127\\.0\\.0\\.1\\)`));
+    assert.match(r.out, /power-cycle it/);
+    assert.match(r.out, /npx tsx flash\.ts recipes\/23A\.yaml --only verify --device-ip IP --out /);
   } finally {
     await b.close();
   }
@@ -154,7 +155,7 @@ test('verify: a plug whose firmware has another API key is a failure that says t
     await configured(b);
     const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'verify'], b.env, b.user);
     assert.equal(r.code, 1, r.out);
-    assert.match(r.out, /plug-other-key-\d+ refused the api_encryption_key in .*secrets\.yaml \(Handshake failure: Handshake MAC failure\)/);
+    assert.match(r.out, /the plug at 127\.0\.0\.1:\d+ refused the api_encryption_key in .*secrets\.yaml \(Handshake failure: Handshake MAC failure\)/);
     assert.match(r.out, /--from compile/);
   } finally {
     await b.close();

@@ -19,7 +19,8 @@ const FAULTS: { name: string; bench: BenchOptions; code: number; says: RegExp[];
     name: 'the flashed plug never comes back',
     bench: { sim: { faults: { neverReboot: true } }, env: { FLASH_VERIFY_TIMEOUT_MS: '1500' } },
     code: 1, failedStep: 'verify',
-    says: [/verify failed: status-plug-01 did not show up within 1\.5 s/, /power-cycle the plug/, /--only verify/],
+    says: [/verify failed: status-plug-01 did not answer within 1\.5 s \(not on mDNS nor at 127\.0\.0\.1\)/, /power-cycle it/,
+      /--only verify --device-ip IP/],
   },
   {
     name: 'the upload connection is reset midway (once)',

@@ -81,6 +81,7 @@ export async function startBench(o: BenchOptions = {}): Promise<Bench> {
     XDG_CACHE_HOME: path.join(world.dir, 'cache'),
     FLASH_KICKSTART_PORTAL: sim.url,
     FLASH_DEVICE_HTTP_PORT: String(sim.port),
+    FLASH_DEVICE_API_PORT: String(sim.apiPort),
     FLASH_MDNS_INTERFACE: '127.0.0.1',
     FLASH_DISCOVERY_TIMEOUT_MS: '15000',
     FLASH_VERIFY_TIMEOUT_MS: '15000',

@@ -488,13 +488,22 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     return Math.max(1, Date.now() - bootAt);
   }
 
+  let apiPort = 0; // the API's port, fixed once chosen (the mDNS record carries it)
   function setPhase(p: Phase): void {
     if (phase === p) return;
     phase = p;
     noteAir();
     if (p === 'kickstart-lan' || p === 'final') announce();
     else cancel(announceTimer);
+    apiListening(p !== 'off' && p !== 'tuya');
     events.emit('phase', p);
+  }
+
+  /** The API port exists only while ESPHome runs: a plug that is off or rebooting refuses, it does not accept. */
+  function apiListening(on: boolean): void {
+    if (!apiPort || closed || on === apiServer.listening) return;
+    if (on) apiServer.listen(apiPort, '127.0.0.1');
+    else apiServer.close();
   }
 
   // ---------------- on the air (the Tuya pairing AP, Kickstart's AP) ----------------
@@ -866,7 +875,8 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     }, { keepaliveMs: opts.apiKeepaliveMs });
   });
   await new Promise<void>((r) => apiServer.listen(0, '127.0.0.1', r));
-  const apiPort = (apiServer.address() as net.AddressInfo).port;
+  apiPort = (apiServer.address() as net.AddressInfo).port;
+  apiServer.on('error', () => { /* the port was taken while the plug was off: it stays unreachable, like a lost lease */ });
 
   // ---------------- HTTP ----------------
   function send(res: http.ServerResponse, status: number, body: string | Buffer = '', type = 'text/plain', extra: Record<string, string> = {}): void {
@@ -1404,7 +1414,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       for (const s of allSockets) s.destroy();
       await Promise.all([
         new Promise<void>((r) => server.close(() => r())),
-        new Promise<void>((r) => apiServer.close(() => r())),
+        new Promise<void>((r) => (apiServer.listening ? apiServer.close(() => r()) : r())),
         mdnsClosed,
       ]);
     },

@@ -45,14 +45,6 @@ export const MCUS: Record<Mcu, { chip: string; board: string; familyId: number; 
     kickstartAp: 'kickstart-bk7231n', other: 'bk7231t' },
 };
 
-/** ESPHome bk72xx boards a recipe may name, by the chip on them (ESPHome's LibreTiny board list). */
-export const BOARDS: Record<string, Mcu> = {
-  'generic-bk7231t-qfn32-tuya': 'bk7231t', 'wb2s': 'bk7231t', 'wb3s': 'bk7231t', 'wb2l': 'bk7231t',
-  'wb3l': 'bk7231t', 'wb1s': 'bk7231t', 'wblc5': 'bk7231t', 'wa2': 'bk7231t',
-  'generic-bk7231n-qfn32-tuya': 'bk7231n', 'cb2s': 'bk7231n', 'cb3s': 'bk7231n', 'cb2l': 'bk7231n',
-  'cb3l': 'bk7231n', 'cb1s': 'bk7231n', 'cblc5': 'bk7231n', 'cbu': 'bk7231n', 'cb3se': 'bk7231n',
-};
-
 /** Pins usable on the QFN32 BK7231 modules, with the option text Kickstart's pinscan `-> Pin` select shows. */
 export const BK7231_PINS: Record<string, string> = {
   P0: 'P0 / UART2_TX / I2C2_SCL', P1: 'P1 / UART2_RX / I2C2_SDA', P6: 'P6 / PWM0', P7: 'P7 / PWM1',
@@ -61,6 +53,37 @@ export const BK7231_PINS: Record<string, string> = {
   P21: 'P21 / I2C1_SDA / TMS', P22: 'P22 / TDI', P23: 'P23 / TDO / ADC3', P24: 'P24 / PWM4',
   P26: 'P26 / PWM5', P28: 'P28',
 };
+
+/** GPIOs of the BK7231T/N QFN32 package that Tuya modules route out: what the generic boards accept. */
+const QFN32 = Object.keys(BK7231_PINS).map((p) => Number(p.slice(1)));
+
+/**
+ * ESPHome bk72xx boards a recipe may name: the chip on each and the GPIOs ESPHome accepts on it (its bk72xx
+ * boards.py, generated from LibreTiny's board variants; test pads included). Tuya modules carry these names.
+ */
+export const BOARDS: Record<string, { mcu: Mcu; gpios: number[] }> = {
+  'generic-bk7231t-qfn32-tuya': { mcu: 'bk7231t', gpios: QFN32 },
+  'generic-bk7231n-qfn32-tuya': { mcu: 'bk7231n', gpios: QFN32 },
+  wb1s: { mcu: 'bk7231t', gpios: [0, 1, 6, 7, 8, 9, 10, 11, 23, 24, 26] },
+  wb2s: { mcu: 'bk7231t', gpios: [0, 1, 6, 7, 8, 9, 10, 11, 20, 21, 22, 23, 24, 26] },
+  wb3s: { mcu: 'bk7231t', gpios: [0, 1, 6, 7, 8, 9, 10, 11, 14, 20, 21, 22, 23, 24, 26] },
+  wb2l: { mcu: 'bk7231t', gpios: [0, 1, 6, 7, 8, 10, 11, 20, 21, 22, 23, 24, 26] },
+  wb3l: { mcu: 'bk7231t', gpios: [0, 1, 6, 7, 8, 9, 10, 11, 14, 16, 20, 21, 22, 23, 24, 26] },
+  wblc5: { mcu: 'bk7231t', gpios: [0, 1, 6, 10, 11, 20, 21, 22, 23, 24, 26] },
+  // A WB-named module with a BK7231N: its name is no guide to its chip.
+  'wb2l-m1': { mcu: 'bk7231n', gpios: [0, 1, 6, 7, 8, 10, 11, 20, 21, 22, 23, 24, 26] },
+  cb1s: { mcu: 'bk7231n', gpios: [0, 1, 6, 7, 8, 9, 10, 11, 20, 21, 22, 23, 24, 26] },
+  cb2s: { mcu: 'bk7231n', gpios: [0, 1, 6, 7, 8, 10, 11, 21, 23, 24, 26] },
+  cb3s: { mcu: 'bk7231n', gpios: [0, 6, 7, 8, 9, 10, 11, 14, 20, 21, 22, 23, 24, 26] },
+  cb2l: { mcu: 'bk7231n', gpios: [0, 6, 7, 8, 10, 11, 21, 24, 26] },
+  cb3l: { mcu: 'bk7231n', gpios: [0, 6, 7, 8, 9, 10, 11, 14, 21, 23, 24, 26] },
+  cblc5: { mcu: 'bk7231n', gpios: [0, 1, 6, 10, 11, 21, 24, 26] },
+  cbu: { mcu: 'bk7231n', gpios: QFN32 },
+  cb3se: { mcu: 'bk7231n', gpios: [0, 1, 6, 7, 8, 9, 10, 11, 14, 15, 16, 17, 20, 22, 23, 24, 26] },
+};
+
+/** The six hardware PWM channels (PWM0–5): libretiny_pwm on any other pin silently does nothing. */
+export const PWM_PINS = [6, 7, 8, 9, 24, 26];
 
 /** ESPHome switch `restore_mode` values (the seed page lists the first four). */
 export const RESTORE_MODES = [
@@ -118,19 +141,30 @@ export const SECRET_KEYS = ['wifi_ssid', 'wifi_password', 'api_encryption_key', 
 export const REDACTED_KEYS = SECRET_KEYS.filter((k) => k !== 'wifi_ssid');
 
 /**
- * How the pin check treats a recipe pin, by its function's name: buttons are read while you press,
- * the rest are switched on and off and you say what you saw.
+ * How the pin check treats a recipe pin, by its function's name: buttons are read while you press them, outputs
+ * are switched on and off and you say what you saw, and a few are not for the eye (with why).
  */
 export const PIN_ROLES = [
-  { role: 'button', match: /^(button|key)/, ok: (saw: string) => saw === 'press seen' },
-  { role: 'relay', match: /^relay/, ok: (saw: string) => /relay/.test(saw) },
-  { role: 'led', match: /led|light/, ok: (saw: string) => /LED/.test(saw) },
-  { role: 'output', match: /./, ok: (saw: string) => saw !== 'nothing' },
+  { role: 'button', match: /^(button|key)/ },
+  { role: 'relay', match: /^relay\d*$/ },
+  { role: 'channel', match: /^(red|green|blue|cold|warm|brightness)$/ },
+  { role: 'unseen', match: /^(cf1?|sel|clock|data|color_temp)$/ },
+  { role: 'led', match: /led|light/ },
+  { role: 'output', match: /./ },
 ] as const;
+
+/** Why a pin is not checked by eye. */
+const UNSEEN: Record<string, string> = {
+  cf: 'pulses from the energy chip', cf1: 'pulses from the energy chip', sel: 'tells the energy chip what to measure',
+  clock: "the LED driver's bus: its wiring comes from Tuya's data", data: "the LED driver's bus: its wiring comes from " +
+    "Tuya's data", color_temp: 'colour temperature lights nothing on its own (brightness shows the white)',
+};
 
 /** What you may have seen when the pin check switched a pin; "show it again" switches it once more. */
 export const PIN_ANSWERS = ['the relay clicked', 'a red LED', 'a green LED', 'a blue LED', 'another LED',
   'show it again', 'nothing'];
+/** What a light's channel may have lit. */
+export const LIGHT_ANSWERS = ['red', 'green', 'blue', 'cold white', 'warm white', 'show it again', 'nothing'];
 
 /** Ports cloudcutter's fake Tuya cloud needs on this machine (its own safety check lists them). */
 export const CLOUDCUTTER_PORTS = [
@@ -262,8 +296,8 @@ function checkRecipeConsistency(r: Zod.output<Zod.ZodObject<any>>, ctx: Zod.Refi
     ctx.addIssue({ code: 'custom', path, message, params: { hint } });
 
   const board = recipe.substitutions.board;
+  const boardMcu = board === undefined ? undefined : BOARDS[String(board)]?.mcu;
   if (board !== undefined) {
-    const boardMcu = BOARDS[String(board)];
     if (!boardMcu)
       issue(['substitutions', 'board'], `"${board}": this board is unknown for bk72xx plugs`,
         `use ${MCUS[mcu].board} (the default for ${mcu}), or remove the line`);
@@ -272,8 +306,12 @@ function checkRecipeConsistency(r: Zod.output<Zod.ZodObject<any>>, ctx: Zod.Refi
         `use ${MCUS[mcu].board}, or change mcu to ${boardMcu}`);
   }
 
+  const onBoard = BOARDS[String(board ?? MCUS[mcu].board)]?.gpios ?? QFN32;
   const seen = new Map<string, string>();
   for (const [fn, pin] of Object.entries(recipe.pins)) {
+    if (boardMcu === mcu && !onBoard.includes(Number(pin.slice(1))))
+      issue(['pins', fn], `${pin} is not on board ${board} (ESPHome: "Pin number '${pin.slice(1)}' is not usable for board ` +
+        `${board}")`, `use one of ${onBoard.map((g) => `P${g}`).join(' ')}, or the chip's generic board if the module differs`);
     const first = seen.get(pin);
     if (first) issue(['pins', fn], `pin ${pin} is used for both ${first} and ${fn}`,
       "give each function its own pin (see the device page's GPIO table)");
@@ -436,7 +474,8 @@ function promptContext() {
  * Asks one question in the terminal. With --yes, or with no terminal, it is an exit-2 error that says
  * how to give the answer instead (an environment variable or a flag).
  */
-async function ask(q: Question, opts: Options, instead: { envVar?: string; flag?: string } = {}): Promise<string> {
+async function ask(q: Question, opts: Pick<Options, 'yes'>, instead: { envVar?: string; flag?: string } = {}):
+  Promise<string> {
   if (opts.yes || !canAsk()) {
     const how = instead.envVar ? `set ${instead.envVar}=... in the environment` : instead.flag ? `pass ${instead.flag}` :
       'run it in a terminal';
@@ -456,7 +495,7 @@ async function ask(q: Question, opts: Options, instead: { envVar?: string; flag?
 }
 
 /** A yes/no question. --yes takes the default; with no terminal and no --yes it is an exit-2 error. */
-async function confirm(id: string, message: string, opts: Options, def = true): Promise<boolean> {
+async function confirm(id: string, message: string, opts: Pick<Options, 'yes'>, def = true): Promise<boolean> {
   if (opts.yes) return def;
   if (!canAsk())
     throw new InputError([{ file: 'command line', field: '--yes', message: `${message}: no terminal to ask on`,
@@ -599,6 +638,7 @@ export async function main(argv: string[]): Promise<number> {
   if (cli.command === 'version') return print(VERSION), EXIT.ok;
   if (cli.command === 'schema') return io.out(recipeJsonSchemaText()), EXIT.ok;
   if (cli.command === 'profiles') return listProfiles(cli.words);
+  if (cli.command === 'recipe') return runRecipeCommand(cli.words, cli);
   if (cli.command !== 'run' && cli.command !== 'doctor') return EXIT.ok;
   const ctx = loadContext(cli.opts);
   running = ctx;
@@ -1733,23 +1773,68 @@ async function stepPins(ctx: Ctx): Promise<void> {
   });
   const wrong = result.filter((r) => !r.ok);
   if (!wrong.length) return print(`    ${ok()} every pin does what the recipe says`);
+  const what = wrong.map((r) => `${r.fn} (${r.pin}): ${r.saw}`).join('; ');
+  const again = rerun(ctx.opts, '--check-pins');
+  // A light whose channels are only swapped: the recipe can be put right here, before the final firmware goes on.
+  const swapped = channelFix(result);
+  if (swapped && (await confirm('fix_channels', `The light's channels are swapped (${Object.entries(swapped)
+    .map(([fn, pin]) => `${fn} is ${pin}`).join(', ')}). Write that into ${shown(ctx.recipePath)}?`, ctx.opts))) {
+    writeRecipePins(ctx.recipePath, swapped);
+    throw new StepError('pins', `${what}: the recipe now has ${Object.entries(swapped).map(([fn, pin]) => `${fn}: ${pin}`)
+      .join(', ')}`, `run again, so the firmware is built with those pins (and they are checked once more): ${again}`);
+  }
   const button = result.find((r) => r.foundOn);
-  const matches = button ? siblingRecipes(ctx, (r) => r.pins.button === button.foundOn) : [];
-  throw new StepError('pins', `${wrong.map((r) => `${r.fn} (${r.pin}): ${r.saw}`).join('; ')}`, matches.length
-    ? `the button is on ${button!.foundOn}: this plug matches ${matches.map(shown).join(' or ')}; run that recipe instead`
-    : `fix pins: in ${shown(ctx.recipePath)} (or --set <function>_pin=Pn), then: ${rerun(ctx.opts, '--from config --check-pins')}`);
+  const matches = button ? siblingRecipes(ctx, (r) => r.pins[button.fn] === button.foundOn) : [];
+  throw new StepError('pins', what, matches.length
+    ? `the ${button!.fn} is on ${button!.foundOn}: this plug matches ${matches.map(shown).join(' or ')}; run that recipe instead`
+    : `fix pins: in ${shown(ctx.recipePath)} (or --set <function>_pin=Pn), then: ${again}`);
+}
+
+/**
+ * When every light channel was seen but some lit another colour, and the colours seen are just the channels
+ * swapped around: the pins each channel really is on. Pure.
+ */
+export function channelFix(results: PinResult[]): Record<string, string> | undefined {
+  const colour = channelColour;
+  const channels = results.filter((r) => pinRole(r.fn) === 'channel' && r.fn !== 'brightness');
+  if (!channels.some((r) => !r.ok)) return undefined;
+  const byColour = new Map(channels.map((r) => [r.saw, r.pin]));
+  const fix = Object.fromEntries(channels.map((r) => [r.fn, byColour.get(colour(r.fn))]));
+  return byColour.size === channels.length && Object.values(fix).every(Boolean) ? fix as Record<string, string> : undefined;
+}
+
+/** Puts new pins into a recipe file, keeping everything else in it (comments too), through a temp file. */
+function writeRecipePins(file: string, pins: Record<string, string>): void {
+  const doc = lib.yaml.parseDocument(fs.readFileSync(file, 'utf8'));
+  for (const [fn, pin] of Object.entries(pins)) doc.setIn(['pins', fn], pin);
+  writeFileAtomic(file, doc.toString({ lineWidth: 0 }));
 }
 
 async function planPins(ctx: Ctx): Promise<string[]> {
-  return Object.entries(ctx.recipe.pins).map(([fn, pin]) => `POST ${entityUrls(PINSCAN.pin)[0]}/set?option=` +
-    `${encodeURIComponent(BK7231_PINS[pin])}, then ${pinRole(fn) === 'button' ? 'INPUT_PULLUP and ask you to press it'
-      : 'OUTPUT_HIGH / OUTPUT_LOW and ask what you saw'} (${fn})`);
+  return Object.entries(ctx.recipe.pins).map(([fn, pin]) => pinRole(fn) === 'unseen' ? `${fn} on ${pin}: not checked ` +
+    `(${UNSEEN[fn]})` : `POST ${entityUrls(PINSCAN.pin)[0]}/set?option=${encodeURIComponent(BK7231_PINS[pin])}, then ` +
+    `${pinRole(fn) === 'button' ? 'INPUT_PULLUP and ask you to press it' : 'OUTPUT_HIGH / OUTPUT_LOW and ask what you saw'} (${fn})`);
 }
 
 export interface PinResult { fn: string; pin: string; ok: boolean; saw: string; foundOn?: string }
 
 export function pinRole(fn: string): (typeof PIN_ROLES)[number]['role'] {
   return PIN_ROLES.find((r) => r.match.test(fn))!.role;
+}
+
+/** The colour a light channel shows, in the words of LIGHT_ANSWERS. */
+function channelColour(fn: string): string {
+  return fn === 'cold' || fn === 'warm' ? `${fn} white` : fn;
+}
+
+/** Whether what was seen is what the pin's function should show. Pure. */
+export function pinLooksRight(fn: string, saw: string): boolean {
+  switch (pinRole(fn)) {
+    case 'relay': return /relay/.test(saw);
+    case 'led': return /LED/.test(saw);
+    case 'channel': return fn === 'brightness' ? /white/.test(saw) : saw === channelColour(fn);
+    default: return saw !== 'nothing';
+  }
 }
 
 /**
@@ -1788,8 +1873,11 @@ export async function checkPins(o: {
     o.say(`${r.ok ? ok() : c.red('✗')} ${r.fn.padEnd(12)} ${r.pin.padEnd(4)} ${r.saw}`);
     results.push(r);
   };
-  const outputs = Object.entries(o.pins).filter(([fn]) => pinRole(fn) !== 'button');
-  for (const [fn, pin] of outputs) {
+  for (const [fn, pin] of Object.entries(o.pins)) {
+    const role = pinRole(fn);
+    if (role === 'unseen') o.say(`${c.dim('·')} ${fn.padEnd(12)} ${pin.padEnd(4)} not checked: ${UNSEEN[fn]}`);
+    if (role === 'unseen' || role === 'button') continue;
+    const light = role === 'channel';
     let saw = 'show it again';
     while (saw === 'show it again') {
       await scan.pin(pin);
@@ -1798,26 +1886,28 @@ export async function checkPins(o: {
       await scan.mode('OUTPUT_LOW');
       await sleep(700);
       await scan.mode('INPUT'); // let go of the pin so the next one is seen on its own
-      saw = await o.ask({ id: `pin_${fn}`, kind: 'select', message: `${fn} on ${pin} was switched on and off. What did you see?`,
-        choices: PIN_ANSWERS });
+      saw = await o.ask({ id: `pin_${fn}`, kind: 'select', message: `${fn} on ${pin} was switched on and off. ` +
+        (light ? 'Which colour did the light show?' : 'What did you see?'), choices: light ? LIGHT_ANSWERS : PIN_ANSWERS });
     }
-    note({ fn, pin, ok: PIN_ROLES.find((r) => r.role === pinRole(fn))!.ok(saw), saw });
+    note({ fn, pin, ok: pinLooksRight(fn, saw), saw });
   }
   for (const [fn, pin] of Object.entries(o.pins).filter(([f]) => pinRole(f) === 'button')) {
-    if (await buttonSeenOn(o, scan, pin, `Press and release the plug's button now (reading ${pin}), then press Enter`)) {
+    const which = fn === 'button' ? "the plug's button" : fn === 'button_all' ? 'the button for all sockets'
+      : `button ${fn.replace(/^\D+/, '')}`;
+    if (await buttonSeenOn(o, scan, fn, pin, `Press and release ${which} now (reading ${pin}), then press Enter`)) {
       note({ fn, pin, ok: true, saw: 'press seen' });
       continue;
     }
-    o.say(`${c.red('✗')} ${fn.padEnd(12)} ${pin.padEnd(4)} no press seen; looking for the button on the other pins`);
+    o.say(`${c.red('✗')} ${fn.padEnd(12)} ${pin.padEnd(4)} no press seen; looking for ${which} on the other pins`);
     const used = Object.values(o.pins);
     let foundOn: string | undefined;
     for (const other of [...used.filter((p) => p !== pin), ...Object.keys(BK7231_PINS).filter((p) => !used.includes(p))])
-      if (await buttonSeenOn(o, scan, other, `Press the button once more (reading ${other}), then press Enter`)) {
+      if (await buttonSeenOn(o, scan, fn, other, `Press ${which} once more (reading ${other}), then press Enter`)) {
         foundOn = other;
         break;
       }
-    o.say(foundOn ? `${warn()} the button is on ${foundOn}, not ${pin}` : `${c.red('✗')} no pin saw the button`);
-    results.push({ fn, pin, ok: false, saw: foundOn ? `the button is on ${foundOn}` : 'no pin saw the button', foundOn });
+    o.say(foundOn ? `${warn()} ${which} is on ${foundOn}, not ${pin}` : `${c.red('✗')} no pin saw ${which}`);
+    results.push({ fn, pin, ok: false, saw: foundOn ? `it is on ${foundOn}` : 'no pin saw it', foundOn });
   }
   await scan.mode('INPUT');
   return results;
@@ -1825,7 +1915,7 @@ export async function checkPins(o: {
 
 /** Watches `-> Pin State` on /events while the user presses: true if the pin went LOW. */
 async function buttonSeenOn(o: { base: string; ask: (q: Question) => Promise<string> },
-  scan: { pin: (p: string) => Promise<void>; mode: (m: string) => Promise<void> }, pin: string, message: string):
+  scan: { pin: (p: string) => Promise<void>; mode: (m: string) => Promise<void> }, fn: string, pin: string, message: string):
   Promise<boolean> {
   await scan.pin(pin);
   await scan.mode('INPUT_PULLUP');
@@ -1833,7 +1923,7 @@ async function buttonSeenOn(o: { base: string; ask: (q: Question) => Promise<str
   try {
     await sleep(200); // the first events are the current states; presses come after
     stream.seenLow = false;
-    await o.ask({ id: 'press_button', kind: 'confirm', message, default: true });
+    await o.ask({ id: `press_${fn}`, kind: 'confirm', message, default: true });
     await sleep(300);
     return stream.seenLow;
   } finally {
@@ -2401,6 +2491,550 @@ export function matchProfiles(list: ProfileEntry[], words: string[]): ProfileEnt
 /** The label cloudcutter's "By firmware version and name" menu shows. */
 function profileLabel(p: { name: string; sub_name?: string }): string {
   return `${p.name} / ${p.sub_name ?? ''}`;
+}
+
+// ─── recipe: a recipe from cloudcutter's device list ─────────────
+// `flash.ts recipe DEVICE` finds the device in cloudcutter's list, turns the Tuya pin configuration its device
+// file carries (`device_configuration`, Tuya's user_param_key) into a recipe and an ESPHome template, checks them
+// as any recipe is checked, and writes them. generateRecipe() is pure; the command around it does the rest.
+
+/** An entry of cloudcutter's devices.json. */
+interface DeviceEntry { slug: string; manufacturer: string; name: string }
+
+async function runRecipeCommand(words: string[], o: { dir: string; yes: boolean }): Promise<number> {
+  const opts = { yes: o.yes };
+  const wanted = words.flatMap((w) => w.split(/\s+/)).filter(Boolean);
+  if (!wanted.length) throw new InputError([{ file: 'command line', field: 'DEVICE', message: 'no device given',
+    hint: 'npx tsx flash.ts recipe "ledvance plug" (a maker and a name, or a device slug from cloudcutter\'s list)' }]);
+  const list = (await cloudcutterApiGet('devices.json')) as DeviceEntry[];
+  const entry = await pickDevice(list, wanted, opts);
+  const device = (await cloudcutterApiGet(`devices/${entry.slug}.json`)) as DeviceFile;
+  const profiles = device.profiles ?? [];
+  const label = (p: { name: string; sub_name?: string }) => profileLabel(p);
+  let profileSlug = profiles[0]?.slug;
+  if (profiles.length > 1 && !opts.yes && canAsk()) {
+    const choice = await ask({ id: 'recipe_profile', kind: 'select', message: `${device.manufacturer} ${device.name} comes ` +
+      'with several stock firmware versions. Which does yours run? (the app shows it under Device Update)',
+    choices: profiles.map(label) }, opts);
+    profileSlug = profiles.find((p) => label(p) === choice)!.slug;
+  }
+  const profile = profileSlug ? (await cloudcutterApiGet(`profiles/${profileSlug}.json`)) as ProfileFile : undefined;
+  const dir = path.resolve(o.dir);
+  const schema = path.relative(dir, path.join(HOME_DIR, 'recipes', 'recipe.schema.json')).split(path.sep).join('/');
+  const made = profile ? generateRecipe(device, profile, schema)
+    : { ok: false as const, slug: device.slug, reason: 'cloudcutter lists no stock firmware profile for it', key: 'profiles' };
+  if (!made.ok)
+    throw new InputError([{ file: `cloudcutter's ${device.slug}.json`, field: made.key, message: `no recipe: ${made.reason}`,
+      hint: 'nothing was written; a recipe can still be written by hand (README: "Adding a plug")' }]);
+
+  const recipeFile = path.join(dir, `${device.slug}.yaml`);
+  const templateFile = path.join(dir, `${device.slug}.esphome.yaml`);
+  const existing = [recipeFile, templateFile].filter((f) => fs.existsSync(f));
+  if (existing.length && (opts.yes || !canAsk()))
+    throw new InputError([{ file: shown(existing[0]), message: 'already exists, and --yes never overwrites a recipe',
+      hint: `move it away, or write elsewhere with --recipes DIR` }]);
+  if (existing.length && !(await confirm('recipe_overwrite', `${shown(existing[0])} exists. Overwrite it?`, opts, false)))
+    return print('    nothing was written'), EXIT.failed;
+  fs.mkdirSync(dir, { recursive: true });
+  // Checked as any recipe is, before it replaces anything: written aside, loaded, then renamed into place.
+  const aside = (f: string) => path.join(dir, `.${path.basename(f)}.${process.pid}.tmp`);
+  try {
+    fs.writeFileSync(aside(templateFile), made.template);
+    fs.writeFileSync(aside(recipeFile), made.recipe.replace(`esphome: ${path.basename(templateFile)}`,
+      `esphome: ${path.basename(aside(templateFile))}`));
+    const { recipe } = loadRecipe(aside(recipeFile));
+    checkTemplate(made.template, templateFile, substitutionsFor(recipe), {});
+    fs.writeFileSync(aside(recipeFile), made.recipe);
+    fs.renameSync(aside(templateFile), templateFile);
+    fs.renameSync(aside(recipeFile), recipeFile);
+  } finally {
+    for (const f of [recipeFile, templateFile]) fs.rmSync(aside(f), { force: true });
+  }
+  const { recipe } = loadRecipe(recipeFile);
+  print(`${ok()} ${device.manufacturer} ${device.name} (${MCUS[recipe.mcu].chip}, ${recipe.substitutions.board}, firmware ` +
+    `${profile!.name})`);
+  print(`    recipe    ${recipeFile}`);
+  print(`    template  ${templateFile}`);
+  print(`    pins      ${Object.entries(recipe.pins).map(([fn, p]) => `${fn} ${p}`).join(', ')}`);
+  if (made.unmapped.length) print(c.dim(`    ${made.unmapped.length} Tuya keys not mapped are listed at the end of the recipe`));
+  print(`\nThe pins come from Tuya's data: check them on the device before the final firmware goes on:`);
+  print(`    npx tsx ${process.cwd() === HOME_DIR ? 'flash.ts' : shq(path.join(HOME_DIR, 'flash.ts'))} ${shq(shown(recipeFile))} ` +
+    '--check-pins');
+  return EXIT.ok;
+}
+
+/** The device the words name: a slug, or the one entry whose maker, name and slug hold every word. */
+async function pickDevice(list: DeviceEntry[], words: string[], opts: { yes: boolean }): Promise<DeviceEntry> {
+  const found = matchDevices(list, words);
+  if (found.length === 1) return found[0];
+  const show = (d: DeviceEntry) => `${d.manufacturer} ${d.name} (${d.slug})`;
+  if (!found.length) {
+    const near = nearDevices(list, words).map(show);
+    throw new InputError([{ file: 'command line', field: 'DEVICE', message: `no device in cloudcutter's list matches ` +
+      `"${words.join(' ')}"`, hint: near.length ? `nearest: ${near.join('; ')}` : 'try fewer or other words (a maker, a model)' }]);
+  }
+  if (opts.yes || !canAsk())
+    throw new InputError([{ file: 'command line', field: 'DEVICE', message: `${found.length} devices match ` +
+      `"${words.join(' ')}": ${found.slice(0, 12).map(show).join('; ')}${found.length > 12 ? '; …' : ''}`,
+    hint: 'add words, or give the slug' }]);
+  const choice = await ask({ id: 'recipe_device', kind: 'select', message: `${found.length} devices match. Which one?`,
+    choices: found.slice(0, 30).map(show) }, opts);
+  return found.find((d) => show(d) === choice)!;
+}
+
+/** Devices whose maker, name and slug hold every word (case-insensitive); an exact slug alone. Pure. */
+export function matchDevices(list: DeviceEntry[], words: string[]): DeviceEntry[] {
+  const exact = list.filter((d) => words.length === 1 && d.slug === words[0]);
+  if (exact.length) return exact;
+  const want = words.map((w) => w.toLowerCase());
+  return list.filter((d) => want.every((w) => `${d.manufacturer} ${d.name} ${d.slug}`.toLowerCase().includes(w)));
+}
+
+/** Up to five devices sharing the most words with the ones given (for "did you mean"). Pure. */
+function nearDevices(list: DeviceEntry[], words: string[]): DeviceEntry[] {
+  const want = words.map((w) => w.toLowerCase());
+  const score = (d: DeviceEntry) => {
+    const text = `${d.manufacturer} ${d.name} ${d.slug}`.toLowerCase();
+    return want.filter((w) => text.includes(w) || text.split(/[\s-]+/).some((t) => nearest(w, [t]))).length;
+  };
+  return list.map((d) => ({ d, s: score(d) })).filter((x) => x.s > 0).sort((a, b) => b.s - a.s).slice(0, 5).map((x) => x.d);
+}
+
+/** A cloudcutter device file (api/devices/<slug>.json): the parts read here. */
+export interface DeviceFile {
+  slug: string;
+  manufacturer: string;
+  name: string;
+  profiles: { slug: string; name: string; sub_name?: string }[];
+  device_configuration?: Record<string, unknown>;
+}
+
+/** A cloudcutter profile file (api/profiles/<slug>.json): its label and the chip its firmware is for. */
+export interface ProfileFile {
+  slug: string;
+  name: string;
+  sub_name?: string;
+  firmware: { chip: string };
+}
+
+export type Generated =
+  | { ok: true; slug: string; recipe: string; template: string; unmapped: string[] }
+  | { ok: false; slug: string; reason: string; key?: string };
+
+/** Tuya's `dmod` (LibreTiny "Tuya Pinout Config"): 0 PWM; 2–7 an LED driver chip ESPHome has an output for. */
+const LIGHT_DRIVERS: Record<number, { platform: string; chip: string }> = {
+  2: { platform: 'sm2135', chip: 'SM2135E' },
+  3: { platform: 'sm2135', chip: 'SM2135EH' },
+  4: { platform: 'sm2135', chip: 'SM2135EJ' },
+  5: { platform: 'bp1658cj', chip: 'BP1658CJ' },
+  6: { platform: 'bp5758d', chip: 'BP5758D' },
+  7: { platform: 'sm2235', chip: 'SM2235/SM2335' },
+};
+
+/** Energy chips on the UART (`chip_type`): 3 is what real files carry for BL0942, LibreTiny's table says 4. */
+const UART_ENERGY_CHIPS: Record<number, string> = { 2: 'HLW8032', 3: 'BL0942', 4: 'BL0942' };
+
+/** Light channels: the Tuya letter (`r_pin`, `iicr`) and the recipe's pin function. */
+const CHANNELS = { r: 'red', g: 'green', b: 'blue', c: 'cold', w: 'warm' } as const;
+type Channel = keyof typeof CHANNELS;
+
+/**
+ * cmod (with cwtype 1 the c pin is brightness and the w pin colour temperature) → ESPHome light platform and
+ * the key each channel feeds. The same table as upk2esphome's bulb part.
+ */
+function lightPlatform(cmod: string, cct: boolean):
+  { platform: string; keys: Partial<Record<Channel, string>> } | undefined {
+  const rgb = { r: 'red', g: 'green', b: 'blue' } as const;
+  switch (cmod) {
+    case 'rgbcw': return cct
+      ? { platform: 'rgbct', keys: { ...rgb, c: 'white_brightness', w: 'color_temperature' } }
+      : { platform: 'rgbww', keys: { ...rgb, c: 'cold_white', w: 'warm_white' } };
+    case 'rgbc': return { platform: 'rgbw', keys: { ...rgb, c: 'white' } };
+    case 'rgb': return { platform: 'rgb', keys: rgb };
+    case 'cw': return cct
+      ? { platform: 'color_temperature', keys: { c: 'brightness', w: 'color_temperature' } }
+      : { platform: 'cwww', keys: { c: 'cold_white', w: 'warm_white' } };
+    case 'c': return { platform: 'monochromatic', keys: { c: 'output' } };
+    case 'w': return { platform: 'monochromatic', keys: { w: 'output' } };
+  }
+  return undefined;
+}
+
+/** Housekeeping keys (checksums, versions, cloud data points): not wiring, not worth listing as unmapped. */
+const HOUSEKEEPING = /^(crc|jv|Jsonver|category|ch_num|ch_dpid\d+|ch_cddpid\d+|ch_flag\d+|ch\d+_stat|title20)$/;
+
+/** cloudcutter's own AP-mode instructions (INSTRUCTIONS.md, "Running the toolchain", steps 4, 6 and 8). */
+const AP_MODE = {
+  button: 'Long press the power/reset button on the device until it starts fast-blinking, then release, and then ' +
+    'hold the power/reset button again until the device starts slow-blinking. (Or toggle its power off and on 6 ' +
+    'times, about 1 second apart.)',
+  cycle: 'Toggle its power off and on again 6 times, with around 1 second in between each toggle, until it blinks ' +
+    'slowly.',
+  light: 'Toggle it off and on again 6 times, with around 1 second in between each toggle: it blinks slowly. If it ' +
+    'blinks quickly, power cycle it 3 more times. After the exploit, turn it off and on once to bring AP mode back ' +
+    '(if it does not come back, power cycle it 6 times).',
+};
+
+/** Why a device is refused; thrown inside build() and returned as `{ ok: false }`. */
+class Refusal extends Error {
+  constructor(message: string, readonly key?: string) { super(message); }
+}
+
+/** A recipe and ESPHome template for a cloudcutter device, or why there is none. */
+export function generateRecipe(device: DeviceFile, profile: ProfileFile, schema = 'recipe.schema.json'): Generated {
+  try {
+    return { ok: true, slug: device.slug, ...build(device, profile, schema) };
+  } catch (e) {
+    if (e instanceof Refusal) return { ok: false, slug: device.slug, reason: e.message, key: e.key };
+    throw e;
+  }
+}
+
+type Yaml = Record<string, unknown>;
+
+function build(device: DeviceFile, profile: ProfileFile, schema: string):
+  { recipe: string; template: string; unmapped: string[] } {
+  const chip = String(profile.firmware?.chip ?? '').toUpperCase();
+  if (chip !== 'BK7231T' && chip !== 'BK7231N')
+    throw new Refusal(`its chip is ${chip || 'unknown'}, not a Beken BK7231T/N: cloudcutter ships ESPHome Kickstart ` +
+      'only for BK7231T/N (for Realtek chips it ships OpenBeken builds)', 'firmware.chip');
+  const mcu = chip.toLowerCase() as Mcu;
+  const cfg = device.device_configuration ?? {};
+  if (!Object.keys(cfg).length)
+    throw new Refusal('cloudcutter has no pin configuration (device_configuration) for it: write a recipe by hand ' +
+      'from the device page and find the pins with --check-pins');
+
+  // Every key read is accounted for; the others are listed in the recipe as not mapped.
+  const used = new Set<string>();
+  const has = (key: string) => cfg[key] !== undefined && cfg[key] !== '';
+  const num = (key: string): number | undefined => {
+    if (!has(key)) return undefined;
+    used.add(key);
+    const n = Number(cfg[key]);
+    if (!Number.isInteger(n)) throw new Refusal(`${key} is ${JSON.stringify(cfg[key])}, not a number`, key);
+    return n;
+  };
+  const activeLow = (lvKey: string) => num(lvKey) === 0; // `_lv` 0: active low; missing: active high
+
+  // The module's LibreTiny board when its chip agrees with the profile's, else the chip's generic board.
+  const moduleName = typeof cfg.module === 'string' ? (used.add('module'), cfg.module) : undefined;
+  const boardId = moduleName?.toLowerCase().replace(/_/g, '-').replace(/-ipex$/, ''); // CBU-IPEX: a CBU, antenna socket
+  const known = boardId ? BOARDS[boardId] : undefined;
+  const onModule = known?.mcu === mcu;
+  const board = onModule ? boardId! : `generic-${mcu}-qfn32-tuya`;
+  const gpios = onModule ? known!.gpios : QFN32;
+  const boardNote = !moduleName ? 'no module in the pin configuration: the generic board'
+    : !known ? `module ${moduleName} has no LibreTiny board: the generic board`
+    : !onModule ? `module ${moduleName} is a ${known.mcu.toUpperCase()} one, the profile a ${chip}: the generic board`
+    : undefined;
+
+  // Pins: function → Pn, each on the board and used once; the template gets `${<fn>_pin}`.
+  const pins: [fn: string, pin: string, note?: string][] = [];
+  const pinKeys = new Map<number, string>();
+  const pin = (fn: string, key: string, note?: string, pwm = false): string => {
+    const n = num(key)!;
+    if (!gpios.includes(n))
+      throw new Refusal(`${key} is P${n}, which ${onModule ? `the ${moduleName} module` : `a ${chip}`} does not have ` +
+        `(it has ${gpios.map((g) => `P${g}`).join(' ')})`, key);
+    if (pinKeys.has(n)) throw new Refusal(`P${n} is used twice: by ${pinKeys.get(n)} and by ${key}`, key);
+    if (pwm && !PWM_PINS.includes(n))
+      throw new Refusal(`${key} is P${n}, which has no PWM (the PWM pins are P6 P7 P8 P9 P24 P26)`, key);
+    pinKeys.set(n, key);
+    pins.push([fn, `P${n}`, note]);
+    return `\${${fn}_pin}`;
+  };
+  const pinSchema = (ref: string, inverted: boolean, mode?: string) =>
+    inverted || mode ? { number: ref, ...(mode ? { mode } : {}), ...(inverted ? { inverted: true } : {}) } : ref;
+
+  const subs: [string, string | number][] = [];
+  const top: Yaml = {}; // status_led and LED driver hubs
+  const sensors: Yaml[] = [], binaries: Yaml[] = [], switches: Yaml[] = [], outputs: Yaml[] = [], lights: Yaml[] = [];
+  const notes: string[] = []; // template header lines
+
+  // A Tuya button is a momentary switch to its level `_lv` (0 when missing): pull the other way, debounce.
+  const button = (id: string, fn: string, key: string, onPress: Yaml[]) => {
+    const low = num(`${key}_lv`) !== 1;
+    const ref = pin(fn, `${key}_pin`);
+    binaries.push({ platform: 'gpio', id, pin: pinSchema(ref, low, low ? 'INPUT_PULLUP' : 'INPUT_PULLDOWN'),
+      filters: [{ delayed_on: '50ms' }], on_press: onPress });
+  };
+
+  // ── Relays, their buttons and LEDs ──
+  const latching = Object.keys(cfg).find((k) => /^rl_o(n|ff)\d+_pin$/.test(k));
+  if (latching)
+    throw new Refusal(`${latching}: a latching relay pulsed by ON/OFF pins (ESPHome's hbridge switch), ` +
+      'not mapped yet', latching);
+  const relays = Object.keys(cfg).flatMap((k) => /^rl(\d+)_pin$/.exec(k)?.[1] ?? []).map(Number).sort((a, b) => a - b);
+  for (const key of ['rl_type', ...relays.map((n) => `rl${n}_type`)])
+    if (num(key) === 1) throw new Refusal(`${key} is 1: a latching (magnetic holding) relay, not mapped yet`, key);
+  const several = relays.length > 1;
+  const relayIds = relays.map((n) => `relay_${n}`);
+  const all = (action: string, ids = relayIds) => ids.map((id) => ({ [`switch.${action}`]: id }));
+  // The Wi-Fi LED also shows the relay state (netled_reuse): on while any relay without its own LED is on.
+  const sharedLed = num('netled_reuse') === 1 ? relays.filter((n) => !has(`led${n}_pin`)).map((n) => `relay_${n}`) : [];
+  for (const n of relays) {
+    const id = `relay_${n}`;
+    const ref = pin(several ? `relay${n}` : 'relay', `rl${n}_pin`);
+    const relay: Yaml = { platform: 'gpio', id, name: `\${friendly_name}${several ? ` ${n}` : ''}`,
+      restore_mode: '${default_state}', pin: pinSchema(ref, activeLow(`rl${n}_lv`)) };
+    if (has(`led${n}_pin`)) {
+      outputs.push({ platform: 'gpio', id: `led_${n}_output`,
+        pin: pinSchema(pin(`led${n}`, `led${n}_pin`, `follows relay ${n}`), activeLow(`led${n}_lv`)) });
+      lights.push({ platform: 'binary', id: `led_${n}`, output: `led_${n}_output` });
+      relay.on_turn_on = [{ 'light.turn_on': `led_${n}` }];
+      relay.on_turn_off = [{ 'light.turn_off': `led_${n}` }];
+    } else if (sharedLed.includes(id)) {
+      const off = { 'light.turn_off': 'status_light' };
+      relay.on_turn_on = [{ 'light.turn_on': 'status_light' }];
+      const allOff = { if: { condition: { and: all('is_off', sharedLed) }, then: [off] } };
+      relay.on_turn_off = [sharedLed.length < 2 ? off : allOff];
+    }
+    switches.push(relay);
+    if (has(`bt${n}_pin`))
+      button(`button_${n}`, several ? `button${n}` : 'button', `bt${n}`, [{ 'switch.toggle': id }]);
+  }
+  // One button for all: all off when any is on, else all on (toggling each would leave them out of step).
+  const toggleAll = [several ? { if: { condition: { or: all('is_on') }, then: all('turn_off'), else: all('turn_on') } }
+    : { 'switch.toggle': relayIds[0] }];
+  if (relays.length && has('total_bt_pin')) button('button_all', 'button_all', 'total_bt', toggleAll);
+  else if (relays.length && has('key_pin') && !relays.some((n) => has(`bt${n}_pin`)))
+    button('button_all', several ? 'button_all' : 'button', 'key', toggleAll); // a lone key on a plug
+
+  // ── The Wi-Fi LED: ESPHome's status LED, a status_led light when it also shows the relay state ──
+  const netKey = ['netled', 'netled1', 'wfst'].find((k) => has(`${k}_pin`));
+  if (netKey) {
+    const ledPin = pinSchema(pin('status_led', `${netKey}_pin`, 'Wi-Fi LED'), activeLow(`${netKey}_lv`));
+    if (sharedLed.length) lights.push({ platform: 'status_led', id: 'status_light', pin: ledPin });
+    else top.status_led = { pin: ledPin };
+  }
+
+  // ── Energy metering: BL0937/HLW8012 pulse outputs as ESPHome's hlw8012 ──
+  const chipType = num('chip_type');
+  if (chipType !== undefined && chipType in UART_ENERGY_CHIPS) {
+    const uartChip = UART_ENERGY_CHIPS[chipType];
+    throw new Refusal(`chip_type ${chipType}: its energy chip is a ${uartChip} on the UART, which this generator ` +
+      `does not map yet (ESPHome's uart + ${uartChip.toLowerCase()} sensor would)`, 'chip_type');
+  }
+  if (chipType !== undefined && chipType > 1)
+    throw new Refusal(`chip_type ${chipType}: an unknown energy chip`, 'chip_type');
+  if (has('ele_pin') || has('vi_pin') || has('sel_pin_pin')) {
+    const missing = ['ele_pin', 'vi_pin', 'sel_pin_pin'].find((k) => !has(k));
+    if (missing) throw new Refusal(`energy metering without ${missing}`, missing);
+    const model = chipType === 1 ? 'HLW8012' : 'BL0937'; // no chip_type: the usual BL0937
+    const bl = model === 'BL0937';
+    const shunt = num('resistor') ?? num('sample_resistor') ?? 1; // milliohm
+    subs.push(['current_resistor', `${shunt / 1000}`], ['voltage_divider', bl ? 1600 : 2351],
+      ['current_multiply', '1.0']);
+    sensors.push({ platform: 'hlw8012', model,
+      // BL0937: CF/CF1 inverted as upk2esphome does; SEL inverted because it measures current with SEL low
+      // (ESPHome docs). A sel_pin_lv of 0 flips SEL.
+      cf_pin: pinSchema(pin('cf', 'ele_pin', 'energy CF (power)'), bl),
+      cf1_pin: pinSchema(pin('cf1', 'vi_pin', 'energy CF1 (current/voltage)'), bl),
+      sel_pin: pinSchema(pin('sel', 'sel_pin_pin', 'energy SEL'), bl !== activeLow('sel_pin_lv')),
+      current_resistor: '${current_resistor}', voltage_divider: '${voltage_divider}',
+      current: { name: 'Current', filters: [{ multiply: '${current_multiply}' }] },
+      voltage: { name: 'Voltage' }, power: { name: 'Power' }, energy: { name: 'Energy' }, update_interval: '10s' });
+  }
+
+  // ── Lights: PWM channels or an LED driver chip ──
+  const isLight = has('cmod');
+  if (isLight) {
+    used.add('cmod');
+    const cmod = String(cfg.cmod);
+    const cct = num('cwtype') === 1;
+    const shape = lightPlatform(cmod, cct);
+    if (!shape) throw new Refusal(`cmod "${cmod}": a colour mode ESPHome's light platforms do not map`, 'cmod');
+    const channels = Object.keys(shape.keys) as Channel[];
+    const dmod = num('dmod') ?? 0;
+    const driver = LIGHT_DRIVERS[dmod];
+    if (dmod !== 0 && !driver)
+      throw new Refusal(`dmod ${dmod}: an LED driver ESPHome has no output for (known: 0 PWM, 2–7)`, 'dmod');
+    const light: Yaml = { platform: shape.platform, id: 'light_1', name: '${friendly_name}',
+      restore_mode: '${default_state}', default_transition_length: '${transition_length}' };
+    if (!driver) {
+      const missing = channels.filter((c) => !has(`${c}_pin`)).map((c) => `${c}_pin`);
+      if (missing.length)
+        throw new Refusal(`cmod "${cmod}" needs ${channels.map((c) => `${c}_pin`).join(' ')} but ` +
+          `${missing.join(' ')} ${missing.length > 1 ? 'are' : 'is'} missing: ${missing.includes('r_pin')
+            ? 'the colours are driven some other way (an addressable strip on SPI?)'
+            : `the pin configuration does not wire every channel ${shape.platform} needs`}`, 'cmod');
+      subs.push(['pwm_frequency', `${num('pwmhz') ?? 1000}Hz`]);
+      for (const c of channels) {
+        // A CCT bulb's two white pins are brightness and colour temperature, not cold and warm.
+        const fn = (cct && { c: 'brightness', w: 'color_temp' }[c as 'c' | 'w']) || CHANNELS[c];
+        const ref = pin(fn, `${c}_pin`, undefined, true);
+        outputs.push({ platform: 'libretiny_pwm', id: `output_${fn}`,
+          pin: pinSchema(ref, activeLow(`${c}_lv`)), frequency: '${pwm_frequency}' });
+        light[shape.keys[c]!] = `output_${fn}`;
+      }
+      // ESPHome drives a colour temperature output 0 at cold, 1 at warm; Tuya's direction is not documented.
+      if (cct) notes.push('Colour temperature the wrong way round? Add `inverted: true` to output_color_temp\'s pin.');
+    } else {
+      if (cct)
+        throw new Refusal(`cwtype 1 (brightness + colour temperature) with an ${driver.chip}: not mapped`, 'cwtype');
+      const missing = channels.filter((c) => !has(`iic${c}`)).map((c) => `iic${c}`);
+      if (missing.length)
+        throw new Refusal(`cmod "${cmod}" with an ${driver.chip} needs ${missing.join(' ')}`, missing[0]);
+      const bus = ['iicscl', 'iicsda'].find((k) => !has(k));
+      if (bus) throw new Refusal(`an ${driver.chip} without ${bus}`, bus);
+      top[driver.platform] = { clock_pin: pin('clock', 'iicscl', `${driver.chip} clock`),
+        data_pin: pin('data', 'iicsda', `${driver.chip} data`), ...driverSettings(dmod, num) };
+      for (const c of channels) {
+        const tuya = num(`iic${c}`)!;
+        // ESPHome numbers BP5758D outputs 1–5; Tuya (and ESPHome's other drivers) count from 0.
+        outputs.push({ platform: driver.platform, id: `output_${CHANNELS[c]}`, channel: dmod === 6 ? tuya + 1 : tuya,
+          ...(dmod === 6 ? bp5758dCurrent(c, num) : {}) });
+        light[shape.keys[c]!] = `output_${CHANNELS[c]}`;
+      }
+    }
+    if (['rgbww', 'rgbct', 'cwww', 'color_temperature'].includes(shape.platform)) {
+      subs.push(['cold_white_color_temperature', '6500 K'], ['warm_white_color_temperature', '2700 K']);
+      light.cold_white_color_temperature = '${cold_white_color_temperature}';
+      light.warm_white_color_temperature = '${warm_white_color_temperature}';
+    }
+    if (['rgbww', 'rgbct', 'rgbw'].includes(shape.platform)) light.color_interlock = true; // white or colour, as Tuya
+    lights.push(light);
+    subs.push(['transition_length', '1s']);
+    if (has('key_pin') && !relays.length) button('button', 'button', 'key', [{ 'light.toggle': 'light_1' }]);
+  }
+  if (!relays.length && !isLight)
+    throw new Refusal('no relay (rlN_pin) and no light (cmod) in its pin configuration: not a plug, switch or light');
+
+  // Plugs come back off; a bulb comes on at power-up, as it was when pmemory (power-off memory) is 1.
+  const bulb = isLight && !relays.length;
+  const defaultState = !bulb ? 'RESTORE_DEFAULT_OFF' : num('pmemory') === 0 ? 'ALWAYS_ON' : 'RESTORE_DEFAULT_ON';
+  const friendly = `${device.manufacturer} ${device.name}`.trim();
+  subs.unshift(['device_name', deviceName(device.slug)], ['friendly_name', friendly], ['default_state', defaultState],
+    ['board', board]);
+
+  const sections: Yaml =
+    { ...top, sensor: sensors, binary_sensor: binaries, switch: switches, output: outputs, light: lights };
+  const body = Object.entries(sections).filter(([, v]) => !Array.isArray(v) || v.length)
+    .map(([k, v]) => lib.yaml.stringify({ [k]: v }, { lineWidth: 0 })).join('\n');
+  const unmapped = Object.keys(cfg).filter((k) => !used.has(k) && !HOUSEKEEPING.test(k)).sort();
+  const hasButton = pins.some(([fn]) => fn.startsWith('button'));
+  return {
+    recipe: recipeText(device, profile, mcu, pins, subs, unmappedLines(unmapped, cfg),
+      bulb ? AP_MODE.light : hasButton ? AP_MODE.button : AP_MODE.cycle, boardNote, schema),
+    template: templateText(device, notes, body),
+    unmapped,
+  };
+}
+
+/** The LED driver hub's current settings from its Tuya keys, in ESPHome's option names and ranges. */
+function driverSettings(dmod: number, num: (key: string) => number | undefined): Yaml {
+  if (dmod >= 2 && dmod <= 4) {
+    // ehccur/iicccur are register codes (mA = 10 + 5 × code), campere/wampere mA. ESPHome's options stop at
+    // 45 mA (RGB) and 60 mA (white): a higher Tuya value is capped there, so the LEDs run a little dimmer.
+    const mA = (code: number | undefined, direct: number | undefined) => code !== undefined ? 10 + 5 * code : direct;
+    const step = (v: number, max: number) => `${Math.min(max, Math.max(10, Math.round(v / 5) * 5))}mA`;
+    const rgb = mA(num('ehccur') ?? num('iicccur'), num('campere'));
+    const cw = mA(num('ehwcur') ?? num('iicwcur'), num('wampere'));
+    return {
+      ...(rgb !== undefined ? { rgb_current: step(rgb, 45) } : {}),
+      ...(cw !== undefined ? { cw_current: step(cw, 60) } : {}),
+      // ESPHome docs: the EH and EJ variants light white and colour at once, the E does not.
+      ...(dmod !== 2 ? { separate_modes: false } : {}),
+    };
+  }
+  // BP1658CJ and SM2235/SM2335: Tuya's current keys are ESPHome's 0–15 power steps.
+  const [colour, white] = dmod === 5 ? ['cjccur', 'cjwcur'] : dmod === 7 ? ['2235ccur', '2235wcur'] : [];
+  const c = colour ? num(colour) : undefined, w = white ? num(white) : undefined;
+  return { ...(c !== undefined ? { max_power_color_channels: Math.min(15, c) } : {}),
+    ...(w !== undefined ? { max_power_white_channels: Math.min(15, w) } : {}) };
+}
+
+/** BP5758D sets the current per output (0–90 mA): drgbcur for red/green/blue, dccur/dwcur for the whites. */
+function bp5758dCurrent(c: Channel, num: (key: string) => number | undefined): Yaml {
+  const cold = num('dccur');
+  const mA = c === 'c' ? cold : c === 'w' ? num('dwcur') ?? cold : num('drgbcur'); // no dwcur: warm as cold
+  return mA === undefined ? {} : { current: Math.min(90, mA) };
+}
+
+/** An ESPHome device name from the slug: a-z 0-9 -, at most 31 characters, cut at a word, no firmware version. */
+function deviceName(slug: string): string {
+  const name = slug.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').replace(/-v\d+(-\d+)*$/, '');
+  if (name.length <= 31) return name;
+  const cut = name.slice(0, 32).lastIndexOf('-');
+  return name.slice(0, cut > 10 ? cut : 31).replace(/-+$/, '');
+}
+
+/**
+ * The unmapped keys as comment lines: wiring first (pins a person may want to add by hand), then the rest with
+ * numbered families (irk1fun … irk31fun) folded into one word.
+ */
+function unmappedLines(keys: string[], cfg: Record<string, unknown>): string[] {
+  const show = (k: string) => `${k}=${JSON.stringify(cfg[k])}`;
+  const wiring = keys.filter((k) => /pin$|_lv$|^(ir|infre|infrr|SCL|CS|MISO|miso|mosi)$/i.test(k));
+  const families = new Map<string, string[]>();
+  for (const k of keys.filter((x) => !wiring.includes(x)))
+    families.set(k.replace(/\d+/g, 'N'), [...(families.get(k.replace(/\d+/g, 'N')) ?? []), k]);
+  const rest = [...families].flatMap(([family, ks]) => ks.length > 2 ? [`${family}(×${ks.length})`] : ks.map(show));
+  return [
+    ...(wiring.length ? wrap(`wiring: ${wiring.map(show).join(' ')}`, 116) : []),
+    ...(rest.length ? wrap(`other: ${rest.join(' ')}`, 116) : []),
+  ];
+}
+
+function recipeText(device: DeviceFile, profile: ProfileFile, mcu: Mcu, pins: [string, string, string?][],
+  subs: [string, string | number][], unmapped: string[], apMode: string, boardNote: string | undefined,
+  schema: string): string {
+  const scalar = (v: unknown) => lib.yaml.stringify(v, { lineWidth: 0 }).trimEnd();
+  const others = device.profiles.filter((p) => p.slug !== profile.slug).map((p) => `${p.name} / ${p.sub_name ?? ''}`);
+  return [
+    `# yaml-language-server: $schema=${schema}`,
+    "# Generated by `flash.ts recipe` from the Tuya pin configuration in cloudcutter's device file",
+    `# ${device.slug}.`,
+    '# Check the pins before the final firmware goes on: run it with --check-pins.',
+    `model: ${scalar(`${device.manufacturer} ${device.name}`.trim())}`,
+    `mcu: ${mcu}`,
+    'kickstart: auto',
+    'cloudcutter:',
+    `  profile: ${scalar(`${profile.name} / ${profile.sub_name ?? ''}`)}`,
+    `  device: ${scalar(device.slug)}`,
+    ...(others.length ? [`  # other stock firmware cloudcutter knows for it: ${others.join('; ')}`] : []),
+    'ap_mode: >-',
+    ...wrap(apMode, 100).map((l) => `  ${l}`),
+    `esphome: ${device.slug}.esphome.yaml`,
+    'pins:',
+    ...pins.map(([fn, p, note]) => `  ${`${fn}: ${p}`.padEnd(18)}${note ? `# ${note}` : ''}`.trimEnd()),
+    'substitutions:',
+    ...subs.map(([k, v]) => `  ${k}: ${scalar(v)}${k === 'board' && boardNote ? `  # ${boardNote}` : ''}`),
+    ...(unmapped.length ? ['# Tuya keys not mapped (left out of the template):'] : []),
+    ...unmapped.map((l) => `#   ${l}`),
+  ].join('\n') + '\n';
+}
+
+/** The template: the same common part as recipes/status-plug.esphome.yaml, then the device's sections. */
+function templateText(device: DeviceFile, notes: string[], body: string): string {
+  return [
+    ...wrap(`ESPHome template for ${device.manufacturer} ${device.name}, generated from cloudcutter's device file ` +
+      `${device.slug}. flash.ts puts the recipe's substitutions in front; !secret names come from secrets.yaml.`, 116),
+    ...notes,
+  ].map((l) => `# ${l}`).concat([
+    '',
+    'esphome:', '  name: "${device_name}"', '  friendly_name: "${friendly_name}"', '',
+    'bk72xx:', '  board: ${board}', '',
+    'logger:', '',
+    'api:', '  encryption:', '    key: !secret api_encryption_key', '',
+    'ota:', '  - platform: esphome', '    password: !secret ota_password', '',
+    'wifi:', '  ssid: !secret wifi_ssid', '  password: !secret wifi_password', '  ap:', '    ssid: "${device_name}"',
+    '    password: !secret ap_password', '',
+    'captive_portal:', '',
+    'text_sensor:', '  - platform: libretiny', '    version:', '      name: LibreTiny Version', '',
+    body,
+  ]).join('\n');
+}
+
+/** Words joined into lines of at most `width` characters. */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    const last = lines.length - 1;
+    if (last >= 0 && lines[last].length + 1 + word.length <= width) lines[last] += ` ${word}`;
+    else lines.push(word);
+  }
+  return lines;
 }
 
 // ─── cloudcutter's API: profiles and devices ──────────────────────
@@ -3154,7 +3788,7 @@ export const SECRET_TAG = { tag: '!secret', resolve: (value: string) => `!secret
 // ─── Command line ───────────────────────────────
 
 type Cli = { command: 'help' | 'version' | 'schema' } | { command: 'profiles'; words: string[] } |
-  { command: 'run' | 'doctor'; opts: Options };
+  { command: 'recipe'; words: string[]; dir: string; yes: boolean } | { command: 'run' | 'doctor'; opts: Options };
 
 const FLAGS = {
   help: { type: 'boolean', short: 'h' },
@@ -3175,6 +3809,7 @@ const FLAGS = {
   count: { type: 'string' },
   esphome: { type: 'string' },
   verbose: { type: 'boolean', short: 'v' },
+  recipes: { type: 'string' },
 } as const;
 
 export function parseCli(argv: string[]): Cli {
@@ -3194,6 +3829,8 @@ export function parseCli(argv: string[]): Cli {
   const first = positionals[0];
   if (first === 'schema') return { command: 'schema' };
   if (first === 'profiles') return { command: 'profiles', words: positionals.slice(1) };
+  if (first === 'recipe')
+    return { command: 'recipe', words: positionals.slice(1), dir: v.recipes ?? path.join(HOME_DIR, 'recipes'), yes: !!v.yes };
   const command = first === 'doctor' ? 'doctor' : 'run';
   if (command === 'doctor') positionals.shift();
   if (positionals.length !== 1)
@@ -3256,6 +3893,8 @@ Usage:
   npx tsx flash.ts RECIPE --dry-run          print every step's commands and requests; touch nothing
   npx tsx flash.ts doctor RECIPE             check this machine is ready
   npx tsx flash.ts profiles [WORDS]          cloudcutter profile labels and slugs a recipe may name
+  npx tsx flash.ts recipe DEVICE             write a recipe and template for a device in cloudcutter's list
+                                             (its slug, or words of its maker and name; --recipes DIR, --yes)
   npx tsx flash.ts schema                    print the recipe JSON Schema
 
 Steps:

@@ -273,8 +273,9 @@ function buildRecipeSchema() {
       }),
       esphome: z.string().min(1).meta({ description: 'The ESPHome template, relative to the recipe (or absolute).' }),
       pins: z.record(z.string().regex(/^[a-z][a-z0-9_]*$/), PinName).meta({
-        description: 'Function -> BK7231 pin; each becomes the substitution <function>_pin. Functions named button* ' +
-          'are inputs, the rest outputs.',
+        description: 'Function -> BK7231 pin (one the board routes out); each becomes the substitution ' +
+          '<function>_pin. --check-pins has you press button*/key* and watch the rest (relay*, light channels red ' +
+          'green blue cold warm brightness, LEDs).',
       }),
       substitutions: z
         .looseObject({
@@ -608,14 +609,24 @@ export function shq(...argv: string[]): string {
  */
 function rerun(opts: Options, flags: string): string {
   const flash = process.cwd() === HOME_DIR ? 'flash.ts' : shq(path.join(HOME_DIR, 'flash.ts'));
-  return `npx tsx ${flash} ${shq(opts.recipe)} ${flags}` +
+  const kept = (flag: string, on: boolean | undefined) => (on && !flags.includes(flag) ? ` ${flag}` : '');
+  return `npx tsx ${flash} ${shq(opts.recipe)}${flags ? ` ${flags}` : ''}` +
     (opts.out === DEFAULTS.out ? '' : ` --out ${shq(opts.out)}`) +
     (opts.cloudcutter === DEFAULTS.cloudcutter ? '' : ` --cloudcutter ${shq(opts.cloudcutter)}`) +
     (opts.wifiIface ? ` --wifi-iface ${shq(opts.wifiIface)}` : '') +
     (opts.deviceIp && !flags.includes('--device-ip') ? ` --device-ip ${shq(opts.deviceIp)}` : '') +
     (opts.esphome ? ` --esphome ${opts.esphome}` : '') +
-    (opts.manualWifi ? ' --manual-wifi' : '') +
+    (opts.manualWifi ? ' --manual-wifi' : '') + kept('--check-pins', opts.checkPins) +
+    kept('--backup-flash', opts.backupFlash) + kept('--verbose', opts.verbose) +
     Object.entries(opts.sets).map(([k, v]) => ` --set ${shq(`${k}=${v}`)}`).join('');
+}
+
+/**
+ * How to build the firmware again and go on. Not `--from compile`: that would redo cloudcutter and kickstart too,
+ * on a plug that has long left its Tuya firmware.
+ */
+function recompile(opts: Options): string {
+  return `recompile: ${rerun(opts, '--only compile')}, then upload it: ${rerun(opts, '--from upload')}`;
 }
 
 /** Shows `label` with a spinner and the elapsed time while `work` runs (a plain line without a terminal). */
@@ -1123,7 +1134,7 @@ async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
   const esphome = await findEsphome(ctx.opts.esphome);
   if (!esphome)
     throw new StepError('compile', `no esphome command, and Docker is not answering for the ${ESPHOME_IMAGE} image`,
-      `pipx install esphome (or start Docker), then retry: ${rerun(ctx.opts, '--from compile')}`);
+      `pipx install esphome (or start Docker), then run it again: ${rerun(ctx.opts, '')}`);
   const argv = esphomeArgv(ctx, esphome.kind, 'compile');
   const log = logFile(ctx.opts.out, 'compile');
   print(c.dim(quiet ? `    (compiling ${ctx.deviceName} in the background for the next plug)`
@@ -1140,10 +1151,11 @@ async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
     if (code !== 0)
       throw new StepError('compile',
         `esphome compile failed (exit ${code}):\n${indent(compileErrors(fs.readFileSync(log, 'utf8')), 6)}`,
-        `full log: ${shown(log)}\n  fix the config or recipe, then retry: ${rerun(ctx.opts, '--from compile')}`);
+        `full log: ${shown(log)}\n  fix the recipe or template, then run it again (what changed is redone): ` +
+        rerun(ctx.opts, ''));
     const uf2 = checkedFirmware(ctx.files.uf2, ctx.recipe.mcu, 'compile',
-      `check the board in ${shown(ctx.recipePath)} matches mcu ${ctx.recipe.mcu}, then: ` +
-      rerun(ctx.opts, '--from compile'));
+      `check the board in ${shown(ctx.recipePath)} matches mcu ${ctx.recipe.mcu}, then run it again: ` +
+      rerun(ctx.opts, ''));
     ctx.afterCompile?.();
     return uf2.file;
   });
@@ -1170,7 +1182,7 @@ async function awaitCompile(ctx: Ctx): Promise<string> {
   if (!ctx.compile) {
     const { uf2, config } = ctx.files;
     if (fs.existsSync(uf2) && fs.existsSync(config) && fs.statSync(uf2).mtimeMs >= fs.statSync(config).mtimeMs)
-      return checkedFirmware(uf2, ctx.recipe.mcu, 'compile', `recompile: ${rerun(ctx.opts, '--from compile')}`).file;
+      return checkedFirmware(uf2, ctx.recipe.mcu, 'compile', recompile(ctx.opts)).file;
     ctx.compile = await startCompile(ctx);
   }
   const job = ctx.compile;
@@ -1189,8 +1201,8 @@ async function awaitCompile(ctx: Ctx): Promise<string> {
   if (waited === 'timeout') {
     job.stop();
     throw new StepError('compile', `esphome compile was still running after ${seconds(limit)}, so it was stopped`,
-      `look at the end of ${shown(job.log)} (a download that hangs? no disk space?), then retry: ` +
-      rerun(ctx.opts, '--from compile'));
+      `look at the end of ${shown(job.log)} (a download that hangs? no disk space?), then run it again: ` +
+      rerun(ctx.opts, ''));
   }
   const uf2 = await job.done;
   recordStep(ctx, 'compile');
@@ -1274,7 +1286,7 @@ async function stepCloudcutter(ctx: Ctx): Promise<void> {
     print(c.dim(`    $ ${shq(...argv)}   (in ${shown(opts.cloudcutter)}; log: ${shown(log)})`));
     const run = await runCloudcutter(ctx, argv, log);
     if (!run.failure) {
-      const mac = formatMac(run.output.match(/Device MAC address:\s*([0-9A-Fa-f:]{12,17})/)?.[1]);
+      const mac = formatMac(run.output.split('\n').map((l) => CLOUDCUTTER_MOMENTS.mac.exec(l)?.[1]).find(Boolean));
       // cloudcutter's MAC comes from Tuya's data: a hint for finding the plug, not proof of which one it is.
       if (mac) ctx.facts.tuyaMac = mac;
       print(`    ${ok()} Kickstart flashed${mac ? ` (Tuya says MAC ${mac})` : ''}${run.seen ? `: ${run.seen}` : ''}. ` +
@@ -2047,7 +2059,7 @@ async function stepUpload(ctx: Ctx): Promise<void> {
   const base = await reachKickstart(ctx, 'upload');
   const uf2 = await awaitCompile(ctx);
   const { data } = checkedFirmware(uf2, ctx.recipe.mcu, 'upload',
-    `recompile for this recipe: ${rerun(ctx.opts, '--from compile')}`, 'refusing to upload: ');
+    recompile(ctx.opts), 'refusing to upload: ');
   if (ctx.opts.deviceIp && !(await isKickstart(base))) {
     // No Kickstart at the address given: a plug already on ESPHome takes the native OTA instead.
     const esphome = await findEsphome(ctx.opts.esphome);
@@ -2074,7 +2086,7 @@ async function stepUpload(ctx: Ctx): Promise<void> {
   throw new StepError('upload', reason ? `the plug refused the firmware: ${reason}${explainOtaFailure(reason)}`
     : 'the plug refused the firmware and gave no reason (Kickstart built on ESPHome 2025.7 or later only says ' +
       '"Update Failed!"); the usual causes are a UF2 for the other chip and a damaged file',
-  `check the recipe's mcu and board, then recompile and upload: ${rerun(ctx.opts, '--from compile')}`);
+  `check the recipe's mcu and board, then ${recompile(ctx.opts)}`);
 }
 
 async function planUpload(ctx: Ctx): Promise<string[]> {
@@ -2167,7 +2179,8 @@ export async function uploadUf2(url: string, data: Buffer, fileName: string, ret
 async function stepVerify(ctx: Ctx): Promise<void> {
   const key = readSecretsFile(ctx.files.secrets).values.api_encryption_key;
   if (!key) throw new StepError('verify', `no api_encryption_key in ${shown(ctx.files.secrets)}`,
-    `write it with the config step, then compile and upload again: ${rerun(ctx.opts, '--from config')}`);
+    `write it with the config step: ${rerun(ctx.opts, '--only config')}, then run it again (compile, upload ` +
+    `and verify follow): ${rerun(ctx.opts, '')}`);
   const plug = await findFlashedPlug(ctx, key);
   ctx.facts.deviceIp = plug.ip;
   // Nothing less than the device info over the encrypted API counts: it proves the plug runs this config's key.
@@ -2178,7 +2191,7 @@ async function stepVerify(ctx: Ctx): Promise<void> {
     if (/MAC failure|Handshake failure/i.test(api.error))
       throw new StepError('verify', `the plug at ${where} refused the api_encryption_key in ` +
         `${shown(ctx.files.secrets)} (${api.error})`,
-      `it runs firmware built with another key: recompile and upload again: ${rerun(ctx.opts, '--from compile')}`);
+      `it runs firmware built with another key: ${recompile(ctx.opts)}`);
     // Kickstart (and firmware without `api: encryption:`) speaks the API in plain text: to the client, a bad format.
     const why = /Bad format/i.test(api.error)
       ? 'it speaks the API without encryption: it still runs Kickstart, or other firmware' : api.error;
@@ -3758,9 +3771,16 @@ export function loadRecipe(file: string, sets: Record<string, string> = {}):
   if (typeof data === 'object' && !Array.isArray(data)) applySets(data, sets, setField);
 
   const parsed = recipeSchema().safeParse(data, { reportInput: true });
-  if (!parsed.success)
-    throw new InputError(parsed.error.issues.map((issue) =>
-      problemFromIssue(issue, shown(file), doc, lineCounter, setField)));
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) =>
+      problemFromIssue(issue, shown(file), doc, lineCounter, setField));
+    // A misspelt required key is missing too: the rename fixes both, so it is said once.
+    const renamed = new Set(problems.map((p) => {
+      const to = /^unknown key/.test(p.message) ? /\(rename "[^"]+:" to "([^"]+):"\)/.exec(p.hint ?? '')?.[1] : '';
+      return to && [...(p.field ?? '').split('.').slice(0, -1), to].join('.');
+    }));
+    throw new InputError(problems.filter((p) => !(/^missing required key/.test(p.message) && renamed.has(p.field))));
+  }
   const recipe = parsed.data;
   // zod lists declared keys first; keep the order the recipe author wrote instead.
   const order = Object.keys((data as Record<string, any>).substitutions ?? {});
@@ -3829,6 +3849,15 @@ function problemFromIssue(issue: Zod.core.$ZodIssue, file: string, doc: Document
         linePath = pathParts.slice(0, -1);
         message = `missing required key "${leaf}"`;
         hint = `add: ${FIELD_EXAMPLES[leaf] ?? `${leaf}: ...`}`;
+        // Substitutions take any key, so a misspelt one is only seen as the required key it should have been.
+        const parent = doc.getIn(linePath);
+        const siblings = lib.yaml.isMap(parent) ? parent.items.map((item) => String(lib.yaml.isScalar(item.key)
+          ? item.key.value : item.key)) : [];
+        const typo = nearest(leaf, siblings.filter((k) => k !== leaf && !(k in FIELD_EXAMPLES)));
+        if (typo) {
+          linePath = [...linePath, typo];
+          hint = `did you mean "${leaf}"? (rename "${typo}:" to "${leaf}:")`;
+        }
       } else {
         message = `expected ${issue.expected}, got ${describe(input)}`;
         hint = hint ?? `write it as: ${FIELD_EXAMPLES[leaf] ?? `${leaf}: <${issue.expected}>`}`;
@@ -4081,7 +4110,7 @@ Options:
   --set KEY=VALUE        override a substitution (repeatable), e.g. --set device_name=status-plug-02
   --yes, -y              never ask; a run that needs an answer is refused before it starts
   --cloudcutter DIR      tuya-cloudcutter checkout (default ./${DEFAULTS.cloudcutter})
-  --wifi-iface IFACE     Wi-Fi adapter for cloudcutter and Kickstart (default: NetworkManager's first)
+  --wifi-iface IFACE     Wi-Fi adapter for cloudcutter and Kickstart (default: a free one with AP mode)
   --device-ip IP[:PORT]  the plug's LAN address (and web port): for networks where mDNS does not work
   --check-pins           run the pins step: check each recipe pin on the plug
   --manual-wifi          give the plug your Wi-Fi from a phone instead of through this machine's adapter

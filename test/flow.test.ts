@@ -54,7 +54,10 @@ test('a UF2 for the other chip is refused before anything is sent to the plug', 
     const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'upload', '--device-ip', '127.0.0.1'], b.env, b.user);
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, /BK7231T/);
-    assert.match(r.out, /--from compile/);
+    // Not --from compile: that would run cloudcutter again on a plug that left its Tuya firmware long ago. The
+    // same command again redoes just the compile (it is not done) and what follows it.
+    assert.match(r.out, /then run it again: npx tsx flash\.ts recipes\/23A\.yaml --out /);
+    assert.doesNotMatch(r.out, /--from compile/);
     assert.deepEqual(b.sim.uploads, [], 'nothing reached the plug');
   } finally {
     await b.close();
@@ -156,7 +159,8 @@ test('verify: a plug whose firmware has another API key is a failure that says t
     const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'verify'], b.env, b.user);
     assert.equal(r.code, 1, r.out);
     assert.match(r.out, /the plug at 127\.0\.0\.1:\d+ refused the api_encryption_key in .*secrets\.yaml \(Handshake failure: Handshake MAC failure\)/);
-    assert.match(r.out, /--from compile/);
+    assert.match(r.out, /recompile: npx tsx .* --only compile.*, then upload it: npx tsx .* --from upload/);
+    assert.doesNotMatch(r.out, /--from compile/);
   } finally {
     await b.close();
   }

@@ -28,7 +28,10 @@ const swap = (from: string | RegExp, to: string) => (t: string) => {
 const CASES: BadCase[] = [
   { name: 'missing file', args: ['recipes/NOPE.yaml'], field: '', says: /recipe file not found[\s\S]*fix: recipes in .*23A\.yaml/, file: /NOPE\.yaml/ },
   { name: 'YAML syntax error', edit: swap('mcu: bk7231n', 'mcu: [bk7231n'), field: '', says: /YAML syntax error/, line: 5 },
-  { name: 'unknown key, nearest suggested', edit: swap('substitutions:', 'substitution:'), field: 'substitution', says: /unknown key "substitution"[\s\S]*did you mean "substitutions"/, line: 17 },
+  // The misspelt key is also a missing required key: said once, as the rename that fixes both.
+  { name: 'unknown key, nearest suggested', edit: swap('substitutions:', 'substitution:'), field: 'substitution', says: /^(?![\s\S]*missing required key "substitutions")[\s\S]*unknown key "substitution"[\s\S]*did you mean "substitutions"/, line: 17 },
+  // Substitutions take any key: a misspelt device_name shows as the missing one, with the rename.
+  { name: 'misspelt device_name', edit: swap('  device_name:', '  device_nme:'), field: 'substitutions.device_name', says: /missing required key "device_name"[\s\S]*did you mean "device_name"\? \(rename "device_nme:" to "device_name:"\)/, line: 18 },
   { name: 'unknown nested key', edit: swap('  profile:', '  profiel:'), field: 'cloudcutter.profiel', says: /did you mean "profile"/, line: 7 },
   { name: 'missing required key', edit: swap(/^model: .*\n/m, ''), field: 'model', says: /missing required key "model"[\s\S]*add: model: /, line: 3 },
   { name: 'missing device_name', edit: swap(/^  device_name: .*\n/m, ''), field: 'substitutions.device_name', says: /missing required key "device_name"/ },

@@ -45,14 +45,6 @@ export const MCUS: Record<Mcu, { chip: string; board: string; familyId: number; 
     kickstartAp: 'kickstart-bk7231n', other: 'bk7231t' },
 };
 
-/** ESPHome bk72xx boards a recipe may name, by the chip on them (ESPHome's LibreTiny board list). */
-export const BOARDS: Record<string, Mcu> = {
-  'generic-bk7231t-qfn32-tuya': 'bk7231t', 'wb2s': 'bk7231t', 'wb3s': 'bk7231t', 'wb2l': 'bk7231t',
-  'wb3l': 'bk7231t', 'wb1s': 'bk7231t', 'wblc5': 'bk7231t', 'wa2': 'bk7231t',
-  'generic-bk7231n-qfn32-tuya': 'bk7231n', 'cb2s': 'bk7231n', 'cb3s': 'bk7231n', 'cb2l': 'bk7231n',
-  'cb3l': 'bk7231n', 'cb1s': 'bk7231n', 'cblc5': 'bk7231n', 'cbu': 'bk7231n', 'cb3se': 'bk7231n',
-};
-
 /** Pins usable on the QFN32 BK7231 modules, with the option text Kickstart's pinscan `-> Pin` select shows. */
 export const BK7231_PINS: Record<string, string> = {
   P0: 'P0 / UART2_TX / I2C2_SCL', P1: 'P1 / UART2_RX / I2C2_SDA', P6: 'P6 / PWM0', P7: 'P7 / PWM1',
@@ -61,6 +53,37 @@ export const BK7231_PINS: Record<string, string> = {
   P21: 'P21 / I2C1_SDA / TMS', P22: 'P22 / TDI', P23: 'P23 / TDO / ADC3', P24: 'P24 / PWM4',
   P26: 'P26 / PWM5', P28: 'P28',
 };
+
+/** GPIOs of the BK7231T/N QFN32 package that Tuya modules route out: what the generic boards accept. */
+const QFN32 = Object.keys(BK7231_PINS).map((p) => Number(p.slice(1)));
+
+/**
+ * ESPHome bk72xx boards a recipe may name: the chip on each and the GPIOs ESPHome accepts on it (its bk72xx
+ * boards.py, generated from LibreTiny's board variants; test pads included). Tuya modules carry these names.
+ */
+export const BOARDS: Record<string, { mcu: Mcu; gpios: number[] }> = {
+  'generic-bk7231t-qfn32-tuya': { mcu: 'bk7231t', gpios: QFN32 },
+  'generic-bk7231n-qfn32-tuya': { mcu: 'bk7231n', gpios: QFN32 },
+  wb1s: { mcu: 'bk7231t', gpios: [0, 1, 6, 7, 8, 9, 10, 11, 23, 24, 26] },
+  wb2s: { mcu: 'bk7231t', gpios: [0, 1, 6, 7, 8, 9, 10, 11, 20, 21, 22, 23, 24, 26] },
+  wb3s: { mcu: 'bk7231t', gpios: [0, 1, 6, 7, 8, 9, 10, 11, 14, 20, 21, 22, 23, 24, 26] },
+  wb2l: { mcu: 'bk7231t', gpios: [0, 1, 6, 7, 8, 10, 11, 20, 21, 22, 23, 24, 26] },
+  wb3l: { mcu: 'bk7231t', gpios: [0, 1, 6, 7, 8, 9, 10, 11, 14, 16, 20, 21, 22, 23, 24, 26] },
+  wblc5: { mcu: 'bk7231t', gpios: [0, 1, 6, 10, 11, 20, 21, 22, 23, 24, 26] },
+  // A WB-named module with a BK7231N: its name is no guide to its chip.
+  'wb2l-m1': { mcu: 'bk7231n', gpios: [0, 1, 6, 7, 8, 10, 11, 20, 21, 22, 23, 24, 26] },
+  cb1s: { mcu: 'bk7231n', gpios: [0, 1, 6, 7, 8, 9, 10, 11, 20, 21, 22, 23, 24, 26] },
+  cb2s: { mcu: 'bk7231n', gpios: [0, 1, 6, 7, 8, 10, 11, 21, 23, 24, 26] },
+  cb3s: { mcu: 'bk7231n', gpios: [0, 6, 7, 8, 9, 10, 11, 14, 20, 21, 22, 23, 24, 26] },
+  cb2l: { mcu: 'bk7231n', gpios: [0, 6, 7, 8, 10, 11, 21, 24, 26] },
+  cb3l: { mcu: 'bk7231n', gpios: [0, 6, 7, 8, 9, 10, 11, 14, 21, 23, 24, 26] },
+  cblc5: { mcu: 'bk7231n', gpios: [0, 1, 6, 10, 11, 21, 24, 26] },
+  cbu: { mcu: 'bk7231n', gpios: QFN32 },
+  cb3se: { mcu: 'bk7231n', gpios: [0, 1, 6, 7, 8, 9, 10, 11, 14, 15, 16, 17, 20, 22, 23, 24, 26] },
+};
+
+/** The six hardware PWM channels (PWM0–5): libretiny_pwm on any other pin silently does nothing. */
+export const PWM_PINS = [6, 7, 8, 9, 24, 26];
 
 /** ESPHome switch `restore_mode` values (the seed page lists the first four). */
 export const RESTORE_MODES = [
@@ -82,9 +105,9 @@ export const STEPS = [
     run: stepCheck, plan: planCheck, inputs: () => null, journal: 'never' },
   { name: 'config', does: 'render the ESPHome config and create/complete secrets.yaml',
     run: stepConfig, plan: planConfig, inputs: configInputs, journal: 'done' },
-  { name: 'compile', does: 'esphome compile (in the background, overlapping cloudcutter); check the UF2 is for this chip',
+  { name: 'compile', does: 'esphome compile, in the background while cloudcutter runs; check the UF2 is for this chip',
     run: stepCompile, plan: planCompile, inputs: firmwareInputs, journal: 'self' },
-  { name: 'cloudcutter', does: 'write the local device profile, then flash Kickstart over the air with tuya-cloudcutter',
+  { name: 'cloudcutter', does: 'write the device profile, then flash Kickstart over the air with tuya-cloudcutter',
     run: stepCloudcutter, plan: planCloudcutter, inputs: cloudcutterInputs, journal: 'done', touchesPlug: true },
   { name: 'kickstart', does: "join the plug's kickstart AP, give it your Wi-Fi, find it on your LAN",
     run: stepKickstart, plan: planKickstart, inputs: kickstartInputs, journal: 'done', touchesPlug: true,
@@ -118,19 +141,31 @@ export const SECRET_KEYS = ['wifi_ssid', 'wifi_password', 'api_encryption_key', 
 export const REDACTED_KEYS = SECRET_KEYS.filter((k) => k !== 'wifi_ssid');
 
 /**
- * How the pin check treats a recipe pin, by its function's name: buttons are read while you press,
- * the rest are switched on and off and you say what you saw.
+ * How the pin check treats a recipe pin, by its function's name: buttons are read while you press them, outputs
+ * are switched on and off and you say what you saw, and a few are not for the eye (with why).
  */
 export const PIN_ROLES = [
-  { role: 'button', match: /^(button|key)/, ok: (saw: string) => saw === 'press seen' },
-  { role: 'relay', match: /^relay/, ok: (saw: string) => /relay/.test(saw) },
-  { role: 'led', match: /led|light/, ok: (saw: string) => /LED/.test(saw) },
-  { role: 'output', match: /./, ok: (saw: string) => saw !== 'nothing' },
+  { role: 'button', match: /^(button|key)/ },
+  { role: 'relay', match: /^relay\d*$/ },
+  { role: 'channel', match: /^(red|green|blue|cold|warm|brightness)$/ },
+  { role: 'unseen', match: /^(cf1?|sel|clock|data|color_temp)$/ },
+  { role: 'led', match: /led|light/ },
+  { role: 'output', match: /./ },
 ] as const;
+
+/** Why a pin is not checked by eye. */
+const UNSEEN: Record<string, string> = {
+  cf: 'pulses from the energy chip', cf1: 'pulses from the energy chip', sel: 'tells the energy chip what to measure',
+  clock: "the LED driver's bus: its wiring comes from Tuya's data",
+  data: "the LED driver's bus: its wiring comes from Tuya's data",
+  color_temp: 'colour temperature lights nothing on its own (brightness shows the white)',
+};
 
 /** What you may have seen when the pin check switched a pin; "show it again" switches it once more. */
 export const PIN_ANSWERS = ['the relay clicked', 'a red LED', 'a green LED', 'a blue LED', 'another LED',
   'show it again', 'nothing'];
+/** What a light's channel may have lit. */
+export const LIGHT_ANSWERS = ['red', 'green', 'blue', 'cold white', 'warm white', 'show it again', 'nothing'];
 
 /** Ports cloudcutter's fake Tuya cloud needs on this machine (its own safety check lists them). */
 export const CLOUDCUTTER_PORTS = [
@@ -144,7 +179,8 @@ export const CLOUDCUTTER_PORTS = [
  */
 export const CLOUDCUTTER_DIAGNOSES = [
   { match: /did not result in a successful exploit/,
-    what: 'the exploit did not work on this plug: its firmware is not the version the profile is for, or Tuya has patched it',
+    what: 'the exploit did not work on this plug: its firmware is not the version the profile is for, or Tuya ' +
+      'has patched it',
     fix: "check the plug's firmware version in the Smart Life / Status Smart app (Device Update) and pick the " +
       'profile with that version in the recipe; if the version matches, {tryOther}' },
   { match: /is not valid for the chosen profile type/,
@@ -155,7 +191,8 @@ export const CLOUDCUTTER_DIAGNOSES = [
     fix: "keep the plug close to the Wi-Fi adapter, power-cycle it, put it in AP mode again and retry; if a " +
       "neighbour's device also opens a SmartLife-XXXX network, flash away from it" },
   { match: /Failed to build Docker image/, what: "Docker could not build cloudcutter's image",
-    fix: 'check Docker works (docker run --rm hello-world), that this machine is online and has free disk space, then retry' },
+    fix: 'check Docker works (docker run --rm hello-world), that this machine is online and has free disk space, ' +
+      'then retry' },
   { match: /Unable to auto-detect wifi adapter/, what: 'cloudcutter found no Wi-Fi adapter to use',
     fix: 'pass --wifi-iface IFACE with an adapter from `nmcli device` that supports AP mode' },
   { match: /something went wrong with updating firmware/,
@@ -182,7 +219,7 @@ export const SETTINGS = {
   FLASH_API_TIMEOUT_MS: { default: '10000', does: 'how long the plug has to give its device info over the API' },
   FLASH_AP_HINT_MS: { default: '60000', does: 'cloudcutter scanning this long: say the plug is not in AP mode' },
   FLASH_AP_WAIT_MS: { default: '600000', does: 'cloudcutter scanning this long: stop it' },
-  FLASH_CLOUDCUTTER_STALL_MS: { default: '60000', does: 'silence after the firmware was sent before cloudcutter is stopped' },
+  FLASH_CLOUDCUTTER_STALL_MS: { default: '60000', does: 'silence after the firmware was sent: cloudcutter is stopped' },
   FLASH_KICKSTART_AP_TIMEOUT_MS: { default: '120000', does: "how long to rescan for the plug's Kickstart AP" },
 } as const;
 
@@ -193,7 +230,7 @@ const ESPHOME_IMAGE = 'ghcr.io/esphome/esphome';
 /** Where flash.ts lives: paths are shown relative only when run from here. */
 const HOME_DIR = path.dirname(fileURLToPath(import.meta.url));
 
-// ─── The recipe schema ─────────────────────────────
+// ─── The recipe schema ─────────────────────────
 // One zod schema is the recipe format: validation, error messages and recipes/recipe.schema.json
 // (`npx tsx flash.ts schema`) all come from it.
 
@@ -220,11 +257,13 @@ function buildRecipeSchema() {
       cloudcutter: z
         .strictObject({
           profile: z.string().min(1).optional().meta({
-            description: 'The label cloudcutter\'s "By firmware version and name" menu shows (e.g. "1.1.8 - BK7231N / ' +
+            description: 'The label cloudcutter\'s "By firmware version and name" menu shows (e.g. "1.1.8 - ' +
+              'BK7231N / ' +
               'oem_bk7231n_plug") or a profile slug: which stock firmware the exploit is for.',
           }),
           device: z.string().min(1).optional().meta({
-            description: "A device slug from cloudcutter's device list: whose data cloudcutter uses (with no profile, " +
+            description: "A device slug from cloudcutter's device list: whose data cloudcutter uses (with no " +
+              'profile, ' +
               'its first profile).',
           }),
         })
@@ -241,14 +280,16 @@ function buildRecipeSchema() {
         .looseObject({
           device_name: DeviceName.meta({ description: 'ESPHome node name: a-z, 0-9, - and _, at most 31 characters.' }),
           friendly_name: z.string().min(1).meta({ description: 'The name Home Assistant shows.' }),
-          default_state: z.enum(RESTORE_MODES).optional().meta({ description: 'Relay state at power-on (restore_mode).' }),
+          default_state: z.enum(RESTORE_MODES).optional()
+            .meta({ description: 'Relay state at power-on (restore_mode).' }),
           board: z.string().optional().meta({ description: 'ESPHome bk72xx board; defaults from mcu.' }),
         })
         .catchall(z.union([z.string(), z.number(), z.boolean()]))
         .meta({ description: 'ESPHome substitutions for the template.' }),
     })
     .superRefine(checkRecipeConsistency)
-    .meta({ title: 'flash.ts recipe', description: 'One Beken plug model: chip, cloudcutter profile, pins and ESPHome ' +
+    .meta({ title: 'flash.ts recipe',
+      description: 'One Beken plug model: chip, cloudcutter profile, pins and ESPHome ' +
       'substitutions.' });
 }
 
@@ -262,8 +303,8 @@ function checkRecipeConsistency(r: Zod.output<Zod.ZodObject<any>>, ctx: Zod.Refi
     ctx.addIssue({ code: 'custom', path, message, params: { hint } });
 
   const board = recipe.substitutions.board;
+  const boardMcu = board === undefined ? undefined : BOARDS[String(board)]?.mcu;
   if (board !== undefined) {
-    const boardMcu = BOARDS[String(board)];
     if (!boardMcu)
       issue(['substitutions', 'board'], `"${board}": this board is unknown for bk72xx plugs`,
         `use ${MCUS[mcu].board} (the default for ${mcu}), or remove the line`);
@@ -272,8 +313,13 @@ function checkRecipeConsistency(r: Zod.output<Zod.ZodObject<any>>, ctx: Zod.Refi
         `use ${MCUS[mcu].board}, or change mcu to ${boardMcu}`);
   }
 
+  const onBoard = BOARDS[String(board ?? MCUS[mcu].board)]?.gpios ?? QFN32;
   const seen = new Map<string, string>();
   for (const [fn, pin] of Object.entries(recipe.pins)) {
+    if (boardMcu === mcu && !onBoard.includes(Number(pin.slice(1))))
+      issue(['pins', fn], `${pin} is not on board ${board} (ESPHome: "Pin number '${pin.slice(1)}' is not usable ` +
+        `for board ${board}")`,
+      `use one of ${onBoard.map((g) => `P${g}`).join(' ')}, or the chip's generic board if the module differs`);
     const first = seen.get(pin);
     if (first) issue(['pins', fn], `pin ${pin} is used for both ${first} and ${fn}`,
       "give each function its own pin (see the device page's GPIO table)");
@@ -296,7 +342,8 @@ function checkRecipeConsistency(r: Zod.output<Zod.ZodObject<any>>, ctx: Zod.Refi
   const subs = recipe.substitutions;
   for (const key of Object.keys(subs))
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key))
-      issue(['substitutions', key], `"${key}" is not a valid substitution name`, 'use letters, digits and _ (e.g. main_icon)');
+      issue(['substitutions', key], `"${key}" is not a valid substitution name`,
+        'use letters, digits and _ (e.g. main_icon)');
   for (const fn of Object.keys(recipe.pins))
     if (`${fn}_pin` in subs)
       issue(['substitutions', `${fn}_pin`], `${fn}_pin comes from pins.${fn}; it cannot also be a substitution`,
@@ -322,7 +369,7 @@ export function pinSpelling(written: string): string | undefined {
   return n !== undefined && `P${Number(n)}` in BK7231_PINS ? `P${Number(n)}` : undefined;
 }
 
-// ─── The shared vocabulary: errors, output, questions, the run's context ─────────────
+// ─── The shared vocabulary: errors, output, questions, the run's context ───
 
 /** A problem with the user's input: where it is, what is wrong, how to fix it. Exit 2. */
 export interface Problem {
@@ -360,9 +407,12 @@ export function formatProblem(p: Problem): string {
 
 // Output. Everything printed or logged passes through redact(): no secret reaches the screen or a file.
 
-const useColor = process.env.FORCE_COLOR ? process.env.FORCE_COLOR !== '0' : !process.env.NO_COLOR && !!process.stdout.isTTY;
+const useColor = process.env.FORCE_COLOR ? process.env.FORCE_COLOR !== '0'
+  : !process.env.NO_COLOR && !!process.stdout.isTTY;
 const paint = (code: number) => (s: string) => (useColor ? `\x1b[${code}m${s}\x1b[0m` : s);
-export const c = { bold: paint(1), dim: paint(2), red: paint(31), green: paint(32), yellow: paint(33), cyan: paint(36) };
+export const c = {
+  bold: paint(1), dim: paint(2), red: paint(31), green: paint(32), yellow: paint(33), cyan: paint(36),
+};
 const ok = () => c.green('✓');
 const warn = () => c.yellow('!');
 
@@ -428,7 +478,9 @@ function canAsk(): boolean {
 function promptContext() {
   const screen = io.screen;
   // A prompt ends its output stream when it is done; a fresh one per prompt keeps the screen open.
-  const output = screen ? new Writable({ write: (chunk, _enc, done) => (screen(String(chunk)), done()) }) : process.stdout;
+  const output = screen
+    ? new Writable({ write: (chunk, _enc, done) => (screen(String(chunk)), done()) })
+    : process.stdout;
   return { input: io.input, output };
 }
 
@@ -436,11 +488,13 @@ function promptContext() {
  * Asks one question in the terminal. With --yes, or with no terminal, it is an exit-2 error that says
  * how to give the answer instead (an environment variable or a flag).
  */
-async function ask(q: Question, opts: Options, instead: { envVar?: string; flag?: string } = {}): Promise<string> {
+async function ask(q: Question, opts: Pick<Options, 'yes'>, instead: { envVar?: string; flag?: string } = {}):
+  Promise<string> {
   if (opts.yes || !canAsk()) {
-    const how = instead.envVar ? `set ${instead.envVar}=... in the environment` : instead.flag ? `pass ${instead.flag}` :
-      'run it in a terminal';
-    throw new InputError([{ file: instead.envVar ? 'environment' : 'command line', field: instead.envVar ?? instead.flag ?? q.id,
+    const how = instead.envVar ? `set ${instead.envVar}=... in the environment`
+      : instead.flag ? `pass ${instead.flag}` : 'run it in a terminal';
+    throw new InputError([{ file: instead.envVar ? 'environment' : 'command line',
+      field: instead.envVar ?? instead.flag ?? q.id,
       message: `${q.message}: no answer (${opts.yes ? '--yes' : 'no terminal'} means no questions)`,
       hint: `${how}${opts.yes ? ', or run without --yes to be asked' : ''}` }]);
   }
@@ -451,12 +505,13 @@ async function ask(q: Question, opts: Options, instead: { envVar?: string; flag?
   if (q.kind === 'password') return prompts.password({ message: q.message, mask: '*', validate }, context);
   if (q.kind === 'select')
     return prompts.select({ message: q.message, choices: (q.choices ?? []).map((value) => ({ value })) }, context);
-  if (q.kind === 'confirm') return String(await prompts.confirm({ message: q.message, default: q.default ?? true }, context));
+  if (q.kind === 'confirm')
+    return String(await prompts.confirm({ message: q.message, default: q.default ?? true }, context));
   return prompts.input({ message: q.message, validate }, context);
 }
 
 /** A yes/no question. --yes takes the default; with no terminal and no --yes it is an exit-2 error. */
-async function confirm(id: string, message: string, opts: Options, def = true): Promise<boolean> {
+async function confirm(id: string, message: string, opts: Pick<Options, 'yes'>, def = true): Promise<boolean> {
   if (opts.yes) return def;
   if (!canAsk())
     throw new InputError([{ file: 'command line', field: '--yes', message: `${message}: no terminal to ask on`,
@@ -591,7 +646,7 @@ const cleanups = new Set<() => Promise<unknown>>();
 /** The run under way, for interrupt() and the last words of runCli(). */
 let running: Ctx | undefined;
 
-// ─── main(): the procedure ────────────────────────────
+// ─── main(): the procedure ─────────────────────
 
 export async function main(argv: string[]): Promise<number> {
   const cli = parseCli(argv);
@@ -599,6 +654,7 @@ export async function main(argv: string[]): Promise<number> {
   if (cli.command === 'version') return print(VERSION), EXIT.ok;
   if (cli.command === 'schema') return io.out(recipeJsonSchemaText()), EXIT.ok;
   if (cli.command === 'profiles') return listProfiles(cli.words);
+  if (cli.command === 'recipe') return runRecipeCommand(cli.words, cli);
   if (cli.command !== 'run' && cli.command !== 'doctor') return EXIT.ok;
   const ctx = loadContext(cli.opts);
   running = ctx;
@@ -636,7 +692,8 @@ async function runPlug(ctx: Ctx): Promise<boolean> {
       ctx.finished.push(step.name);
     }
     if (ctx.compile && step.name !== 'compile' && !ctx.compile.finished)
-      print(c.dim(`    (compile still running in the background: ${seconds(Date.now() - ctx.compile.started)} so far)`));
+      print(c.dim(`    (compile still running in the background: ${seconds(Date.now() - ctx.compile.started)} ` +
+        'so far)'));
   }
   ctx.current = undefined;
   if (opts.dryRun) print(`\n${ok()} dry run complete: run the same command without --dry-run to do it.`);
@@ -678,7 +735,8 @@ function refuseUnattended(ctx: Ctx): void {
     for (const [key, envVar] of [['wifi_ssid', 'FLASH_WIFI_SSID'], ['wifi_password', 'FLASH_WIFI_PASSWORD']])
       if (!(key in secrets) && !process.env[envVar])
         problems.push({ file: 'environment', field: envVar, message: `${shown(ctx.files.secrets)} has no ${key} and ` +
-          `${why} means it cannot be asked`, hint: `set ${envVar}=... in the environment, or run without --yes to be asked` });
+          `${why} means it cannot be asked`,
+        hint: `set ${envVar}=... in the environment, or run without --yes to be asked` });
   }
   if (problems.length) throw new InputError(problems);
 }
@@ -702,7 +760,8 @@ async function runBatch(first: Ctx): Promise<number> {
     results.push([ctx.deviceName, ctx.facts.deviceIp ?? ctx.facts.kickstartIp ?? '-', ctx.facts.mac ?? '-', outcome]);
   // While one plug is flashed by hand, the next one's config is written and its firmware compiled;
   // hooked up front, since plug k+1's compile starts (and ends) while plug k is under way.
-  if (!opts.dryRun) for (const [k, ctx] of plugs.entries()) if (plugs[k + 1]) ctx.afterCompile = () => void prepareNext(plugs[k + 1]);
+  if (!opts.dryRun)
+    for (const [k, ctx] of plugs.entries()) if (plugs[k + 1]) ctx.afterCompile = () => void prepareNext(plugs[k + 1]);
   for (const [k, ctx] of plugs.entries()) {
     const next = plugs[k + 1];
     print(`\n${c.bold(`━━ plug ${k + 1} of ${plugs.length}: ${ctx.deviceName} ━━`)}`);
@@ -713,7 +772,8 @@ async function runBatch(first: Ctx): Promise<number> {
       if (!(e instanceof StepError)) throw e;
       printError(`\n${c.red(`✗ ${e.step} failed:`)} ${e.message}\n  ${e.hint}`);
       result(ctx, `failed at ${e.step}`);
-      if (next && !(await confirm('batch_continue', `${ctx.deviceName} failed. Go on with ${next.deviceName}?`, opts))) break;
+      const goOn = `${ctx.deviceName} failed. Go on with ${next?.deviceName}?`;
+      if (next && !(await confirm('batch_continue', goOn, opts))) break;
     }
   }
   print(`\n${c.bold('Plugs')}`);
@@ -757,7 +817,8 @@ function sameSeries(name: string, deviceName: string): boolean {
 /** Device names with a config in `out` (`<name>.yaml` beside secrets.yaml). */
 function configNames(out: string): string[] {
   if (!fs.existsSync(out)) return [];
-  return fs.readdirSync(out).filter((f) => f.endsWith('.yaml') && f !== 'secrets.yaml').map((f) => f.slice(0, -5)).sort();
+  return fs.readdirSync(out).filter((f) => f.endsWith('.yaml') && f !== 'secrets.yaml')
+    .map((f) => f.slice(0, -5)).sort();
 }
 
 function isFinished(out: string, name: string): boolean {
@@ -766,7 +827,8 @@ function isFinished(out: string, name: string): boolean {
 
 export function formatTable(rows: string[][]): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r, j) => '  ' + r.map((cell, i) => (j === 0 ? c.bold(cell.padEnd(widths[i])) : cell.padEnd(widths[i])))
+  return rows.map((r, j) => '  ' + r.map((cell, i) => (j === 0 ? c.bold(cell.padEnd(widths[i]))
+    : cell.padEnd(widths[i])))
     .join('  ')).join('\n');
 }
 
@@ -791,7 +853,8 @@ async function stepCheck(ctx: Ctx): Promise<void> {
   const failed = checks.filter((k) => !k.ok);
   if (failed.length)
     throw new StepError('check', `${failed.map((k) => k.name).join(', ')} not ready`,
-      `fix what is marked ✗ above and run again (npx tsx flash.ts doctor ${shq(ctx.opts.recipe)} shows the same table)`);
+      `fix what is marked ✗ above and run again (npx tsx flash.ts doctor ${shq(ctx.opts.recipe)} shows the ` +
+      'same table)');
 }
 
 async function planCheck(ctx: Ctx): Promise<string[]> {
@@ -812,7 +875,7 @@ async function planCheck(ctx: Ctx): Promise<string[]> {
   return lines;
 }
 
-// ─── Step: config ───────────────────────────────
+// ─── Step: config ──────────────────────────────
 
 /** The files the config step writes, rendered in memory first so nothing is half-written. */
 export interface ConfigFiles {
@@ -894,9 +957,12 @@ export function renderDeviceConfig(substitutions: Record<string, string>, templa
   const header =
     `# Generated by flash.ts from ${recipeRef} (${model}).\n` +
     `# Edit the recipe and re-run \`npx tsx flash.ts <recipe> --only config\` rather than this file.\n\n`;
-  const subs = lib.yaml.stringify({ substitutions }, { defaultStringType: 'QUOTE_DOUBLE', defaultKeyType: 'PLAIN', lineWidth: 0 });
+  const subs = lib.yaml.stringify({ substitutions }, QUOTED);
   return `${header}${subs}\n${templateBody(template)}`;
 }
+
+/** Values as flash.ts writes them: double-quoted (quotes, `$`, `#`, `on` stay strings), plain keys, no wrapping. */
+const QUOTED = { defaultStringType: 'QUOTE_DOUBLE', defaultKeyType: 'PLAIN', lineWidth: 0 } as const;
 
 /** The template without its leading comment block (that text describes the template, not the device). */
 function templateBody(template: string): string {
@@ -929,7 +995,7 @@ export function completeSecrets(
   let text = existingText ||
     '# ESPHome secrets for the devices in this folder. Written by flash.ts; keep it private (mode 0600).\n';
   if (!text.endsWith('\n')) text += '\n';
-  text += lib.yaml.stringify(additions, { defaultStringType: 'QUOTE_DOUBLE', defaultKeyType: 'PLAIN', lineWidth: 0 });
+  text += lib.yaml.stringify(additions, QUOTED);
   return { text, added };
 }
 
@@ -954,7 +1020,8 @@ function readSecretsFile(file: string): { found: boolean; text: string; values: 
   const doc = lib.yaml.parseDocument(text, { lineCounter: lines });
   if (doc.errors.length) {
     const err = doc.errors[0];
-    throw new InputError([{ file: shown(file), line: err.linePos?.[0].line, message: `not valid YAML: ${firstLine(err.message)}`,
+    throw new InputError([{ file: shown(file), line: err.linePos?.[0].line,
+      message: `not valid YAML: ${firstLine(err.message)}`,
       hint: 'fix the line by hand: flash.ts never rewrites existing secrets' }]);
   }
   const data = doc.toJS() ?? {};
@@ -973,7 +1040,8 @@ function readSecretsFile(file: string): { found: boolean; text: string; values: 
 export function wifiProblem(key: 'wifi_ssid' | 'wifi_password', value: string): string | undefined {
   if (key === 'wifi_ssid') {
     if (!value) return 'the network name is empty';
-    if (Buffer.byteLength(value) > 32) return `"${value}" is ${Buffer.byteLength(value)} bytes: a Wi-Fi name has at most 32`;
+    const bytes = Buffer.byteLength(value);
+    if (bytes > 32) return `"${value}" is ${bytes} bytes: a Wi-Fi name has at most 32`;
     return undefined;
   }
   if (value.length < 8) return 'WPA password must be at least 8 characters long';
@@ -994,11 +1062,12 @@ function checkWifiInputs(secretsFile: string): void {
     const node = secrets.doc?.contents && lib.yaml.isMap(secrets.doc.contents) ? secrets.doc.contents.items
       .find((p) => lib.yaml.isScalar(p.key) && p.key.value === key) : undefined;
     const offset = (node?.key as { range?: number[] } | undefined)?.range?.[0];
+    const line = offset === undefined ? undefined : secrets.lines!.linePos(offset).line;
     problems.push(fromFile
-      ? { file: shown(secretsFile), line: offset === undefined ? undefined : secrets.lines!.linePos(offset).line, field: key,
-        message: problem, hint: `correct ${key} in that file (ESPHome would refuse it when compiling)` }
-      : { file: 'environment', field: envVar, message: problem, hint: `set ${envVar} to your network's real ${key === 'wifi_ssid'
-        ? 'name' : 'password'}` });
+      ? { file: shown(secretsFile), line, field: key, message: problem,
+        hint: `correct ${key} in that file (ESPHome would refuse it when compiling)` }
+      : { file: 'environment', field: envVar, message: problem,
+        hint: `set ${envVar} to your network's real ${key === 'wifi_ssid' ? 'name' : 'password'}` });
   }
   if (problems.length) throw new InputError(problems);
 }
@@ -1018,14 +1087,15 @@ async function askWifiIfMissing(existing: Record<string, string>, opts: Options)
   return { ssid, password };
 }
 
-// ─── Step: compile ───────────────────────────────
+// ─── Step: compile ─────────────────────────────
 
 /** A compile running in the background: it resolves to the checked UF2's path. */
 export interface CompileJob { done: Promise<string>; started: number; log: string; finished?: number; stop: () => void }
 
 /** Starts `esphome compile` in the background; the upload step waits for it. With --only compile, waits here. */
 async function stepCompile(ctx: Ctx): Promise<void> {
-  if (ctx.compile) return print(`    already compiling in the background (started ${seconds(Date.now() - ctx.compile.started)} ago)`);
+  if (ctx.compile)
+    return print(`    already compiling in the background (started ${seconds(Date.now() - ctx.compile.started)} ago)`);
   ctx.compile = await startCompile(ctx);
   if (stepsToRun(ctx.opts).at(-1)?.name !== 'compile')
     return print(`    started in the background (log: ${shown(ctx.compile.log)}); the next steps go on meanwhile`);
@@ -1035,13 +1105,15 @@ async function stepCompile(ctx: Ctx): Promise<void> {
 async function planCompile(ctx: Ctx): Promise<string[]> {
   return [`$ ${shq(...esphomeArgv(ctx, ctx.opts.esphome ?? 'local', 'compile'))}   (in the background; log in ` +
     `${shown(logDir(ctx.opts.out))})`,
-  `check ${shown(ctx.files.uf2)} is a UF2 with family ID 0x${MCUS[ctx.recipe.mcu].familyId.toString(16).toUpperCase()} ` +
+  `check ${shown(ctx.files.uf2)} is a UF2 with family ID ` +
+    `0x${MCUS[ctx.recipe.mcu].familyId.toString(16).toUpperCase()} ` +
     `(${MCUS[ctx.recipe.mcu].chip})`];
 }
 
 /** Compile, upload and verify depend on the rendered config and secrets.yaml (the firmware carries both). */
 function firmwareInputs(ctx: Ctx): unknown {
-  return [renderDeviceConfig(ctx.substitutions, ctx.template, '', ctx.recipe.model), readSecretsFile(ctx.files.secrets).text];
+  return [renderDeviceConfig(ctx.substitutions, ctx.template, '', ctx.recipe.model),
+    readSecretsFile(ctx.files.secrets).text];
 }
 
 async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
@@ -1066,10 +1138,12 @@ async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
     children.delete(child);
     job.finished = Date.now();
     if (code !== 0)
-      throw new StepError('compile', `esphome compile failed (exit ${code}):\n${indent(compileErrors(fs.readFileSync(log, 'utf8')), 6)}`,
+      throw new StepError('compile',
+        `esphome compile failed (exit ${code}):\n${indent(compileErrors(fs.readFileSync(log, 'utf8')), 6)}`,
         `full log: ${shown(log)}\n  fix the config or recipe, then retry: ${rerun(ctx.opts, '--from compile')}`);
     const uf2 = checkedFirmware(ctx.files.uf2, ctx.recipe.mcu, 'compile',
-      `check the board in ${shown(ctx.recipePath)} matches mcu ${ctx.recipe.mcu}, then: ${rerun(ctx.opts, '--from compile')}`);
+      `check the board in ${shown(ctx.recipePath)} matches mcu ${ctx.recipe.mcu}, then: ` +
+      rerun(ctx.opts, '--from compile'));
     ctx.afterCompile?.();
     return uf2.file;
   });
@@ -1081,8 +1155,8 @@ async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
  * An esphome command on this plug's config: the local CLI, or the Docker image with the config dir
  * mounted at /config (host network, so `upload` reaches the plug).
  */
-export function esphomeArgv(ctx: Pick<Ctx, 'opts' | 'deviceName'>, kind: 'local' | 'docker', command: 'compile' | 'upload' | 'logs',
-  ...extra: string[]): string[] {
+export function esphomeArgv(ctx: Pick<Ctx, 'opts' | 'deviceName'>, kind: 'local' | 'docker',
+  command: 'compile' | 'upload' | 'logs', ...extra: string[]): string[] {
   const file = `${ctx.deviceName}.yaml`;
   return kind === 'local'
     ? ['esphome', command, path.join(ctx.opts.out, file), ...extra]
@@ -1106,7 +1180,8 @@ async function awaitCompile(ctx: Ctx): Promise<string> {
   const timedOut = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'),
     Math.max(0, job.started + limit - Date.now()))));
   const finished = Promise.race([job.done.then(() => 'done', () => 'done'), timedOut]);
-  const stopTail = ctx.opts.verbose && !job.finished ? tailFile(job.log, (line) => print(c.dim(`      ${line}`))) : undefined;
+  const stopTail = ctx.opts.verbose && !job.finished
+    ? tailFile(job.log, (line) => print(c.dim(`      ${line}`))) : undefined;
   const waited = job.finished ? 'done' : stopTail ? await finished
     : await withSpinner(`waiting for esphome compile (log: ${shown(job.log)})`, finished);
   stopTail?.();
@@ -1149,7 +1224,7 @@ function tailFile(file: string, line: (text: string) => void): () => void {
   return () => clearInterval(poll);
 }
 
-// ─── Step: cloudcutter ─────────────────────────────
+// ─── Step: cloudcutter ─────────────────────────
 
 /**
  * The questions cloudcutter's scripts can ask in a flash run (tuya-cloudcutter's common.sh, safety_checks.sh,
@@ -1164,7 +1239,8 @@ export const CLOUDCUTTER_QUESTIONS = [
   { id: 'port', match: /Do you wish to terminate (.+)\? \[y\/N\] *$/,
     explain: 'cloudcutter found a program on a port it needs and asks whether to stop it' },
   { id: 'blacklist', match: /Do you wish to remove this file\? \[y\/N\] *$/,
-    explain: 'cloudcutter found /etc/modprobe.d/blacklist-rtl8192cu.conf (known to crash hostapd) and asks to delete it' },
+    explain: 'cloudcutter found /etc/modprobe.d/blacklist-rtl8192cu.conf (known to crash hostapd) and asks to ' +
+      'delete it' },
   { id: 'apparmor', match: /Do you wish to stop the app armour service\? \[y\/N\] *$/,
     explain: 'cloudcutter asks to stop AppArmor until the next reboot (it has been known to block hostapd)' },
 ] as const;
@@ -1206,12 +1282,14 @@ async function stepCloudcutter(ctx: Ctx): Promise<void> {
       return;
     }
     const d = run.failure;
-    print(`\n    ${c.red('✗')} ${d.what}\n    ${c.yellow('what to do:')} ${d.fix}\n    ${c.dim(`full log: ${shown(log)}`)}`);
+    print(`\n    ${c.red('✗')} ${d.what}\n    ${c.yellow('what to do:')} ${d.fix}`);
+    print(`    ${c.dim(`full log: ${shown(log)}`)}`);
     if (!(await confirm('cloudcutter_retry', 'Retry the cloudcutter step now?', opts, false))) {
       // cloudcutter said it failed, so the plug is not on Kickstart: the next run need not go looking for it there.
       delete ctx.journal.started;
       writeJournal(ctx);
-      throw new StepError('cloudcutter', d.what, `${d.fix}\n  then retry from this step: ${rerun(opts, '--from cloudcutter')}`);
+      throw new StepError('cloudcutter', d.what,
+        `${d.fix}\n  then retry from this step: ${rerun(opts, '--from cloudcutter')}`);
     }
   }
 }
@@ -1246,11 +1324,13 @@ export function cloudcutterArgv(deviceSlug: string, firmwareFile: string, wifiIf
 export function diagnoseCloudcutter(output: string, code: number, mcu: Mcu, otherRecipes: string[]):
   { what: string; fix: string } {
   const tryOther = otherRecipes.length
-    ? `this looks like the other MCU (${MCUS[MCUS[mcu].other].chip}): try recipe ${otherRecipes.map(shown).join(' or ')}`
+    ? `this looks like the other MCU (${MCUS[MCUS[mcu].other].chip}): try recipe ` +
+      otherRecipes.map(shown).join(' or ')
     : `the plug may have the other chip than ${MCUS[mcu].chip}: write a recipe with the other mcu`;
   for (const d of CLOUDCUTTER_DIAGNOSES)
     if (d.match.test(output)) return { what: d.what, fix: d.fix.replace('{tryOther}', tryOther) };
-  return { what: `cloudcutter stopped with exit code ${code}`, fix: 'read the end of the log; fix what it says and retry' };
+  return { what: `cloudcutter stopped with exit code ${code}`,
+    fix: 'read the end of the log; fix what it says and retry' };
 }
 
 /** The Kickstart file name when the checkout is there to look in; a description of it otherwise. */
@@ -1283,8 +1363,8 @@ async function alreadyOnKickstart(ctx: Ctx): Promise<boolean> {
   print(`    the last run stopped during this step: checking whether the plug already runs Kickstart …`);
   await reclaimAdapter(iface);
   const sent = /send complete/.test(lastLog(ctx.opts.out, 'cloudcutter'));
-  const apUp = sent ? await waitForAp(iface, ap, ms('FLASH_KICKSTART_AP_TIMEOUT_MS'), `the last run sent the firmware: ` +
-    `waiting for ${ap} (rescanning on ${iface})`) : await apOnAir(iface, ap);
+  const apUp = sent ? await waitForAp(iface, ap, ms('FLASH_KICKSTART_AP_TIMEOUT_MS'),
+    `the last run sent the firmware: waiting for ${ap} (rescanning on ${iface})`) : await apOnAir(iface, ap);
   // Only the plug with a MAC this run knows: any other Kickstart plug on the LAN could be someone else's.
   if (apUp || (await kickstartOnLan(ctx, 4000, undefined, 'exact'))) {
     print(`    ${ok()} it does (${apUp ? `its network ${ap} is on the air` : `found at ${ctx.facts.kickstartIp}`}): ` +
@@ -1297,7 +1377,8 @@ async function alreadyOnKickstart(ctx: Ctx): Promise<boolean> {
 
 /** Gives an adapter a killed cloudcutter left unmanaged back to NetworkManager, as cloudcutter's exit trap does. */
 async function reclaimAdapter(iface: string): Promise<void> {
-  const state = parseNmcliTerse((await sh(['nmcli', '-t', '-f', 'DEVICE,STATE', 'device'])).stdout).find((r) => r[0] === iface)?.[1];
+  const devices = parseNmcliTerse((await sh(['nmcli', '-t', '-f', 'DEVICE,STATE', 'device'])).stdout);
+  const state = devices.find((r) => r[0] === iface)?.[1];
   if (state !== 'unmanaged') return;
   print(`    ${warn()} ${iface} is still unmanaged (the stopped cloudcutter could not hand it back): handing it back`);
   await sh(['nmcli', 'device', 'set', iface, 'managed', 'yes']);
@@ -1372,24 +1453,25 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
     return true;
   };
 
-  /** After the firmware was sent: the plug's Kickstart AP, seen by another adapter, or by ours once cloudcutter is stopped. */
+  /** After the firmware was sent: the Kickstart AP, seen by another adapter, or by ours once cloudcutter is stopped. */
   async function watchForKickstart(): Promise<void> {
     const ap = MCUS[recipe.mcu].kickstartAp;
     const ours = await apAdapter(ctx);
-    const others = (await wifiAdapters()).filter((a) => a !== ours);
+    const others = (await wifiAdapters()).map((a) => a.dev).filter((a) => a !== ours);
     while (!outcome && child.exitCode === null) {
       // (Not mDNS: a freshly flashed Kickstart has no Wi-Fi to join yet; its own AP is how it shows up.)
       for (const other of others)
         if (await apOnAir(other, ap)) return void stop({ seen: `its network ${ap} is on the air (seen by ${other})` });
       if (Date.now() - lastOutput > ms('FLASH_CLOUDCUTTER_STALL_MS')) {
         // One adapter: it hosts cloudcutter's AP and cannot scan until cloudcutter lets it go.
-        print(`    ${warn()} cloudcutter has said nothing for ${seconds(Date.now() - lastOutput)} since the firmware was ` +
-          'sent (it can wait forever for a progress report): stopping it to look for the plug');
+        print(`    ${warn()} cloudcutter has said nothing for ${seconds(Date.now() - lastOutput)} since the ` +
+          'firmware was sent (it can wait forever for a progress report): stopping it to look for the plug');
         await stop({});
         const found = await waitForAp(ours, ap, ms('FLASH_KICKSTART_AP_TIMEOUT_MS'), `looking for ${ap} on ${ours}`);
-        outcome = found ? { seen: `its network ${ap} is on the air` } : { failure: { what: 'cloudcutter stalled after ' +
-          `sending the firmware, and the plug's ${ap} network did not appear`, fix: 'power-cycle the plug and watch ' +
-          `for ${ap} from a phone; if it is there, go on with ${rerun(opts, '--from kickstart')}; if not, retry this step` } };
+        outcome = found ? { seen: `its network ${ap} is on the air` } : { failure: {
+          what: `cloudcutter stalled after sending the firmware, and the plug's ${ap} network did not appear`,
+          fix: `power-cycle the plug and watch for ${ap} from a phone; if it is there, go on with ` +
+            `${rerun(opts, '--from kickstart')}; if not, retry this step` } };
         return;
       }
       await sleep(2000);
@@ -1401,8 +1483,8 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
     const scanning = Date.now() - scanningSince;
     if (!hinted && scanning > ms('FLASH_AP_HINT_MS')) {
       hinted = true;
-      print(`    ${warn()} cloudcutter has been looking for the plug for ${seconds(scanning)}: it is probably not in AP ` +
-        `mode (a slow blink). ${recipe.ap_mode}`);
+      print(`    ${warn()} cloudcutter has been looking for the plug for ${seconds(scanning)}: it is probably not ` +
+        `in AP mode (a slow blink). ${recipe.ap_mode}`);
     }
     if (scanning > ms('FLASH_AP_WAIT_MS'))
       void stop({ failure: { what: `the plug did not show up in AP mode within ${seconds(scanning)}`,
@@ -1413,7 +1495,8 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
     lastOutput = Date.now();
     log.write(redact(chunk.toString('utf8')));
     // The pseudo-terminal ends lines with CR LF, and docker's lines carry a CR of their own.
-    const text = chunk.toString('utf8').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r+\n/g, '\n').replace(/\r/g, '');
+    const text = chunk.toString('utf8').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r+\n/g, '\n')
+      .replace(/\r/g, '');
     transcript += text;
     partial += text;
     let nl: number;
@@ -1448,7 +1531,8 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
  * user's to decide is asked (through flash.ts's own prompts), and with --yes the careful answer is given.
  */
 async function answerCloudcutter(ctx: Ctx, id: (typeof CLOUDCUTTER_QUESTIONS)[number]['id'], text: string,
-  transcript: string, o: { type: (keys: string) => void; stop: (why: Omit<CloudcutterRun, 'output'>) => Promise<void> }):
+  transcript: string,
+  o: { type: (keys: string) => void; stop: (why: Omit<CloudcutterRun, 'output'>) => Promise<void> }):
   Promise<void> {
   const { opts } = ctx;
   const q = CLOUDCUTTER_QUESTIONS.find((k) => k.id === id)!;
@@ -1465,11 +1549,13 @@ async function answerCloudcutter(ctx: Ctx, id: (typeof CLOUDCUTTER_QUESTIONS)[nu
   if (id === 'ap_support') {
     // Going on would leave hostapd failing silently and cloudcutter waiting forever.
     const adapter = /WARNING: Selected wifi AP support: .*$/m.exec(transcript)?.[0] ?? '';
-    return o.stop({ failure: { what: `the Wi-Fi adapter cloudcutter got cannot host an access point (${adapter.trim()})`,
+    return o.stop({ failure: {
+      what: `the Wi-Fi adapter cloudcutter got cannot host an access point (${adapter.trim()})`,
       fix: 'pass --wifi-iface with an adapter whose `nmcli -f wifi-properties device show IFACE` says AP: yes' } });
   }
   if (id === 'port') {
-    const held = [...transcript.matchAll(/Checking (UDP|TCP) port (\d+)\.\.\. Occupied by (.+) with PID (\d+)\./g)].at(-1);
+    const held = [...transcript.matchAll(/Checking (UDP|TCP) port (\d+)\.\.\. Occupied by (.+) with PID (\d+)\./g)]
+      .at(-1);
     const [proto, port, name] = [held?.[1].toLowerCase() ?? '', Number(held?.[2]), held?.[3] ?? text];
     const listeners = busyPorts((await sh(['ss', '-H', '-l', '-n', '-t', '-u', '-p'])).stdout)
       .filter((b) => b.port === port && b.proto === proto);
@@ -1483,19 +1569,21 @@ async function answerCloudcutter(ctx: Ctx, id: (typeof CLOUDCUTTER_QUESTIONS)[nu
       return o.stop({ failure: { what: `${name} holds port ${port}/${proto}, which cloudcutter needs`,
         fix: `stop ${name} while flashing (flash.ts never stops it for you), then retry` } });
     }
-    const choice = await ask({ id: 'cloudcutter_port', kind: 'select', message: `${name} holds port ${port}/${proto}. ` +
-      'What should cloudcutter do?', choices: ['leave it and stop here (N)', `stop ${name} (y)`, 'skip the check (S)'] }, opts);
+    const choice = await ask({ id: 'cloudcutter_port', kind: 'select',
+      message: `${name} holds port ${port}/${proto}. What should cloudcutter do?`,
+      choices: ['leave it and stop here (N)', `stop ${name} (y)`, 'skip the check (S)'] }, opts);
     return o.type(choice.endsWith('(y)') ? 'y' : choice.endsWith('(S)') ? 'S' : 'N');
   }
   // The blacklist file and AppArmor are this machine's settings: the user decides; --yes keeps them as they are.
-  const yes = canAnswer && (await confirm(`cloudcutter_${id}`, id === 'apparmor'
-    ? 'Let cloudcutter stop AppArmor until the next reboot?' : 'Let cloudcutter delete blacklist-rtl8192cu.conf?', opts, false));
+  const question = id === 'apparmor' ? 'Let cloudcutter stop AppArmor until the next reboot?'
+    : 'Let cloudcutter delete blacklist-rtl8192cu.conf?';
+  const yes = canAnswer && (await confirm(`cloudcutter_${id}`, question, opts, false));
   if (!canAnswer) print('      answering N (--yes changes no settings of this machine); if the plug never reaches ' +
     "cloudcutter's access point, retry without --yes and answer y");
   o.type(yes ? 'y' : 'N');
 }
 
-// ─── Step: kickstart ──────────────────────────────
+// ─── Step: kickstart ───────────────────────────
 
 async function stepKickstart(ctx: Ctx): Promise<void> {
   const { opts, recipe } = ctx;
@@ -1513,9 +1601,9 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
 
   const sent = !opts.manualWifi && (await provisionOverAp(ctx, ap, wifi));
   if (!sent && (opts.yes || !canAsk()))
-    throw new StepError('kickstart', `could not give the plug your Wi-Fi through ${ap}, and ${opts.yes ? '--yes' : 'no terminal'} ` +
-      'means nobody can do it by hand', `check the plug opens ${ap} (a phone sees it), then retry with a person there: ` +
-      rerun({ ...opts, yes: false }, '--from kickstart'));
+    throw new StepError('kickstart', `could not give the plug your Wi-Fi through ${ap}, and ` +
+      `${opts.yes ? '--yes' : 'no terminal'} means nobody can do it by hand`,
+    `check the plug opens ${ap} (a phone sees it), then retry with a person there: ${rerun(opts, '--from kickstart')}`);
   if (!sent) await provisionByHand(ctx, ap, wifi.ssid);
 
   if (opts.deviceIp) {
@@ -1523,12 +1611,12 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
     print(`    using --device-ip ${opts.deviceIp}`);
   } else {
     const wait = ms('FLASH_DISCOVERY_TIMEOUT_MS');
-    const found = await kickstartOnLan(ctx, wait, `waiting for ${ap} to join "${wifi.ssid}" and show up on your network ` +
-      '(mDNS)', 'choose');
+    const label = `waiting for ${ap} to join "${wifi.ssid}" and show up on your network (mDNS)`;
+    const found = await kickstartOnLan(ctx, wait, label, 'choose');
     const advice = `check: this machine is on the same network as "${wifi.ssid}" (not a guest network, no client ` +
       `isolation); the plug's LED (still blinking = it could not join: wrong password, or a 5 GHz-only network)`;
-    if (found) print(`    ${ok()} found ${found.name} at ${ctx.facts.kickstartIp} (MAC ${formatMac(found.txt.mac) ?? '?'}, ` +
-      `Kickstart ${found.txt.project_version ?? '?'})`);
+    if (found) print(`    ${ok()} found ${found.name} at ${ctx.facts.kickstartIp} ` +
+      `(MAC ${formatMac(found.txt.mac) ?? '?'}, Kickstart ${found.txt.project_version ?? '?'})`);
     else if (opts.yes || !canAsk())
       throw new StepError('kickstart', `the plug did not show up on your network within ${seconds(wait)}`,
         `${advice}; if your router lists the plug (mDNS may not cross your network), use its address: ` +
@@ -1607,10 +1695,11 @@ async function kickstartOnLan(ctx: Ctx, wait: number, label: string | undefined,
 async function chooseKickstart(ctx: Ctx, plugs: MdnsDevice[]): Promise<MdnsDevice> {
   const label = (d: MdnsDevice) => `MAC ${formatMac(d.txt.mac) ?? '?'} at ${ipv4Of(d.addresses)}`;
   if (ctx.opts.yes || !canAsk())
-    throw new StepError('kickstart', `${plugs.length} Kickstart plugs are on your network (${plugs.map(label).join('; ')}), ` +
-      'and none has the MAC flash.ts knows', `say which is this one: ${rerun(ctx.opts, '--from kickstart --device-ip IP')}`);
-  const choice = await ask({ id: 'kickstart_plug', kind: 'select', message: `${plugs.length} Kickstart plugs are on your ` +
-    'network. Which is the one you are flashing? (the MAC is on the label of some plugs, or in your router)',
+    throw new StepError('kickstart', `${plugs.length} Kickstart plugs are on your network ` +
+      `(${plugs.map(label).join('; ')}), and none has the MAC flash.ts knows`,
+    `say which is this one: ${rerun(ctx.opts, '--from kickstart --device-ip IP')}`);
+  const choice = await ask({ id: 'kickstart_plug', kind: 'select', message: `${plugs.length} Kickstart plugs are on ` +
+    'your network. Which is the one you are flashing? (the MAC is on the label of some plugs, or in your router)',
   choices: plugs.map(label) }, ctx.opts);
   return plugs.find((d) => label(d) === choice)!;
 }
@@ -1630,12 +1719,15 @@ async function provisionOverAp(ctx: Ctx, ap: string, wifi: { ssid: string; passw
   for (let attempt = 1; attempt <= 3 && joined?.code !== 0; attempt++) {
     const wait = ms('FLASH_KICKSTART_AP_TIMEOUT_MS');
     if (!(await waitForAp(iface, ap, wait, `waiting for the plug's ${ap} network (rescanning on ${iface})`))) {
-      print(`    ${warn()} ${ap} did not appear within ${seconds(wait)} (the plug should open it 15–30 s after cloudcutter)`);
+      print(`    ${warn()} ${ap} did not appear within ${seconds(wait)} ` +
+        '(the plug opens it 15–30 s after cloudcutter)');
       return false;
     }
     // The Kickstart AP is open: nothing secret on this command line.
-    joined = await sh(['nmcli', '--wait', '60', 'device', 'wifi', 'connect', ap, 'ifname', iface], { timeoutMs: 90_000 });
-    if (joined.code !== 0) print(`    ${warn()} could not join ${ap} (try ${attempt} of 3): ${firstLine(joined.stderr || joined.stdout)}`);
+    joined = await sh(['nmcli', '--wait', '60', 'device', 'wifi', 'connect', ap, 'ifname', iface],
+      { timeoutMs: 90_000 });
+    if (joined.code !== 0)
+      print(`    ${warn()} could not join ${ap} (try ${attempt} of 3): ${firstLine(joined.stderr || joined.stdout)}`);
   }
   if (joined?.code !== 0) return false;
   const undo = () => sh(['nmcli', 'connection', 'delete', 'id', ap]);
@@ -1644,12 +1736,14 @@ async function provisionOverAp(ctx: Ctx, ap: string, wifi: { ssid: string; passw
     const portal = setting('FLASH_KICKSTART_PORTAL');
     const config = parsePortalConfig((await request('GET', `${portal}/config.json`)).text);
     ctx.facts.mac = formatMac(config.mac) ?? ctx.facts.mac;
-    print(`    ${ok()} joined ${ap} on ${iface}; plug MAC ${config.mac || '(not given)'}; it sees ${config.ssids.length} networks`);
+    print(`    ${ok()} joined ${ap} on ${iface}; plug MAC ${config.mac || '(not given)'}; ` +
+      `it sees ${config.ssids.length} networks`);
     if (!config.ssids.includes(wifi.ssid))
       print(`    ${warn()} the plug does not see "${wifi.ssid}" (it sees: ${config.ssids.join(', ') || 'nothing'}). ` +
         'It only does 2.4 GHz; move it closer to the router if the name is missing.');
     const query = new URLSearchParams({ ssid: wifi.ssid, psk: wifi.password });
-    const res = await request('GET', `${portal}/wifisave?${query}`, { shown: `${portal}/wifisave?ssid=***&psk=***`, redirect: 'manual' });
+    const res = await request('GET', `${portal}/wifisave?${query}`,
+      { shown: `${portal}/wifisave?ssid=***&psk=***`, redirect: 'manual' });
     if (res.status !== 302 && res.status !== 200)
       throw new StepError('kickstart', `the captive portal answered HTTP ${res.status} to the Wi-Fi settings`,
         `retry: ${rerun(ctx.opts, '--from kickstart')}`);
@@ -1668,7 +1762,8 @@ async function provisionByHand(ctx: Ctx, ap: string, ssid: string): Promise<void
   print(`      2. open ${setting('FLASH_KICKSTART_PORTAL')}/ (a sign-in page may open by itself)`);
   print(`      3. pick "${ssid}", type its password (wifi_password in ${shown(ctx.files.secrets)}), and save`);
   print(`      4. re-join your own network`);
-  await ask({ id: 'manual_wifi_done', kind: 'confirm', message: 'Done? (Enter when the plug has your Wi-Fi)' }, ctx.opts);
+  await ask({ id: 'manual_wifi_done', kind: 'confirm', message: 'Done? (Enter when the plug has your Wi-Fi)' },
+    ctx.opts);
 }
 
 /** Wi-Fi networks and MAC from the captive portal's /config.json (its SSIDs are not JSON-escaped). Pure. */
@@ -1693,7 +1788,8 @@ async function backupFlash(ctx: Ctx): Promise<void> {
   const parts: Buffer[] = [];
   for (let off = 0; off < size; off += chunk) {
     const res = await request('GET', `${base}/hub/flash_read?offset=${off}&length=${chunk}`);
-    if (res.status !== 200) throw new StepError('kickstart', `reading the flash at ${off} failed: HTTP ${res.status}`, retry);
+    if (res.status !== 200)
+      throw new StepError('kickstart', `reading the flash at ${off} failed: HTTP ${res.status}`, retry);
     parts.push(res.body);
   }
   const data = Buffer.concat(parts);
@@ -1712,7 +1808,9 @@ async function backupFlash(ctx: Ctx): Promise<void> {
  * (`/select/-__pin`, what Kickstart v25.05.28 has) and by name from 2026.1 (`/select/-%3E%20Pin`); the ids in its
  * events changed the same way. flash.ts tries the first, then the second, and listens for both.
  */
-export const PINSCAN = { pin: ['select', '-> Pin'], mode: ['select', '-> Pin Mode'], state: ['text_sensor', '-> Pin State'] } as const;
+export const PINSCAN = {
+  pin: ['select', '-> Pin'], mode: ['select', '-> Pin Mode'], state: ['text_sensor', '-> Pin State'],
+} as const;
 
 /** ESPHome's object id of an entity name (up to 2025): lower case, spaces to _, anything else odd to _. Pure. */
 export function objectId(name: string): string {
@@ -1733,23 +1831,75 @@ async function stepPins(ctx: Ctx): Promise<void> {
   });
   const wrong = result.filter((r) => !r.ok);
   if (!wrong.length) return print(`    ${ok()} every pin does what the recipe says`);
+  const what = wrong.map((r) => `${r.fn} (${r.pin}): ${r.saw}`).join('; ');
+  const again = rerun(ctx.opts, '--check-pins');
+  // A light whose channels are only swapped: the recipe can be put right here, before the final firmware goes on.
+  const swapped = channelFix(result);
+  if (swapped && (await confirm('fix_channels', `The light's channels are swapped (${Object.entries(swapped)
+    .map(([fn, pin]) => `${fn} is ${pin}`).join(', ')}). Write that into ${shown(ctx.recipePath)}?`, ctx.opts))) {
+    writeRecipePins(ctx.recipePath, swapped);
+    const now = Object.entries(swapped).map(([fn, pin]) => `${fn}: ${pin}`).join(', ');
+    throw new StepError('pins', `${what}: the recipe now has ${now}`,
+      `run again, so the firmware is built with those pins (and they are checked once more): ${again}`);
+  }
   const button = result.find((r) => r.foundOn);
-  const matches = button ? siblingRecipes(ctx, (r) => r.pins.button === button.foundOn) : [];
-  throw new StepError('pins', `${wrong.map((r) => `${r.fn} (${r.pin}): ${r.saw}`).join('; ')}`, matches.length
-    ? `the button is on ${button!.foundOn}: this plug matches ${matches.map(shown).join(' or ')}; run that recipe instead`
-    : `fix pins: in ${shown(ctx.recipePath)} (or --set <function>_pin=Pn), then: ${rerun(ctx.opts, '--from config --check-pins')}`);
+  const matches = button ? siblingRecipes(ctx, (r) => r.pins[button.fn] === button.foundOn) : [];
+  throw new StepError('pins', what, matches.length
+    ? `the ${button!.fn} is on ${button!.foundOn}: this plug matches ${matches.map(shown).join(' or ')}; ` +
+      'run that recipe instead'
+    : `fix pins: in ${shown(ctx.recipePath)} (or --set <function>_pin=Pn), then: ${again}`);
+}
+
+/**
+ * When every light channel was seen but some lit another colour, and the colours seen are just the channels
+ * swapped around: the pins each channel really is on. Pure.
+ */
+export function channelFix(results: PinResult[]): Record<string, string> | undefined {
+  const colour = channelColour;
+  const channels = results.filter((r) => pinRole(r.fn) === 'channel' && r.fn !== 'brightness');
+  if (!channels.some((r) => !r.ok)) return undefined;
+  const byColour = new Map(channels.map((r) => [r.saw, r.pin]));
+  const fix = Object.fromEntries(channels.map((r) => [r.fn, byColour.get(colour(r.fn))]));
+  const complete = byColour.size === channels.length && Object.values(fix).every(Boolean);
+  return complete ? fix as Record<string, string> : undefined;
+}
+
+/** Puts new pins into a recipe file, keeping everything else in it (comments too), through a temp file. */
+function writeRecipePins(file: string, pins: Record<string, string>): void {
+  const doc = lib.yaml.parseDocument(fs.readFileSync(file, 'utf8'));
+  for (const [fn, pin] of Object.entries(pins)) doc.setIn(['pins', fn], pin);
+  writeFileAtomic(file, doc.toString({ lineWidth: 0 }));
 }
 
 async function planPins(ctx: Ctx): Promise<string[]> {
-  return Object.entries(ctx.recipe.pins).map(([fn, pin]) => `POST ${entityUrls(PINSCAN.pin)[0]}/set?option=` +
-    `${encodeURIComponent(BK7231_PINS[pin])}, then ${pinRole(fn) === 'button' ? 'INPUT_PULLUP and ask you to press it'
-      : 'OUTPUT_HIGH / OUTPUT_LOW and ask what you saw'} (${fn})`);
+  return Object.entries(ctx.recipe.pins).map(([fn, pin]) => {
+    if (pinRole(fn) === 'unseen') return `${fn} on ${pin}: not checked (${UNSEEN[fn]})`;
+    const then = pinRole(fn) === 'button' ? 'INPUT_PULLUP and ask you to press it'
+      : 'OUTPUT_HIGH / OUTPUT_LOW and ask what you saw';
+    const option = encodeURIComponent(BK7231_PINS[pin]);
+    return `POST ${entityUrls(PINSCAN.pin)[0]}/set?option=${option}, then ${then} (${fn})`;
+  });
 }
 
 export interface PinResult { fn: string; pin: string; ok: boolean; saw: string; foundOn?: string }
 
 export function pinRole(fn: string): (typeof PIN_ROLES)[number]['role'] {
   return PIN_ROLES.find((r) => r.match.test(fn))!.role;
+}
+
+/** The colour a light channel shows, in the words of LIGHT_ANSWERS. */
+function channelColour(fn: string): string {
+  return fn === 'cold' || fn === 'warm' ? `${fn} white` : fn;
+}
+
+/** Whether what was seen is what the pin's function should show. Pure. */
+export function pinLooksRight(fn: string, saw: string): boolean {
+  switch (pinRole(fn)) {
+    case 'relay': return /relay/.test(saw);
+    case 'led': return /LED/.test(saw);
+    case 'channel': return fn === 'brightness' ? /white/.test(saw) : saw === channelColour(fn);
+    default: return saw !== 'nothing';
+  }
 }
 
 /**
@@ -1771,7 +1921,8 @@ export async function checkPins(o: {
       if (res.status === 200) return void (style = i);
       if (res.status !== 404) throw new HttpError(`POST ${urls[i]}/${action} answered HTTP ${res.status}`);
     }
-    throw new HttpError(`POST ${urls.join(' and ')} (${action}) answered HTTP 404: this Kickstart has no pin scanner there`);
+    throw new HttpError(`POST ${urls.join(' and ')} (${action}) answered HTTP 404: this Kickstart has no pin ` +
+      'scanner there');
   };
   const scan = {
     pin: async (pin: string) => {
@@ -1779,7 +1930,8 @@ export async function checkPins(o: {
       // An option the select does not know is still answered 200: read it back.
       const now = JSON.parse((await request('GET', `${o.base}${entityUrls(PINSCAN.pin)[style]}`)).text || '{}');
       if ((now.value ?? now.state) !== BK7231_PINS[pin])
-        throw new HttpError(`the plug's pin scanner did not take "${BK7231_PINS[pin]}" (it says "${now.value ?? now.state}")`);
+        throw new HttpError(`the plug's pin scanner did not take "${BK7231_PINS[pin]}" ` +
+          `(it says "${now.value ?? now.state}")`);
     },
     mode: (mode: string) => post(PINSCAN.mode, `set?option=${mode}`),
   };
@@ -1788,8 +1940,11 @@ export async function checkPins(o: {
     o.say(`${r.ok ? ok() : c.red('✗')} ${r.fn.padEnd(12)} ${r.pin.padEnd(4)} ${r.saw}`);
     results.push(r);
   };
-  const outputs = Object.entries(o.pins).filter(([fn]) => pinRole(fn) !== 'button');
-  for (const [fn, pin] of outputs) {
+  for (const [fn, pin] of Object.entries(o.pins)) {
+    const role = pinRole(fn);
+    if (role === 'unseen') o.say(`${c.dim('·')} ${fn.padEnd(12)} ${pin.padEnd(4)} not checked: ${UNSEEN[fn]}`);
+    if (role === 'unseen' || role === 'button') continue;
+    const light = role === 'channel';
     let saw = 'show it again';
     while (saw === 'show it again') {
       await scan.pin(pin);
@@ -1798,26 +1953,30 @@ export async function checkPins(o: {
       await scan.mode('OUTPUT_LOW');
       await sleep(700);
       await scan.mode('INPUT'); // let go of the pin so the next one is seen on its own
-      saw = await o.ask({ id: `pin_${fn}`, kind: 'select', message: `${fn} on ${pin} was switched on and off. What did you see?`,
-        choices: PIN_ANSWERS });
+      const question = light ? 'Which colour did the light show?' : 'What did you see?';
+      saw = await o.ask({ id: `pin_${fn}`, kind: 'select', choices: light ? LIGHT_ANSWERS : PIN_ANSWERS,
+        message: `${fn} on ${pin} was switched on and off. ${question}` });
     }
-    note({ fn, pin, ok: PIN_ROLES.find((r) => r.role === pinRole(fn))!.ok(saw), saw });
+    note({ fn, pin, ok: pinLooksRight(fn, saw), saw });
   }
   for (const [fn, pin] of Object.entries(o.pins).filter(([f]) => pinRole(f) === 'button')) {
-    if (await buttonSeenOn(o, scan, pin, `Press and release the plug's button now (reading ${pin}), then press Enter`)) {
+    const which = fn === 'button' ? "the plug's button" : fn === 'button_all' ? 'the button for all sockets'
+      : `button ${fn.replace(/^\D+/, '')}`;
+    if (await buttonSeenOn(o, scan, fn, pin, `Press and release ${which} now (reading ${pin}), then press Enter`)) {
       note({ fn, pin, ok: true, saw: 'press seen' });
       continue;
     }
-    o.say(`${c.red('✗')} ${fn.padEnd(12)} ${pin.padEnd(4)} no press seen; looking for the button on the other pins`);
+    o.say(`${c.red('✗')} ${fn.padEnd(12)} ${pin.padEnd(4)} no press seen; looking for ${which} on the other pins`);
     const used = Object.values(o.pins);
     let foundOn: string | undefined;
-    for (const other of [...used.filter((p) => p !== pin), ...Object.keys(BK7231_PINS).filter((p) => !used.includes(p))])
-      if (await buttonSeenOn(o, scan, other, `Press the button once more (reading ${other}), then press Enter`)) {
+    const others = [...used.filter((p) => p !== pin), ...Object.keys(BK7231_PINS).filter((p) => !used.includes(p))];
+    for (const other of others)
+      if (await buttonSeenOn(o, scan, fn, other, `Press ${which} once more (reading ${other}), then press Enter`)) {
         foundOn = other;
         break;
       }
-    o.say(foundOn ? `${warn()} the button is on ${foundOn}, not ${pin}` : `${c.red('✗')} no pin saw the button`);
-    results.push({ fn, pin, ok: false, saw: foundOn ? `the button is on ${foundOn}` : 'no pin saw the button', foundOn });
+    o.say(foundOn ? `${warn()} ${which} is on ${foundOn}, not ${pin}` : `${c.red('✗')} no pin saw ${which}`);
+    results.push({ fn, pin, ok: false, saw: foundOn ? `it is on ${foundOn}` : 'no pin saw it', foundOn });
   }
   await scan.mode('INPUT');
   return results;
@@ -1825,15 +1984,15 @@ export async function checkPins(o: {
 
 /** Watches `-> Pin State` on /events while the user presses: true if the pin went LOW. */
 async function buttonSeenOn(o: { base: string; ask: (q: Question) => Promise<string> },
-  scan: { pin: (p: string) => Promise<void>; mode: (m: string) => Promise<void> }, pin: string, message: string):
-  Promise<boolean> {
+  scan: { pin: (p: string) => Promise<void>; mode: (m: string) => Promise<void> }, fn: string, pin: string,
+  message: string): Promise<boolean> {
   await scan.pin(pin);
   await scan.mode('INPUT_PULLUP');
   const stream = await openEvents(o.base);
   try {
     await sleep(200); // the first events are the current states; presses come after
     stream.seenLow = false;
-    await o.ask({ id: 'press_button', kind: 'confirm', message, default: true });
+    await o.ask({ id: `press_${fn}`, kind: 'confirm', message, default: true });
     await sleep(300);
     return stream.seenLow;
   } finally {
@@ -1867,7 +2026,8 @@ async function openEvents(base: string): Promise<{ seenLow: boolean; close: () =
           if (!/^event:\s*state/m.test(block) || !data) continue;
           try {
             const j = JSON.parse(data) as { id?: string; name_id?: string; state?: string; value?: string };
-            if ([j.id, j.name_id].some((id) => id && stateIds.includes(id)) && (j.state ?? j.value) === 'LOW') handle.seenLow = true;
+            const ours = [j.id, j.name_id].some((id) => id && stateIds.includes(id));
+            if (ours && (j.state ?? j.value) === 'LOW') handle.seenLow = true;
           } catch {}
         }
       }
@@ -1876,7 +2036,7 @@ async function openEvents(base: string): Promise<{ seenLow: boolean; close: () =
   return handle;
 }
 
-// ─── Step: upload ───────────────────────────────
+// ─── Step: upload ──────────────────────────────
 
 async function stepUpload(ctx: Ctx): Promise<void> {
   if (ctx.interrupted === 'upload') {
@@ -1886,8 +2046,8 @@ async function stepUpload(ctx: Ctx): Promise<void> {
   }
   const base = await reachKickstart(ctx, 'upload');
   const uf2 = await awaitCompile(ctx);
-  const { data } = checkedFirmware(uf2, ctx.recipe.mcu, 'upload', `recompile for this recipe: ${rerun(ctx.opts, '--from compile')}`,
-    'refusing to upload: ');
+  const { data } = checkedFirmware(uf2, ctx.recipe.mcu, 'upload',
+    `recompile for this recipe: ${rerun(ctx.opts, '--from compile')}`, 'refusing to upload: ');
   if (ctx.opts.deviceIp && !(await isKickstart(base))) {
     // No Kickstart at the address given: a plug already on ESPHome takes the native OTA instead.
     const esphome = await findEsphome(ctx.opts.esphome);
@@ -1901,11 +2061,12 @@ async function stepUpload(ctx: Ctx): Promise<void> {
     return print(`    ${ok()} uploaded with esphome upload`);
   }
   ctx.facts.uf2Sha256 = sha256(data);
-  const answer = await uploadUf2(`${base}/update`, data, path.basename(uf2), `retry: ${rerun(ctx.opts, '--from upload')}`);
+  const answer = await uploadUf2(`${base}/update`, data, path.basename(uf2),
+    `retry: ${rerun(ctx.opts, '--from upload')}`);
+  const ota = esphomeArgv(ctx, ctx.opts.esphome ?? 'local', 'upload', '--device', new URL(base).hostname);
   if (answer.status === 404)
     throw new StepError('upload', `the plug's Kickstart has no web upload (POST /update answered HTTP 404)`,
-      `upload through ESPHome's own OTA instead: ${shq(...esphomeArgv(ctx, ctx.opts.esphome ?? 'local', 'upload', '--device',
-        new URL(base).hostname))}`);
+      `upload through ESPHome's own OTA instead: ${shq(...ota)}`);
   if (/Update Successful/i.test(answer.body))
     return print(`    ${ok()} Kickstart took the firmware; the plug reboots into ESPHome`);
   const reason = answer.body.match(/Update Failed:\s*(.+)/i)?.[1]?.trim() ??
@@ -1946,22 +2107,23 @@ export async function uploadUf2(url: string, data: Buffer, fileName: string, ret
   const http = await import('node:http');
   const { SingleBar, Presets } = await import('cli-progress');
   const boundary = `----flashts${crypto.randomBytes(8).toString('hex')}`;
-  const head = Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="update"; filename="${fileName}"\r\n` +
+  const head = Buffer.from(`--${boundary}\r\n` +
+    `Content-Disposition: form-data; name="update"; filename="${fileName}"\r\n` +
     'Content-Type: application/octet-stream\r\n\r\n');
   const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
   const total = head.length + data.length + tail.length;
   const kib = (n: number) => Math.ceil(n / 1024);
   for (let attempt = 1; ; attempt++) {
     const tty = process.stdout.isTTY && !io.screen;
-    const bar = new SingleBar({ format: '    upload [{bar}] {percentage}% {value}/{total} KiB {speed}', hideCursor: true,
-      stream: process.stdout }, Presets.shades_classic);
+    const bar = new SingleBar({ format: '    upload [{bar}] {percentage}% {value}/{total} KiB {speed}',
+      hideCursor: true, stream: process.stdout }, Presets.shades_classic);
     if (tty) bar.start(kib(total), 0, { speed: '' });
     const started = Date.now();
     let sent = 0;
     try {
       const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const req = http.request(url, { method: 'POST', headers: { 'Content-Type': `multipart/form-data; boundary=${boundary}`,
-          'Content-Length': total } }, (res) => {
+        const headers = { 'Content-Type': `multipart/form-data; boundary=${boundary}`, 'Content-Length': total };
+        const req = http.request(url, { method: 'POST', headers }, (res) => {
           let body = '';
           res.setEncoding('utf8');
           res.on('data', (d) => (body += d));
@@ -1990,7 +2152,8 @@ export async function uploadUf2(url: string, data: Buffer, fileName: string, ret
       const why = (e as Error).message;
       if (attempt >= attempts) throw new StepError('upload', `the upload to ${url} failed ${attempts} times: ${why}`,
         `keep the plug powered and close to the router; ${retry}`);
-      print(`\n    ${warn()} upload interrupted after ${kib(sent)} KiB (${why}); retrying (${attempt + 1}/${attempts})`);
+      print(`\n    ${warn()} upload interrupted after ${kib(sent)} KiB (${why}); ` +
+        `retrying (${attempt + 1}/${attempts})`);
       await sleep(1000 * attempt);
     } finally {
       if (tty) bar.stop();
@@ -1999,7 +2162,7 @@ export async function uploadUf2(url: string, data: Buffer, fileName: string, ret
   }
 }
 
-// ─── Step: verify ───────────────────────────────
+// ─── Step: verify ──────────────────────────────
 
 async function stepVerify(ctx: Ctx): Promise<void> {
   const key = readSecretsFile(ctx.files.secrets).values.api_encryption_key;
@@ -2013,24 +2176,30 @@ async function stepVerify(ctx: Ctx): Promise<void> {
   const api = plug.info ?? (await readDeviceInfo(plug.ip, plug.port, key, ms('FLASH_API_TIMEOUT_MS')));
   if ('error' in api) {
     if (/MAC failure|Handshake failure/i.test(api.error))
-      throw new StepError('verify', `the plug at ${where} refused the api_encryption_key in ${shown(ctx.files.secrets)} ` +
-        `(${api.error})`, `it runs firmware built with another key: recompile and upload again: ${rerun(ctx.opts, '--from compile')}`);
-    // Kickstart (and firmware without `api: encryption:`) speaks the API in plain text: the client calls it a bad format.
-    const why = /Bad format/i.test(api.error) ? 'it speaks the API without encryption: it still runs Kickstart, or other firmware'
-      : api.error;
+      throw new StepError('verify', `the plug at ${where} refused the api_encryption_key in ` +
+        `${shown(ctx.files.secrets)} (${api.error})`,
+      `it runs firmware built with another key: recompile and upload again: ${rerun(ctx.opts, '--from compile')}`);
+    // Kickstart (and firmware without `api: encryption:`) speaks the API in plain text: to the client, a bad format.
+    const why = /Bad format/i.test(api.error)
+      ? 'it speaks the API without encryption: it still runs Kickstart, or other firmware' : api.error;
     throw new StepError('verify', `the plug at ${where} did not give its device info over the API (${why})`,
-      `power-cycle the plug and retry: ${retry}; its own log says why: ${shq(...esphomeArgv(ctx, ctx.opts.esphome ?? 'local',
-        'logs', '--device', plug.ip))}; if ${plug.ip} is not the plug, give its address with --device-ip`);
+      `power-cycle the plug and retry: ${retry}; its own log says why: ` +
+      `${shq(...esphomeArgv(ctx, ctx.opts.esphome ?? 'local', 'logs', '--device', plug.ip))}; ` +
+      `if ${plug.ip} is not the plug, give its address with --device-ip`);
   }
   if (api.name !== ctx.deviceName)
     throw new StepError('verify', `the device at ${where} is "${api.name}", not ${ctx.deviceName}`,
-      `find ${ctx.deviceName}'s address in your router and retry with it: ${rerun(ctx.opts, '--only verify --device-ip IP')}`);
+      `find ${ctx.deviceName}'s address in your router and retry with it: ` +
+      rerun(ctx.opts, '--only verify --device-ip IP'));
   ctx.facts.mac = formatMac(api.macAddress) ?? ctx.facts.mac;
   print(`    ${ok()} ${c.bold(api.friendlyName || ctx.deviceName)} is running ESPHome ${api.esphomeVersion}`);
-  print(`      name ${api.name} · IP ${plug.ip} (${plug.how}) · MAC ${formatMac(api.macAddress) ?? '?'} · board ${api.model}`);
+  print(`      name ${api.name} · IP ${plug.ip} (${plug.how}) · MAC ${formatMac(api.macAddress) ?? '?'} · ` +
+    `board ${api.model}`);
   print(`      read over the encrypted API (port ${plug.port}) with the key in secrets.yaml`);
-  print(`\n    ${c.bold('Add it to Home Assistant:')} Settings → Devices & services: ESPHome discovers "${ctx.deviceName}"`);
-  print(`    (or Add integration → ESPHome → host ${plug.ip}). It asks for the encryption key: api_encryption_key`);
+  print(`\n    ${c.bold('Add it to Home Assistant:')} Settings → Devices & services: ESPHome discovers ` +
+    `"${ctx.deviceName}"`);
+  print(`    (or Add integration → ESPHome → host ${plug.ip}). It asks for the encryption key: ` +
+    'api_encryption_key');
   print(`    in ${shown(ctx.files.secrets)}. Keep that folder: ESPHome needs it for later updates.`);
 }
 
@@ -2039,8 +2208,8 @@ async function planVerify(ctx: Ctx): Promise<string[]> {
   return [ctx.opts.deviceIp ? `use --device-ip ${ctx.opts.deviceIp}`
     : `mDNS: wait for ${ctx.deviceName}._esphomelib._tcp.local (board ${ctx.substitutions.board})` +
       (known ? `; meanwhile try ${known}, the address it had` : ''),
-  `native API <ip>:${setting('FLASH_DEVICE_API_PORT')}: Noise handshake with api_encryption_key (***), then DeviceInfoRequest; ` +
-    `the name must be ${ctx.deviceName}`];
+  `native API <ip>:${setting('FLASH_DEVICE_API_PORT')}: Noise handshake with api_encryption_key (***), then ` +
+    `DeviceInfoRequest; the name must be ${ctx.deviceName}`];
 }
 
 /** The flashed plug on mDNS: its new name, an encrypted API, the recipe's board and, once known, its MAC. */
@@ -2071,7 +2240,8 @@ async function findFlashedPlug(ctx: Ctx, key: string):
   const answersAt = async (ip: string, userSaid: boolean) => {
     let last: DeviceInfoResponse | { error: string } | undefined;
     for (;;) {
-      last = (await tcpAnswers(ip, apiPort, 3000)) ? await readDeviceInfo(ip, apiPort, key, ms('FLASH_API_TIMEOUT_MS')) : undefined;
+      const open = await tcpAnswers(ip, apiPort, 3000);
+      last = open ? await readDeviceInfo(ip, apiPort, key, ms('FLASH_API_TIMEOUT_MS')) : undefined;
       if (last && 'name' in last && last.name === ctx.deviceName) return last;
       if (userSaid && last && 'error' in last && /MAC failure|Handshake failure/i.test(last.error)) return last;
       if (Date.now() >= until || done.signal.aborted) break;
@@ -2089,22 +2259,26 @@ async function findFlashedPlug(ctx: Ctx, key: string):
         .then((d) => d && { ip: ipv4Of(d.addresses), port: d.port, how: 'mDNS' });
       const byAddress = known ? answersAt(known, false).then((info) => info && { ip: known, port: apiPort,
         how: 'the address it had', info }) : Promise.resolve(undefined);
-      const label = `waiting for ${ctx.deviceName} to boot ESPHome and show up (mDNS${known ? `, or at ${known}` : ''})`;
+      const label = `waiting for ${ctx.deviceName} to boot ESPHome and show up ` +
+        `(mDNS${known ? `, or at ${known}` : ''})`;
       const found = await withSpinner(label, firstFound([byMdns, byAddress]));
       if (found) return found;
     }
   } finally {
     done.abort();
   }
-  const hint = `if it opens a Wi-Fi network named "${ctx.deviceName}", it could not join yours: join that network (password: ` +
-    `ap_password in ${shown(ctx.files.secrets)}) and set the Wi-Fi at http://192.168.4.1; otherwise power-cycle it`;
+  const hint = `if it opens a Wi-Fi network named "${ctx.deviceName}", it could not join yours: join that network ` +
+    `(password: ap_password in ${shown(ctx.files.secrets)}) and set the Wi-Fi at http://192.168.4.1; ` +
+    'otherwise power-cycle it';
   const where = given ? `at ${given.host}` : `not on mDNS${known ? ` nor at ${known}` : ''}`;
   if (ctx.opts.yes || !canAsk())
-    throw new StepError('verify', `${ctx.deviceName} did not answer within ${seconds(wait)} (${where})`, `${hint}; if your ` +
-      `network blocks mDNS, find the plug in your router's list and give its address: ${rerun(ctx.opts, '--only verify --device-ip IP')}`);
+    throw new StepError('verify', `${ctx.deviceName} did not answer within ${seconds(wait)} (${where})`,
+      `${hint}; if your network blocks mDNS, find the plug in your router's list and give its address: ` +
+      rerun(ctx.opts, '--only verify --device-ip IP'));
   print(`    ${warn()} ${ctx.deviceName} did not answer within ${seconds(wait)} (${where}): ${hint}.`);
   const ip = await askAddress(ctx, `${ctx.deviceName}'s IP address (your router lists it; an empty answer gives up)`);
-  if (!ip) throw new StepError('verify', `${ctx.deviceName} was not found`, `${hint}; then: ${rerun(ctx.opts, '--only verify')}`);
+  if (!ip) throw new StepError('verify', `${ctx.deviceName} was not found`,
+    `${hint}; then: ${rerun(ctx.opts, '--only verify')}`);
   return { ip, port: apiPort, how: 'as you said' };
 }
 
@@ -2157,7 +2331,7 @@ async function tcpAnswers(host: string, port: number, timeout: number): Promise<
   });
 }
 
-// ─── doctor: is this machine ready? (also the check step, for the steps a run is about to do) ───
+// ─── doctor: is this machine ready? (the check step runs its checks too) ───
 
 export interface Check {
   name: string;
@@ -2198,8 +2372,10 @@ function printChecks(checks: Check[]): void {
 
 async function linuxCheck(): Promise<Check> {
   const ok = process.platform === 'linux';
-  return { name: 'Linux', ok, detail: ok ? `${process.platform} ${(await import('node:os')).release()}` : `this is ${process.platform}`,
-    fix: 'cloudcutter needs a Linux host (a Raspberry Pi or a Linux laptop; not WSL, not macOS)', for: ['cloudcutter', 'kickstart'] };
+  const release = (await import('node:os')).release();
+  return { name: 'Linux', ok, detail: ok ? `${process.platform} ${release}` : `this is ${process.platform}`,
+    fix: 'cloudcutter needs a Linux host (a Raspberry Pi or a Linux laptop; not WSL, not macOS)',
+    for: ['cloudcutter', 'kickstart'] };
 }
 
 async function dockerCheck(): Promise<Check> {
@@ -2207,7 +2383,8 @@ async function dockerCheck(): Promise<Check> {
   const docker = await dockerServer();
   if (docker.notFound) return { name, ok: false, detail: 'docker is not installed', for: ['cloudcutter'],
     fix: 'install Docker Engine (https://docs.docker.com/engine/install/), then: sudo systemctl start docker' };
-  if (!docker.version) return { name, ok: false, detail: `the Docker daemon is not answering: ${docker.error}`, for: ['cloudcutter'],
+  if (!docker.version) return { name, ok: false, detail: `the Docker daemon is not answering: ${docker.error}`,
+    for: ['cloudcutter'],
     fix: 'sudo systemctl start docker (and add yourself to the docker group, or run flash.ts with sudo)' };
   return { name, ok: true, detail: `daemon ${docker.version} answering`, for: ['cloudcutter'] };
 }
@@ -2222,9 +2399,28 @@ async function dockerServer(): Promise<{ version?: string; notFound: boolean; er
 }
 
 /** The Wi-Fi devices NetworkManager knows, in its order. */
-async function wifiAdapters(): Promise<string[]> {
-  const r = await sh(['nmcli', '-t', '-f', 'DEVICE,TYPE,STATE', 'device']);
-  return parseNmcliTerse(r.stdout).filter((f) => f[1] === 'wifi').map((f) => f[0]);
+/** A Wi-Fi adapter as `nmcli device` lists it; `connected` when it carries a connection of this machine. */
+interface WifiAdapter { dev: string; connected: boolean }
+
+async function wifiAdapters(): Promise<WifiAdapter[]> {
+  return parseWifiAdapters((await sh(['nmcli', '-t', '-f', 'DEVICE,TYPE,STATE', 'device'])).stdout);
+}
+
+export function parseWifiAdapters(nmcliDevice: string): WifiAdapter[] {
+  return parseNmcliTerse(nmcliDevice).filter((f) => f[1] === 'wifi')
+    .map((f) => ({ dev: f[0], connected: /^connected/.test(f[2] ?? '') }));
+}
+
+/**
+ * The adapter cloudcutter gets: --wifi-iface, else one with AP mode. nmcli lists the adapter carrying this machine's
+ * connection first, and a laptop's internal adapter usually has AP mode too: handing it to cloudcutter would cut the
+ * machine off (and the compile running beside it), so a free adapter comes first.
+ */
+async function findApAdapter(adapters: WifiAdapter[], iface?: string): Promise<WifiAdapter | undefined> {
+  const candidates = iface ? adapters.filter((a) => a.dev === iface)
+    : [...adapters.filter((a) => !a.connected), ...adapters.filter((a) => a.connected)];
+  for (const a of candidates) if (await supportsApMode(a.dev)) return a;
+  return undefined;
 }
 
 /**
@@ -2240,20 +2436,24 @@ async function wifiAdapterCheck(ctx: Ctx): Promise<Check> {
   if (list.notFound) return { name, ok: false, detail: "NetworkManager's nmcli is not installed", for: forSteps,
     fix: 'sudo apt install network-manager (cloudcutter drives Wi-Fi through it)' };
   if (list.code !== 0)
-    return { name, ok: false, detail: `nmcli failed: ${firstLine(list.stderr)}`, fix: 'sudo systemctl start NetworkManager', for: forSteps };
-  const wifis = parseNmcliTerse(list.stdout).filter((f) => f[1] === 'wifi').map((f) => f[0]);
+    return { name, ok: false, detail: `nmcli failed: ${firstLine(list.stderr)}`,
+      fix: 'sudo systemctl start NetworkManager', for: forSteps };
+  const adapters = parseWifiAdapters(list.stdout);
+  const wifis = adapters.map((a) => a.dev);
   if (iface && !wifis.includes(iface))
     return { name, ok: false, detail: `--wifi-iface ${iface} is not a Wi-Fi device NetworkManager knows (it knows: ` +
       `${wifis.join(', ') || 'none'})`, fix: 'check `nmcli device` and pass one of its wifi devices', for: forSteps };
   if (!wifis.length) return { name, ok: false, detail: 'no Wi-Fi adapter found', for: forSteps,
     fix: 'plug in a USB Wi-Fi adapter that supports AP mode (one you are not using for your own connection)' };
-  for (const dev of iface ? [iface] : wifis)
-    if (await supportsApMode(dev)) {
-      ctx.adapter = dev;
-      const others = wifis.filter((w) => w !== dev);
-      return { name, ok: true, for: forSteps, detail: `${dev} supports AP mode: cloudcutter gets -w ${dev}` +
-        (others.length ? ` (not ${others.join(', ')})` : '') + (iface ? '' : '; --wifi-iface chooses another') };
-    }
+  const found = await findApAdapter(adapters, iface);
+  if (found) {
+    const dev = (ctx.adapter = found.dev);
+    const others = wifis.filter((w) => w !== dev);
+    return { name, ok: true, for: forSteps, detail: `${dev} supports AP mode: cloudcutter gets -w ${dev}` +
+      (others.length ? ` (not ${others.join(', ')})` : '') + (iface ? '' : '; --wifi-iface chooses another') +
+      (found.connected ? `. It carries this machine's connection now: while cloudcutter flashes, this machine is ` +
+        'offline on it (use Ethernet, or a second adapter, if the compile still has to download)' : '') };
+  }
   return { name, ok: false, detail: `${(iface ? [iface] : wifis).join(', ')}: AP mode not supported`, for: forSteps,
     fix: 'use a Wi-Fi adapter whose `nmcli -f wifi-properties device show IFACE` says AP: yes' };
 }
@@ -2261,8 +2461,9 @@ async function wifiAdapterCheck(ctx: Ctx): Promise<Check> {
 async function sudoCheck(yes: boolean): Promise<Check> {
   if (process.getuid?.() === 0) return { name: 'sudo', ok: true, detail: 'running as root', for: ['cloudcutter'] };
   const r = await sh(['sudo', '-n', 'true']);
-  if (r.notFound) return { name: 'sudo', ok: false, detail: 'sudo is not installed', fix: 'install sudo, or run flash.ts as root',
-    for: ['cloudcutter'] };
+  if (r.notFound)
+    return { name: 'sudo', ok: false, detail: 'sudo is not installed', fix: 'install sudo, or run flash.ts as root',
+      for: ['cloudcutter'] };
   if (r.code === 0) return { name: 'sudo', ok: true, detail: 'available', for: ['cloudcutter'] };
   // It will ask for a password in cloudcutter's terminal: fine with a person there, not with --yes.
   return { name: 'sudo', ok: !yes, detail: 'available (it will ask for your password)', for: ['cloudcutter'],
@@ -2305,7 +2506,8 @@ async function portsCheck(): Promise<Check> {
   const name = 'free ports';
   const r = await sh(['ss', '-H', '-l', '-n', '-t', '-u', '-p']);
   if (r.notFound || r.code !== 0)
-    return { name, ok: false, detail: 'cannot list listening ports (ss failed)', fix: 'install iproute2', for: ['cloudcutter'] };
+    return { name, ok: false, detail: 'cannot list listening ports (ss failed)', fix: 'install iproute2',
+      for: ['cloudcutter'] };
   const held = busyPorts(r.stdout);
   // A DNS server for this machine alone (systemd-resolved on 127.0.0.53) is no conflict: cloudcutter's own DNS
   // listens on its access point's address. flash.ts answers cloudcutter's question about it with Skip.
@@ -2314,21 +2516,25 @@ async function portsCheck(): Promise<Check> {
   const note = harmless.length ? ` (${harmless.map((b) => `${b.port}/${b.proto}: ${b.process} on loopback only, fine`)
     .join('; ')})` : '';
   if (!busy.length)
-    return { name, ok: true, detail: CLOUDCUTTER_PORTS.map((p) => `${p.port}/${p.proto}`).join(' ') + note, for: ['cloudcutter'] };
+    return { name, ok: true, detail: CLOUDCUTTER_PORTS.map((p) => `${p.port}/${p.proto}`).join(' ') + note,
+      for: ['cloudcutter'] };
   // This machine's own DNS is never to be stopped: `docker build` and the profile download need it.
   const stoppable = [...new Set(busy.map((b) => b.process.split(' ')[0]))].filter((p) => !/^systemd-resolve/.test(p));
-  return { name, ok: false, detail: busy.map((b) => `${b.port}/${b.proto} held by ${b.process} on ${b.addresses.join(', ')}`)
-    .join('; '), for: ['cloudcutter'],
-  fix: (stoppable.length ? `stop ${stoppable.length > 1 ? 'those services' : 'that service'} while flashing (e.g. sudo ` +
-    `systemctl stop ${stoppable.join(' ')}); ` : '') + (stoppable.length < new Set(busy.map((b) => b.process)).size
+  const detail = busy.map((b) => `${b.port}/${b.proto} held by ${b.process} on ${b.addresses.join(', ')}`).join('; ');
+  return { name, ok: false, detail, for: ['cloudcutter'],
+  fix: (stoppable.length ? `stop ${stoppable.length > 1 ? 'those services' : 'that service'} while flashing ` +
+    `(e.g. sudo systemctl stop ${stoppable.join(' ')}); ` : '') +
+    (stoppable.length < new Set(busy.map((b) => b.process)).size
     ? 'make systemd-resolved listen on 127.0.0.53 only, its default (no DNSStubListenerExtra); ' : '') +
     'flash.ts never stops them itself' };
 }
 
+/** A port cloudcutter needs, held by a program, on the addresses it listens on. */
+interface Listener { port: number; proto: string; process: string; addresses: string[]; loopbackOnly: boolean }
+
 /** Which of cloudcutter's ports `ss -H -lntup` shows in use, by what, and on which addresses. Pure. */
-export function busyPorts(ssOutput: string):
-  { port: number; proto: string; process: string; addresses: string[]; loopbackOnly: boolean }[] {
-  const found = new Map<string, { port: number; proto: string; process: string; addresses: string[]; loopbackOnly: boolean }>();
+export function busyPorts(ssOutput: string): Listener[] {
+  const found = new Map<string, Listener>();
   for (const line of ssOutput.split('\n')) {
     const cols = line.trim().split(/\s+/);
     if (cols.length < 5) continue;
@@ -2360,7 +2566,8 @@ async function esphomeCheck(mode?: 'local' | 'docker'): Promise<Check> {
 }
 
 /** How to run ESPHome here: the local CLI, or the Docker image. */
-async function findEsphome(mode?: 'local' | 'docker'): Promise<{ kind: 'local' | 'docker'; describe: string } | undefined> {
+async function findEsphome(mode?: 'local' | 'docker'):
+  Promise<{ kind: 'local' | 'docker'; describe: string } | undefined> {
   if (mode !== 'docker') {
     const r = await sh(['esphome', 'version']);
     if (!r.notFound && r.code === 0)
@@ -2376,14 +2583,15 @@ export function parseNmcliTerse(out: string): string[][] {
   return out.split('\n').filter(Boolean).map((line) => line.split(/(?<!\\):/).map((f) => f.replace(/\\:/g, ':')));
 }
 
-// ─── profiles: the cloudcutter profiles a recipe may name ──────────────────
+// ─── profiles: the cloudcutter profiles a recipe may name ───
 
 /** `flash.ts profiles [WORDS]`: labels and slugs from cloudcutter's list, those matching every word. */
 async function listProfiles(words: string[]): Promise<number> {
   const list = (await cloudcutterApiGet('profiles.json')) as ProfileEntry[];
   const rows = matchProfiles(list, words);
   if (!rows.length) {
-    print(`no profile matches ${words.join(' ')} (of ${list.length}); try fewer words, e.g. a chip (bk7231n) or a version (1.1.8)`);
+    print(`no profile matches ${words.join(' ')} (of ${list.length}); try fewer words, e.g. a chip (bk7231n) or a ` +
+      'version (1.1.8)');
     return EXIT.failed;
   }
   print(formatTable([['label (for cloudcutter.profile)', 'slug'], ...rows.map((p) => [profileLabel(p), p.slug])]));
@@ -2403,7 +2611,557 @@ function profileLabel(p: { name: string; sub_name?: string }): string {
   return `${p.name} / ${p.sub_name ?? ''}`;
 }
 
-// ─── cloudcutter's API: profiles and devices ──────────────────────
+// ─── recipe: a recipe from cloudcutter's device list ───
+// `flash.ts recipe DEVICE` finds the device in cloudcutter's list, turns the Tuya pin configuration its device
+// file carries (`device_configuration`, Tuya's user_param_key) into a recipe and an ESPHome template, checks them
+// as any recipe is checked, and writes them. generateRecipe() is pure; the command around it does the rest.
+
+/** An entry of cloudcutter's devices.json. */
+interface DeviceEntry { slug: string; manufacturer: string; name: string }
+
+async function runRecipeCommand(words: string[], o: { dir: string; yes: boolean }): Promise<number> {
+  const opts = { yes: o.yes };
+  const wanted = words.flatMap((w) => w.split(/\s+/)).filter(Boolean);
+  if (!wanted.length) throw new InputError([{ file: 'command line', field: 'DEVICE', message: 'no device given',
+    hint: 'npx tsx flash.ts recipe "ledvance plug" (a maker and a name, or a device slug from cloudcutter\'s list)' }]);
+  const list = (await cloudcutterApiGet('devices.json')) as DeviceEntry[];
+  const entry = await pickDevice(list, wanted, opts);
+  const device = (await cloudcutterApiGet(`devices/${entry.slug}.json`)) as DeviceFile;
+  const profiles = device.profiles ?? [];
+  const label = (p: { name: string; sub_name?: string }) => profileLabel(p);
+  let profileSlug = profiles[0]?.slug;
+  if (profiles.length > 1 && !opts.yes && canAsk()) {
+    const choice = await ask({ id: 'recipe_profile', kind: 'select', message: `${device.manufacturer} ${device.name} ` +
+      'comes with several stock firmware versions. Which does yours run? (the app shows it under Device Update)',
+    choices: profiles.map(label) }, opts);
+    profileSlug = profiles.find((p) => label(p) === choice)!.slug;
+  }
+  const profile = profileSlug ? (await cloudcutterApiGet(`profiles/${profileSlug}.json`)) as ProfileFile : undefined;
+  const dir = path.resolve(o.dir);
+  const schema = path.relative(dir, path.join(HOME_DIR, 'recipes', 'recipe.schema.json')).split(path.sep).join('/');
+  const made = profile ? generateRecipe(device, profile, schema)
+    : { ok: false as const, slug: device.slug, key: 'profiles',
+      reason: 'cloudcutter lists no stock firmware profile for it' };
+  if (!made.ok)
+    throw new InputError([{ file: `cloudcutter's ${device.slug}.json`, field: made.key,
+      message: `no recipe: ${made.reason}`,
+      hint: 'nothing was written; a recipe can still be written by hand (README: "Adding a plug")' }]);
+
+  const recipeFile = path.join(dir, `${device.slug}.yaml`);
+  const templateFile = path.join(dir, `${device.slug}.esphome.yaml`);
+  const existing = [recipeFile, templateFile].filter((f) => fs.existsSync(f));
+  if (existing.length && (opts.yes || !canAsk()))
+    throw new InputError([{ file: shown(existing[0]), message: 'already exists, and --yes never overwrites a recipe',
+      hint: `move it away, or write elsewhere with --recipes DIR` }]);
+  if (existing.length && !(await confirm('recipe_overwrite', `${shown(existing[0])} exists. Overwrite it?`,
+    opts, false)))
+    return print('    nothing was written'), EXIT.failed;
+  fs.mkdirSync(dir, { recursive: true });
+  // Checked as any recipe is, before it replaces anything: written aside, loaded, then renamed into place.
+  const aside = (f: string) => path.join(dir, `.${path.basename(f)}.${process.pid}.tmp`);
+  try {
+    fs.writeFileSync(aside(templateFile), made.template);
+    fs.writeFileSync(aside(recipeFile), made.recipe.replace(`esphome: ${path.basename(templateFile)}`,
+      `esphome: ${path.basename(aside(templateFile))}`));
+    const { recipe } = loadRecipe(aside(recipeFile));
+    checkTemplate(made.template, templateFile, substitutionsFor(recipe), {});
+    fs.writeFileSync(aside(recipeFile), made.recipe);
+    fs.renameSync(aside(templateFile), templateFile);
+    fs.renameSync(aside(recipeFile), recipeFile);
+  } finally {
+    for (const f of [recipeFile, templateFile]) fs.rmSync(aside(f), { force: true });
+  }
+  const { recipe } = loadRecipe(recipeFile);
+  print(`${ok()} ${device.manufacturer} ${device.name} (${MCUS[recipe.mcu].chip}, ${recipe.substitutions.board}, ` +
+    `firmware ${profile!.name})`);
+  print(`    recipe    ${recipeFile}`);
+  print(`    template  ${templateFile}`);
+  print(`    pins      ${Object.entries(recipe.pins).map(([fn, p]) => `${fn} ${p}`).join(', ')}`);
+  if (made.unmapped.length)
+    print(c.dim(`    ${made.unmapped.length} Tuya keys not mapped are listed at the end of the recipe`));
+  print(`\nThe pins come from Tuya's data: check them on the device before the final firmware goes on:`);
+  const program = process.cwd() === HOME_DIR ? 'flash.ts' : shq(path.join(HOME_DIR, 'flash.ts'));
+  print(`    npx tsx ${program} ${shq(shown(recipeFile))} --check-pins`);
+  return EXIT.ok;
+}
+
+/** The device the words name: a slug, or the one entry whose maker, name and slug hold every word. */
+async function pickDevice(list: DeviceEntry[], words: string[], opts: { yes: boolean }): Promise<DeviceEntry> {
+  const found = matchDevices(list, words);
+  if (found.length === 1) return found[0];
+  const show = (d: DeviceEntry) => `${d.manufacturer} ${d.name} (${d.slug})`;
+  if (!found.length) {
+    const near = nearDevices(list, words).map(show);
+    throw new InputError([{ file: 'command line', field: 'DEVICE',
+      message: `no device in cloudcutter's list matches "${words.join(' ')}"`,
+      hint: near.length ? `nearest: ${near.join('; ')}` : 'try fewer or other words (a maker, a model)' }]);
+  }
+  if (opts.yes || !canAsk())
+    throw new InputError([{ file: 'command line', field: 'DEVICE', message: `${found.length} devices match ` +
+      `"${words.join(' ')}": ${found.slice(0, 12).map(show).join('; ')}${found.length > 12 ? '; …' : ''}`,
+    hint: 'add words, or give the slug' }]);
+  const choice = await ask({ id: 'recipe_device', kind: 'select', message: `${found.length} devices match. Which one?`,
+    choices: found.slice(0, 30).map(show) }, opts);
+  return found.find((d) => show(d) === choice)!;
+}
+
+/** Devices whose maker, name and slug hold every word (case-insensitive); an exact slug alone. Pure. */
+export function matchDevices(list: DeviceEntry[], words: string[]): DeviceEntry[] {
+  const exact = list.filter((d) => words.length === 1 && d.slug === words[0]);
+  if (exact.length) return exact;
+  const want = words.map((w) => w.toLowerCase());
+  return list.filter((d) => want.every((w) => `${d.manufacturer} ${d.name} ${d.slug}`.toLowerCase().includes(w)));
+}
+
+/** Up to five devices sharing the most words with the ones given (for "did you mean"). Pure. */
+function nearDevices(list: DeviceEntry[], words: string[]): DeviceEntry[] {
+  const want = words.map((w) => w.toLowerCase());
+  const score = (d: DeviceEntry) => {
+    const text = `${d.manufacturer} ${d.name} ${d.slug}`.toLowerCase();
+    return want.filter((w) => text.includes(w) || text.split(/[\s-]+/).some((t) => nearest(w, [t]))).length;
+  };
+  return list.map((d) => ({ d, s: score(d) })).filter((x) => x.s > 0).sort((a, b) => b.s - a.s).slice(0, 5)
+    .map((x) => x.d);
+}
+
+/** A cloudcutter device file (api/devices/<slug>.json): the parts read here. */
+export interface DeviceFile {
+  slug: string;
+  manufacturer: string;
+  name: string;
+  profiles: { slug: string; name: string; sub_name?: string }[];
+  device_configuration?: Record<string, unknown>;
+}
+
+/** A cloudcutter profile file (api/profiles/<slug>.json): its label and the chip its firmware is for. */
+export interface ProfileFile {
+  slug: string;
+  name: string;
+  sub_name?: string;
+  firmware: { chip: string };
+}
+
+export type Generated =
+  | { ok: true; slug: string; recipe: string; template: string; unmapped: string[] }
+  | { ok: false; slug: string; reason: string; key?: string };
+
+/** Tuya's `dmod` (LibreTiny "Tuya Pinout Config"): 0 PWM; 2–7 an LED driver chip ESPHome has an output for. */
+const LIGHT_DRIVERS: Record<number, { platform: string; chip: string }> = {
+  2: { platform: 'sm2135', chip: 'SM2135E' },
+  3: { platform: 'sm2135', chip: 'SM2135EH' },
+  4: { platform: 'sm2135', chip: 'SM2135EJ' },
+  5: { platform: 'bp1658cj', chip: 'BP1658CJ' },
+  6: { platform: 'bp5758d', chip: 'BP5758D' },
+  7: { platform: 'sm2235', chip: 'SM2235/SM2335' },
+};
+
+/** Energy chips on the UART (`chip_type`): 3 is what real files carry for BL0942, LibreTiny's table says 4. */
+const UART_ENERGY_CHIPS: Record<number, string> = { 2: 'HLW8032', 3: 'BL0942', 4: 'BL0942' };
+
+/** Light channels: the Tuya letter (`r_pin`, `iicr`) and the recipe's pin function. */
+const CHANNELS = { r: 'red', g: 'green', b: 'blue', c: 'cold', w: 'warm' } as const;
+type Channel = keyof typeof CHANNELS;
+
+/**
+ * cmod (with cwtype 1 the c pin is brightness and the w pin colour temperature) → ESPHome light platform and
+ * the key each channel feeds. The same table as upk2esphome's bulb part.
+ */
+function lightPlatform(cmod: string, cct: boolean):
+  { platform: string; keys: Partial<Record<Channel, string>> } | undefined {
+  const rgb = { r: 'red', g: 'green', b: 'blue' } as const;
+  switch (cmod) {
+    case 'rgbcw': return cct
+      ? { platform: 'rgbct', keys: { ...rgb, c: 'white_brightness', w: 'color_temperature' } }
+      : { platform: 'rgbww', keys: { ...rgb, c: 'cold_white', w: 'warm_white' } };
+    case 'rgbc': return { platform: 'rgbw', keys: { ...rgb, c: 'white' } };
+    case 'rgb': return { platform: 'rgb', keys: rgb };
+    case 'cw': return cct
+      ? { platform: 'color_temperature', keys: { c: 'brightness', w: 'color_temperature' } }
+      : { platform: 'cwww', keys: { c: 'cold_white', w: 'warm_white' } };
+    case 'c': return { platform: 'monochromatic', keys: { c: 'output' } };
+    case 'w': return { platform: 'monochromatic', keys: { w: 'output' } };
+  }
+  return undefined;
+}
+
+/** Housekeeping keys (checksums, versions, cloud data points): not wiring, not worth listing as unmapped. */
+const HOUSEKEEPING = /^(crc|jv|Jsonver|category|ch_num|ch_dpid\d+|ch_cddpid\d+|ch_flag\d+|ch\d+_stat|title20)$/;
+
+/** cloudcutter's own AP-mode instructions (INSTRUCTIONS.md, "Running the toolchain", steps 4, 6 and 8). */
+const AP_MODE = {
+  button: 'Long press the power/reset button on the device until it starts fast-blinking, then release, and then ' +
+    'hold the power/reset button again until the device starts slow-blinking. (Or toggle its power off and on 6 ' +
+    'times, about 1 second apart.)',
+  cycle: 'Toggle its power off and on again 6 times, with around 1 second in between each toggle, until it blinks ' +
+    'slowly.',
+  light: 'Toggle it off and on again 6 times, with around 1 second in between each toggle: it blinks slowly. If it ' +
+    'blinks quickly, power cycle it 3 more times. After the exploit, turn it off and on once to bring AP mode back ' +
+    '(if it does not come back, power cycle it 6 times).',
+};
+
+/** Why a device is refused; thrown inside build() and returned as `{ ok: false }`. */
+class Refusal extends Error {
+  constructor(message: string, readonly key?: string) { super(message); }
+}
+
+/** A recipe and ESPHome template for a cloudcutter device, or why there is none. */
+export function generateRecipe(device: DeviceFile, profile: ProfileFile, schema = 'recipe.schema.json'): Generated {
+  try {
+    return { ok: true, slug: device.slug, ...build(device, profile, schema) };
+  } catch (e) {
+    if (e instanceof Refusal) return { ok: false, slug: device.slug, reason: e.message, key: e.key };
+    throw e;
+  }
+}
+
+type Yaml = Record<string, unknown>;
+
+function build(device: DeviceFile, profile: ProfileFile, schema: string):
+  { recipe: string; template: string; unmapped: string[] } {
+  const chip = String(profile.firmware?.chip ?? '').toUpperCase();
+  if (chip !== 'BK7231T' && chip !== 'BK7231N')
+    throw new Refusal(`its chip is ${chip || 'unknown'}, not a Beken BK7231T/N: cloudcutter ships ESPHome Kickstart ` +
+      'only for BK7231T/N (for Realtek chips it ships OpenBeken builds)', 'firmware.chip');
+  const mcu = chip.toLowerCase() as Mcu;
+  const cfg = device.device_configuration ?? {};
+  if (!Object.keys(cfg).length)
+    throw new Refusal('cloudcutter has no pin configuration (device_configuration) for it: write a recipe by hand ' +
+      'from the device page and find the pins with --check-pins');
+
+  // Every key read is accounted for; the others are listed in the recipe as not mapped.
+  const used = new Set<string>();
+  const has = (key: string) => cfg[key] !== undefined && cfg[key] !== '';
+  const num = (key: string): number | undefined => {
+    if (!has(key)) return undefined;
+    used.add(key);
+    const n = Number(cfg[key]);
+    if (!Number.isInteger(n)) throw new Refusal(`${key} is ${JSON.stringify(cfg[key])}, not a number`, key);
+    return n;
+  };
+  const activeLow = (lvKey: string) => num(lvKey) === 0; // `_lv` 0: active low; missing: active high
+
+  // The module's LibreTiny board when its chip agrees with the profile's, else the chip's generic board.
+  const moduleName = typeof cfg.module === 'string' ? (used.add('module'), cfg.module) : undefined;
+  const boardId = moduleName?.toLowerCase().replace(/_/g, '-').replace(/-ipex$/, ''); // CBU-IPEX: a CBU, antenna socket
+  const known = boardId ? BOARDS[boardId] : undefined;
+  const onModule = known?.mcu === mcu;
+  const board = onModule ? boardId! : `generic-${mcu}-qfn32-tuya`;
+  const gpios = onModule ? known!.gpios : QFN32;
+  const boardNote = !moduleName ? 'no module in the pin configuration: the generic board'
+    : !known ? `module ${moduleName} has no LibreTiny board: the generic board`
+    : !onModule ? `module ${moduleName} is a ${known.mcu.toUpperCase()} one, the profile a ${chip}: the generic board`
+    : undefined;
+
+  // Pins: function → Pn, each on the board and used once; the template gets `${<fn>_pin}`.
+  const pins: [fn: string, pin: string, note?: string][] = [];
+  const pinKeys = new Map<number, string>();
+  const pin = (fn: string, key: string, note?: string, pwm = false): string => {
+    const n = num(key)!;
+    if (!gpios.includes(n))
+      throw new Refusal(`${key} is P${n}, which ${onModule ? `the ${moduleName} module` : `a ${chip}`} does not have ` +
+        `(it has ${gpios.map((g) => `P${g}`).join(' ')})`, key);
+    if (pinKeys.has(n)) throw new Refusal(`P${n} is used twice: by ${pinKeys.get(n)} and by ${key}`, key);
+    if (pwm && !PWM_PINS.includes(n))
+      throw new Refusal(`${key} is P${n}, which has no PWM (the PWM pins are P6 P7 P8 P9 P24 P26)`, key);
+    pinKeys.set(n, key);
+    pins.push([fn, `P${n}`, note]);
+    return `\${${fn}_pin}`;
+  };
+  const pinSchema = (ref: string, inverted: boolean, mode?: string) =>
+    inverted || mode ? { number: ref, ...(mode ? { mode } : {}), ...(inverted ? { inverted: true } : {}) } : ref;
+
+  const subs: [string, string | number][] = [];
+  const top: Yaml = {}; // status_led and LED driver hubs
+  const sensors: Yaml[] = [], binaries: Yaml[] = [], switches: Yaml[] = [], outputs: Yaml[] = [], lights: Yaml[] = [];
+  const notes: string[] = []; // template header lines
+
+  // A Tuya button is a momentary switch to its level `_lv` (0 when missing): pull the other way, debounce.
+  const button = (id: string, fn: string, key: string, onPress: Yaml[]) => {
+    const low = num(`${key}_lv`) !== 1;
+    const ref = pin(fn, `${key}_pin`);
+    binaries.push({ platform: 'gpio', id, pin: pinSchema(ref, low, low ? 'INPUT_PULLUP' : 'INPUT_PULLDOWN'),
+      filters: [{ delayed_on: '50ms' }], on_press: onPress });
+  };
+
+  // ── Relays, their buttons and LEDs ──
+  const latching = Object.keys(cfg).find((k) => /^rl_o(n|ff)\d+_pin$/.test(k));
+  if (latching)
+    throw new Refusal(`${latching}: a latching relay pulsed by ON/OFF pins (ESPHome's hbridge switch), ` +
+      'not mapped yet', latching);
+  const relays = Object.keys(cfg).flatMap((k) => /^rl(\d+)_pin$/.exec(k)?.[1] ?? []).map(Number).sort((a, b) => a - b);
+  for (const key of ['rl_type', ...relays.map((n) => `rl${n}_type`)])
+    if (num(key) === 1) throw new Refusal(`${key} is 1: a latching (magnetic holding) relay, not mapped yet`, key);
+  const several = relays.length > 1;
+  const relayIds = relays.map((n) => `relay_${n}`);
+  const all = (action: string, ids = relayIds) => ids.map((id) => ({ [`switch.${action}`]: id }));
+  // The Wi-Fi LED also shows the relay state (netled_reuse): on while any relay without its own LED is on.
+  const sharedLed = num('netled_reuse') === 1 ? relays.filter((n) => !has(`led${n}_pin`)).map((n) => `relay_${n}`) : [];
+  for (const n of relays) {
+    const id = `relay_${n}`;
+    const ref = pin(several ? `relay${n}` : 'relay', `rl${n}_pin`);
+    const relay: Yaml = { platform: 'gpio', id, name: `\${friendly_name}${several ? ` ${n}` : ''}`,
+      restore_mode: '${default_state}', pin: pinSchema(ref, activeLow(`rl${n}_lv`)) };
+    if (has(`led${n}_pin`)) {
+      outputs.push({ platform: 'gpio', id: `led_${n}_output`,
+        pin: pinSchema(pin(`led${n}`, `led${n}_pin`, `follows relay ${n}`), activeLow(`led${n}_lv`)) });
+      lights.push({ platform: 'binary', id: `led_${n}`, output: `led_${n}_output` });
+      relay.on_turn_on = [{ 'light.turn_on': `led_${n}` }];
+      relay.on_turn_off = [{ 'light.turn_off': `led_${n}` }];
+    } else if (sharedLed.includes(id)) {
+      const off = { 'light.turn_off': 'status_light' };
+      relay.on_turn_on = [{ 'light.turn_on': 'status_light' }];
+      const allOff = { if: { condition: { and: all('is_off', sharedLed) }, then: [off] } };
+      relay.on_turn_off = [sharedLed.length < 2 ? off : allOff];
+    }
+    switches.push(relay);
+    if (has(`bt${n}_pin`))
+      button(`button_${n}`, several ? `button${n}` : 'button', `bt${n}`, [{ 'switch.toggle': id }]);
+  }
+  // One button for all: all off when any is on, else all on (toggling each would leave them out of step).
+  const toggleAll = [several ? { if: { condition: { or: all('is_on') }, then: all('turn_off'), else: all('turn_on') } }
+    : { 'switch.toggle': relayIds[0] }];
+  if (relays.length && has('total_bt_pin')) button('button_all', 'button_all', 'total_bt', toggleAll);
+  else if (relays.length && has('key_pin') && !relays.some((n) => has(`bt${n}_pin`)))
+    button('button_all', several ? 'button_all' : 'button', 'key', toggleAll); // a lone key on a plug
+
+  // ── The Wi-Fi LED: ESPHome's status LED, a status_led light when it also shows the relay state ──
+  const netKey = ['netled', 'netled1', 'wfst'].find((k) => has(`${k}_pin`));
+  if (netKey) {
+    const ledPin = pinSchema(pin('status_led', `${netKey}_pin`, 'Wi-Fi LED'), activeLow(`${netKey}_lv`));
+    if (sharedLed.length) lights.push({ platform: 'status_led', id: 'status_light', pin: ledPin });
+    else top.status_led = { pin: ledPin };
+  }
+
+  // ── Energy metering: BL0937/HLW8012 pulse outputs as ESPHome's hlw8012 ──
+  const chipType = num('chip_type');
+  if (chipType !== undefined && chipType in UART_ENERGY_CHIPS) {
+    const uartChip = UART_ENERGY_CHIPS[chipType];
+    throw new Refusal(`chip_type ${chipType}: its energy chip is a ${uartChip} on the UART, which this generator ` +
+      `does not map yet (ESPHome's uart + ${uartChip.toLowerCase()} sensor would)`, 'chip_type');
+  }
+  if (chipType !== undefined && chipType > 1)
+    throw new Refusal(`chip_type ${chipType}: an unknown energy chip`, 'chip_type');
+  if (has('ele_pin') || has('vi_pin') || has('sel_pin_pin')) {
+    const missing = ['ele_pin', 'vi_pin', 'sel_pin_pin'].find((k) => !has(k));
+    if (missing) throw new Refusal(`energy metering without ${missing}`, missing);
+    const model = chipType === 1 ? 'HLW8012' : 'BL0937'; // no chip_type: the usual BL0937
+    const bl = model === 'BL0937';
+    const shunt = num('resistor') ?? num('sample_resistor') ?? 1; // milliohm
+    subs.push(['current_resistor', `${shunt / 1000}`], ['voltage_divider', bl ? 1600 : 2351],
+      ['current_multiply', '1.0']);
+    sensors.push({ platform: 'hlw8012', model,
+      // BL0937: CF/CF1 inverted as upk2esphome does; SEL inverted because it measures current with SEL low
+      // (ESPHome docs). A sel_pin_lv of 0 flips SEL.
+      cf_pin: pinSchema(pin('cf', 'ele_pin', 'energy CF (power)'), bl),
+      cf1_pin: pinSchema(pin('cf1', 'vi_pin', 'energy CF1 (current/voltage)'), bl),
+      sel_pin: pinSchema(pin('sel', 'sel_pin_pin', 'energy SEL'), bl !== activeLow('sel_pin_lv')),
+      current_resistor: '${current_resistor}', voltage_divider: '${voltage_divider}',
+      current: { name: 'Current', filters: [{ multiply: '${current_multiply}' }] },
+      voltage: { name: 'Voltage' }, power: { name: 'Power' }, energy: { name: 'Energy' }, update_interval: '10s' });
+  }
+
+  // ── Lights: PWM channels or an LED driver chip ──
+  const isLight = has('cmod');
+  if (isLight) {
+    used.add('cmod');
+    const cmod = String(cfg.cmod);
+    const cct = num('cwtype') === 1;
+    const shape = lightPlatform(cmod, cct);
+    if (!shape) throw new Refusal(`cmod "${cmod}": a colour mode ESPHome's light platforms do not map`, 'cmod');
+    const channels = Object.keys(shape.keys) as Channel[];
+    const dmod = num('dmod') ?? 0;
+    const driver = LIGHT_DRIVERS[dmod];
+    if (dmod !== 0 && !driver)
+      throw new Refusal(`dmod ${dmod}: an LED driver ESPHome has no output for (known: 0 PWM, 2–7)`, 'dmod');
+    const light: Yaml = { platform: shape.platform, id: 'light_1', name: '${friendly_name}',
+      restore_mode: '${default_state}', default_transition_length: '${transition_length}' };
+    if (!driver) {
+      const missing = channels.filter((c) => !has(`${c}_pin`)).map((c) => `${c}_pin`);
+      if (missing.length)
+        throw new Refusal(`cmod "${cmod}" needs ${channels.map((c) => `${c}_pin`).join(' ')} but ` +
+          `${missing.join(' ')} ${missing.length > 1 ? 'are' : 'is'} missing: ${missing.includes('r_pin')
+            ? 'the colours are driven some other way (an addressable strip on SPI?)'
+            : `the pin configuration does not wire every channel ${shape.platform} needs`}`, 'cmod');
+      subs.push(['pwm_frequency', `${num('pwmhz') ?? 1000}Hz`]);
+      for (const c of channels) {
+        // A CCT bulb's two white pins are brightness and colour temperature, not cold and warm.
+        const fn = (cct && { c: 'brightness', w: 'color_temp' }[c as 'c' | 'w']) || CHANNELS[c];
+        const ref = pin(fn, `${c}_pin`, undefined, true);
+        outputs.push({ platform: 'libretiny_pwm', id: `output_${fn}`,
+          pin: pinSchema(ref, activeLow(`${c}_lv`)), frequency: '${pwm_frequency}' });
+        light[shape.keys[c]!] = `output_${fn}`;
+      }
+      // ESPHome drives a colour temperature output 0 at cold, 1 at warm; Tuya's direction is not documented.
+      if (cct) notes.push('Colour temperature the wrong way round? Add `inverted: true` to output_color_temp\'s pin.');
+    } else {
+      if (cct)
+        throw new Refusal(`cwtype 1 (brightness + colour temperature) with an ${driver.chip}: not mapped`, 'cwtype');
+      const missing = channels.filter((c) => !has(`iic${c}`)).map((c) => `iic${c}`);
+      if (missing.length)
+        throw new Refusal(`cmod "${cmod}" with an ${driver.chip} needs ${missing.join(' ')}`, missing[0]);
+      const bus = ['iicscl', 'iicsda'].find((k) => !has(k));
+      if (bus) throw new Refusal(`an ${driver.chip} without ${bus}`, bus);
+      top[driver.platform] = { clock_pin: pin('clock', 'iicscl', `${driver.chip} clock`),
+        data_pin: pin('data', 'iicsda', `${driver.chip} data`), ...driverSettings(dmod, num) };
+      for (const c of channels) {
+        const tuya = num(`iic${c}`)!;
+        // ESPHome numbers BP5758D outputs 1–5; Tuya (and ESPHome's other drivers) count from 0.
+        outputs.push({ platform: driver.platform, id: `output_${CHANNELS[c]}`, channel: dmod === 6 ? tuya + 1 : tuya,
+          ...(dmod === 6 ? bp5758dCurrent(c, num) : {}) });
+        light[shape.keys[c]!] = `output_${CHANNELS[c]}`;
+      }
+    }
+    if (['rgbww', 'rgbct', 'cwww', 'color_temperature'].includes(shape.platform)) {
+      subs.push(['cold_white_color_temperature', '6500 K'], ['warm_white_color_temperature', '2700 K']);
+      light.cold_white_color_temperature = '${cold_white_color_temperature}';
+      light.warm_white_color_temperature = '${warm_white_color_temperature}';
+    }
+    if (['rgbww', 'rgbct', 'rgbw'].includes(shape.platform)) light.color_interlock = true; // white or colour, as Tuya
+    lights.push(light);
+    subs.push(['transition_length', '1s']);
+    if (has('key_pin') && !relays.length) button('button', 'button', 'key', [{ 'light.toggle': 'light_1' }]);
+  }
+  if (!relays.length && !isLight)
+    throw new Refusal('no relay (rlN_pin) and no light (cmod) in its pin configuration: not a plug, switch or light');
+
+  // Plugs come back off; a bulb comes on at power-up, as it was when pmemory (power-off memory) is 1.
+  const bulb = isLight && !relays.length;
+  const defaultState = !bulb ? 'RESTORE_DEFAULT_OFF' : num('pmemory') === 0 ? 'ALWAYS_ON' : 'RESTORE_DEFAULT_ON';
+  const friendly = `${device.manufacturer} ${device.name}`.trim();
+  subs.unshift(['device_name', deviceName(device.slug)], ['friendly_name', friendly], ['default_state', defaultState],
+    ['board', board]);
+
+  const sections: Yaml =
+    { ...top, sensor: sensors, binary_sensor: binaries, switch: switches, output: outputs, light: lights };
+  const body = Object.entries(sections).filter(([, v]) => !Array.isArray(v) || v.length)
+    .map(([k, v]) => lib.yaml.stringify({ [k]: v }, { lineWidth: 0 })).join('\n');
+  const unmapped = Object.keys(cfg).filter((k) => !used.has(k) && !HOUSEKEEPING.test(k)).sort();
+  const hasButton = pins.some(([fn]) => fn.startsWith('button'));
+  return {
+    recipe: recipeText(device, profile, mcu, pins, subs, unmappedLines(unmapped, cfg),
+      bulb ? AP_MODE.light : hasButton ? AP_MODE.button : AP_MODE.cycle, boardNote, schema),
+    template: templateText(device, notes, body),
+    unmapped,
+  };
+}
+
+/** The LED driver hub's current settings from its Tuya keys, in ESPHome's option names and ranges. */
+function driverSettings(dmod: number, num: (key: string) => number | undefined): Yaml {
+  if (dmod >= 2 && dmod <= 4) {
+    // ehccur/iicccur are register codes (mA = 10 + 5 × code), campere/wampere mA. ESPHome's options stop at
+    // 45 mA (RGB) and 60 mA (white): a higher Tuya value is capped there, so the LEDs run a little dimmer.
+    const mA = (code: number | undefined, direct: number | undefined) => code !== undefined ? 10 + 5 * code : direct;
+    const step = (v: number, max: number) => `${Math.min(max, Math.max(10, Math.round(v / 5) * 5))}mA`;
+    const rgb = mA(num('ehccur') ?? num('iicccur'), num('campere'));
+    const cw = mA(num('ehwcur') ?? num('iicwcur'), num('wampere'));
+    return {
+      ...(rgb !== undefined ? { rgb_current: step(rgb, 45) } : {}),
+      ...(cw !== undefined ? { cw_current: step(cw, 60) } : {}),
+      // ESPHome docs: the EH and EJ variants light white and colour at once, the E does not.
+      ...(dmod !== 2 ? { separate_modes: false } : {}),
+    };
+  }
+  // BP1658CJ and SM2235/SM2335: Tuya's current keys are ESPHome's 0–15 power steps.
+  const [colour, white] = dmod === 5 ? ['cjccur', 'cjwcur'] : dmod === 7 ? ['2235ccur', '2235wcur'] : [];
+  const c = colour ? num(colour) : undefined, w = white ? num(white) : undefined;
+  return { ...(c !== undefined ? { max_power_color_channels: Math.min(15, c) } : {}),
+    ...(w !== undefined ? { max_power_white_channels: Math.min(15, w) } : {}) };
+}
+
+/** BP5758D sets the current per output (0–90 mA): drgbcur for red/green/blue, dccur/dwcur for the whites. */
+function bp5758dCurrent(c: Channel, num: (key: string) => number | undefined): Yaml {
+  const cold = num('dccur');
+  const mA = c === 'c' ? cold : c === 'w' ? num('dwcur') ?? cold : num('drgbcur'); // no dwcur: warm as cold
+  return mA === undefined ? {} : { current: Math.min(90, mA) };
+}
+
+/** An ESPHome device name from the slug: a-z 0-9 -, at most 31 characters, cut at a word, no firmware version. */
+function deviceName(slug: string): string {
+  const name = slug.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').replace(/-v\d+(-\d+)*$/, '');
+  if (name.length <= 31) return name;
+  const cut = name.slice(0, 32).lastIndexOf('-');
+  return name.slice(0, cut > 10 ? cut : 31).replace(/-+$/, '');
+}
+
+/**
+ * The unmapped keys as comment lines: wiring first (pins a person may want to add by hand), then the rest with
+ * numbered families (irk1fun … irk31fun) folded into one word.
+ */
+function unmappedLines(keys: string[], cfg: Record<string, unknown>): string[] {
+  const show = (k: string) => `${k}=${JSON.stringify(cfg[k])}`;
+  const wiring = keys.filter((k) => /pin$|_lv$|^(ir|infre|infrr|SCL|CS|MISO|miso|mosi)$/i.test(k));
+  const families = new Map<string, string[]>();
+  for (const k of keys.filter((x) => !wiring.includes(x)))
+    families.set(k.replace(/\d+/g, 'N'), [...(families.get(k.replace(/\d+/g, 'N')) ?? []), k]);
+  const rest = [...families].flatMap(([family, ks]) => ks.length > 2 ? [`${family}(×${ks.length})`] : ks.map(show));
+  return [
+    ...(wiring.length ? wrap(`wiring: ${wiring.map(show).join(' ')}`, 116) : []),
+    ...(rest.length ? wrap(`other: ${rest.join(' ')}`, 116) : []),
+  ];
+}
+
+function recipeText(device: DeviceFile, profile: ProfileFile, mcu: Mcu, pins: [string, string, string?][],
+  subs: [string, string | number][], unmapped: string[], apMode: string, boardNote: string | undefined,
+  schema: string): string {
+  const scalar = (v: unknown) => lib.yaml.stringify(v, { lineWidth: 0 }).trimEnd();
+  const others = device.profiles.filter((p) => p.slug !== profile.slug).map((p) => `${p.name} / ${p.sub_name ?? ''}`);
+  return [
+    `# yaml-language-server: $schema=${schema}`,
+    "# Generated by `flash.ts recipe` from the Tuya pin configuration in cloudcutter's device file",
+    `# ${device.slug}.`,
+    '# Check the pins before the final firmware goes on: run it with --check-pins.',
+    `model: ${scalar(`${device.manufacturer} ${device.name}`.trim())}`,
+    `mcu: ${mcu}`,
+    'kickstart: auto',
+    'cloudcutter:',
+    `  profile: ${scalar(`${profile.name} / ${profile.sub_name ?? ''}`)}`,
+    `  device: ${scalar(device.slug)}`,
+    ...(others.length ? [`  # other stock firmware cloudcutter knows for it: ${others.join('; ')}`] : []),
+    'ap_mode: >-',
+    ...wrap(apMode, 100).map((l) => `  ${l}`),
+    `esphome: ${device.slug}.esphome.yaml`,
+    'pins:',
+    ...pins.map(([fn, p, note]) => `  ${`${fn}: ${p}`.padEnd(18)}${note ? `# ${note}` : ''}`.trimEnd()),
+    'substitutions:',
+    ...subs.map(([k, v]) => `  ${k}: ${scalar(v)}${k === 'board' && boardNote ? `  # ${boardNote}` : ''}`),
+    ...(unmapped.length ? ['# Tuya keys not mapped (left out of the template):'] : []),
+    ...unmapped.map((l) => `#   ${l}`),
+  ].join('\n') + '\n';
+}
+
+/** The template: the same common part as recipes/status-plug.esphome.yaml, then the device's sections. */
+function templateText(device: DeviceFile, notes: string[], body: string): string {
+  return [
+    ...wrap(`ESPHome template for ${device.manufacturer} ${device.name}, generated from cloudcutter's device file ` +
+      `${device.slug}. flash.ts puts the recipe's substitutions in front; !secret names come from secrets.yaml.`, 116),
+    ...notes,
+  ].map((l) => `# ${l}`).concat([
+    '',
+    'esphome:', '  name: "${device_name}"', '  friendly_name: "${friendly_name}"', '',
+    'bk72xx:', '  board: ${board}', '',
+    'logger:', '',
+    'api:', '  encryption:', '    key: !secret api_encryption_key', '',
+    'ota:', '  - platform: esphome', '    password: !secret ota_password', '',
+    'wifi:', '  ssid: !secret wifi_ssid', '  password: !secret wifi_password', '  ap:', '    ssid: "${device_name}"',
+    '    password: !secret ap_password', '',
+    'captive_portal:', '',
+    'text_sensor:', '  - platform: libretiny', '    version:', '      name: LibreTiny Version', '',
+    body,
+  ]).join('\n');
+}
+
+/** Words joined into lines of at most `width` characters. */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    const last = lines.length - 1;
+    if (last >= 0 && lines[last].length + 1 + word.length <= width) lines[last] += ` ${word}`;
+    else lines.push(word);
+  }
+  return lines;
+}
+
+// ─── cloudcutter's API: profiles and devices ───
 
 export interface ProfileEntry { slug: string; name: string; type?: string; sub_name?: string }
 
@@ -2420,31 +3178,36 @@ export interface ResolvedProfile {
 /** Looks the recipe's profile and device up in cloudcutter's API and checks the chip against the recipe. */
 async function resolveProfile(ctx: Ctx, quiet = false): Promise<ResolvedProfile> {
   const cc = ctx.recipe.cloudcutter;
-  const get = (rel: string, notFound?: () => Error) => cloudcutterApiGet(rel, { notFound, quiet, dryRun: ctx.opts.dryRun });
+  const get = (rel: string, notFound?: () => Error) =>
+    cloudcutterApiGet(rel, { notFound, quiet, dryRun: ctx.opts.dryRun }) as Promise<Record<string, any>>;
   const field = cc.profile ? 'profile' : 'device';
   const bad = (message: string, hint: string, key = field) => new InputError([{ file: shown(ctx.recipePath),
     line: ctx.lineOf(['cloudcutter', key]), field: `cloudcutter.${key}`, message, hint }]);
   let device: Record<string, any> | undefined;
   if (cc.device)
-    device = (await get(`devices/${cc.device}.json`, () => bad(`device "${cc.device}" is not in cloudcutter's device list`,
-      'check the slug on https://tuya-cloudcutter.github.io/, or give cloudcutter.profile instead', 'device'))) as Record<string, any>;
+    device = await get(`devices/${cc.device}.json`,
+      () => bad(`device "${cc.device}" is not in cloudcutter's device list`,
+      'check the slug on https://tuya-cloudcutter.github.io/, or give cloudcutter.profile instead', 'device'));
   let profileSlug: string | undefined = device?.profiles?.[0]?.slug;
   if (cc.profile) {
-    const list = (await get('profiles.json')) as ProfileEntry[];
+    const list = (await get('profiles.json')) as unknown as ProfileEntry[];
     const found = findProfile(list, cc.profile);
     if (!found) {
       const near = suggestProfiles(list, cc.profile, ctx.recipe.mcu);
-      throw bad(`"${cc.profile}" is not a profile in cloudcutter's list`, near.length ? `did you mean: ${near.join(' | ')}`
+      throw bad(`"${cc.profile}" is not a profile in cloudcutter's list`, near.length
+        ? `did you mean: ${near.join(' | ')}`
         : `\`npx tsx flash.ts profiles ${ctx.recipe.mcu}\` lists the labels (or copy one from cloudcutter's menu)`);
     }
     profileSlug = found.slug;
   }
   if (!profileSlug) throw bad(`device "${cc.device}" lists no profile`, 'give cloudcutter.profile too');
-  const profile = (await get(`profiles/${profileSlug}.json`, () => bad(`profile "${profileSlug}" is in the list but its file is ` +
-    'missing from the API', 'try again later, or pick another profile'))) as Record<string, any>;
+  const profile = await get(`profiles/${profileSlug}.json`,
+    () => bad(`profile "${profileSlug}" is in the list but its ` +
+    'file is missing from the API', 'try again later, or pick another profile'));
   const chip = String(profile.firmware?.chip ?? '');
   if (chip.toLowerCase() !== ctx.recipe.mcu)
-    throw bad(`profile ${profileSlug} is for a ${chip || 'unknown chip'} (its firmware.chip), but the recipe's mcu is ${ctx.recipe.mcu}`,
+    throw bad(`profile ${profileSlug} is for a ${chip || 'unknown chip'} (its firmware.chip), ` +
+      `but the recipe's mcu is ${ctx.recipe.mcu}`,
       `pick a profile whose label ends "- ${MCUS[ctx.recipe.mcu].chip}", or fix mcu if the plug has the other chip`);
   // In flash mode cloudcutter works with the profile's first device, unless the recipe names one.
   const deviceSlug: string | undefined = cc.device ?? profile.devices?.[0]?.slug;
@@ -2492,21 +3255,21 @@ async function cloudcutterApiGet(rel: string, o: { notFound?: () => Error; quiet
     return data;
   } catch (e) {
     if (e instanceof InputError) throw e;
-    reason = (e as Error).name === 'TimeoutError' ? 'timed out' : ((e as { cause?: Error }).cause?.message ?? (e as Error).message);
+    reason = failure(e);
   }
   if (fs.existsSync(cached)) {
-    if (!o.quiet) print(c.yellow(`    offline? ${url}: ${reason}; using the copy cached ${fs.statSync(cached).mtime.toISOString()
-      .slice(0, 10)}`));
+    const day = fs.statSync(cached).mtime.toISOString().slice(0, 10);
+    if (!o.quiet) print(c.yellow(`    offline? ${url}: ${reason}; using the copy cached ${day}`));
     return JSON.parse(fs.readFileSync(cached, 'utf8'));
   }
   throw new StepError('cloudcutter', `cannot fetch ${url} (${reason}) and there is no cached copy`,
-    'connect this machine to the internet once (the plug is not needed for this), then retry; or set FLASH_CLOUDCUTTER_API ' +
-    'to a mirror');
+    'connect this machine to the internet once (the plug is not needed for this), then retry; or set ' +
+    'FLASH_CLOUDCUTTER_API to a mirror');
 }
 
-// ─── The plug on the network: its address, HTTP with retries, mDNS ───────────────
+// ─── The plug on the network: its address, HTTP with retries, mDNS ───
 
-/** The plug's Kickstart web server: --device-ip first (the user said so), else the address learned; port 80 or given. */
+/** The plug's Kickstart web server: --device-ip first (the user said so), else the address learned. */
 function plugWebUrl(ctx: Ctx, step: StepName): string {
   const given = ctx.opts.deviceIp ? parseDeviceAddress(ctx.opts.deviceIp) : undefined;
   const host = given?.host ?? ctx.facts.kickstartIp;
@@ -2522,7 +3285,8 @@ export function parseDeviceAddress(text: string): { host: string; port?: number 
   if (!m) return undefined;
   const [, host, portText] = m;
   const ipv4 = /^\d{1,3}(\.\d{1,3}){3}$/.test(host) && host.split('.').every((n) => Number(n) <= 255);
-  const name = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(host) && !/^[\d.]+$/.test(host);
+  const label = '[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?';
+  const name = new RegExp(`^${label}(\\.${label})*$`).test(host) && !/^[\d.]+$/.test(host);
   const port = portText === undefined ? undefined : Number(portText);
   if (!(ipv4 || name) || (port !== undefined && (port < 1 || port > 65535))) return undefined;
   return { host, port };
@@ -2533,18 +3297,21 @@ export function parseDeviceAddress(text: string): { host: string; port?: number 
  * (a new DHCP lease), the plug by its MAC on mDNS; then the user is asked (with --yes: told to pass --device-ip).
  */
 async function reachKickstart(ctx: Ctx, step: StepName): Promise<string> {
-  if (ctx.opts.deviceIp) return plugWebUrl(ctx, step); // the user said so; what answers there is the step's business
-  if (!ctx.facts.kickstartIp && !ctx.facts.mac && !ctx.facts.tuyaMac) return plugWebUrl(ctx, step); // nothing to go by: says so
+  // Given by the user: what answers there is the step's business. Nothing to go by at all: plugWebUrl() says so.
+  const known = ctx.facts.kickstartIp || ctx.facts.mac || ctx.facts.tuyaMac;
+  if (ctx.opts.deviceIp || !known) return plugWebUrl(ctx, step);
   if (ctx.facts.kickstartIp) {
     const base = plugWebUrl(ctx, step);
     if (await isKickstart(base)) return base;
     print(`    ${warn()} no Kickstart answers at ${ctx.facts.kickstartIp} any more: looking for the plug again`);
   }
   const wait = ms('FLASH_DISCOVERY_TIMEOUT_MS');
-  if (await kickstartOnLan(ctx, wait, 'looking for the plug on your network (mDNS)', 'exact')) return plugWebUrl(ctx, step);
+  if (await kickstartOnLan(ctx, wait, 'looking for the plug on your network (mDNS)', 'exact'))
+    return plugWebUrl(ctx, step);
   if (ctx.opts.yes || !canAsk())
-    throw new StepError(step, `the plug's Kickstart is not at ${ctx.facts.kickstartIp ?? 'a known address'} and did not show ` +
-      `up on mDNS within ${seconds(wait)}`, `find the plug in your router's list and give its address: ` +
+    throw new StepError(step, `the plug's Kickstart is not at ${ctx.facts.kickstartIp ?? 'a known address'} ` +
+      `and did not show up on mDNS within ${seconds(wait)}`,
+      `find the plug in your router's list and give its address: ` +
       rerun(ctx.opts, `--from ${step} --device-ip IP`));
   return askKickstart(ctx, step);
 }
@@ -2552,8 +3319,10 @@ async function reachKickstart(ctx: Ctx, step: StepName): Promise<string> {
 /** Asks for the Kickstart plug's address until one answers as Kickstart (or the user gives up). */
 async function askKickstart(ctx: Ctx, step: StepName): Promise<string> {
   for (;;) {
-    const ip = await askAddress(ctx, "The plug's IP address (your router lists it as kickstart-bk7231…; an empty answer gives up)");
-    if (!ip) throw new StepError(step, "the plug's address is not known", `retry with it: ${rerun(ctx.opts, `--from ${step} --device-ip IP`)}`);
+    const ip = await askAddress(ctx, "The plug's IP address (your router lists it as kickstart-bk7231…; an empty " +
+      'answer gives up)');
+    if (!ip) throw new StepError(step, "the plug's address is not known",
+      `retry with it: ${rerun(ctx.opts, `--from ${step} --device-ip IP`)}`);
     ctx.facts.kickstartIp = ip;
     const base = plugWebUrl(ctx, step);
     if (await isKickstart(base)) return base;
@@ -2572,14 +3341,16 @@ async function askAddress(ctx: Ctx, message: string): Promise<string> {
  * One HTTP request with a timeout; connection errors and 5xx answers are retried with backoff.
  * `shown` is the URL to name in messages when the real one carries a secret.
  */
-export async function request(method: string, url: string, o: { shown?: string; redirect?: 'manual' | 'follow'; retries?: number } = {}):
+export async function request(method: string, url: string,
+  o: { shown?: string; redirect?: 'manual' | 'follow'; retries?: number } = {}):
   Promise<{ status: number; text: string; body: Buffer }> {
   const retries = o.retries ?? 3;
   let last = '';
   for (let attempt = 0; attempt <= retries; attempt++) {
     if (attempt) await sleep(250 * 2 ** (attempt - 1));
     try {
-      const res = await fetch(url, { method, redirect: o.redirect ?? 'follow', signal: AbortSignal.timeout(ms('FLASH_HTTP_TIMEOUT_MS')) });
+      const signal = AbortSignal.timeout(ms('FLASH_HTTP_TIMEOUT_MS'));
+      const res = await fetch(url, { method, redirect: o.redirect ?? 'follow', signal });
       const body = Buffer.from(await res.arrayBuffer());
       if (res.status >= 500) {
         last = `HTTP ${res.status}`;
@@ -2587,13 +3358,15 @@ export async function request(method: string, url: string, o: { shown?: string; 
       }
       return { status: res.status, text: body.toString('utf8'), body };
     } catch (e) {
-      last = (e as Error).name === 'TimeoutError' ? 'timed out' : ((e as { cause?: Error }).cause?.message ?? (e as Error).message);
+      last = failure(e);
     }
   }
   throw new HttpError(`${method} ${o.shown ?? url} failed after ${retries + 1} tries: ${last}`);
 }
 
-export interface MdnsDevice { name: string; host: string; addresses: string[]; port: number; txt: Record<string, string> }
+export interface MdnsDevice {
+  name: string; host: string; addresses: string[]; port: number; txt: Record<string, string>;
+}
 
 /** Browses `_esphomelib._tcp` until a device matches, re-asking every 2 s (BK72xx mDNS can be slow to answer). */
 export async function discoverDevice(match: (d: MdnsDevice) => boolean, timeout: number, label?: string,
@@ -2619,7 +3392,8 @@ async function browseMdns(pick: (seen: MdnsDevice[], last: boolean) => MdnsDevic
       const chosen = pick([...seen.values()], last);
       if (chosen || last) finish(chosen);
     };
-    const note = (svc: { name: string; host: string; addresses?: string[]; port: number; txt?: Record<string, unknown> }) => {
+    type Service = { name: string; host: string; addresses?: string[]; port: number; txt?: Record<string, unknown> };
+    const note = (svc: Service) => {
       const d: MdnsDevice = { name: svc.name, host: svc.host, addresses: svc.addresses ?? [], port: svc.port,
         txt: Object.fromEntries(Object.entries(svc.txt ?? {}).map(([k, v]) => [k, String(v)])) };
       if (!d.addresses.length) return;
@@ -2649,11 +3423,13 @@ async function browseMdns(pick: (seen: MdnsDevice[], last: boolean) => MdnsDevic
   return label ? withSpinner(label, search) : search;
 }
 
-/** The Wi-Fi adapter cloudcutter hosts its AP on and the Kickstart join uses: --wifi-iface, or the first with AP mode. */
+/** The Wi-Fi adapter cloudcutter hosts its AP on and the Kickstart join uses: --wifi-iface, or the first with AP
+ *  mode. */
 async function apAdapter(ctx: Ctx): Promise<string> {
   if (ctx.opts.wifiIface) return ctx.opts.wifiIface;
-  for (const dev of await wifiAdapters()) if (await supportsApMode(dev)) return (ctx.adapter = dev);
-  return (ctx.adapter ??= (await wifiAdapters())[0] ?? 'wlan0');
+  if (ctx.adapter) return ctx.adapter;
+  const adapters = await wifiAdapters();
+  return (ctx.adapter = (await findApAdapter(adapters))?.dev ?? adapters[0]?.dev ?? 'wlan0');
 }
 
 async function supportsApMode(dev: string): Promise<boolean> {
@@ -2683,7 +3459,8 @@ function ipv4Of(addresses: string[]): string {
   return addresses.find((a) => a.includes('.')) ?? addresses[0];
 }
 
-/** One spelling for a MAC, whichever tool printed it (cloudcutter and mDNS: c8478c…, Kickstart: C8:47:8C:…). Pure. */
+/** One spelling for a MAC, whichever tool printed it (cloudcutter and mDNS: c8478c…, Kickstart: C8:47:8C:…).
+ *  Pure. */
 export function formatMac(mac: string | undefined): string | undefined {
   const hex = mac?.replace(/[^0-9a-fA-F]/g, '').toUpperCase();
   return hex?.length === 12 ? hex.match(/../g)!.join(':') : undefined;
@@ -2694,7 +3471,7 @@ function macKey(mac: string | undefined): string | undefined {
   return formatMac(mac)?.replace(/:/g, '').toLowerCase();
 }
 
-// ─── Firmware files: what a .ug.bin or .uf2 is, and whether it fits the recipe ───────────
+// ─── Firmware files: what a .ug.bin or .uf2 is, and whether it fits the recipe ───
 
 export type FirmwareInfo =
   | { kind: 'ug'; version: string; dataLength: number; chip?: Mcu; chipFrom: 'header' | 'file name' | 'unknown' }
@@ -2711,7 +3488,8 @@ const CLOUDCUTTER_REPO = 'https://github.com/tuya-cloudcutter/tuya-cloudcutter.g
 export function inspectFirmware(buf: Buffer, fileName: string): FirmwareInfo {
   const name = path.basename(fileName);
   // cloudcutter reads the first 512 bytes and rejects anything shorter.
-  if (buf.length < 512) throw new FirmwareError(`${name} is truncated: ${buf.length} bytes, a firmware file has at least 512`);
+  if (buf.length < 512)
+    throw new FirmwareError(`${name} is truncated: ${buf.length} bytes, a firmware file has at least 512`);
   if (buf.readUInt32BE(0) === UG_MAGIC) return inspectUG(buf, name);
   if (buf.readUInt32LE(0) === UF2_MAGIC0) return inspectUF2(buf, name);
   throw new FirmwareError(`${name} is neither a Beken UG file (55 AA 55 AA) nor a UF2 file: it starts with ` +
@@ -2725,8 +3503,8 @@ function inspectUG(buf: Buffer, name: string): FirmwareInfo {
   if (buf.readUInt32BE(28) !== UG_END_MAGIC) throw damaged('damaged UG header (no AA 55 AA 55 at byte 28)');
   if (byteSum(buf.subarray(0, 24)) !== buf.readUInt32BE(24)) throw damaged('bad header checksum');
   if (buf.length < 32 + dataLength)
-    throw new FirmwareError(`${name} is truncated: the header says ${32 + dataLength} bytes, the file has ${buf.length}; ` +
-      'download it again');
+    throw new FirmwareError(`${name} is truncated: the header says ${32 + dataLength} bytes, ` +
+      `the file has ${buf.length}; download it again`);
   if (byteSum(buf.subarray(32, 32 + dataLength)) !== buf.readUInt32BE(20)) throw damaged('bad data checksum');
   // Like cloudcutter: the chip from the RBL version string at offset 60, else from the file name.
   const rbl = buf.subarray(60, 84).toString('latin1').replace(/\0.*$/s, '').toLowerCase();
@@ -2746,7 +3524,8 @@ function inspectUF2(buf: Buffer, name: string): FirmwareInfo {
     if (!good) throw new FirmwareError(`${name} is damaged: UF2 block ${off / 512} has bad magic numbers`);
     if (buf.readUInt32LE(off + 8) & 0x2000) familyId ??= buf.readUInt32LE(off + 28);
   }
-  if (familyId === undefined) throw new FirmwareError(`${name} is a UF2 without a family ID: it does not say which chip it is for`);
+  if (familyId === undefined)
+    throw new FirmwareError(`${name} is a UF2 without a family ID: it does not say which chip it is for`);
   const chip = (Object.keys(MCUS) as Mcu[]).find((m) => MCUS[m].familyId === familyId);
   return { kind: 'uf2', blocks: buf.length / 512, familyId, chip };
 }
@@ -2754,11 +3533,13 @@ function inspectUF2(buf: Buffer, name: string): FirmwareInfo {
 /** The file is right for this recipe, or a FirmwareError that names it, says what it is and what is needed. */
 export function checkFirmwareFor(info: FirmwareInfo, fileName: string, mcu: Mcu): void {
   const name = path.basename(fileName);
-  const what = info.kind === 'ug' ? `a UG file (version ${info.version})` : `a UF2 with family ID 0x${info.familyId.toString(16).toUpperCase()}`;
+  const what = info.kind === 'ug' ? `a UG file (version ${info.version})`
+    : `a UF2 with family ID 0x${info.familyId.toString(16).toUpperCase()}`;
   if (!info.chip)
     throw new FirmwareError(`${name} is ${what} for an unknown chip; the recipe needs ${MCUS[mcu].chip} firmware`);
   if (info.chip !== mcu)
-    throw new FirmwareError(`${name} is ${what} for the ${MCUS[info.chip].chip}, but the recipe's mcu is ${mcu}: flashing it would fail`);
+    throw new FirmwareError(`${name} is ${what} for the ${MCUS[info.chip].chip}, but the recipe's mcu is ${mcu}: ` +
+      'flashing it would fail');
 }
 
 /** A firmware file read and checked for `mcu`; what is wrong with it is the failure of `step`. */
@@ -2788,7 +3569,9 @@ export function pickKickstart(files: string[], mcu: Mcu): string | undefined {
 }
 
 function compareVersions(a: number[], b: number[]): number {
-  for (let i = 0; i < Math.max(a.length, b.length); i++) if ((a[i] ?? 0) !== (b[i] ?? 0)) return (a[i] ?? 0) - (b[i] ?? 0);
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    if ((a[i] ?? 0) !== (b[i] ?? 0)) return (a[i] ?? 0) - (b[i] ?? 0);
+  }
   return 0;
 }
 
@@ -2799,7 +3582,8 @@ function byteSum(buf: Buffer): number {
 }
 
 /** The Kickstart file the recipe asks for, read and checked. Throws StepError naming the file and the fix. */
-export function resolveKickstart(recipe: Recipe, cloudcutterDir: string): { file: string; path: string; info: FirmwareInfo } {
+export function resolveKickstart(recipe: Recipe, cloudcutterDir: string):
+  { file: string; path: string; info: FirmwareInfo } {
   const dir = path.join(cloudcutterDir, 'custom-firmware');
   let files: string[];
   try {
@@ -2825,7 +3609,7 @@ function cloneHint(dir: string): string {
   return `git clone --depth 1 ${CLOUDCUTTER_REPO} ${shq(dir)}`;
 }
 
-// ─── The journal: never lose the user's place ──────────────────────
+// ─── The journal: never lose the user's place ───
 
 /** `<out>/.flash/<device_name>.json`: the steps done (with a hash of their inputs) and the facts learned. */
 export interface Journal {
@@ -2834,7 +3618,8 @@ export interface Journal {
   recipe: string;
   steps: Partial<Record<StepName, { at: string; inputs: string }>>;
   facts: Facts;
-  /** The step under way, until it finishes: after a crash or Ctrl+C, the plug may be further along than `steps` says. */
+  /** The step under way, until it finishes: after a crash or Ctrl+C, the plug may be further along than `steps`
+   *  says. */
   started?: { step: StepName; at: string };
 }
 
@@ -2908,7 +3693,7 @@ function resumePoint(ctx: Ctx, steps: Step[]): Step[] {
   return steps.filter((s) => !done(s));
 }
 
-// ─── Loading and checking a recipe ─────────────────────────
+// ─── Loading and checking a recipe ─────────────
 
 /** Reads, validates and prepares everything a run needs. Throws InputError (exit 2) on any problem. */
 export function loadContext(opts: Options): Ctx {
@@ -2937,7 +3722,8 @@ export function loadContext(opts: Options): Ctx {
   // Every secret already in secrets.yaml is hidden from output and logs from the start, whichever steps run,
   // and a Wi-Fi value ESPHome would refuse is bad input now rather than a failed compile later.
   checkWifiInputs(files.secrets);
-  const journal = readJournal(files.journal) ?? { version: 1, device_name: deviceName, recipe: recipePath, steps: {}, facts: {} };
+  const journal = readJournal(files.journal)
+    ?? { version: 1, device_name: deviceName, recipe: recipePath, steps: {}, facts: {} };
   return { opts, recipe, recipePath, lineOf, templatePath, template, substitutions, deviceName, files, journal,
     facts: { ...journal.facts }, finished: [],
     // The journal's "started" is overwritten as soon as this run begins a step: keep what the last run left.
@@ -2945,7 +3731,8 @@ export function loadContext(opts: Options): Ctx {
 }
 
 /** The recipe file parsed and validated, with `--set` values applied first so they are checked too. */
-export function loadRecipe(file: string, sets: Record<string, string> = {}): { recipe: Recipe; doc: Document; lineCounter: LineCounter } {
+export function loadRecipe(file: string, sets: Record<string, string> = {}):
+  { recipe: Recipe; doc: Document; lineCounter: LineCounter } {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -2953,8 +3740,10 @@ export function loadRecipe(file: string, sets: Record<string, string> = {}): { r
     const code = (e as NodeJS.ErrnoException).code;
     const dir = path.dirname(file);
     const nearby = fs.existsSync(dir) ? fs.readdirSync(dir).filter(isRecipeFile) : [];
-    throw new InputError([{ file: shown(file), message: code === 'ENOENT' ? 'recipe file not found' : `cannot read the recipe (${code})`,
-      hint: nearby.length ? `recipes in ${shown(dir)}/: ${nearby.join(', ')}` : 'give the path of a recipe, e.g. recipes/23A.yaml' }]);
+    throw new InputError([{ file: shown(file),
+      message: code === 'ENOENT' ? 'recipe file not found' : `cannot read the recipe (${code})`,
+      hint: nearby.length ? `recipes in ${shown(dir)}/: ${nearby.join(', ')}`
+        : 'give the path of a recipe, e.g. recipes/23A.yaml' }]);
   }
   const lineCounter = new (lib.yaml.LineCounter)();
   const doc = lib.yaml.parseDocument(text, { lineCounter, prettyErrors: true });
@@ -2970,7 +3759,8 @@ export function loadRecipe(file: string, sets: Record<string, string> = {}): { r
 
   const parsed = recipeSchema().safeParse(data, { reportInput: true });
   if (!parsed.success)
-    throw new InputError(parsed.error.issues.map((issue) => problemFromIssue(issue, shown(file), doc, lineCounter, setField)));
+    throw new InputError(parsed.error.issues.map((issue) =>
+      problemFromIssue(issue, shown(file), doc, lineCounter, setField)));
   const recipe = parsed.data;
   // zod lists declared keys first; keep the order the recipe author wrote instead.
   const order = Object.keys((data as Record<string, any>).substitutions ?? {});
@@ -3030,7 +3820,8 @@ function problemFromIssue(issue: Zod.core.$ZodIssue, file: string, doc: Document
       field = [...pathParts, key].join('.');
       linePath = [...pathParts, key];
       message = `unknown key "${key}"`;
-      hint = near ? `did you mean "${near}"? (rename "${key}:" to "${near}:")` : `remove it; valid keys here: ${known.join(', ')}`;
+      hint = near ? `did you mean "${near}"? (rename "${key}:" to "${near}:")`
+        : `remove it; valid keys here: ${known.join(', ')}`;
       break;
     }
     case 'invalid_type':
@@ -3059,7 +3850,8 @@ function problemFromIssue(issue: Zod.core.$ZodIssue, file: string, doc: Document
     case 'too_big':
       if (leaf === 'device_name') {
         message = `"${String(input)}" is not a valid ESPHome device name`;
-        hint = `use lowercase a-z, 0-9 and - (no spaces), at most 31 characters, e.g. ${suggestDeviceName(String(input))}`;
+        hint = 'use lowercase a-z, 0-9 and - (no spaces), at most 31 characters, ' +
+          `e.g. ${suggestDeviceName(String(input))}`;
       } else if (pathParts[0] === 'pins') {
         message = `"${leaf}" is not a valid pin function name`;
         hint = 'use lowercase letters, digits and _, e.g. relay, button, state_led';
@@ -3072,7 +3864,8 @@ function problemFromIssue(issue: Zod.core.$ZodIssue, file: string, doc: Document
   }
   const fromSet = setField[field];
   if (fromSet) return { file: fromSet, field, message, hint };
-  return { file, line: lineOfNode(doc, lc, linePath, issue.code === 'unrecognized_keys'), field: field || '(top level)', message, hint };
+  const line = lineOfNode(doc, lc, linePath, issue.code === 'unrecognized_keys');
+  return { file, line, field: field || '(top level)', message, hint };
 }
 
 function knownKeys(parentPath: string[]): string[] {
@@ -3114,7 +3907,8 @@ export function checkTemplate(template: string, templatePath: string, substituti
   const doc = lib.yaml.parseDocument(template, { lineCounter: lc, customTags: [SECRET_TAG] });
   if (doc.errors.length) {
     const err = doc.errors[0];
-    throw new InputError([{ file: shown(templatePath), line: err.linePos?.[0].line, message: `YAML syntax error: ${firstLine(err.message)}`,
+    throw new InputError([{ file: shown(templatePath), line: err.linePos?.[0].line,
+      message: `YAML syntax error: ${firstLine(err.message)}`,
       hint: 'fix the template; it must be a valid ESPHome YAML file' }]);
   }
   const used = templateVariables(template);
@@ -3123,10 +3917,12 @@ export function checkTemplate(template: string, templatePath: string, substituti
     if (!(name in substitutions))
       problems.push({ file: shown(templatePath), line, field: `substitutions.${name}`,
         message: `the template uses \${${name}}, which the recipe does not define`,
-        hint: `add "${name}: ..." under substitutions in the recipe${name.endsWith('_pin') ? ` (or pins.${name.slice(0, -4)})` : ''}` });
+        hint: `add "${name}: ..." under substitutions in the recipe` +
+          (name.endsWith('_pin') ? ` (or pins.${name.slice(0, -4)})` : '') });
   for (const key of Object.keys(sets))
     if (!used.has(key))
-      problems.push({ file: `--set ${key}`, field: key, message: `the template ${path.basename(templatePath)} does not use "${key}"`,
+      problems.push({ file: `--set ${key}`, field: key,
+        message: `the template ${path.basename(templatePath)} does not use "${key}"`,
         hint: `settable here: ${[...used.keys()].sort().join(', ')}` });
   if (problems.length) throw new InputError(problems);
 }
@@ -3151,10 +3947,10 @@ export function templateVariables(template: string): Map<string, number> {
 /** ESPHome's `!secret name`, read as the string "!secret name" so configs can be compared as data. */
 export const SECRET_TAG = { tag: '!secret', resolve: (value: string) => `!secret ${value}` };
 
-// ─── Command line ───────────────────────────────
+// ─── Command line ──────────────────────────────
 
 type Cli = { command: 'help' | 'version' | 'schema' } | { command: 'profiles'; words: string[] } |
-  { command: 'run' | 'doctor'; opts: Options };
+  { command: 'recipe'; words: string[]; dir: string; yes: boolean } | { command: 'run' | 'doctor'; opts: Options };
 
 const FLAGS = {
   help: { type: 'boolean', short: 'h' },
@@ -3175,10 +3971,12 @@ const FLAGS = {
   count: { type: 'string' },
   esphome: { type: 'string' },
   verbose: { type: 'boolean', short: 'v' },
+  recipes: { type: 'string' },
 } as const;
 
 export function parseCli(argv: string[]): Cli {
-  const bad = (field: string, message: string, hint: string) => new InputError([{ file: 'command line', field, message, hint }]);
+  const bad = (field: string, message: string, hint: string) =>
+    new InputError([{ file: 'command line', field, message, hint }]);
   let parsed;
   try {
     parsed = parseArgs({ args: argv, allowPositionals: true, options: FLAGS });
@@ -3186,7 +3984,8 @@ export function parseCli(argv: string[]): Cli {
     const message = (e as Error).message.replace(/\. To specify.*$/s, '');
     const flag = /'(--?[\w-]+)/.exec(message)?.[1] ?? '';
     const near = flag.startsWith('--') ? nearest(flag.slice(2), Object.keys(FLAGS)) : undefined;
-    throw bad(flag, message, near ? `did you mean --${near}? (see npx tsx flash.ts --help)` : 'see npx tsx flash.ts --help');
+    const help = 'npx tsx flash.ts --help';
+    throw bad(flag, message, near ? `did you mean --${near}? (see ${help})` : `see ${help}`);
   }
   const { values: v, positionals } = parsed;
   if (v.help) return { command: 'help' };
@@ -3194,6 +3993,10 @@ export function parseCli(argv: string[]): Cli {
   const first = positionals[0];
   if (first === 'schema') return { command: 'schema' };
   if (first === 'profiles') return { command: 'profiles', words: positionals.slice(1) };
+  if (first === 'recipe') {
+    const dir = v.recipes ?? path.join(HOME_DIR, 'recipes');
+    return { command: 'recipe', words: positionals.slice(1), dir, yes: !!v.yes };
+  }
   const command = first === 'doctor' ? 'doctor' : 'run';
   if (command === 'doctor') positionals.shift();
   if (positionals.length !== 1)
@@ -3204,7 +4007,8 @@ export function parseCli(argv: string[]): Cli {
     if (value === undefined) return undefined;
     if (STEPS.some((s) => s.name === value)) return value as StepName;
     const near = nearest(value, STEPS.map((s) => s.name));
-    throw bad(`--${flag}`, `"${value}" is not a step`, `${near ? `did you mean ${near}? ` : ''}steps: ${STEPS.map((s) => s.name).join(', ')}`);
+    throw bad(`--${flag}`, `"${value}" is not a step`,
+      `${near ? `did you mean ${near}? ` : ''}steps: ${STEPS.map((s) => s.name).join(', ')}`);
   };
   const sets: Record<string, string> = {};
   for (const s of v.set ?? []) {
@@ -3213,14 +4017,17 @@ export function parseCli(argv: string[]): Cli {
     sets[s.slice(0, eq)] = s.slice(eq + 1);
   }
   if (v.esphome !== undefined && v.esphome !== 'local' && v.esphome !== 'docker')
-    throw bad('--esphome', `"${v.esphome}" is not local or docker`, `--esphome local (the esphome CLI) or --esphome docker (${ESPHOME_IMAGE})`);
+    throw bad('--esphome', `"${v.esphome}" is not local or docker`,
+      `--esphome local (the esphome CLI) or --esphome docker (${ESPHOME_IMAGE})`);
   const count = v.count === undefined ? undefined : Number(v.count);
   if (count !== undefined && !(Number.isInteger(count) && count >= 1 && count <= 99))
     throw bad('--count', `"${v.count}" is not a number of plugs`, 'e.g. --count 3 (1 to 99)');
   if (v['device-ip'] !== undefined && !parseDeviceAddress(v['device-ip']))
-    throw bad('--device-ip', `"${v['device-ip']}" is not an address`, 'e.g. --device-ip 192.168.1.57 (or 192.168.1.57:8080)');
+    throw bad('--device-ip', `"${v['device-ip']}" is not an address`,
+      'e.g. --device-ip 192.168.1.57 (or 192.168.1.57:8080)');
   if (v.only && v.from)
-    throw bad('--only', '--only and --from do not go together', 'use --only STEP for one step, --from STEP for that step and the rest');
+    throw bad('--only', '--only and --from do not go together',
+      'use --only STEP for one step, --from STEP for that step and the rest');
   return {
     command,
     opts: {
@@ -3247,7 +4054,8 @@ export function parseCli(argv: string[]): Cli {
 
 export function usage(): string {
   const steps = STEPS.map((s) => `  ${s.name.padEnd(12)} ${s.does}`).join('\n');
-  const settings = Object.entries(SETTINGS).map(([name, s]) => `  ${name.padEnd(27)} ${s.does}` +
+  const width = Math.max(...Object.keys(SETTINGS).map((name) => name.length), 'NO_COLOR / FORCE_COLOR'.length);
+  const settings = Object.entries(SETTINGS).map(([name, s]) => `  ${name.padEnd(width)} ${s.does}` +
     (s.default && !name.startsWith('FLASH_WIFI') ? ` (default ${s.default})` : '')).join('\n');
   return `flash.ts ${VERSION}: flash a Tuya BK7231T/N plug with ESPHome, guided, from a recipe.
 
@@ -3256,6 +4064,8 @@ Usage:
   npx tsx flash.ts RECIPE --dry-run          print every step's commands and requests; touch nothing
   npx tsx flash.ts doctor RECIPE             check this machine is ready
   npx tsx flash.ts profiles [WORDS]          cloudcutter profile labels and slugs a recipe may name
+  npx tsx flash.ts recipe DEVICE             write a recipe and template for a device in cloudcutter's list
+                                             (its slug, or words of its maker and name; --recipes DIR, --yes)
   npx tsx flash.ts schema                    print the recipe JSON Schema
 
 Steps:
@@ -3283,7 +4093,7 @@ Options:
 
 Environment:
 ${settings}
-  NO_COLOR / FORCE_COLOR      colours off / on
+  ${'NO_COLOR / FORCE_COLOR'.padEnd(width)} colours off / on
 
 Exit codes: 0 done, 1 a step failed (the message says how to retry), 2 bad input (said before anything
 is written, or what had happened when it was found later), 130 stopped (Ctrl+C).`;
@@ -3293,7 +4103,7 @@ export function recipeJsonSchemaText(): string {
   return JSON.stringify(lib.z.toJSONSchema(recipeSchema(), { io: 'input' }), null, 2) + '\n';
 }
 
-// ─── Small helpers ───────────────────────────────
+// ─── Small helpers ─────────────────────────────
 
 /** A setting from the environment, or its default (see SETTINGS). */
 function setting(name: keyof typeof SETTINGS): string {
@@ -3313,6 +4123,12 @@ function seconds(millis: number): string {
 }
 
 const sleep = (millis: number) => new Promise((r) => setTimeout(r, millis));
+
+/** Why a request failed, as a person would say it (fetch hides the reason in `cause`). */
+function failure(e: unknown): string {
+  const err = e as Error & { cause?: Error };
+  return err.name === 'TimeoutError' ? 'timed out' : err.cause?.message ?? err.message;
+}
 
 function firstLine(text: string): string {
   return text.trim().split('\n')[0] ?? '';
@@ -3357,7 +4173,8 @@ export function writeFileAtomic(file: string, content: string, mode = 0o644): 'c
     if ((fs.statSync(file).mode & 0o777) !== mode) fs.chmodSync(file, mode);
     return 'unchanged';
   }
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`);
+  const unique = `${process.pid}.${crypto.randomBytes(4).toString('hex')}`;
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${unique}.tmp`);
   try {
     fs.writeFileSync(tmp, content, { mode, flag: 'wx' });
     fs.chmodSync(tmp, mode); // the umask may have narrowed or the file system widened it
@@ -3453,8 +4270,8 @@ function whatHappened(): string {
 async function interrupt(signal: NodeJS.Signals): Promise<never> {
   // SIGINT, as the terminal would send: ESPHome and `docker run` stop cleanly on it. Wait (briefly)
   // for them, so none is left behind when this process is gone.
-  const stopped = [...children].map((child) => new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(0)
-    : child.once('close', r))));
+  const stopped = [...children].map((child) => new Promise((r) =>
+    (child.exitCode !== null || child.signalCode !== null ? r(0) : child.once('close', r))));
   for (const child of children) child.kill('SIGINT');
   await Promise.race([Promise.all(stopped), sleep(3000)]);
   await Promise.allSettled([...cleanups].map((undo) => undo()));

@@ -1,30 +1,35 @@
 // `npm run bench`: the speed figures from one run on this machine, on the workbench (simulated plug
 // and fake tools), so they measure flash.ts and not the radio:
-//   (a) start time of `flash.ts --help`
+//   (a) start time of `flash.ts --help`, beside a tsx hello-world started the same way (target: ≤ 1.15 × it)
 //   (b) a full run with compile and cloudcutter taking the same time, against the same steps one after the other
 //   (c) how long after the plug comes online flash.ts notices it (mDNS)
 //   (d) upload throughput to the simulated plug, and this process's peak memory
-// Exits 1 when (b) misses its target (≤ 0.65), so a regression in the overlap shows.
+//   (e) `flash.ts recipe`'s generator and checks on every cloudcutter device file in test/fixtures
+// Exits 1 when (a) or (b) misses its target, so a regression shows.
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { startBench, runInProcess } from './workbench.ts';
 import { startSimPlug } from './sim/plug.ts';
 import { makeUF2, FAMILY_ID } from './firmware-files.ts';
-import { discoverDevice, uploadUf2, io } from '../flash.ts';
-import { FLASH, ROOT, TSX } from './helpers.ts';
+import { discoverDevice, uploadUf2, io, generateRecipe, checkTemplate, substitutionsFor, loadRecipe,
+  type DeviceFile, type ProfileFile } from '../flash.ts';
+import { FLASH, ROOT, TSX, CLOUDCUTTER_API_FIXTURES as API, tempDir } from './helpers.ts';
 
 const progress = (line: string) => process.stderr.write(`  … ${line}\n`);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
-// (a) start time: what a user waits for before the first line appears.
-function helpStart(runs: number, viaNpx = false): number[] {
+// (a) start time: what a user waits for before the first line appears. Alternating with a hello-world that tsx
+// starts the same way shows what flash.ts itself adds, whatever the machine's load.
+function helpStart(runs: number, viaNpx = false, script = FLASH): number[] {
   const times: number[] = [];
   for (let i = 0; i < runs; i++) {
     const t = performance.now();
     const r = viaNpx
-      ? spawnSync('npx', ['tsx', FLASH, '--help'], { cwd: ROOT, encoding: 'utf8' })
-      : spawnSync(process.execPath, ['--import', TSX, FLASH, '--help'], { cwd: ROOT, encoding: 'utf8' });
+      ? spawnSync('npx', ['tsx', script, '--help'], { cwd: ROOT, encoding: 'utf8' })
+      : spawnSync(process.execPath, ['--import', TSX, script, '--help'], { cwd: ROOT, encoding: 'utf8' });
     times.push(performance.now() - t);
     if (r.status !== 0) throw new Error(`--help exited ${r.status}: ${r.stderr}`);
   }
@@ -111,15 +116,53 @@ async function upload(): Promise<{ kib: number; ms: number }> {
   }
 }
 
+// (e) recipe generation: read a device file and its profile, generate, write, and check the result as any recipe.
+function generation(): { devices: number; written: number; perDevice: number[] } {
+  const read = (file: string) => JSON.parse(fs.readFileSync(file, 'utf8'));
+  const files = fs.readdirSync(path.join(API, 'devices')).filter((f) => f.endsWith('.json'));
+  const dir = tempDir('bench-recipes');
+  const perDevice: number[] = [];
+  let written = 0;
+  for (const f of files) {
+    const t = performance.now();
+    const device = read(path.join(API, 'devices', f)) as DeviceFile;
+    const profile = read(path.join(API, 'profiles', `${device.profiles[0].slug}.json`)) as ProfileFile;
+    const made = generateRecipe(device, profile);
+    if (made.ok) {
+      const recipeFile = path.join(dir, `${device.slug}.yaml`);
+      const templateFile = path.join(dir, `${device.slug}.esphome.yaml`);
+      fs.writeFileSync(recipeFile, made.recipe);
+      fs.writeFileSync(templateFile, made.template);
+      const { recipe } = loadRecipe(recipeFile);
+      checkTemplate(made.template, templateFile, substitutionsFor(recipe), {});
+      written++;
+    }
+    perDevice.push(performance.now() - t);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+  return { devices: files.length, written, perDevice };
+}
+
 // flash.ts's own lines (spinner, progress bar) would interleave with the figures: not a terminal here.
 Object.assign(io, { out: () => {} });
 console.log(`flash.ts benchmark · node ${process.version} · ${os.cpus()[0]?.model ?? 'unknown CPU'} × ${os.cpus().length}`);
 
-progress('(a) --help start, 7 runs');
-const help = helpStart(7);
-console.log(`(a) --help start            median ${secs(median(help))} (min ${secs(Math.min(...help))}, max ${secs(Math.max(...help))}, 7 runs, node --import tsx)`);
+const spread = (xs: number[]) => `median ${secs(median(xs))} (min ${secs(Math.min(...xs))}, ` +
+  `max ${secs(Math.max(...xs))}, ${xs.length} runs`;
+progress('(a) --help start beside a tsx hello-world, 9 runs each, alternating');
+const hello = path.join(tempDir('bench-hello'), 'hello.ts');
+fs.writeFileSync(hello, "const greeting: string = 'hello';\nconsole.log(greeting);\n");
+const help: number[] = [];
+const baseline: number[] = [];
+for (let i = 0; i < 9; i++) {
+  help.push(...helpStart(1));
+  baseline.push(...helpStart(1, false, hello));
+}
+const startRatio = median(help) / median(baseline);
+console.log(`(a) --help start            ${spread(help)}, node --import tsx)`);
+console.log(`    tsx hello-world         ${spread(baseline)}) → ratio ${startRatio.toFixed(2)} (target ≤ 1.15)`);
 const npx = helpStart(5, true);
-console.log(`    as typed, npx tsx       median ${secs(median(npx))} (min ${secs(Math.min(...npx))}, max ${secs(Math.max(...npx))}, 5 runs; npx itself adds the difference)`);
+console.log(`    as typed, npx tsx       ${spread(npx)}; npx itself adds the difference)`);
 
 const D = 6000;
 progress(`(b) full run with compile and cloudcutter each taking ${D / 1000} s, then the same steps one after the other`);
@@ -138,4 +181,11 @@ progress('(d) upload');
 const up = await upload();
 const rss = process.resourceUsage().maxRSS / 1024;
 console.log(`(d) upload                  ${Math.round(up.kib)} KiB in ${Math.round(up.ms)} ms → ${(up.kib / 1024 / (up.ms / 1000)).toFixed(1)} MiB/s over loopback; peak RSS ${Math.round(rss)} MiB (this process, which ran all of the above)`);
-process.exit(ratio <= 0.65 ? 0 : 1);
+
+progress('(e) recipe generation for every device file in test/fixtures');
+const gen = generation();
+const total = gen.perDevice.reduce((a, b) => a + b, 0);
+console.log(`(e) recipe generation       ${gen.devices} device files (${gen.written} recipes, ` +
+  `${gen.devices - gen.written} refused) in ${Math.round(total)} ms: median ${median(gen.perDevice).toFixed(1)} ms, ` +
+  `max ${Math.max(...gen.perDevice).toFixed(1)} ms per device, generated, written and checked`);
+process.exit(ratio <= 0.65 && startRatio <= 1.15 ? 0 : 1);

@@ -113,7 +113,8 @@ test('pins: the 21D recipe on a simulated 23A finds the button on P8 and names r
     const r = await runInProcess(['recipes/21D.yaml', '--only', 'pins', '--check-pins', '--device-ip', '127.0.0.1', '--out', out],
       { ...world.env, FLASH_DEVICE_HTTP_PORT: String(sim.port) }, user);
     assert.equal(r.code, 1, r.out);
-    assert.match(r.out, /the button is on P8, not P6/);
+    assert.match(r.out, /the plug's button is on P8, not P6/);
+    assert.match(r.out, /the button is on P8: this plug matches/);
     assert.match(r.out, /status_led \(P8\): nothing/);
     assert.match(r.out, /this plug matches recipes\/23A\.yaml/);
   } finally {

@@ -34,8 +34,9 @@ test('the Kickstart AP comes 15–30 s after cloudcutter and only a rescan shows
   }
 });
 
-test('two adapters: cloudcutter gets -w with the one that has AP mode, and the Kickstart join uses the same one', async () => {
-  const b = await startBench({ fakes: { nmcli: { wifi: [{ iface: 'wlan0', apMode: false, connectedTo: 'HomeNet' },
+test('two adapters, both with AP mode: cloudcutter gets -w with the free one, and the Kickstart join uses it too', async () => {
+  // A laptop's internal adapter (wlan0, carrying its connection) usually has AP mode as well.
+  const b = await startBench({ fakes: { nmcli: { wifi: [{ iface: 'wlan0', apMode: true, connectedTo: 'HomeNet' },
     { iface: 'wlx00c0cab17e42', apMode: true }] } } });
   try {
     // No --wifi-iface: left to itself, cloudcutter would take wlan0 (listed first: it is connected).
@@ -46,6 +47,19 @@ test('two adapters: cloudcutter gets -w with the one that has AP mode, and the K
     assert.deepEqual(b.world.calls('tuya-cloudcutter.sh')[0].argv.slice(-2), ['-w', 'wlx00c0cab17e42']);
     assert.ok(nmcliArgs(b).includes('--wait 60 device wifi connect kickstart-bk7231n ifname wlx00c0cab17e42'));
     assert.doesNotMatch(r.out, /AP support is manditory/);
+    assert.doesNotMatch(r.out, /carries this machine's connection/);
+  } finally {
+    await b.close();
+  }
+});
+
+test("one adapter, carrying this machine's connection: the check says the machine goes offline while flashing", async () => {
+  const b = await startBench({ fakes: { nmcli: { wifi: [{ iface: 'wlan0', apMode: true, connectedTo: 'HomeNet' }] } } });
+  try {
+    const args = b.args.filter((a, i) => a !== '--wifi-iface' && b.args[i - 1] !== '--wifi-iface');
+    const r = await runInProcess(['doctor', RECIPE, ...args], b.env, b.user);
+    assert.match(r.out, /wlan0 supports AP mode: cloudcutter gets -w wlan0; --wifi-iface chooses another\. It carries /);
+    assert.match(r.out, /this machine is offline on it/);
   } finally {
     await b.close();
   }

@@ -243,6 +243,8 @@ export interface SimPlug {
    * a pin with no button on it is a test mistake and throws.
    */
   pressButton(holdMs?: number, pin?: string): Promise<void>;
+  /** The buttons on the board: pin -> number (0 the one for all relays). */
+  readonly buttons: Record<string, number>;
   waitForPhase(p: Phase, timeoutMs?: number): Promise<void>;
   close(): Promise<void>;
 }
@@ -1438,6 +1440,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     final,
     get phase() { return phase; },
     get hardware() { return hardware(); },
+    get buttons() { return Object.fromEntries(buttonPins); },
     get tuyaMac() { return tuyaMac; },
     get tuyaAp() { return tuya.ap; },
     newPlug() {

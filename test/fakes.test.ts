@@ -10,6 +10,9 @@ import {
 } from './fakes.ts';
 import { makeUF2, makeUG, readUF2Payload, FAMILY_ID, kickstartFileName } from './firmware-files.ts';
 import { startSimPlug, type SimPlug, type SimPlugOptions } from './sim/plug.ts';
+import YAML from 'yaml';
+import { renderDeviceConfig, substitutionsFor, type Recipe } from '../flash.ts';
+import { MSG, decode, noiseSession } from './api-client.ts';
 
 const API = path.join(import.meta.dirname, 'fixtures', 'cloudcutter-api');
 const readJson = (rel: string) => JSON.parse(fs.readFileSync(path.join(API, rel), 'utf8'));
@@ -903,7 +906,8 @@ describe('fake docker', { concurrency: true }, () => {
 });
 
 describe('fake esphome', { concurrency: true }, () => {
-  test('version; compile: UF2 with the family of the board (substitutions resolved), payload {name, friendly_name, board, api_key}', async () => {
+  test('version; compile: UF2 with the family of the board (substitutions resolved), payload {name, friendly_name, ' +
+    'board, api_key, esphome_version}', async () => {
     await withWorld({}, async (w) => {
       assert.equal((await run(w, 'esphome', ['version'])).stdout, 'Version: 2025.5.0\n');
       for (const [board, chip] of [['generic-bk7231t-qfn32-tuya', 'bk7231t'], ['generic-bk7231n-qfn32-tuya', 'bk7231n']] as const) {
@@ -913,7 +917,8 @@ describe('fake esphome', { concurrency: true }, () => {
         assertInOrder(r.stderr, ['INFO ESPHome 2025.5.0', 'INFO Reading configuration', 'INFO Generating C++ source...', 'INFO Compiling app...', 'INFO Successfully compiled program.']);
         assert.match(r.stdout, new RegExp(`^Processing status-plug-01 \\(board: ${board};`, 'm'));
         const uf2 = fs.readFileSync(path.join(d, '.esphome/build/status-plug-01/.pioenvs/status-plug-01/firmware.uf2'));
-        const info = { name: 'status-plug-01', friendly_name: 'Status Plug 01', board, api_key: 'aGVsbG8gd29ybGQgaGVsbG8gd29ybGQgaGVsbG8gd28=' };
+        const info = { name: 'status-plug-01', friendly_name: 'Status Plug 01', board,
+          api_key: 'aGVsbG8gd29ybGQgaGVsbG8gd29ybGQgaGVsbG8gd28=', esphome_version: '2025.5.0' };
         assert.deepEqual(uf2, makeUF2({ familyId: FAMILY_ID[chip], payload: Buffer.from(JSON.stringify(info)), minBlocks: 400 }), 'the same bytes test/firmware-files.ts makes');
         assert.deepEqual(JSON.parse(readUF2Payload(uf2).toString()), info);
       }
@@ -943,7 +948,11 @@ describe('fake esphome', { concurrency: true }, () => {
       const cases: [string, string, string, RegExp][] = [
         ['generic-bk7231n-qfn32-tuya', '', 'wifi_ssid: x\n', /^ERROR Error while reading config: Invalid YAML syntax:\n\nSecret 'api_encryption_key' not defined\n {2}in ".*status-plug-01\.yaml", line 18, column 10$/m],
         ['generic-bk7231x-qfn32-tuya', '', SECRETS, /This board is unknown, if you are sure you want to compile with this board selection, override with option 'family'/],
-        ['generic-bk7231n-qfn32-tuya', 'status_led:\n  pin: P99\n', SECRETS, /Cannot resolve pin name 'P99' for board generic-bk7231n-qfn32-tuya\./],
+        // libretiny/gpio.py: "P99" is translated to 99 first; only a name that is not P<n> is looked up by name
+        ['generic-bk7231n-qfn32-tuya', 'status_led:\n  pin: P99\n', SECRETS,
+          /Pin number '99' is not usable for board generic-bk7231n-qfn32-tuya\./],
+        ['generic-bk7231n-qfn32-tuya', 'status_led:\n  pin: PA5\n', SECRETS,
+          /Cannot resolve pin name 'PA5' for board generic-bk7231n-qfn32-tuya\./],
         ['generic-bk7231n-qfn32-tuya', 'status_led:\n  pin: 99\n', SECRETS, /Pin number '99' is not usable for board generic-bk7231n-qfn32-tuya\./],
         ['generic-bk7231n-qfn32-tuya', 'status_led:\n  pin:\n    number: P24\n    inverted: true\n', SECRETS, /Pin 24 is used in multiple places/],
         ['generic-bk7231n-qfn32-tuya', '  - platform: gpio\n    name: x\n    pin: P26\n    restore_mode: SOMETIMES\n', SECRETS, /Unknown value 'SOMETIMES', valid options are 'RESTORE_DEFAULT_OFF', 'RESTORE_DEFAULT_ON', 'ALWAYS_OFF'/],
@@ -992,6 +1001,253 @@ describe('fake esphome', { concurrency: true }, () => {
       assert.deepEqual(w.calls('esphome').at(-1)!.argv, ['upload', file, '--device', '192.168.1.50']);
     });
   });
+});
+
+// What `flash.ts recipe` writes for a plug, a 4-gang strip with metering, a PWM rgbww bulb and an I2C (SM2135) bulb.
+const GENERATED = path.join(import.meta.dirname, 'fixtures', 'generated');
+const PLUG = 'minoston-mp22wp-outdoor-plug';
+const STRIP = 'ledvance-smartplus-eu-multi-socket-power-strip';
+const PWM_BULB = 'abie-g99631-05-rgbw-led-lamp';
+const I2C_BULB = 'amico-g1-tp120-9-a19-rgbct-bulb';
+const GENERATED_SECRETS = `${SECRETS}ap_password: "kickstart-ap"\n`;
+
+/**
+ * A generated recipe's config as flash.ts renders it (its substitutions, the board and <fn>_pin in front of the
+ * template), optionally edited, written with secrets.yaml beside it. Returns the file.
+ */
+function generatedConfig(w: FakeWorld, slug: string, name = slug, edit = (text: string) => text): string {
+  const recipe = YAML.parse(fs.readFileSync(path.join(GENERATED, `${slug}.yaml`), 'utf8')) as Recipe;
+  const template = fs.readFileSync(path.join(GENERATED, recipe.esphome), 'utf8');
+  const text = renderDeviceConfig(substitutionsFor(recipe), template, `${slug}.yaml`, recipe.model);
+  const edited = edit(text);
+  const d = path.join(w.dir, 'generated');
+  fs.mkdirSync(d, { recursive: true });
+  // written once: configs checked in parallel read it while the next one is being written
+  if (!fs.existsSync(path.join(d, 'secrets.yaml'))) fs.writeFileSync(path.join(d, 'secrets.yaml'), GENERATED_SECRETS);
+  const file = path.join(d, `${name}.yaml`);
+  fs.writeFileSync(file, edited);
+  return file;
+}
+
+/** Where the fake esphome builds a generated config (named after its device_name). */
+function buildDir(slug: string): string {
+  const recipe = YAML.parse(fs.readFileSync(path.join(GENERATED, `${slug}.yaml`), 'utf8')) as Recipe;
+  const name = recipe.substitutions.device_name;
+  return `.esphome/build/${name}/.pioenvs/${name}`;
+}
+
+/** A text edit that must change something (a refusal test whose edit missed would pass for nothing). */
+const replace = (from: string | RegExp, to: string) => (text: string) => {
+  const out = text.replace(from, to);
+  assert.notEqual(out, text, `the edit ${from} -> ${to} changed nothing`);
+  return out;
+};
+
+describe('fake esphome: generated configs', { concurrency: true }, () => {
+  test('a plug, a 4-gang strip with metering, a PWM rgbww and an I2C bulb pass `esphome config`; compile writes ' +
+    'the UF2 of the board\'s chip with the ESPHome version in it', async () => {
+    await withWorld({ esphome: { delayMs: 10, version: '2025.10.1' } }, async (w) => {
+      const results = await Promise.all([PLUG, STRIP, PWM_BULB, I2C_BULB].map(async (slug) =>
+        [slug, await run(w, 'esphome', ['config', generatedConfig(w, slug)])] as const));
+      for (const [slug, r] of results) {
+        assert.equal(r.code, 0, `${slug}: ${r.stdout}${r.stderr}`);
+        assert.match(r.stderr, /INFO Configuration is valid!/);
+      }
+      for (const [slug, chip] of [[PLUG, 'bk7231n'], [STRIP, 'bk7231t']] as const) {
+        const r = await run(w, 'esphome', ['compile', generatedConfig(w, slug)]);
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        const uf2 = fs.readFileSync(path.join(w.dir, 'generated', buildDir(slug), 'firmware.uf2'));
+        assert.equal(uf2.readUInt32LE(28), FAMILY_ID[chip], `${slug}: the board's chip`);
+        assert.equal(JSON.parse(readUF2Payload(uf2).toString()).esphome_version, '2025.10.1');
+      }
+      // uploaded to the simulated plug, the firmware reports that version over its encrypted API
+      const uf2 = fs.readFileSync(path.join(w.dir, 'generated', buildDir(STRIP), 'firmware.uf2'));
+      const sim = await startSimPlug({ mcu: 'bk7231t', phase: 'kickstart-lan', mdnsInterface: false, rebootMs: 50 });
+      try {
+        const form = new FormData();
+        form.append('update', new Blob([uf2]), 'firmware.uf2');
+        assert.equal(await (await fetch(`${sim.url}/update`, { method: 'POST', body: form })).text(), 'Update Successful!');
+        await sim.waitForPhase('final', 3000);
+        const key = Buffer.from(/api_encryption_key: "(.*)"/.exec(SECRETS)![1], 'base64');
+        const { session } = await noiseSession(sim.apiPort, key);
+        assert.ok(session, 'the key the firmware was built with');
+        session.msg(MSG.HelloRequest);
+        await session.next();
+        session.msg(MSG.DeviceInfoRequest);
+        const info = decode((await session.next())!.body);
+        assert.deepEqual([info[2], info[4]], ['ledvance-smartplus-eu-multi', '2025.10.1'], 'name, esphome_version');
+        session.conn.end();
+      } finally {
+        await sim.close();
+      }
+    });
+  });
+
+  test('boards: each its own pins; wb2l-m1 builds for BK7231N, wa2 for BK7231Q (a UF2 no T/N plug takes)',
+    async () => {
+      await withWorld({ esphome: { delayMs: 10 } }, async (w) => {
+        const onBoard = (board: string, relay = 'P24') => (t: string) =>
+          replace('board: "cb2s"', `board: "${board}"`)(t).replace('relay_pin: "P24"', `relay_pin: "${relay}"`);
+        const family = async (board: string, relay?: string) => {
+          const r = await run(w, 'esphome', ['compile', generatedConfig(w, PLUG, board, onBoard(board, relay))]);
+          assert.equal(r.code, 0, r.stdout + r.stderr);
+          return fs.readFileSync(path.join(w.dir, 'generated', buildDir(PLUG), 'firmware.uf2')).readUInt32LE(28);
+        };
+        assert.equal(await family('wb2l-m1'), FAMILY_ID.bk7231n);
+        assert.equal(await family('wa2', 'P6'), 0xafe81d49, 'LibreTiny family BK7231Q');
+        const wa2 = await run(w, 'esphome', ['config', generatedConfig(w, PLUG, 'wa2-p24', onBoard('wa2'))]);
+        assert.equal(wa2.code, 2);
+        const message = "\n  \n  Pin number '24' is not usable for board wa2.\n  pin: P24\n";
+        assert.ok(wa2.stdout.includes(message), wa2.stdout);
+      });
+    });
+
+  test('refusals in ESPHome\'s words, exit 2, "Failed config" on stdout', async () => {
+    const SM2135_HUB = /^sm2135:\n(?: {2}.*\n)+/m;
+    /** The I2C bulb on another driver: its hub (with `extra` lines) and its outputs' platform. */
+    const driver = (chip: string, extra = '') => (t: string) =>
+      replace(SM2135_HUB, `${chip}:\n  data_pin: P8\n  clock_pin: P7\n${extra}`)(t)
+        .replace(/platform: sm2135/g, `platform: ${chip}`);
+    /** [name, generated config, edit, domain of the error, ESPHome's message] */
+    const cases: [string, string, (t: string) => string, string, string][] = [
+      // pins per board (libretiny/gpio.py _lookup_pin)
+      ['pin9', PLUG, replace('relay_pin: "P24"', 'relay_pin: "P9"'), 'switch.gpio',
+        "Pin number '9' is not usable for board cb2s."],
+      ['pinname', PLUG, replace('relay_pin: "P24"', 'relay_pin: "PWM3"'), 'switch.gpio',
+        "Cannot resolve pin name 'PWM3' for board cb2s."],
+      // one pin, two uses, whatever the key (pins.py): a button on CF, clock on data, two light channels
+      ['cf-button', STRIP, replace('button_all_pin: "P11"', 'button_all_pin: "P26"'), 'binary_sensor.gpio',
+        'Pin 26 is used in multiple places.'],
+      ['clock-data', I2C_BULB, replace('data_pin: "P8"', 'data_pin: "P7"'), 'sm2135',
+        'Pin 7 is used in multiple places.'],
+      ['2-channels', PWM_BULB, replace('green_pin: "P9"', 'green_pin: "P24"'), 'output.libretiny_pwm',
+        'Pin 24 is used in multiple places.'],
+      ['allow-once', PLUG, replace('      number: ${status_led_pin}', '      number: ${status_led_pin}\n' +
+        '      allow_other_uses: true'), 'light.status_led', 'Pin 7 incorrectly sets allow_other_uses: true.'],
+      // hlw8012 (hlw8012/sensor.py)
+      ['no-sel', STRIP, replace(/ {4}sel_pin:\n.*\n.*\n/, ''), 'sensor.hlw8012',
+        "'sel_pin' is a required option for [sensor.hlw8012]."],
+      ['bl0942', STRIP, replace('model: BL0937', 'model: BL0942'), 'sensor.hlw8012',
+        "Unknown value 'BL0942', did you mean 'BL0937'?."],
+      ['divider', STRIP, replace('voltage_divider: "1600"', 'voltage_divider: "1.6k"'), 'sensor.hlw8012',
+        'expected float.'],
+      ['ohms', STRIP, replace('current_resistor: "0.001"', 'current_resistor: "0.001 ohms"'), 'sensor.hlw8012',
+        'Invalid resistance suffix ohms.'],
+      // lights (<platform>/light.py, light/__init__.py, the ID pass in config.py)
+      ['no-warm', PWM_BULB, replace('    warm_white: output_warm\n', ''), 'light.rgbww',
+        "'warm_white' is a required option for [light.rgbww]."],
+      ['no-such-id', PWM_BULB, replace('    red: output_red', '    red: output_r'), 'light.rgbww',
+        "Couldn't find ID 'output_r'. Please check you have defined an ID with that name in your configuration. " +
+        'These IDs look similar: "output_red", "output_warm", "output_green".'],
+      ['binary-output', PWM_BULB, (t) => replace('    cold_white: output_cold', '    cold_white: led_output')(
+        replace('output:\n', 'output:\n  - platform: gpio\n    id: led_output\n    pin: P1\n')(t)), 'light.rgbww',
+      "ID 'led_output' of type gpio::GPIOBinaryOutput doesn't inherit from output::FloatOutput. Please double check " +
+        'your ID is pointing to the correct value.'],
+      ['ct-order', PWM_BULB, replace('color_temperature: "6500 K"', 'color_temperature: "2000 K"'), 'light.rgbww',
+        'Color temperature of the cold white channel must be colder than that of the warm white channel.'],
+      ['disabled', PWM_BULB, replace('default_state: "RESTORE_DEFAULT_ON"', 'default_state: "DISABLED"'), 'light.rgbww',
+        "Unknown value 'DISABLED', valid options are 'RESTORE_DEFAULT_OFF', 'RESTORE_DEFAULT_ON', 'ALWAYS_OFF', " +
+        "'ALWAYS_ON', 'RESTORE_INVERTED_DEFAULT_OFF', 'RESTORE_INVERTED_DEFAULT_ON', 'RESTORE_AND_OFF', " +
+        "'RESTORE_AND_ON'."],
+      ['no-led-pin', PLUG, replace(/ {4}pin:\n {6}number: \$\{status_led_pin\}\n {6}inverted: true\n/, ''),
+        'light.status_led', 'Must contain at least one of pin, output.'],
+      ['platform', PWM_BULB, replace('platform: rgbww', 'platform: rgbcw'), 'light.rgbcw',
+        "Platform not found: 'light.rgbcw'."],
+      // outputs and LED driver hubs (libretiny_pwm/output.py, sm2135, bp5758d, sm10bit_base)
+      ['pwm-id', PWM_BULB, replace('    id: output_blue\n', ''), 'output.libretiny_pwm',
+        "'id' is a required option for [output.libretiny_pwm]."],
+      ['rgb-current', I2C_BULB, replace('rgb_current: 10mA', 'rgb_current: 50mA'), 'sm2135',
+        "Unknown value '50mA', did you mean '45mA', '40mA', '35mA'?."],
+      ['cw-current', I2C_BULB, replace('cw_current: 60mA', 'cw_current: 65mA'), 'sm2135',
+        "Unknown value '65mA', did you mean '60mA', '55mA', '50mA'?."],
+      ['no-hub', I2C_BULB, replace(SM2135_HUB, ''), 'output.sm2135',
+        "Couldn't find any component that can be used for 'sm2135::SM2135'. Are you missing a hub declaration?."],
+      ['hub-pin', I2C_BULB, replace('  data_pin: ${data_pin}\n', ''), 'sm2135',
+        "'data_pin' is a required option for [sm2135]."],
+      ['bp5758d-channel', I2C_BULB, driver('bp5758d'), 'output.bp5758d', 'value must be at least 1.'],
+      ['bp5758d-current', I2C_BULB, (t) => driver('bp5758d')(t).replace(/channel: (\d)/g, (_m, c: string) =>
+        `channel: ${Number(c) + 1}`).replace('    channel: 1', '    channel: 1\n    current: 95'), 'output.bp5758d',
+      'value must be at most 90.'],
+      ['sm2235-power', I2C_BULB, driver('sm2235', '  max_power_white_channels: 16\n'), 'sm2235',
+        'value must be at most 15.'],
+      ['sm2335-hub', I2C_BULB, (t) => driver('sm2235')(t).replace(/platform: sm2235/g, 'platform: sm2335'),
+        'output.sm2335', "Couldn't find any component that can be used for 'sm2335::SM2335'. Are you missing a hub " +
+        'declaration?.'],
+      // binary_sensor.gpio pins and filters (libretiny/gpio.py, pins.py, binary_sensor/__init__.py)
+      ['mode', PLUG, replace('mode: INPUT_PULLUP', 'mode: INPUT_OUTPUT_OPEN_DRAIN'), 'binary_sensor.gpio',
+        'This pin mode is not supported.'],
+      ['mode-name', PLUG, replace('mode: INPUT_PULLUP', 'mode: INPUT_PULUP'), 'binary_sensor.gpio',
+        'Unknown pin mode INPUT_PULUP.'],
+      ['delay-unit', PLUG, replace('delayed_on: 50ms', 'delayed_on: 50'), 'binary_sensor.gpio',
+        "Don't know what '50' means as it has no time *unit*! Did you mean '50s'?."],
+      ['filter', PLUG, replace('delayed_on: 50ms', 'debounce: 50ms'), 'binary_sensor.gpio',
+        "Unable to find filter with the name 'debounce'."],
+      // top level and IDs (config.py, config_validation.py validate_id_name)
+      ['component', PLUG, (t) => `${t}\nrelay:\n  pin: P6\n`, 'relay', 'Component not found: relay.'],
+      ['id-dash', PLUG, replace('id: relay_1', 'id: relay-1'), 'switch.gpio',
+        'Dashes are not supported in IDs, please use underscores instead.'],
+      ['id-taken', PLUG, (t) => `${replace(/button_1/g, 'button')(t)}\nbutton:\n  - platform: restart\n` +
+        '    name: Restart\n', 'binary_sensor.gpio',
+      "ID 'button' conflicts with the name of an esphome integration, please use another ID name."],
+      ['redefined', STRIP, replace('    id: relay_2', '    id: relay_1'), 'switch.gpio',
+        'ID relay_1 redefined! Check switch->0->id.'],
+    ];
+    await withWorld({ esphome: { delayMs: 10 } }, async (w) => {
+      const results = await Promise.all(cases.map(async ([name, slug, edit, domain, message]) =>
+        ({ name, domain, message, r: await run(w, 'esphome', ['config', generatedConfig(w, slug, name, edit)]) })));
+      for (const { name, domain, message, r } of results) {
+        assert.equal(r.code, 2, `${name}: ${r.stdout}${r.stderr}`);
+        assert.match(r.stdout, /^Failed config\n\n/, name);
+        const header = `${domain.replace(/\./g, '\\.')}: \\[source .*/${name}\\.yaml:\\d+\\]`;
+        const block = new RegExp(`^${header}\\n {2}\\n {2}(.*)$`, 'gm');
+        const messages = [...r.stdout.matchAll(block)].map((m) => m[1]);
+        assert.ok(messages.includes(message), `${name}: ${JSON.stringify(messages)}\n${r.stdout}`);
+        assert.doesNotMatch(r.stderr, /Configuration is valid/, name);
+      }
+    });
+  });
+
+  test('what ESPHome allows passes: every LibreTiny pin mode on a button, the binary_sensor filters, ' +
+    'allow_other_uses on both uses, one colour temperature only, mireds, a hub as a list', async () => {
+    const modes = ['INPUT', 'INPUT_PULLDOWN', 'OUTPUT', 'OUTPUT_OPEN_DRAIN']; // and INPUT_PULLUP, as generated
+    const edits: [string, string, (t: string) => string][] = [
+      ...modes.map((m) => [`mode-${m}`, PLUG, replace('mode: INPUT_PULLUP', `mode: ${m}`)] as [string, string,
+        (t: string) => string]),
+      ['filters', PLUG, replace('      - delayed_on: 50ms', '      - invert:\n      - delayed_on: 10ms\n' +
+        '      - delayed_off: 20ms\n      - delayed_on_off:\n          time_on: 10ms\n          time_off: 1s\n' +
+        '      - settle: 100ms\n      - invert')],
+      ['shared-pin', PLUG, (t) => `${replace('      number: ${status_led_pin}',
+        '      number: ${status_led_pin}\n      allow_other_uses: true')(t)}\noutput:\n  - platform: gpio\n` +
+        '    id: extra\n    pin:\n      number: P7\n      allow_other_uses: true\n'],
+      // rgbww/light.py passes has_none_or_all_keys one list, so the check never fires: one temperature is enough
+      ['one-ct', PWM_BULB, replace('    warm_white_color_temperature: ${warm_white_color_temperature}\n', '')],
+      ['mireds', PWM_BULB, replace('color_temperature: "6500 K"', 'color_temperature: "153 mireds"')],
+      // MULTI_CONF hubs take a list too
+      ['hub-list', I2C_BULB, replace(/^sm2135:\n(?: {2}.*\n)+/m, 'sm2135:\n  - id: hub\n    clock_pin: ${clock_pin}\n' +
+        '    data_pin: ${data_pin}\n    rgb_current: 10mA\n    cw_current: 60mA\n')],
+    ];
+    await withWorld({ esphome: { delayMs: 10 } }, async (w) => {
+      const results = await Promise.all(edits.map(async ([name, slug, edit]) =>
+        [name, await run(w, 'esphome', ['config', generatedConfig(w, slug, name, edit)])] as const));
+      for (const [name, r] of results) assert.equal(r.code, 0, `${name}: ${r.stdout}${r.stderr}`);
+    });
+  });
+
+  test('stages as in config.py: unknown IDs only once the schemas pass, pin reuse only once the IDs resolve',
+    async () => {
+      await withWorld({ esphome: { delayMs: 10 } }, async (w) => {
+        const both = (t: string) =>
+          replace('    red: output_red', '    red: output_r')(replace('green_pin: "P9"', 'green_pin: "P24"')(t));
+        const ids = await run(w, 'esphome', ['config', generatedConfig(w, PWM_BULB, 'ids-first', both)]);
+        assert.equal(ids.code, 2);
+        assert.match(ids.stdout, /Couldn't find ID 'output_r'/);
+        assert.doesNotMatch(ids.stdout, /used in multiple places/);
+        const schema = (t: string) => `${both(t)}\nxyz:\n`;
+        const first = await run(w, 'esphome', ['config', generatedConfig(w, PWM_BULB, 'schema-first', schema)]);
+        assert.match(first.stdout, /Component not found: xyz\./);
+        assert.doesNotMatch(first.stdout, /Couldn't find ID/);
+      });
+    });
 });
 
 describe('fake ss', { concurrency: true }, () => {

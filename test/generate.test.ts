@@ -6,9 +6,12 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import { generateRecipe, loadRecipe, checkTemplate, substitutionsFor, SECRET_TAG, type DeviceFile, type ProfileFile }
-  from '../flash.ts';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { generateRecipe, loadRecipe, checkTemplate, renderDeviceConfig, substitutionsFor, SECRET_TAG,
+  type DeviceFile, type ProfileFile } from '../flash.ts';
 import { CLOUDCUTTER_API_FIXTURES as API, tempDir } from './helpers.ts';
+import { makeFakeWorld } from './fakes.ts';
 
 
 const readJson = (file: string) => JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -252,4 +255,49 @@ test('an unknown dmod is refused naming dmod', () => {
   const d = devices.find((x) => x.slug === 'amico-g1-tp120-9-a19-rgbct-bulb')!;
   const got = generateRecipe({ ...d, device_configuration: { ...d.device_configuration, dmod: 1 } }, profileOf(d));
   assert.equal(got.ok ? '' : got.key, 'dmod');
+});
+
+test('every generated recipe renders a config the (strict) fake esphome accepts', async () => {
+  const w = await makeFakeWorld({ timeScale: 0.01 });
+  try {
+    const dir = path.join(w.dir, 'generated');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'secrets.yaml'), 'wifi_ssid: HomeNet\nwifi_password: "correct horse"\n'
+      + 'api_encryption_key: "aGVsbG8gd29ybGQgaGVsbG8gd29ybGQgaGVsbG8gd28="\nota_password: abc123\n'
+      + 'ap_password: "kickstart-ap"\n');
+    const made = devices.map((d) => ({ d, got: generateRecipe(d, profileOf(d)) }));
+    const configs = made.flatMap(({ d, got }) => {
+      if (!got.ok) return [];
+      fs.writeFileSync(path.join(dir, `${d.slug}.recipe.yaml`), got.recipe);
+      fs.writeFileSync(path.join(dir, `${d.slug}.esphome.yaml`), got.template);
+      const recipe = loadRecipe(path.join(dir, `${d.slug}.recipe.yaml`)).recipe;
+      const file = path.join(dir, `${d.slug}.yaml`);
+      fs.writeFileSync(file, renderDeviceConfig(substitutionsFor(recipe), got.template, `${d.slug}.yaml`, recipe.model));
+      return [{ slug: d.slug, file }];
+    });
+    assert.ok(configs.length >= 20, `only ${configs.length} recipes generated`);
+    const run = promisify(execFile);
+    const refused: string[] = [];
+    for (const { slug, file } of configs) {
+      const r = await run('esphome', ['config', file], { env: w.env, cwd: dir }).catch((e) => e);
+      if (!/Configuration is valid!/.test(`${r.stdout}${r.stderr}`)) refused.push(`${slug}:\n${r.stdout}${r.stderr}`);
+    }
+    assert.deepEqual(refused, []);
+  } finally {
+    await w.cleanup();
+  }
+});
+
+test('the generated fixtures the fake tools are tested with are what flash.ts generates today', () => {
+  const dir = path.join(import.meta.dirname, 'fixtures', 'generated');
+  const files = fs.readdirSync(dir).filter((f) => !f.endsWith('.esphome.yaml'));
+  assert.ok(files.length > 0);
+  for (const f of files) {
+    const slug = f.replace(/\.yaml$/, '');
+    const got = generateRecipe(devices.find((d) => d.slug === slug)!, profileOf(devices.find((d) => d.slug === slug)!));
+    assert.ok(got.ok, slug);
+    if (!got.ok) continue;
+    assert.equal(fs.readFileSync(path.join(dir, f), 'utf8'), got.recipe, `${f}: regenerate it with flash.ts recipe`);
+    assert.equal(fs.readFileSync(path.join(dir, `${slug}.esphome.yaml`), 'utf8'), got.template, `${slug}.esphome.yaml`);
+  }
 });

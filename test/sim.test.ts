@@ -6,8 +6,11 @@ import http from 'node:http';
 import net from 'node:net';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
+import fs from 'node:fs';
 import makeMdns from 'multicast-dns';
-import { startSimPlug, simFlashRead, PIN_OPTIONS, FLASH_SIZE, type SimPlug, type SimPlugOptions } from './sim/plug.ts';
+import {
+  startSimPlug, simFlashRead, wiringFromTuya, PIN_OPTIONS, FLASH_SIZE, type SimPlug, type SimPlugOptions, type Wiring,
+} from './sim/plug.ts';
 import { makeUF2, makeUG, FAMILY_ID } from './firmware-files.ts';
 import { ROOT, TSX } from './helpers.ts';
 import { MSG, PlainSession, decode, noiseSession } from './api-client.ts';
@@ -640,6 +643,214 @@ test('faults: portal500, dropUploadAfterBytes, updateFails, neverJoinLan, neverR
     sim.powerCycle();
     await sim.waitForPhase('final', 1000);
   });
+});
+
+/** The Wiring of a cloudcutter fixture device (test/fixtures/cloudcutter-api/devices/<slug>.json). */
+function tuyaWiring(slug: string): Wiring {
+  const file = path.join(ROOT, 'test/fixtures/cloudcutter-api/devices', `${slug}.json`);
+  return wiringFromTuya((JSON.parse(fs.readFileSync(file, 'utf8')) as { device_configuration: Record<string, unknown> })
+    .device_configuration);
+}
+
+/** A plug on the LAN running Kickstart, wired as given. */
+const lan = (mcu: 'bk7231t' | 'bk7231n', wiring: Wiring): SimPlugOptions =>
+  ({ mcu, phase: 'kickstart-lan', mdnsInterface: false, wiring });
+
+/** Kickstart's pinscan: drive (or read) one pin the way flash.ts does. */
+async function scanPin(sim: SimPlug, pin: string, mode: 'INPUT' | 'INPUT_PULLUP' | 'OUTPUT_HIGH' | 'OUTPUT_LOW') {
+  assert.equal((await select(sim, '-__pin', pinOption(pin))).status, 200);
+  assert.equal((await select(sim, '-__pin_mode', mode)).status, 200);
+}
+
+test('wiringFromTuya: relays (rlN_lv 0: active low), buttons (total 0, key_pin), LEDs, PWM channels; I2C: none', () => {
+  assert.deepEqual(tuyaWiring('kmc-30153-smart-plug-mini'),
+    { relays: { P26: 1 }, buttons: { P11: 1 }, button: 'P11', leds: { P6: 'red' } });
+  assert.deepEqual(tuyaWiring('lonsonho-x802a-l-2-gang-switch'), {
+    relays: { P9: 1, P8: 2 }, buttons: { P1: 1, P10: 2 }, button: 'P1', leds: { P14: 'blue 1', P26: 'blue 2' },
+  });
+  assert.deepEqual(tuyaWiring('arlec-pc191ha-smart-plug-bk7231t-v1.3.5'), {
+    relays: { P6: 1 }, buttons: { P11: 1 }, button: 'P11', leds: { P10: 'red', P26: 'blue' },
+  });
+  assert.deepEqual(tuyaWiring('xenon-pa301-power-strip'), {
+    relays: { P8: 1, P6: 2, P24: 3, P26: 4, P14: 5 }, buttons: { P7: 0 }, button: 'P7', leds: { P21: 'red' },
+    activeLow: ['P8', 'P6', 'P24', 'P26'],
+  });
+  assert.deepEqual(tuyaWiring('woox-r4967-smart-switch-v1.1.6').buttons, { P10: 1, P6: 0 });
+  assert.equal(tuyaWiring('woox-r4967-smart-switch-v1.1.6').button, 'P10');
+  assert.equal(Object.keys(tuyaWiring('tuya-generic-rh-m601-power-strip-with-monitoring-v1.3.5').relays!).length, 7);
+  assert.deepEqual(tuyaWiring('abie-g99631-05-rgbw-led-lamp'), {
+    channels: { P24: 'red', P9: 'green', P8: 'blue', P6: 'cold', P26: 'warm' },
+  });
+  assert.deepEqual(tuyaWiring('anko-io04055-sunset-lamp-v1.1.6'), {
+    buttons: { P1: 1 }, button: 'P1', channels: { P9: 'red', P24: 'green', P26: 'blue' },
+  });
+  assert.deepEqual(tuyaWiring('alusso-gu10-rgbct-bulb-v1.3.1'), {}, 'iicscl/iicsda are no channels');
+  assert.deepEqual(wiringFromTuya({ dmod: 2, iicscl: 7, iicsda: 8, r_pin: 6 }), {}, 'dmod 2: the chip has the colours');
+  assert.deepEqual(wiringFromTuya({ r_pin: 6, r_lv: 0, c_pin: 7, c_lv: 1, wfst_pin: 8 }),
+    { leds: { P8: 'red' }, channels: { P6: 'red', P7: 'cold' }, activeLow: ['P6'] });
+});
+
+test('power strip: each relay by number through pinscan, active-low ones on at LOW; relay: any is on', async () => {
+  const wiring = tuyaWiring('xenon-pa301-power-strip');
+  await withSim(lan('bk7231n', wiring), async (sim) => {
+    assert.deepEqual(sim.hardware.relays, { 1: false, 2: false, 3: false, 4: false, 5: false }, 'undriven: off');
+    assert.deepEqual(sim.hardware.light, []);
+    await scanPin(sim, 'P8', 'OUTPUT_HIGH');
+    assert.equal(sim.hardware.relays[1], false, 'relay 1 is active low: HIGH is off');
+    await scanPin(sim, 'P8', 'OUTPUT_LOW');
+    assert.deepEqual(sim.hardware.relays, { 1: true, 2: false, 3: false, 4: false, 5: false });
+    assert.equal(sim.hardware.relay, true);
+    await scanPin(sim, 'P14', 'OUTPUT_HIGH');
+    assert.deepEqual(sim.hardware.relays, { 1: false, 2: false, 3: false, 4: false, 5: true }, 'P8 let go');
+    await scanPin(sim, 'P21', 'OUTPUT_LOW');
+    assert.deepEqual([sim.hardware.relay, sim.hardware.leds], [false, { red: true }]);
+  });
+  const twice = { relay: 'P24', relays: { P6: 1 } };
+  await assert.rejects(startSimPlug({ mcu: 'bk7231n', mdnsInterface: false, wiring: twice }), /relay 1 twice/);
+});
+
+test('buttons by pin: pressButton(ms, pin) pulls that pin low; a pin with no button throws; /_sim/press?pin=',
+  async () => {
+  const wiring = tuyaWiring('lonsonho-x802a-l-2-gang-switch');
+  await withSim(lan('bk7231t', wiring), async (sim) => {
+    await scanPin(sim, 'P10', 'INPUT_PULLUP');
+    const state = async () => (await getJson(`${sim.url}/text_sensor/-__pin_state`)).state;
+    assert.equal(await state(), 'HIGH');
+    await sim.pressButton(30); // button 1 (P1) by default: P10 stays high
+    assert.equal(await state(), 'HIGH');
+    const press = sim.pressButton(150, 'P10');
+    await sleep(50);
+    assert.equal(await state(), 'LOW');
+    assert.equal(sim.hardware.levels.P10, 'LOW');
+    await press;
+    assert.equal(await state(), 'HIGH');
+    await assert.rejects(sim.pressButton(10, 'P9'), /no button on P9 \(buttons: P1, P10\)/);
+    const viaApi = sim.pressButton(150, 'P10');
+    await sleep(10);
+    const r = await req('POST', `${sim.url}/_sim/press?ms=20&pin=P1`);
+    assert.equal(r.status, 200);
+    await viaApi;
+    assert.equal((await req('POST', `${sim.url}/_sim/press?ms=20&pin=P26`)).status, 409, 'P26 is an LED');
+  });
+  await withSim(lan('bk7231t', tuyaWiring('abie-g99631-05-rgbw-led-lamp')), async (sim) => {
+    await assert.rejects(sim.pressButton(10), /no button on \(no pin given\) \(buttons: none\)/);
+  });
+});
+
+test('PWM bulb: a channel pin driven to its active level lights its colour; an I2C bulb lights nothing', async () => {
+  await withSim(lan('bk7231t', tuyaWiring('abie-g99631-05-rgbw-led-lamp')), async (sim) => {
+    assert.deepEqual([sim.hardware.relay, sim.hardware.relays, sim.hardware.light], [false, {}, []]);
+    await scanPin(sim, 'P24', 'OUTPUT_HIGH');
+    assert.deepEqual(sim.hardware.light, ['red']);
+    await scanPin(sim, 'P24', 'OUTPUT_LOW');
+    assert.deepEqual(sim.hardware.light, []);
+    await scanPin(sim, 'P26', 'OUTPUT_HIGH');
+    assert.deepEqual(sim.hardware.light, ['warm'], 'P24 went back to INPUT');
+    await scanPin(sim, 'P26', 'INPUT_PULLUP');
+    assert.deepEqual(sim.hardware.light, [], 'a pulled-up input drives nothing');
+  });
+  const activeLowBulb = { channels: { P6: 'cold', P7: 'warm' }, activeLow: ['P6'] } satisfies Wiring;
+  await withSim(lan('bk7231n', activeLowBulb), async (sim) => {
+    await scanPin(sim, 'P6', 'OUTPUT_HIGH');
+    assert.deepEqual(sim.hardware.light, []);
+    await scanPin(sim, 'P6', 'OUTPUT_LOW');
+    assert.deepEqual(sim.hardware.light, ['cold']);
+  });
+  await withSim(lan('bk7231n', tuyaWiring('alusso-gu10-rgbct-bulb-v1.3.1')), async (sim) => {
+    for (const pin of ['P26', 'P24']) {
+      for (const mode of ['OUTPUT_HIGH', 'OUTPUT_LOW'] as const) {
+        await scanPin(sim, pin, mode);
+        assert.deepEqual(sim.hardware.light, [], `${pin} ${mode}: the driver chip ignores one pin wiggling`);
+      }
+    }
+    assert.deepEqual(sim.hardware.leds, {});
+  });
+});
+
+test('final firmware: buttons toggle their relay, the all-button all (active low inverted); a bulb boots', async () => {
+  const bootFinal = async (sim: SimPlug) => {
+    assert.equal((await upload(sim, finalUf2(sim.mcu))).text, 'Update Successful!');
+    await sim.waitForPhase('final', 2000);
+  };
+  await withSim(lan('bk7231n', tuyaWiring('xenon-pa301-power-strip')), async (sim) => {
+    await bootFinal(sim);
+    assert.equal(sim.hardware.relay, false, 'the active-low relays start off (their pins HIGH)');
+    assert.equal(sim.hardware.levels.P8, 'HIGH');
+    await sim.pressButton(20);
+    assert.deepEqual(sim.hardware.relays, { 1: true, 2: true, 3: true, 4: true, 5: true });
+    assert.deepEqual([sim.hardware.levels.P8, sim.hardware.levels.P14], ['LOW', 'HIGH']);
+    await sim.pressButton(20);
+    assert.equal(sim.hardware.relay, false);
+  });
+  await withSim(lan('bk7231t', tuyaWiring('lonsonho-x802a-l-2-gang-switch')), async (sim) => {
+    await bootFinal(sim);
+    await sim.pressButton(20, 'P10');
+    assert.deepEqual(sim.hardware.relays, { 1: false, 2: true });
+    await sim.pressButton(20, 'P1');
+    assert.deepEqual(sim.hardware.relays, { 1: true, 2: true });
+  });
+  const strip7 = tuyaWiring('tuya-generic-rh-m601-power-strip-with-monitoring-v1.3.5');
+  await withSim(lan('bk7231n', strip7), async (sim) => {
+    await bootFinal(sim);
+    await sim.pressButton(20);
+    assert.deepEqual(Object.values(sim.hardware.relays), [true, true, true, true, true, true, true]);
+  });
+  await withSim(lan('bk7231t', tuyaWiring('abie-g99631-05-rgbw-led-lamp')), async (sim) => {
+    await bootFinal(sim);
+    assert.deepEqual([sim.hardware.relay, sim.hardware.relays, sim.hardware.light], [false, {}, []]);
+    sim.powerCycle();
+    await sim.waitForPhase('final', 2000);
+  });
+});
+
+test('main.ts --tuya-device FILE / --wiring JSON: the plug is wired as the file says; bad input exits 2', async () => {
+  const start = (args: string[]) => {
+    const child = spawn(process.execPath, ['--import', TSX, path.join(ROOT, 'test/sim/main.ts'), '--mcu', 'bk7231n',
+      '--phase', 'kickstart-lan', '--no-mdns', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    const line = new Promise<string>((resolve, reject) => {
+      child.stdout.on('data', () => out.includes('\n') && resolve(out.split('\n')[0]));
+      void exited.then(() => reject(new Error(`exited: ${err}`)));
+    });
+    return { child, exited, line, err: () => err };
+  };
+  const devices = path.join(ROOT, 'test/fixtures/cloudcutter-api/devices');
+  const strip = start(['--tuya-device', path.join(devices, 'xenon-pa301-power-strip.json')]);
+  try {
+    const { url } = JSON.parse(await strip.line) as { url: string };
+    await req('POST', `${url}/select/-__pin/set?option=${encodeURIComponent(pinOption('P8'))}`);
+    await req('POST', `${url}/select/-__pin_mode/set?option=OUTPUT_LOW`);
+    const hw = (await getJson(`${url}/_sim/state`)).hardware as { relays: Record<string, boolean> };
+    assert.deepEqual(hw.relays, { 1: true, 2: false, 3: false, 4: false, 5: false });
+    assert.equal((await req('POST', `${url}/_sim/press?ms=10&pin=P7`)).status, 200);
+  } finally {
+    strip.child.kill('SIGTERM');
+  }
+  assert.equal(await strip.exited, 0, strip.err());
+  const bulb = start(['--wiring', JSON.stringify({ channels: { P6: 'red' } })]);
+  try {
+    const { url } = JSON.parse(await bulb.line) as { url: string };
+    await req('POST', `${url}/select/-__pin/set?option=${encodeURIComponent(pinOption('P6'))}`);
+    await req('POST', `${url}/select/-__pin_mode/set?option=OUTPUT_HIGH`);
+    assert.deepEqual(((await getJson(`${url}/_sim/state`)).hardware as { light: string[] }).light, ['red']);
+  } finally {
+    bulb.child.kill('SIGTERM');
+  }
+  assert.equal(await bulb.exited, 0, bulb.err());
+  for (const [args, message] of [
+    [['--wiring', '[1]'], /--wiring must be a JSON object/],
+    [['--wiring', '{}', '--tuya-device', 'x.json'], /give --wiring or --tuya-device, not both/],
+    [['--tuya-device', path.join(devices, 'avatto-n-wot10-eu-plug-v1.0.11.json')], /has no device_configuration/],
+  ] as const) {
+    const bad = start([...args]);
+    bad.line.catch(() => {});
+    assert.equal(await bad.exited, 2);
+    assert.match(bad.err(), message);
+  }
 });
 
 test('hub: LibreTiny banner and a deterministic, range-checked 2 MiB flash_read', async () => {

@@ -42,16 +42,18 @@ export function keysFor(q: Question, answer: Answer): string {
   return `${answer}${KEY.enter}`;
 }
 
-export function virtualUser(sim: SimPlug | undefined, opts: { overrides?: Record<string, Override>; log?: (line: string) => void } = {}):
-  VirtualUser {
+export function virtualUser(sim: SimPlug | undefined,
+  opts: { overrides?: Record<string, Override>; log?: (line: string) => void } = {}): VirtualUser {
   // What the user saw since the last question: the relay clicking, LEDs (by colour) turning on.
   const seen = new Set<string>();
   let last = sim ? JSON.stringify(sim.hardware) : '';
   const watch = sim && setInterval(() => {
     const now = sim.hardware;
     const before = JSON.parse(last) as SimPlug['hardware'];
-    if (now.relay !== before.relay) seen.add('relay');
-    for (const [colour, on] of Object.entries(now.leds)) if (on && !before.leds[colour]) seen.add(colour);
+    for (const [n, on] of Object.entries(now.relays)) if (on !== before.relays[Number(n)]) seen.add('relay');
+    // 'blue 2' is the second blue LED: a person sees a blue LED.
+    for (const [led, on] of Object.entries(now.leds)) if (on && !before.leds[led]) seen.add(led.split(' ')[0]);
+    for (const colour of now.light) seen.add(`light ${colour}`);
     last = JSON.stringify(now);
   }, 20);
   watch?.unref();
@@ -67,8 +69,12 @@ export function virtualUser(sim: SimPlug | undefined, opts: { overrides?: Record
     if (override !== undefined) return typeof override === 'function' ? override(q) : override;
     if (q.id.startsWith('pin_') && sim) {
       await new Promise((r) => setTimeout(r, 60)); // the last change reaches the watcher
+      const lit = ['red', 'green', 'blue', 'cold', 'warm'].filter((c) => seen.has(`light ${c}`));
       const colour = ['red', 'green', 'blue'].find((c) => seen.has(c));
-      const answer = seen.has('relay') ? 'the relay clicked' : colour ? `a ${colour} LED` : seen.size ? 'another LED' : 'nothing';
+      const light = q.choices?.includes('cold white');
+      const first = lit[0] === 'cold' || lit[0] === 'warm' ? `${lit[0]} white` : lit[0];
+      const answer = light ? first ?? 'nothing'
+        : seen.has('relay') ? 'the relay clicked' : colour ? `a ${colour} LED` : seen.size ? 'another LED' : 'nothing';
       seen.clear();
       return answer;
     }
@@ -77,8 +83,12 @@ export function virtualUser(sim: SimPlug | undefined, opts: { overrides?: Record
       const mine = q.choices?.find((c) => c.includes(sim.mac.match(/../g)!.join(':')));
       if (mine) return mine;
     }
-    if (q.id === 'press_button' && sim) {
-      await sim.pressButton(150);
+    if (q.id.startsWith('press_') && sim) {
+      // The button the question names: the plug's (button 1), "the button for all sockets" (0) or button N.
+      const fn = q.id.slice('press_'.length);
+      const n = fn === 'button' ? undefined : fn === 'button_all' ? 0 : Number(fn.replace(/^\D+/, ''));
+      const pin = Object.entries(sim.buttons).find(([, b]) => b === n)?.[0];
+      await sim.pressButton(150, pin);
       seen.clear();
       return true;
     }

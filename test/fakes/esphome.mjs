@@ -2,25 +2,18 @@
 // secrets.yaml beside the config, !include, substitutions incl. `-s KEY VALUE`), checks the mistakes a
 // recipe can make with ESPHome's own messages, and `compile` leaves
 // <config dir>/.esphome/build/<esphome.name>/.pioenvs/<esphome.name>/firmware.uf2 whose family ID comes
-// from the board and whose payload is JSON {name, friendly_name, board}.
+// from the board's chip and whose payload is JSON {name, friendly_name, board, api_key, esphome_version}.
+// The checks themselves (ESPHome's order and words) are in esphome-config.mjs.
 // Streams like the real one: log lines (INFO/WARNING/ERROR) on stderr, PlatformIO output and
 // "Failed config" blocks on stdout. Exit codes: 0, 1 (compile/upload error), 2 (invalid config).
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { world, logCall, sleep, exit, dieBy, makeUF2, wrapUG, FAMILY_ID } from './common.mjs';
+import { validateConfig } from './esphome-config.mjs';
 
-const BOARDS = {
-  'generic-bk7231t-qfn32-tuya': 'bk7231t', 'generic-bk7231n-qfn32-tuya': 'bk7231n',
-  cb1s: 'bk7231n', cb2l: 'bk7231n', cb2s: 'bk7231n', cb3l: 'bk7231n', cb3s: 'bk7231n', cb3se: 'bk7231n', cblc5: 'bk7231n', cbu: 'bk7231n',
-  'lsc-lma35': 'bk7231n', 'wb2l-m1': 'bk7231n',
-  'lsc-lma35-t': 'bk7231t', wb1s: 'bk7231t', wb2l: 'bk7231t', wb2s: 'bk7231t', wb3l: 'bk7231t', wb3s: 'bk7231t', wblc5: 'bk7231t',
-};
-const FAMILIES = { BK7231T: 'bk7231t', BK7231N: 'bk7231n' };
-const USABLE_PINS = [0, 1, 6, 7, 8, 9, 10, 11, 14, 15, 16, 17, 20, 21, 22, 23, 24, 26, 28];
-const RESTORE_MODES = ['RESTORE_DEFAULT_OFF', 'RESTORE_DEFAULT_ON', 'ALWAYS_OFF', 'ALWAYS_ON', 'RESTORE_INVERTED_DEFAULT_OFF', 'RESTORE_INVERTED_DEFAULT_ON', 'DISABLED'];
-const NAME_CHARS = 'abcdefghijklmnopqrstuvwxyz0123456789-_';
-const TARGET_PLATFORMS = ['bk72xx', 'esp32', 'esp8266', 'host', 'rp2040', 'rtl87xx'];
+/** UF2 family IDs (LibreTiny families.json): a BK7231Q (wa2) or BK7251 build is refused by a T/N plug. */
+const UF2_FAMILY = { ...FAMILY_ID, bk7231q: 0xafe81d49, bk7251: 0x6a82cc42 };
 
 class ConfigReadError extends Error {}
 
@@ -93,7 +86,7 @@ export async function runEsphome(argv, ctx) {
       log('ERROR', `Error while reading config: ${e.message}`);
       return 2;
     }
-    const { config, errors } = loaded;
+    const { config, errors, chip } = loaded;
     if (errors.length) {
       say('Failed config');
       say('');
@@ -122,7 +115,8 @@ export async function runEsphome(argv, ctx) {
       continue;
     }
     if (command === 'compile' || command === 'run') {
-      const rc = await compile({ config, name, buildShown, envShown, uf2Shown, ctx, es, log, say, onlyGenerate: opt['only-generate'], verbose });
+      const rc = await compile({ config, chip, version, name, buildShown, envShown, uf2Shown, ctx, es, log, say,
+        onlyGenerate: opt['only-generate'], verbose });
       if (rc !== 0) return rc;
     }
     if (command === 'upload' || command === 'run') {
@@ -158,9 +152,9 @@ export async function runEsphome(argv, ctx) {
   }
 }
 
-async function compile({ config, name, buildShown, envShown, uf2Shown, ctx, es, log, say, onlyGenerate }) {
+async function compile({ config, chip, version, name, buildShown, envShown, uf2Shown, ctx, es, log, say,
+  onlyGenerate }) {
   const board = config.bk72xx.board;
-  const chip = BOARDS[board] ?? FAMILIES[String(config.bk72xx.family ?? '').toUpperCase()];
   log('INFO', 'Generating C++ source...');
   const buildHost = ctx.toHost(buildShown);
   fs.mkdirSync(path.join(buildHost, 'src'), { recursive: true });
@@ -201,9 +195,11 @@ async function compile({ config, name, buildShown, envShown, uf2Shown, ctx, es, 
     await sleep(step);
   }
   if (es.fail) return 1;
-  const familyId = es.familyOverride ?? FAMILY_ID[chip];
-  // The firmware carries its API key (as the real one does) so the simulated plug can speak encrypted API.
-  const payload = Buffer.from(JSON.stringify({ name, friendly_name: config.esphome.friendly_name, board, api_key: config.api?.encryption?.key }));
+  const familyId = es.familyOverride ?? UF2_FAMILY[chip];
+  // The firmware carries its API key (as the real one does) so the simulated plug can speak encrypted API, and the
+  // ESPHome version it was built with, which the final device then reports.
+  const payload = Buffer.from(JSON.stringify({ name, friendly_name: config.esphome.friendly_name, board,
+    api_key: config.api?.encryption?.key, esphome_version: version }));
   const envHost = ctx.toHost(envShown);
   fs.mkdirSync(envHost, { recursive: true });
   fs.writeFileSync(ctx.toHost(uf2Shown), makeUF2({ familyId, payload, minBlocks: 400 }));
@@ -277,7 +273,8 @@ function readConfig(shown, ctx, cliSubs) {
     const off = node?.range?.[0];
     return off === undefined ? 1 : lineCounter.linePos(off).line;
   };
-  return { config, errors: validate(config, lineOf) };
+  const { errors, chip } = validateConfig(config);
+  return { config, chip, errors: errors.map((e) => ({ ...e, line: lineOf(e.path) })) };
 }
 
 function substitute(v, vars) {
@@ -289,108 +286,4 @@ function substitute(v, vars) {
   if (Array.isArray(v)) return v.map((x) => substitute(x, vars));
   if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, substitute(x, vars)]));
   return v;
-}
-
-// ---- the checks, with ESPHome's messages ----------------------------------------------------------
-
-function validate(config, lineOf) {
-  const errors = [];
-  const add = (domain, keys, msg, key, value) => errors.push({ domain, line: lineOf(keys), msg, key, value });
-  if (!config.esphome || typeof config.esphome !== 'object') {
-    errors.push({ domain: 'esphome', line: 1, msg: "'esphome' section missing from configuration. Please make sure your configuration has an 'esphome:' line in it." });
-    return errors;
-  }
-  const name = config.esphome.name;
-  if (name === undefined || name === null) add('esphome', ['esphome'], "'name' is a required option for [esphome].");
-  else {
-    const bad = [...String(name)].find((c) => !NAME_CHARS.includes(c));
-    if (bad !== undefined) add('esphome', ['esphome', 'name'], `'${bad}' is an invalid character for names. Valid characters are: ${NAME_CHARS} (lowercase, no spaces)`, 'name', name);
-    else if (String(name).length > 31) add('esphome', ['esphome', 'name'], 'Hostnames can only be 31 characters long', 'name', name);
-  }
-  const platform = TARGET_PLATFORMS.find((p) => p in config);
-  if (!platform) {
-    add('esphome', ['esphome'], `Platform missing. You must include one of the available platform keys: ${TARGET_PLATFORMS.join(', ')}`);
-    return errors;
-  }
-  if (platform !== 'bk72xx') {
-    add(platform, [platform], `fake esphome: only bk72xx configurations are simulated (found ${platform})`);
-    return errors;
-  }
-  const bk = config.bk72xx ?? {};
-  const board = bk.board;
-  if (board === undefined) { add('bk72xx', ['bk72xx'], "'board' is a required option for [bk72xx]."); return errors; }
-  if (!(board in BOARDS) && !(String(bk.family ?? '').toUpperCase() in FAMILIES)) {
-    add('bk72xx', ['bk72xx', 'board'], "This board is unknown, if you are sure you want to compile with this board selection, override with option 'family'", 'board', board);
-    return errors;
-  }
-  // pins
-  const used = new Map();
-  walk(config, [], (value, keys) => {
-    if (keys[keys.length - 1] !== 'pin' || keys[0] === 'substitutions') return false;
-    const spec = value && typeof value === 'object' && !Array.isArray(value) ? value : { number: value };
-    const numKeys = spec === value ? [...keys, 'number'] : keys;
-    const domain = domainOf(config, keys);
-    const raw = spec.number;
-    let n;
-    if (typeof raw === 'number' || /^\d+$/.test(String(raw))) {
-      n = Number(raw);
-      if (!USABLE_PINS.includes(n)) { add(domain, numKeys, `Pin number '${n}' is not usable for board ${board}.`, 'number', raw); return true; }
-    } else {
-      const m = /^P(\d+)$/.exec(String(raw));
-      if (!m || !USABLE_PINS.includes(Number(m[1]))) { add(domain, numKeys, `Cannot resolve pin name '${raw}' for board ${board}.`, 'number', raw); return true; }
-      n = Number(m[1]);
-    }
-    if (!used.has(n)) used.set(n, []);
-    used.get(n).push({ keys: numKeys, domain, allow: spec.allow_other_uses === true, raw });
-    return true;
-  });
-  for (const [n, uses] of used) {
-    if (uses.length > 1) for (const u of uses) if (!u.allow) add(u.domain, u.keys, `Pin ${n} is used in multiple places`, 'number', u.raw);
-  }
-  // switch restore_mode
-  for (const [idx, sw] of (Array.isArray(config.switch) ? config.switch : []).entries()) {
-    if (!sw || sw.restore_mode === undefined) continue;
-    const v = String(sw.restore_mode).toUpperCase().replace(/ /g, '_');
-    if (!RESTORE_MODES.includes(v)) {
-      const close = closeMatches(v, RESTORE_MODES);
-      const msg = close.length ? `Unknown value '${v}', did you mean ${close.map((x) => `'${x}'`).join(', ')}?` : `Unknown value '${v}', valid options are ${RESTORE_MODES.map((x) => `'${x}'`).join(', ')}.`;
-      add(`switch.${sw.platform}`, ['switch', idx, 'restore_mode'], msg, 'restore_mode', sw.restore_mode);
-    }
-  }
-  return errors;
-}
-
-function domainOf(config, keys) {
-  const top = keys[0];
-  const v = config[top];
-  if (Array.isArray(v) && typeof keys[1] === 'number' && v[keys[1]]?.platform) return `${top}.${v[keys[1]].platform}`;
-  return String(top);
-}
-
-/** Calls fn(value, keys) for every mapping value; fn returns true to not descend further. */
-function walk(v, keys, fn) {
-  if (Array.isArray(v)) v.forEach((x, i) => walk(x, [...keys, i], fn));
-  else if (v && typeof v === 'object')
-    for (const [k, x] of Object.entries(v)) {
-      if (!fn(x, [...keys, k])) walk(x, [...keys, k], fn);
-    }
-}
-
-// Python's difflib.get_close_matches(word, possibilities, n=3, cutoff=0.6)
-function closeMatches(word, options) {
-  const ratio = (a, b) => {
-    const blocks = (alo, ahi, blo, bhi) => {
-      let bi = alo, bj = blo, size = 0;
-      for (let i = alo; i < ahi; i++)
-        for (let j = blo; j < bhi; j++) {
-          let k = 0;
-          while (i + k < ahi && j + k < bhi && a[i + k] === b[j + k]) k++;
-          if (k > size) { bi = i; bj = j; size = k; }
-        }
-      if (!size) return 0;
-      return size + blocks(alo, bi, blo, bj) + blocks(bi + size, ahi, bj + size, bhi);
-    };
-    return (2 * blocks(0, a.length, 0, b.length)) / (a.length + b.length);
-  };
-  return options.map((o) => [ratio(o, word), o]).filter(([r]) => r >= 0.6).sort((x, y) => y[0] - x[0]).slice(0, 3).map(([, o]) => o);
 }

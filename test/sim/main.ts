@@ -2,11 +2,15 @@
 //   node --import tsx test/sim/main.ts --mcu bk7231n [--phase tuya] [--port N] [--home-ssid S --home-password P]
 //        [--mac HEX12] [--tuya-mac HEX12] [--join-ms N] [--reboot-ms N] [--time-scale X]
 //        [--no-mdns | --mdns-interface IP] [--faults JSON] [--esphome-version V] [--mdns-stops-after-ms N]
+//        [--wiring JSON | --tuya-device FILE]
+// --wiring takes a Wiring object ({"relays":{"P8":1},"buttons":{"P7":0},...}); --tuya-device a cloudcutter device
+// file, whose device_configuration (Tuya's pin keys) becomes the wiring. Default: the Status plug's.
 // Prints one JSON line {"url","port","mac","apiPort","mcu","phase"} on stdout, then runs until SIGTERM/SIGINT.
 // Control it over HTTP under /_sim/ (state, ap-mode, exploit, configure-wifi, flash-kickstart, power-cycle,
-// press?ms=, wait?phase=, faults).
+// press?ms=&pin=, wait?phase=, faults).
+import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { startSimPlug, type Phase, type SimFaults } from './plug.ts';
+import { startSimPlug, wiringFromTuya, type Phase, type SimFaults, type Wiring } from './plug.ts';
 import type { Mcu } from '../firmware-files.ts';
 
 const PHASES: Phase[] = ['tuya', 'kickstart-ap', 'kickstart-lan', 'final', 'off'];
@@ -35,6 +39,8 @@ const { values } = (() => {
         faults: { type: 'string' },
         'esphome-version': { type: 'string' },
         'mdns-stops-after-ms': { type: 'string' },
+        wiring: { type: 'string' },
+        'tuya-device': { type: 'string' },
       },
       strict: true,
     });
@@ -67,6 +73,30 @@ if (values.faults) {
     fail('--faults must be a JSON object');
   }
 }
+let wiring: Wiring | undefined;
+if (values.wiring !== undefined && values['tuya-device'] !== undefined) {
+  fail('give --wiring or --tuya-device, not both');
+}
+if (values.wiring !== undefined) {
+  try {
+    wiring = JSON.parse(values.wiring) as Wiring;
+  } catch {
+    fail('--wiring must be a JSON object');
+  }
+  if (!wiring || typeof wiring !== 'object' || Array.isArray(wiring)) fail('--wiring must be a JSON object');
+}
+if (values['tuya-device'] !== undefined) {
+  let device: { device_configuration?: Record<string, unknown> };
+  try {
+    device = JSON.parse(fs.readFileSync(values['tuya-device'], 'utf8')) as typeof device;
+  } catch (e) {
+    fail(`--tuya-device: ${(e as Error).message}`);
+  }
+  if (!device.device_configuration || !Object.keys(device.device_configuration).length) {
+    fail(`--tuya-device: ${values['tuya-device']} has no device_configuration (no pins known)`);
+  }
+  wiring = wiringFromTuya(device.device_configuration);
+}
 
 const sim = await startSimPlug({
   mcu,
@@ -82,6 +112,7 @@ const sim = await startSimPlug({
   esphomeVersion: values['esphome-version'],
   ...(values['home-ssid'] !== undefined ? { homeNetwork: { ssid: values['home-ssid'], password: values['home-password']! } } : {}),
   faults,
+  wiring,
 });
 process.stdout.write(`${JSON.stringify({ url: sim.url, port: sim.port, mac: sim.mac, apiPort: sim.apiPort, mcu, phase: sim.phase })}\n`);
 

@@ -16,8 +16,90 @@ import { FAMILY_ID, type Mcu } from '../firmware-files.ts';
 
 export type Phase = 'tuya' | 'kickstart-ap' | 'kickstart-lan' | 'final' | 'off';
 
-/** Which pin drives what on the board: pin -> colour for LEDs, e.g. {P6: 'red', P7: 'blue'}. */
-export interface Wiring { button?: string; relay?: string; leds?: Record<string, string> }
+/** What a PWM light channel lights. */
+export type ChannelColour = 'red' | 'green' | 'blue' | 'cold' | 'warm';
+const CHANNEL_COLOURS: readonly ChannelColour[] = ['red', 'green', 'blue', 'cold', 'warm'];
+
+/**
+ * Which pin drives what on the board. Every button is a momentary switch to GND (read with INPUT_PULLUP);
+ * LEDs light when their pin is driven LOW; relays and light channels are on at HIGH unless listed in activeLow.
+ */
+export interface Wiring {
+  /** The button pressButton() presses by default (button 1 unless `buttons` numbers it). */
+  button?: string;
+  /** A single relay (relay 1 unless `relays` lists its pin). */
+  relay?: string;
+  /** LEDs: pin -> colour, e.g. {P6: 'red', P7: 'blue'}. */
+  leds?: Record<string, string>;
+  /** Multi-gang devices: pin → relay number (1-based). */
+  relays?: Record<string, number>;
+  /** More buttons: pin → button number; pressButton(holdMs, pin) presses the one on that pin. */
+  buttons?: Record<string, number>;
+  /** A PWM light's channels: pin → what it lights. */
+  channels?: Record<string, ChannelColour>;
+  /** Pins whose load (relay, channel) is on when the pin is LOW (Tuya `_lv` 0). LEDs in `leds` stay active low. */
+  activeLow?: string[];
+}
+
+/**
+ * The Wiring a cloudcutter device file's `device_configuration` (Tuya's pin keys) describes: rlN_pin (+ rlN_lv 0 ->
+ * activeLow) are relay N; btN_pin button N, total_bt_pin button 0 (the one for all relays), key_pin / kNpin_pin the
+ * next free numbers; netled(1)_pin and wfst_pin a red LED, ledN_pin / led_pin blue ones ('blue N' when there are
+ * several); r/g/b/c/w_pin (+ _lv 0 -> activeLow) the channels of a PWM light (dmod 0 or none). An I2C LED driver's
+ * iicscl/iicsda are not channels: the driver chip ignores a single pin wiggling, so nothing lights. `button` is
+ * button 1 (else the total button, else the first), so pressButton() without a pin presses it.
+ */
+export function wiringFromTuya(dc: Record<string, unknown>): Wiring {
+  const pinOf = (key: string) => (typeof dc[key] === 'number' && Number.isInteger(dc[key]) ? `P${dc[key]}` : undefined);
+  const numbered = (re: RegExp) => Object.keys(dc)
+    .map((k) => [re.exec(k), k] as const)
+    .filter(([m, k]) => m && pinOf(k))
+    .map(([m, k]) => [Number(m![1] || 0), pinOf(k)!] as const)
+    .sort((a, b) => a[0] - b[0]);
+  const w: Wiring = {};
+  const activeLow = new Set<string>();
+  for (const [n, pin] of numbered(/^rl(\d+)_pin$/)) {
+    (w.relays ??= {})[pin] = n;
+    if (dc[`rl${n}_lv`] === 0) activeLow.add(pin);
+  }
+  const buttons: Record<string, number> = {};
+  for (const [n, pin] of numbered(/^bt(\d+)_pin$/)) buttons[pin] = n;
+  const total = pinOf('total_bt_pin');
+  if (total && !(total in buttons)) buttons[total] = 0;
+  const taken = () => new Set(Object.values(buttons));
+  for (const [n, pin] of [[1, pinOf('key_pin')] as const, ...numbered(/^k(\d+)pin_pin$/)]) {
+    if (!pin || pin in buttons) continue;
+    let free = n;
+    while (taken().has(free)) free++;
+    buttons[pin] = free;
+  }
+  if (Object.keys(buttons).length) {
+    w.buttons = buttons;
+    const byNumber = Object.entries(buttons).sort((a, b) => a[1] - b[1]);
+    w.button = (byNumber.find(([, n]) => n === 1) ?? byNumber.find(([, n]) => n === 0) ?? byNumber[0])[0];
+  }
+  const leds: Record<string, string> = {};
+  for (const key of ['netled_pin', 'netled1_pin', 'wfst_pin']) {
+    const pin = pinOf(key);
+    if (pin) leds[pin] = 'red';
+  }
+  const relayLeds = numbered(/^led(\d+)_pin$/);
+  const single = pinOf('led_pin');
+  if (single && !relayLeds.some(([, p]) => p === single)) relayLeds.unshift([1, single]);
+  for (const [n, pin] of relayLeds) if (!(pin in leds)) leds[pin] = relayLeds.length > 1 ? `blue ${n}` : 'blue';
+  if (Object.keys(leds).length) w.leds = leds;
+  if (!dc.dmod) {
+    const keys: [string, ChannelColour][] = [['r', 'red'], ['g', 'green'], ['b', 'blue'], ['c', 'cold'], ['w', 'warm']];
+    for (const [k, colour] of keys) {
+      const pin = pinOf(`${k}_pin`);
+      if (!pin) continue;
+      (w.channels ??= {})[pin] = colour;
+      if (dc[`${k}_lv`] === 0) activeLow.add(pin);
+    }
+  }
+  if (activeLow.size) w.activeLow = [...activeLow];
+  return w;
+}
 
 /** The Status Wifi Plug pinouts (seed page): 21D/21G (BK7231T) and 23A (BK7231N). */
 export const SEED_WIRING: Record<Mcu, Wiring> = {
@@ -111,7 +193,16 @@ export interface SimPlugOptions {
   kickstartBootMs?: number;
 }
 
-export interface SimHardware { relay: boolean; leds: Record<string, boolean>; levels: Record<string, 'HIGH' | 'LOW'> }
+export interface SimHardware {
+  /** Any relay on. */
+  relay: boolean;
+  /** Each relay's state by number (the single `relay` of a Wiring is relay 1). */
+  relays: Record<number, boolean>;
+  leds: Record<string, boolean>;
+  /** The channel colours lit now (in red, green, blue, cold, warm order): channel pins driven to their active level. */
+  light: ChannelColour[];
+  levels: Record<string, 'HIGH' | 'LOW'>;
+}
 export interface SimUpload { bytes: number; familyId?: number; result: string }
 
 export interface SimPlug {
@@ -147,8 +238,13 @@ export interface SimPlug {
    */
   flashKickstart(): void;
   powerCycle(): void;
-  /** Pulls the button pin LOW while held (INPUT_PULLUP reads HIGH otherwise). Default 200 ms. */
-  pressButton(holdMs?: number): Promise<void>;
+  /**
+   * Pulls a button's pin LOW while held (INPUT_PULLUP reads HIGH otherwise). Default 200 ms, the wiring's `button`;
+   * a pin with no button on it is a test mistake and throws.
+   */
+  pressButton(holdMs?: number, pin?: string): Promise<void>;
+  /** The buttons on the board: pin -> number (0 the one for all relays). */
+  readonly buttons: Record<string, number>;
   waitForPhase(p: Phase, timeoutMs?: number): Promise<void>;
   close(): Promise<void>;
 }
@@ -403,6 +499,17 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   const networks = opts.visibleNetworks ?? DEFAULT_NETWORKS;
   const home = opts.homeNetwork ?? { ssid: 'HomeNet', password: 'correct horse' };
   const wiring = opts.wiring ?? SEED_WIRING[mcu];
+  // The wiring as lookups: the single `relay`/`button` are number 1 unless the maps list their pins.
+  const relayPins = new Map<string, number>(Object.entries(wiring.relays ?? {}));
+  if (wiring.relay && !relayPins.has(wiring.relay)) {
+    const clash = [...relayPins].find(([, n]) => n === 1);
+    if (clash) throw new Error(`sim: wiring has relay 1 twice (relay ${wiring.relay}, relays ${clash[0]})`);
+    relayPins.set(wiring.relay, 1);
+  }
+  const buttonPins = new Map<string, number>(Object.entries(wiring.buttons ?? {}));
+  if (wiring.button && !buttonPins.has(wiring.button)) buttonPins.set(wiring.button, 1);
+  const channelPins = new Map<string, ChannelColour>(Object.entries(wiring.channels ?? {}));
+  const activeLow = new Set(wiring.activeLow ?? []);
   const joinMs = opts.joinMs ?? 300;
   const rebootMs = opts.rebootMs ?? 300;
   const bootMs = opts.bootMs ?? 50;
@@ -432,7 +539,10 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   let phase: Phase = 'off';
   let wifi: { ssid: string; psk: string } | undefined;
   let final: FinalInfo | undefined;
-  let finalPins: { button?: string; relay?: string; stateLed?: string; statusLed?: string } = {};
+  // What the uploaded firmware drives: its relays (pin -> number), the buttons it reads, its LEDs. The UF2 payload
+  // may name a relay/button pin (a firmware built for other pins); otherwise it was built for this wiring.
+  let finalPins: { relays: Map<string, number>; buttons: Map<string, number>; stateLed?: string; statusLed?: string } =
+    { relays: new Map(), buttons: new Map() };
   let finalEncrypted = true;
   let finalVer = finalVersion;
   let hung = false; // neverReboot fault: the new firmware does not come up until a power cycle
@@ -455,10 +565,10 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   let lastUpdateError: UpdateError | null = null; // Update.hasError() survives until the next Update.begin()
   let otaSuccess = false; // 2025.7+: the OTA handler's ota_success_, reset when an upload starts
   const pins = new Map<string, PinState>();
-  let buttonHeld = false;
+  const held = new Set<string>(); // button pins pulled to GND right now
   const scan = { pin: null as string | null, mode: -1, state: -1 };
   const values: Record<string, string> = {};
-  let finalRelay = false;
+  let finalRelays: Record<number, boolean> = {}; // the final firmware's switch states by relay number
 
   // ----- timers and connections (all released on close) -----
   const timers = new Set<NodeJS.Timeout>();
@@ -540,26 +650,63 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     if (phase === 'off') return 0;
     const st = pins.get(pin) ?? { mode: 'INPUT', out: 0 };
     if (st.mode === 'OUTPUT') return st.out;
-    if (pin === wiring.button && buttonHeld) return 0;
+    if (held.has(pin)) return 0;
     return st.mode === 'INPUT_PULLUP' ? 1 : 0;
   }
 
+  function finalPinsFor(p: Record<string, unknown>): typeof finalPins {
+    const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+    const relay = str(p.relay);
+    const button = str(p.button);
+    return {
+      relays: relay ? new Map([[relay, 1]]) : new Map(relayPins),
+      buttons: button ? new Map([[button, 1]]) : new Map(buttonPins),
+      stateLed: str(p.state_led),
+      statusLed: str(p.status_led),
+    };
+  }
+
   function applyFinalOutputs(): void {
-    // The final firmware (seed config): relay switch, state LED follows it (inverted), status LED off, button pulled up.
+    // The final firmware (the generated configs): a gpio switch per relay (inverted where active low), buttons pulled
+    // up, the state LED following relay 1 (inverted), status LED off. A bulb's light output is not modelled.
     resetPins();
-    if (finalPins.button) pins.set(finalPins.button, { mode: 'INPUT_PULLUP', out: 0 });
-    if (finalPins.relay) pins.set(finalPins.relay, { mode: 'OUTPUT', out: finalRelay ? 1 : 0 });
-    if (finalPins.stateLed) pins.set(finalPins.stateLed, { mode: 'OUTPUT', out: finalRelay ? 0 : 1 });
+    for (const pin of finalPins.buttons.keys()) pins.set(pin, { mode: 'INPUT_PULLUP', out: 0 });
+    for (const [pin, n] of finalPins.relays) {
+      const on = finalRelays[n] === true;
+      pins.set(pin, { mode: 'OUTPUT', out: on !== activeLow.has(pin) ? 1 : 0 });
+    }
+    const anyOn = Object.values(finalRelays).some(Boolean);
+    if (finalPins.stateLed) pins.set(finalPins.stateLed, { mode: 'OUTPUT', out: anyOn ? 0 : 1 });
     if (finalPins.statusLed) pins.set(finalPins.statusLed, { mode: 'OUTPUT', out: 1 });
+  }
+
+  /** The final firmware's on_press: button N toggles relay N; button 0 (all) turns all off if any is on, else on. */
+  function finalPress(pin: string): void {
+    const n = finalPins.buttons.get(pin);
+    const numbers = [...new Set(finalPins.relays.values())].sort((a, b) => a - b);
+    if (n === undefined || !numbers.length) return;
+    if (numbers.length === 1) finalRelays[numbers[0]] = !finalRelays[numbers[0]];
+    else if (n === 0) {
+      const anyOn = numbers.some((k) => finalRelays[k]);
+      for (const k of numbers) finalRelays[k] = !anyOn;
+    } else if (numbers.includes(n)) finalRelays[n] = !finalRelays[n];
+    applyFinalOutputs();
   }
 
   function hardware(): SimHardware {
     const levels: Record<string, 'HIGH' | 'LOW'> = {};
     for (const p of BK7231_PINS) levels[p] = level(p) ? 'HIGH' : 'LOW';
-    const driven = (p: string | undefined) => (p ? pins.get(p)?.mode === 'OUTPUT' && phase !== 'off' : false);
+    const driven = (p: string) => pins.get(p)?.mode === 'OUTPUT' && phase !== 'off';
+    const on = (p: string) => driven(p) && level(p) === (activeLow.has(p) ? 0 : 1);
     const leds: Record<string, boolean> = {};
-    for (const [pin, colour] of Object.entries(wiring.leds ?? {})) leds[colour] = driven(pin) && level(pin) === 0;
-    return { relay: driven(wiring.relay) && level(wiring.relay!) === 1, leds, levels };
+    for (const [pin, colour] of Object.entries(wiring.leds ?? {})) {
+      leds[colour] = leds[colour] || (driven(pin) && level(pin) === 0); // two LEDs of one colour: either lit shows
+    }
+    const relays: Record<number, boolean> = {};
+    for (const [pin, n] of relayPins) relays[n] = relays[n] || on(pin);
+    const lit = new Set([...channelPins].filter(([pin]) => on(pin)).map(([, colour]) => colour));
+    const light = CHANNEL_COLOURS.filter((c) => lit.has(c));
+    return { relay: Object.values(relays).some(Boolean), relays, leds, light, levels };
   }
 
   // ---------------- Kickstart entities ----------------
@@ -686,7 +833,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     portalStarted = false;
     lastUpdateError = null;
     otaSuccess = false;
-    buttonHeld = false;
+    held.clear();
     resetPins();
     for (const k of Object.keys(values)) delete values[k];
     values.pin = PIN_OPTIONS[0];
@@ -929,7 +1076,13 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
         return json(200, simState());
       }
       case '/_sim/power-cycle': sim.powerCycle(); return json(200, simState());
-      case '/_sim/press': await sim.pressButton(Number(q.get('ms') ?? 200)); return json(200, simState());
+      case '/_sim/press':
+        try {
+          await sim.pressButton(Number(q.get('ms') ?? 200), q.get('pin') ?? undefined);
+        } catch (e) {
+          return json(409, { error: (e as Error).message, ...simState() });
+        }
+        return json(200, simState());
       case '/_sim/faults': {
         const body = await readBody(req, 65536);
         try {
@@ -1148,10 +1301,8 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
           sim.final = final;
           finalVer = typeof info.esphome_version === 'string' ? info.esphome_version : typeof info.version === 'string' ? info.version : finalVersion;
           finalEncrypted = info.api_encryption !== false;
-          const p = (info.pins ?? {}) as Record<string, unknown>;
-          const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
-          finalPins = { button: str(p.button) ?? wiring.button, relay: str(p.relay) ?? wiring.relay, stateLed: str(p.state_led), statusLed: str(p.status_led) };
-          finalRelay = false;
+          finalPins = finalPinsFor((info.pins ?? {}) as Record<string, unknown>);
+          finalRelays = {};
           if (faults.neverReboot) hung = true;
         }
         reboot('SW Reboot', target === 'final' ? rebootMs : bootMs);
@@ -1276,7 +1427,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       firmware = 'final';
       wifi = { ssid: home.ssid, psk: home.password };
       final = opts.final ?? { name: 'esphome-device', board };
-      finalPins = { button: wiring.button, relay: wiring.relay };
+      finalPins = finalPinsFor({});
       applyFinalOutputs();
       setPhase('final');
       break;
@@ -1289,6 +1440,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     final,
     get phase() { return phase; },
     get hardware() { return hardware(); },
+    get buttons() { return Object.fromEntries(buttonPins); },
     get tuyaMac() { return tuyaMac; },
     get tuyaAp() { return tuya.ap; },
     newPlug() {
@@ -1355,12 +1507,13 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       tuya.ap = null; // a plain power cycle ends pairing mode; enterApMode() is the dance that starts it
       reboot('Power-On', bootMs);
     },
-    async pressButton(holdMs = 200) {
-      buttonHeld = true;
-      if (phase === 'final' && firmware === 'final' && finalPins.button === wiring.button) {
-        finalRelay = !finalRelay; // binary_sensor on_press: switch.toggle
-        applyFinalOutputs();
+    async pressButton(holdMs = 200, pin = wiring.button) {
+      if (!pin || !buttonPins.has(pin)) {
+        const known = [...buttonPins.keys()].join(', ') || 'none';
+        throw new Error(`sim: no button on ${pin ?? '(no pin given)'} (buttons: ${known})`);
       }
+      held.add(pin);
+      if (phase === 'final' && firmware === 'final') finalPress(pin);
       scanPoll();
       await new Promise<void>((r) => {
         const done = () => {
@@ -1373,7 +1526,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
         timers.add(t);
         events.once('closed', done);
       });
-      buttonHeld = false;
+      held.delete(pin);
       if (!closed) scanPoll();
     },
     waitForPhase(p, timeoutMs = 5000) {

@@ -1,0 +1,118 @@
+// Devices beyond the Status plug, end to end: `flash.ts recipe DEVICE` writes a recipe from cloudcutter's device
+// file, and that recipe flashes a simulated device wired as the same file says (relays, buttons, LEDs, PWM light
+// channels, an I2C LED driver), with the pin check driving each pin and the virtual user saying what it saw.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { startBench, runInProcess, type Bench } from './workbench.ts';
+import { wiringFromTuya, type Wiring } from './sim/plug.ts';
+import { CLOUDCUTTER_API_FIXTURES, tempDir } from './helpers.ts';
+
+const deviceFile = (slug: string) =>
+  JSON.parse(fs.readFileSync(path.join(CLOUDCUTTER_API_FIXTURES, 'devices', `${slug}.json`), 'utf8'));
+
+/** Writes the recipe for `slug` with flash.ts's own recipe command; returns its file and its content. */
+async function generated(b: Bench, slug: string): Promise<{ file: string; recipe: any }> {
+  const dir = tempDir('flash-recipes-');
+  const r = await runInProcess(['recipe', slug, '--recipes', dir, '--yes'], b.env);
+  assert.equal(r.code, 0, r.out);
+  const file = path.join(dir, `${slug}.yaml`);
+  return { file, recipe: YAML.parse(fs.readFileSync(file, 'utf8')) };
+}
+
+/** A bench whose simulated device is wired as the device file says, on the recipe's chip. */
+async function benchFor(slug: string, wiring?: (w: Wiring) => Wiring): Promise<Bench & { file: string; recipe: any }> {
+  const dc = deviceFile(slug).device_configuration;
+  const probe = await startBench({ uniqueName: true });
+  let made: { file: string; recipe: any };
+  try {
+    made = await generated(probe, slug);
+  } finally {
+    await probe.close();
+  }
+  const w = wiringFromTuya(dc);
+  const b = await startBench({ mcu: made.recipe.mcu, uniqueName: true, sim: { wiring: wiring ? wiring(w) : w } });
+  return Object.assign(b, made);
+}
+
+/** The pin check's result lines: function -> [✓/✗, what was seen]. */
+function pinLines(out: string): Record<string, [string, string]> {
+  const lines = [...out.matchAll(/^\s*([✓✗·]) (\w+)\s+(P\d+)\s+(.*)$/gm)];
+  return Object.fromEntries(lines.map((m) => [m[2], [m[1], m[4]]]));
+}
+
+const flows: [string, string, (b: Bench & { recipe: any }, out: string) => void][] = [
+  ['a 4-socket strip with energy metering', 'ledvance-smartplus-eu-multi-socket-power-strip', (b, out) => {
+    const seen = pinLines(out);
+    for (const relay of ['relay1', 'relay2', 'relay3', 'relay4'])
+      assert.deepEqual(seen[relay], ['✓', 'the relay clicked']);
+    assert.deepEqual(seen.button_all, ['✓', 'press seen']);
+    assert.equal(seen.cf[0], '·'); // the energy chip's pins are named, not driven
+    assert.equal(b.sim.final?.name, b.name);
+  }],
+  ['a 2-gang wall switch with two buttons and two LEDs', 'lonsonho-x802a-l-2-gang-switch', (_b, out) => {
+    const seen = pinLines(out);
+    assert.deepEqual(seen.relay1, ['✓', 'the relay clicked']);
+    assert.deepEqual(seen.relay2, ['✓', 'the relay clicked']);
+    assert.deepEqual(seen.led1, ['✓', 'a blue LED']);
+    assert.deepEqual(seen.button1, ['✓', 'press seen']);
+    assert.deepEqual(seen.button2, ['✓', 'press seen']);
+  }],
+  ['an RGBWW bulb on PWM', 'abie-g99631-05-rgbw-led-lamp', (b, out) => {
+    const seen = pinLines(out);
+    assert.deepEqual(Object.fromEntries(['red', 'green', 'blue', 'cold', 'warm'].map((c) => [c, seen[c]])), {
+      red: ['✓', 'red'], green: ['✓', 'green'], blue: ['✓', 'blue'], cold: ['✓', 'cold white'],
+      warm: ['✓', 'warm white'] });
+    assert.equal(b.recipe.mcu, 'bk7231t'); // a WB3L module
+  }],
+  ['an RGBCT bulb on an SM2135 LED driver', 'amico-g1-tp120-9-a19-rgbct-bulb', (_b, out) => {
+    const seen = pinLines(out);
+    assert.equal(seen.clock[0], '·');
+    assert.equal(seen.data[0], '·');
+  }],
+];
+
+for (const [what, slug, expect] of flows) {
+  test(`${what} (${slug}): recipe generated, flashed, every pin checked, verified`, async () => {
+    const b = await benchFor(slug);
+    try {
+      const r = await runInProcess([b.file, ...b.args, '--check-pins'], b.env, b.user);
+      assert.equal(r.code, 0, r.out);
+      const steps = [...r.out.matchAll(/^\[\d\/\d\] (\w+)/gm)].map((m) => m[1]);
+      assert.deepEqual(steps, ['check', 'config', 'compile', 'cloudcutter', 'kickstart', 'pins', 'upload', 'verify']);
+      assert.equal(b.world.calls('tuya-cloudcutter.sh')[0].argv[1], slug);
+      assert.equal(b.sim.phase, 'final');
+      assert.equal(b.sim.uploads.at(-1)?.result, 'Update Successful!');
+      const seen = pinLines(r.out);
+      for (const fn of Object.keys(b.recipe.pins)) assert.ok(seen[fn], `the pin check said nothing of ${fn}`);
+      assert.ok(!Object.values(seen).some(([mark]) => mark === '✗'), r.out);
+      expect(b, r.out);
+    } finally {
+      await b.close();
+    }
+  });
+}
+
+test('a bulb whose red and green are swapped: the pin check puts them right in the recipe, the next run passes',
+  async () => {
+    const slug = 'abie-g99631-05-rgbw-led-lamp';
+    // The recipe says red P24, green P9; this bulb is wired the other way round.
+    const b = await benchFor(slug, (w) => ({ ...w, channels: { ...w.channels, P24: 'green', P9: 'red' } }));
+    try {
+      const first = await runInProcess([b.file, ...b.args, '--check-pins'], b.env, b.user);
+      assert.equal(first.code, 1, first.out);
+      assert.match(first.out, /the recipe now has red: P9, green: P24/);
+      assert.equal(b.sim.uploads.length, 0, 'nothing uploaded with the wrong pins');
+      assert.deepEqual(YAML.parse(fs.readFileSync(b.file, 'utf8')).pins.red, 'P9');
+      const again = /run again[^:]*: (npx tsx flash\.ts .*)$/m.exec(first.out)?.[1];
+      assert.ok(again?.includes('--check-pins'), first.out);
+      const second = await runInProcess([b.file, ...b.args, '--check-pins'], b.env, b.user);
+      assert.equal(second.code, 0, second.out);
+      assert.deepEqual(pinLines(second.out).red, ['✓', 'red']);
+      assert.equal(b.sim.phase, 'final');
+    } finally {
+      await b.close();
+    }
+  });

@@ -1841,8 +1841,8 @@ async function stepPins(ctx: Ctx): Promise<void> {
     ask: (q) => ask(q, ctx.opts),
     say: (line) => print(`    ${line}`),
   });
-  if (!result.length) return print(`    ${c.dim('·')} nothing here can be checked pin by pin (Kickstart switches pins; ` +
-    'it cannot talk to an LED driver): try the light once ESPHome runs on it');
+  if (!result.length) return print(`    ${c.dim('·')} nothing here can be checked pin by pin ` +
+    '(Kickstart switches pins; it cannot talk to an LED driver): try the light once ESPHome runs on it');
   const wrong = result.filter((r) => !r.ok);
   if (!wrong.length) return print(`    ${ok()} every pin does what the recipe says`);
   const what = wrong.map((r) => `${r.fn} (${r.pin}): ${r.saw}`).join('; ');

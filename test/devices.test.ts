@@ -151,7 +151,8 @@ for (const slug of fs.readdirSync(API_DEVICES).map((f) => f.replace(/\.json$/, '
       }
       // An LED driver's bus cannot be checked pin by pin: the run says so rather than that all is well.
       const checked = Object.values(seen).some(([mark]) => mark === '✓');
-      assert.match(r.out, checked ? /✓ every pin does what the recipe says/ : /nothing here can be checked pin by pin/);
+      assert.match(r.out, checked ? /✓ every pin does what the recipe says/
+        : /nothing here can be checked pin by pin/);
       assert.equal(checked, !got.template.includes('clock_pin') || Object.keys(recipe.pins).length > 2, r.out);
     } finally {
       user.stop();

@@ -584,6 +584,8 @@ export interface Ctx {
   afterCompile?: () => void;
   /** The Wi-Fi adapter with AP mode that cloudcutter and the Kickstart join use (once chosen). */
   adapter?: string;
+  /** How ESPHome runs here, once found (`esphome version` takes a second: asked once per plug). */
+  esphome?: Esphome;
 }
 
 // Shell commands, always through zx (it quotes every argument).
@@ -683,7 +685,7 @@ async function runPlug(ctx: Ctx): Promise<boolean> {
     (opts.dryRun ? c.dim('   [dry run: nothing is written, run or sent]') : ''));
 
   const steps = resumePoint(ctx, stepsToRun(opts));
-  if (!steps.some((s) => s.name !== 'check')) {
+  if (opts.only !== 'check' && !steps.some((s) => s.name !== 'check')) {
     print(`\n${ok()} every step is already done for ${ctx.deviceName} (journal ${shown(ctx.files.journal)}).`);
     print(`  To flash it again: --restart; to redo part of it: --from STEP.`);
     return true;
@@ -710,7 +712,7 @@ async function runPlug(ctx: Ctx): Promise<boolean> {
   if (opts.dryRun) print(`\n${ok()} dry run complete: run the same command without --dry-run to do it.`);
   else if (ctx.finished.includes('verify')) print(`\n${ok()} ${ctx.deviceName} runs ESPHome: done.`);
   else {
-    const done = ctx.finished.filter((s) => s !== 'check');
+    const done = opts.only === 'check' ? ['check'] : ctx.finished.filter((s) => s !== 'check');
     print(`\n${ok()} ${done.join(', ')} done for ${ctx.deviceName}.`);
     if (STEPS.at(-1)!.name !== done.at(-1)) print(`  To go on from here: ${rerun({ ...opts, only: undefined }, '')}`);
   }
@@ -846,8 +848,13 @@ export function formatTable(rows: string[][]): string {
 // ─── Step: check ───────────────────────────────
 
 /** The doctor's checks that matter for the steps this run is about to do; offers to clone cloudcutter. */
+/** The steps the preflight checks for: those this run goes on to, or all of them with --only check. */
+function stepsAhead(opts: Options): StepName[] {
+  return (opts.only === 'check' ? STEPS : stepsToRun(opts)).map((s) => s.name);
+}
+
 async function stepCheck(ctx: Ctx): Promise<void> {
-  const ahead = stepsToRun(ctx.opts).map((s) => s.name);
+  const ahead = stepsAhead(ctx.opts);
   const relevant = async () => (await doctor(ctx)).filter((k) => k.for.some((s) => ahead.includes(s)));
   let checks = await relevant();
   // A recipe mistake found by a check (a profile cloudcutter does not have) is bad input, not a machine problem.
@@ -869,7 +876,7 @@ async function stepCheck(ctx: Ctx): Promise<void> {
 }
 
 async function planCheck(ctx: Ctx): Promise<string[]> {
-  const ahead = stepsToRun(ctx.opts).map((s) => s.name);
+  const ahead = stepsAhead(ctx.opts);
   const lines = [`checks for: ${ahead.filter((s) => s !== 'check').join(', ')}`,
     '$ docker info --format {{.ServerVersion}}',
     '$ nmcli -t -f DEVICE,TYPE,STATE device; nmcli -t -f WIFI-PROPERTIES.AP device show IFACE',
@@ -1131,7 +1138,7 @@ async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
   if (!fs.existsSync(ctx.files.config))
     throw new StepError('compile', `there is no ${shown(ctx.files.config)} to compile yet`,
       `write it first: ${rerun(ctx.opts, '--only config')} (then run this again)`);
-  const esphome = await findEsphome(ctx.opts.esphome);
+  const esphome = await findEsphome(ctx);
   if (!esphome)
     throw new StepError('compile', `no esphome command, and Docker is not answering for the ${ESPHOME_IMAGE} image`,
       `pipx install esphome (or start Docker), then run it again: ${rerun(ctx.opts, '')}`);
@@ -2064,7 +2071,7 @@ async function stepUpload(ctx: Ctx): Promise<void> {
     recompile(ctx.opts), 'refusing to upload: ');
   if (ctx.opts.deviceIp && !(await isKickstart(base))) {
     // No Kickstart at the address given: a plug already on ESPHome takes the native OTA instead.
-    const esphome = await findEsphome(ctx.opts.esphome);
+    const esphome = await findEsphome(ctx);
     if (!esphome) throw new StepError('upload', 'no esphome command, and Docker is not answering',
       `pipx install esphome (or start Docker), then: ${rerun(ctx.opts, '--from upload')}`);
     const argv = esphomeArgv(ctx, esphome.kind, 'upload', '--device', new URL(base).hostname);
@@ -2373,7 +2380,7 @@ async function doctor(ctx: Ctx): Promise<Check[]> {
   const { opts, recipe } = ctx;
   return Promise.all([
     linuxCheck(), dockerCheck(), wifiAdapterCheck(ctx), sudoCheck(opts.yes), checkoutCheck(opts.cloudcutter),
-    profileCheck(ctx), firmwareCheck(recipe, opts.cloudcutter), portsCheck(), esphomeCheck(opts.esphome),
+    profileCheck(ctx), firmwareCheck(recipe, opts.cloudcutter), portsCheck(), esphomeCheck(ctx),
   ]);
 }
 
@@ -2570,9 +2577,10 @@ export function busyPorts(ssOutput: string): Listener[] {
   return [...found.values()];
 }
 
-async function esphomeCheck(mode?: 'local' | 'docker'): Promise<Check> {
+async function esphomeCheck(ctx: Ctx): Promise<Check> {
   const name = 'ESPHome';
-  const esphome = await findEsphome(mode);
+  const mode = ctx.opts.esphome;
+  const esphome = await findEsphome(ctx);
   if (esphome) return { name, ok: true, detail: esphome.describe, for: ['compile', 'upload'] };
   return { name, ok: false, for: ['compile', 'upload'],
     detail: mode === 'docker' ? `the ${ESPHOME_IMAGE} image is not available (Docker not answering?)`
@@ -2580,17 +2588,19 @@ async function esphomeCheck(mode?: 'local' | 'docker'): Promise<Check> {
     fix: `pipx install esphome (or: pip install esphome), or start Docker: flash.ts then runs ${ESPHOME_IMAGE}` };
 }
 
-/** How to run ESPHome here: the local CLI, or the Docker image. */
-async function findEsphome(mode?: 'local' | 'docker'):
-  Promise<{ kind: 'local' | 'docker'; describe: string } | undefined> {
-  if (mode !== 'docker') {
+type Esphome = { kind: 'local' | 'docker'; describe: string };
+
+/** How to run ESPHome here: the local CLI, or the Docker image (kept once found; not found is asked again). */
+async function findEsphome(ctx: Ctx): Promise<Esphome | undefined> {
+  const mode = ctx.opts.esphome;
+  if (!ctx.esphome && mode !== 'docker') {
     const r = await sh(['esphome', 'version']);
     if (!r.notFound && r.code === 0)
-      return { kind: 'local', describe: `esphome CLI, ${r.stdout.trim().replace(/^Version:\s*/, 'version ')}` };
+      ctx.esphome = { kind: 'local', describe: `esphome CLI, ${r.stdout.trim().replace(/^Version:\s*/, 'version ')}` };
   }
-  if (mode !== 'local' && (await dockerServer()).version)
-    return { kind: 'docker', describe: `Docker image ${ESPHOME_IMAGE} (pulled on first use)` };
-  return undefined;
+  if (!ctx.esphome && mode !== 'local' && (await dockerServer()).version)
+    ctx.esphome = { kind: 'docker', describe: `Docker image ${ESPHOME_IMAGE} (pulled on first use)` };
+  return ctx.esphome;
 }
 
 /** Rows of `nmcli -t` output, split on unescaped colons. Pure. */

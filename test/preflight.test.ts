@@ -169,3 +169,26 @@ test('runnable from anywhere: the exec bit, a bin entry, absolute paths printed 
   assert.ok(r.stdout.includes(`created ${config}`), `the path is printed whole:\n${r.stdout}`);
   assert.match(r.stdout, new RegExp(`To go on from here: npx tsx ${FLASH.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} `));
 });
+
+test('--only check runs the checks, even for a plug whose every step is done', async () => {
+  const b = await bench();
+  try {
+    // A journal that says every step is done: --only check still checks this machine.
+    const journal = path.join(b.out, '.flash', 'status-plug-01.json');
+    const first = await runFlash(['recipes/23A.yaml', ...b.args, '--yes', '--only', 'check'], { env: b.env });
+    assert.equal(first.code, 0, first.stdout + first.stderr);
+    assert.match(first.stdout, /\[1\/1\] check/);
+    assert.match(first.stdout, /✓ Docker\s+daemon .* answering/);
+    assert.ok(b.w.calls('docker').length > 0, 'docker was asked');
+    fs.mkdirSync(path.dirname(journal), { recursive: true });
+    const done = Object.fromEntries(['config', 'compile', 'cloudcutter', 'kickstart', 'upload', 'verify']
+      .map((s) => [s, { inputs: 'x', at: '2026-01-01T00:00:00Z' }]));
+    fs.writeFileSync(journal, JSON.stringify({ steps: done, facts: {} }));
+    const again = await runFlash(['recipes/23A.yaml', ...b.args, '--yes', '--only', 'check'], { env: b.env });
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    assert.doesNotMatch(again.stdout, /every step is already done/);
+    assert.match(again.stdout, /✓ Wi-Fi adapter/);
+  } finally {
+    await b.close();
+  }
+});

@@ -2322,13 +2322,22 @@ export async function readDeviceInfo(host: string, port: number, encryptionKey: 
   // The package's typings leave out Client's connect/disconnect and its events: this is the part we use.
   const client = new Client({ host, port, encryptionKey, reconnect: false, clientInfo: `flash.ts ${VERSION}`,
     initializeListEntities: false, initializeSubscribeStates: false }) as unknown as {
-    connect(): void; disconnect(): void; on(event: 'deviceInfo' | 'error', listener: (arg: never) => void): void };
+    connect(): void; disconnect(): void; on(event: 'deviceInfo' | 'error', listener: (arg: never) => void): void;
+    connection: { on(event: 'error', listener: () => void): void; pingTimer?: NodeJS.Timeout } };
+  let finished = false;
   return new Promise((resolve) => {
     const done = (r: DeviceInfoResponse | { error: string }) => {
       clearTimeout(timer);
+      if (finished) return;
+      finished = true;
       try {
         client.disconnect();
       } catch {}
+      // disconnect() drops every listener, but a session still setting up fails later on its own (the library
+      // waits 5 s for each answer) and reports that as an 'error' event: with no listener it would crash flash.ts,
+      // and the ping timer the library starts right after would keep it running.
+      const connection = client.connection;
+      connection.on('error', () => queueMicrotask(() => clearInterval(connection.pingTimer)));
       resolve(r);
     };
     const timer = setTimeout(() => done({ error: `no answer within ${seconds(timeout)}` }), timeout);

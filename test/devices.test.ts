@@ -1,12 +1,12 @@
 // Devices beyond the Status plug, end to end: `flash.ts recipe DEVICE` writes a recipe from cloudcutter's device
 // file, and that recipe flashes a simulated device wired as the same file says (relays, buttons, LEDs, PWM light
 // channels, an I2C LED driver), with the pin check driving each pin and the virtual user saying what it saw.
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import { startBench, runInProcess, type Bench } from './workbench.ts';
+import { startBench, startChild, runInProcess, type Bench } from './workbench.ts';
 import { startSimPlug, wiringFromTuya, type Wiring } from './sim/plug.ts';
 import { virtualUser } from './virtual-user.ts';
 import { generateRecipe, type DeviceFile, type ProfileFile } from '../flash.ts';
@@ -160,3 +160,38 @@ for (const slug of fs.readdirSync(API_DEVICES).map((f) => f.replace(/\.json$/, '
     }
   });
 }
+
+// Every other device file that yields a recipe, flashed end to end (with --yes: its pins were checked above), each
+// flash.ts in a process of its own so several run at once, each on its own simulated device and fake tools.
+const flashedAbove = new Set(flows.map(([, slug]) => slug));
+describe('full flow of every other generated recipe', { concurrency: 3 }, () => {
+  for (const slug of fs.readdirSync(API_DEVICES).map((f) => f.replace(/\.json$/, '')).sort()) {
+    if (flashedAbove.has(slug)) continue;
+    const device = deviceFile(slug) as DeviceFile;
+    const profile = JSON.parse(fs.readFileSync(path.join(CLOUDCUTTER_API_FIXTURES, 'profiles',
+      `${device.profiles[0].slug}.json`), 'utf8')) as ProfileFile;
+    const got = generateRecipe(device, profile);
+    if (!got.ok) continue;
+    test(slug, async () => {
+      const dir = tempDir('flash-recipes-');
+      const file = path.join(dir, `${slug}.yaml`);
+      fs.writeFileSync(file, got.recipe);
+      fs.writeFileSync(path.join(dir, `${slug}.esphome.yaml`), got.template);
+      const recipe = YAML.parse(got.recipe);
+      const b = await startBench({ mcu: recipe.mcu, uniqueName: true,
+        sim: { wiring: wiringFromTuya(device.device_configuration!) } });
+      try {
+        const run = startChild([file, ...b.args, '--yes'], b.env, b.user);
+        const code = await run.exited;
+        assert.equal(code, 0, run.output());
+        assert.deepEqual([...run.output().matchAll(/^\[\d\/\d\] (\w+)/gm)].map((m) => m[1]),
+          ['check', 'config', 'compile', 'cloudcutter', 'kickstart', 'upload', 'verify']);
+        assert.equal(b.sim.phase, 'final');
+        assert.equal(b.sim.final?.name, b.name);
+        assert.match(run.output(), new RegExp(`✓ ${b.name} runs ESPHome: done\\.`));
+      } finally {
+        await b.close();
+      }
+    });
+  }
+});

@@ -3,6 +3,7 @@
 // what the device answers. Noise_NNpsk0_25519_ChaChaPoly_SHA256, initiator side, written from the Noise spec.
 import crypto from 'node:crypto';
 import net from 'node:net';
+import { varint, proto } from './sim/native-api.ts';
 
 export const MSG = {
   HelloRequest: 1, HelloResponse: 2, ConnectRequest: 3, ConnectResponse: 4, DisconnectRequest: 5,
@@ -88,26 +89,8 @@ export const noiseFrame = (payload: Buffer | number[]) => {
   return Buffer.concat([Buffer.from([0x01, p.length >> 8, p.length & 0xff]), p]);
 };
 
-export function varint(n: number): number[] {
-  const out: number[] = [];
-  do {
-    out.push((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
-    n >>>= 7;
-  } while (n);
-  return out;
-}
-
-/** A protobuf message from [field, value] pairs (varints and strings only). */
-export function proto(fields: [number, string | number | boolean][]): Buffer {
-  const out: number[] = [];
-  for (const [f, v] of fields) {
-    if (typeof v === 'string') {
-      const b = Buffer.from(v);
-      out.push(...varint((f << 3) | 2), ...varint(b.length), ...b);
-    } else if (Number(v)) out.push(...varint(f << 3), ...varint(Number(v)));
-  }
-  return Buffer.from(out);
-}
+// Messages are encoded as the simulated device encodes its own (proto3: empty fields left out).
+export { varint, proto };
 
 /** A protobuf message's fields by number: varints as numbers, length-delimited ones as strings. */
 export function decode(b: Buffer): Record<number, number | string> {

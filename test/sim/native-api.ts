@@ -289,7 +289,7 @@ function plaintextTransport(sock: net.Socket, ev: TransportEvents): Transport {
 
 // ---------------- protobuf, as little as the sim needs ----------------
 
-function varint(n: number): number[] {
+export function varint(n: number): number[] {
   const out: number[] = [];
   do {
     out.push((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
@@ -308,7 +308,7 @@ function readVarint(b: Buffer, at: number): { value: number; next: number } | nu
 }
 
 /** A protobuf message from [field number, value] pairs: bools and numbers as varints, strings length-delimited. */
-function proto(fields: [number, string | number | boolean][]): Buffer {
+export function proto(fields: [number, string | number | boolean][]): Buffer {
   const out: number[] = [];
   for (const [field, value] of fields) {
     if (typeof value === 'string') {

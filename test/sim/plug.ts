@@ -1433,6 +1433,16 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       break;
   }
 
+  /** A firmware starting from nothing: no Wi-Fi settings, no final device, booting. */
+  function newFirmware(): void {
+    wifi = undefined;
+    sim.wifi = undefined;
+    final = undefined;
+    sim.final = undefined;
+    hung = false;
+    freshBoot('Power-On');
+  }
+
   const sim: SimPlug = {
     url, port, apiPort, mcu, uploads, faults,
     get mac() { return mac; },
@@ -1452,12 +1462,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       firmware = 'tuya';
       Object.assign(tuya, { ap: null, exploited: false, joined: null });
       noteAir();
-      wifi = undefined;
-      sim.wifi = undefined;
-      final = undefined;
-      sim.final = undefined;
-      hung = false;
-      freshBoot('Power-On');
+      newFirmware();
       setPhase('tuya');
     },
     enterApMode() {
@@ -1488,12 +1493,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       cancel(tuya.apTimer);
       firmware = 'kickstart';
       tuya.ap = null;
-      wifi = undefined;
-      sim.wifi = undefined;
-      final = undefined;
-      sim.final = undefined;
-      hung = false;
-      freshBoot('Power-On');
+      newFirmware();
       setPhase('off');
       const bootMs = (opts.kickstartBootMs ?? 15000 + Math.random() * 15000) * timeScale;
       phaseTimer = later(bootMs, () => {

@@ -65,10 +65,14 @@ for (const f of FAULTS) {
   });
 }
 
-/** The processes left in a process group (none, once everything it started has stopped). */
+/**
+ * The processes still running in a process group (none, once everything it started has stopped). A `<defunct>`
+ * one has exited already: only init's reaping of flash.ts's orphans is left, which can lag here.
+ */
 function groupMembers(pgid: number): string[] {
   try {
-    return execFileSync('ps', ['-o', 'pid=,args=', '-g', String(pgid)], { encoding: 'utf8' }).split('\n').filter((l) => l.trim());
+    return execFileSync('ps', ['-o', 'pid=,args=', '-g', String(pgid)], { encoding: 'utf8' }).split('\n')
+      .filter((l) => l.trim() && !l.includes('<defunct>'));
   } catch {
     return []; // ps exits 1 when the group is empty
   }

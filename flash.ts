@@ -2447,11 +2447,13 @@ export function parseWifiAdapters(nmcliDevice: string): WifiAdapter[] {
  * connection first, and a laptop's internal adapter usually has AP mode too: handing it to cloudcutter would cut the
  * machine off (and the compile running beside it), so a free adapter comes first.
  */
-async function findApAdapter(adapters: WifiAdapter[], iface?: string): Promise<WifiAdapter | undefined> {
+async function findApAdapter(adapters: WifiAdapter[], iface?: string, ifaceAp?: Promise<boolean>):
+  Promise<WifiAdapter | undefined> {
   const candidates = iface ? adapters.filter((a) => a.dev === iface)
     : [...adapters.filter((a) => !a.connected), ...adapters.filter((a) => a.connected)];
-  for (const a of candidates) if (await supportsApMode(a.dev)) return a;
-  return undefined;
+  // Asked of all at once; the first in that order wins.
+  const capable = await Promise.all(candidates.map((a) => (a.dev === iface && ifaceAp) || supportsApMode(a.dev)));
+  return candidates.find((_, i) => capable[i]);
 }
 
 /**
@@ -2463,6 +2465,8 @@ async function wifiAdapterCheck(ctx: Ctx): Promise<Check> {
   const name = 'Wi-Fi adapter';
   const iface = ctx.opts.wifiIface;
   const forSteps: StepName[] = ['cloudcutter', 'kickstart'];
+  // --wifi-iface's AP mode is asked beside the device list, not after it.
+  const ifaceAp = iface ? supportsApMode(iface) : undefined;
   const list = await sh(['nmcli', '-t', '-f', 'DEVICE,TYPE,STATE', 'device']);
   if (list.notFound) return { name, ok: false, detail: "NetworkManager's nmcli is not installed", for: forSteps,
     fix: 'sudo apt install network-manager (cloudcutter drives Wi-Fi through it)' };
@@ -2476,7 +2480,7 @@ async function wifiAdapterCheck(ctx: Ctx): Promise<Check> {
       `${wifis.join(', ') || 'none'})`, fix: 'check `nmcli device` and pass one of its wifi devices', for: forSteps };
   if (!wifis.length) return { name, ok: false, detail: 'no Wi-Fi adapter found', for: forSteps,
     fix: 'plug in a USB Wi-Fi adapter that supports AP mode (one you are not using for your own connection)' };
-  const found = await findApAdapter(adapters, iface);
+  const found = await findApAdapter(adapters, iface, ifaceAp);
   if (found) {
     const dev = (ctx.adapter = found.dev);
     const others = wifis.filter((w) => w !== dev);

@@ -172,10 +172,18 @@ const startRatio = Math.max(direct.ratio, typed.ratio);
 console.log(`    flash.ts adds ≤ ${startRatio.toFixed(2)}× a hello-world's start (target ≤ 1.15)`);
 
 const D = 6000;
-progress(`(b) full run with compile and cloudcutter each taking ${D / 1000} s, then the same steps one after the other`);
-const { together, apart } = await overlap(D);
+const OVERLAP_RUNS = 3;
+progress(`(b) full run with compile and cloudcutter each taking ${D / 1000} s, then the same steps one after the ` +
+  `other, ${OVERLAP_RUNS} times`);
+// One pair is at the mercy of whatever else the machine does meanwhile: the median pair of three.
+const pairs: { together: number; apart: number }[] = [];
+for (let i = 0; i < OVERLAP_RUNS; i++) pairs.push(await overlap(D));
+const ratios = pairs.map((p) => p.together / p.apart);
+const { together, apart } = pairs[ratios.indexOf(median(ratios))];
 const ratio = together / apart;
-console.log(`(b) full run, D = ${D / 1000} s   ${secs(together)} with compile ∥ cloudcutter vs ${secs(apart)} one after the other → ratio ${ratio.toFixed(2)} (target ≤ 0.65)`);
+console.log(`(b) full run, D = ${D / 1000} s   ${secs(together)} with compile ∥ cloudcutter vs ${secs(apart)} one after ` +
+  `the other → ratio ${ratio.toFixed(2)} (target ≤ 0.65; median of ${OVERLAP_RUNS}: ` +
+  `${ratios.map((r) => r.toFixed(2)).join(', ')})`);
 
 progress('(c) discovery latency, 5 runs');
 const lat = await discoveryLatency(5);

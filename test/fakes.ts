@@ -87,9 +87,9 @@ export interface FakeWorldOptions {
     /** Same as the world's simUrl (kept for older tests). */
     simUrl?: string;
     /**
-     * Instead of timeScale: cloudcutter's own steps (build, containers, sleeps, the plug's download)
-     * take delayMs in all, and a successful run lasts at least that long. Scans and the plug's own
-     * times still follow timeScale.
+     * Instead of timeScale: a successful run takes delayMs in all (at least). Scans and the plug's own
+     * times (its AP-mode dance) still follow timeScale; cloudcutter's own steps (build, containers, sleeps,
+     * the plug's download) share out the rest, shrinking when those ran long.
      */
     delayMs?: number;
     /** MAC printed at the end when there is no sim (default d8:1f:12:3a:4b:5c); with a sim: its tuyaMac. */

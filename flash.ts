@@ -749,7 +749,8 @@ function refuseUnattended(ctx: Ctx): void {
       if (!(key in secrets) && !process.env[envVar])
         problems.push({ file: 'environment', field: envVar, message: `${shown(ctx.files.secrets)} has no ${key} and ` +
           `${why} means it cannot be asked`,
-        hint: `set ${envVar}=... in the environment, or run without --yes to be asked` });
+        hint: `set ${envVar}=... in the environment, or ${opts.yes ? 'run without --yes' : 'run it in a terminal'} ` +
+          'to be asked' });
   }
   if (problems.length) throw new InputError(problems);
 }

@@ -107,7 +107,14 @@ test('--yes without Wi-Fi answers: exit 2 naming the env var, nothing written', 
   const r = await runFlash(['recipes/23A.yaml', '--only', 'config', '--yes', '--out', out], { env: { FLASH_WIFI_SSID: undefined, FLASH_WIFI_PASSWORD: undefined } });
   assert.equal(r.code, 2, r.stdout + r.stderr);
   assert.match(r.stderr, /environment: FLASH_WIFI_SSID: .*has no wifi_ssid and --yes means it cannot be asked/);
-  assert.match(r.stderr, /fix: set FLASH_WIFI_SSID=\.\.\./);
+  assert.match(r.stderr, /fix: set FLASH_WIFI_SSID=\.\.\. in the environment, or run without --yes to be asked/);
+  assert.ok(!fs.existsSync(out));
+  // No terminal and no --yes: the same refusal, and the way out is a terminal (there is no --yes to drop).
+  const piped = await runFlash(['recipes/23A.yaml', '--only', 'config', '--out', out],
+    { env: { FLASH_WIFI_SSID: undefined, FLASH_WIFI_PASSWORD: undefined } });
+  assert.equal(piped.code, 2, piped.stdout + piped.stderr);
+  assert.match(piped.stderr, /has no wifi_ssid and no terminal means it cannot be asked/);
+  assert.match(piped.stderr, /fix: set FLASH_WIFI_SSID=\.\.\. in the environment, or run it in a terminal to be asked/);
   assert.ok(!fs.existsSync(out));
 });
 

@@ -848,12 +848,12 @@ export function formatTable(rows: string[][]): string {
 
 // ─── Step: check ───────────────────────────────
 
-/** The doctor's checks that matter for the steps this run is about to do; offers to clone cloudcutter. */
 /** The steps the preflight checks for: those this run goes on to, or all of them with --only check. */
 function stepsAhead(opts: Options): StepName[] {
   return (opts.only === 'check' ? STEPS : stepsToRun(opts)).map((s) => s.name);
 }
 
+/** The doctor's checks that matter for the steps this run is about to do; offers to clone cloudcutter. */
 async function stepCheck(ctx: Ctx): Promise<void> {
   const ahead = stepsAhead(ctx.opts);
   const relevant = async () => (await doctor(ctx)).filter((k) => k.for.some((s) => ahead.includes(s)));

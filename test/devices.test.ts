@@ -9,34 +9,38 @@ import YAML from 'yaml';
 import { startBench, startChild, runInProcess, type Bench } from './workbench.ts';
 import { startSimPlug, wiringFromTuya, type Wiring } from './sim/plug.ts';
 import { virtualUser } from './virtual-user.ts';
-import { generateRecipe, type DeviceFile, type ProfileFile } from '../flash.ts';
-import { CLOUDCUTTER_API_FIXTURES, tempDir } from './helpers.ts';
+import { generateRecipe, type DeviceFile } from '../flash.ts';
+import { fixtureDevices, fixtureProfile, tempDir } from './helpers.ts';
 
-const deviceFile = (slug: string) =>
-  JSON.parse(fs.readFileSync(path.join(CLOUDCUTTER_API_FIXTURES, 'devices', `${slug}.json`), 'utf8'));
+/** Every fixture device that yields a recipe, with what the generator makes of it. */
+const GENERATED = fixtureDevices().flatMap((device) => {
+  const got = generateRecipe(device, fixtureProfile(device));
+  return got.ok ? [{ slug: device.slug, device, got, recipe: YAML.parse(got.recipe) }] : [];
+});
+const generatedFor = (slug: string) => GENERATED.find((g) => g.slug === slug)!;
+const wiringOf = (device: DeviceFile) => wiringFromTuya(device.device_configuration!);
 
-/** Writes the recipe for `slug` with flash.ts's own recipe command; returns its file and its content. */
-async function generated(b: Bench, slug: string): Promise<{ file: string; recipe: any }> {
+/** A generated recipe and its template written to a fresh directory; returns the recipe's file. */
+function writeGenerated(g: (typeof GENERATED)[number], prefix: string): string {
+  const dir = tempDir(prefix);
+  fs.writeFileSync(path.join(dir, `${g.slug}.yaml`), g.got.recipe);
+  fs.writeFileSync(path.join(dir, `${g.slug}.esphome.yaml`), g.got.template);
+  return path.join(dir, `${g.slug}.yaml`);
+}
+
+/**
+ * A bench whose simulated device is wired as the device file says, on the recipe's chip, and the recipe written
+ * by flash.ts's own recipe command (what a user runs) into a directory of its own.
+ */
+async function benchFor(slug: string, wiring?: (w: Wiring) => Wiring): Promise<Bench & { file: string; recipe: any }> {
+  const g = generatedFor(slug);
+  const w = wiringOf(g.device);
+  const b = await startBench({ mcu: g.recipe.mcu, uniqueName: true, sim: { wiring: wiring ? wiring(w) : w } });
   const dir = tempDir('flash-recipes-');
   const r = await runInProcess(['recipe', slug, '--recipes', dir, '--yes'], b.env);
   assert.equal(r.code, 0, r.out);
   const file = path.join(dir, `${slug}.yaml`);
-  return { file, recipe: YAML.parse(fs.readFileSync(file, 'utf8')) };
-}
-
-/** A bench whose simulated device is wired as the device file says, on the recipe's chip. */
-async function benchFor(slug: string, wiring?: (w: Wiring) => Wiring): Promise<Bench & { file: string; recipe: any }> {
-  const dc = deviceFile(slug).device_configuration;
-  const probe = await startBench({ uniqueName: true });
-  let made: { file: string; recipe: any };
-  try {
-    made = await generated(probe, slug);
-  } finally {
-    await probe.close();
-  }
-  const w = wiringFromTuya(dc);
-  const b = await startBench({ mcu: made.recipe.mcu, uniqueName: true, sim: { wiring: wiring ? wiring(w) : w } });
-  return Object.assign(b, made);
+  return Object.assign(b, { file, recipe: YAML.parse(fs.readFileSync(file, 'utf8')) });
 }
 
 /** The pin check's result lines: function -> [✓/✗, what was seen]. */
@@ -121,24 +125,16 @@ test('a bulb whose red and green are swapped: the pin check puts them right in t
 
 // Every device file that yields a recipe: its pin check, on a device wired as the file says and already on
 // Kickstart, drives each relay, LED and light channel and sees each button pressed.
-const API_DEVICES = path.join(CLOUDCUTTER_API_FIXTURES, 'devices');
-for (const slug of fs.readdirSync(API_DEVICES).map((f) => f.replace(/\.json$/, '')).sort()) {
-  const device = deviceFile(slug) as DeviceFile;
-  const profile = JSON.parse(fs.readFileSync(path.join(CLOUDCUTTER_API_FIXTURES, 'profiles',
-    `${device.profiles[0].slug}.json`), 'utf8')) as ProfileFile;
-  const got = generateRecipe(device, profile);
-  if (!got.ok) continue;
+for (const g of GENERATED) {
+  const { slug, got, recipe } = g;
   test(`pin check of the generated ${slug} recipe on its simulated device`, async () => {
-    const dir = tempDir('flash-pins-');
-    fs.writeFileSync(path.join(dir, `${slug}.yaml`), got.recipe);
-    fs.writeFileSync(path.join(dir, `${slug}.esphome.yaml`), got.template);
-    const recipe = YAML.parse(got.recipe);
+    const file = writeGenerated(g, 'flash-pins-');
     const sim = await startSimPlug({ mcu: recipe.mcu, phase: 'kickstart-lan', mdnsInterface: false,
-      wiring: wiringFromTuya(device.device_configuration!) });
+      wiring: wiringOf(g.device) });
     const user = virtualUser(sim);
     try {
-      const r = await runInProcess([path.join(dir, `${slug}.yaml`), '--only', 'pins', '--check-pins',
-        '--device-ip', `127.0.0.1:${sim.port}`, '--out', path.join(dir, 'esphome')], { NO_COLOR: '1' }, user);
+      const r = await runInProcess([file, '--only', 'pins', '--check-pins', '--device-ip', `127.0.0.1:${sim.port}`,
+        '--out', path.join(path.dirname(file), 'esphome')], { NO_COLOR: '1' }, user);
       assert.equal(r.code, 0, r.out);
       const seen = pinLines(r.out);
       for (const [fn, pin] of Object.entries(recipe.pins as Record<string, string>)) {
@@ -165,21 +161,10 @@ for (const slug of fs.readdirSync(API_DEVICES).map((f) => f.replace(/\.json$/, '
 // flash.ts in a process of its own so several run at once, each on its own simulated device and fake tools.
 const flashedAbove = new Set(flows.map(([, slug]) => slug));
 describe('full flow of every other generated recipe', { concurrency: 3 }, () => {
-  for (const slug of fs.readdirSync(API_DEVICES).map((f) => f.replace(/\.json$/, '')).sort()) {
-    if (flashedAbove.has(slug)) continue;
-    const device = deviceFile(slug) as DeviceFile;
-    const profile = JSON.parse(fs.readFileSync(path.join(CLOUDCUTTER_API_FIXTURES, 'profiles',
-      `${device.profiles[0].slug}.json`), 'utf8')) as ProfileFile;
-    const got = generateRecipe(device, profile);
-    if (!got.ok) continue;
-    test(slug, async () => {
-      const dir = tempDir('flash-recipes-');
-      const file = path.join(dir, `${slug}.yaml`);
-      fs.writeFileSync(file, got.recipe);
-      fs.writeFileSync(path.join(dir, `${slug}.esphome.yaml`), got.template);
-      const recipe = YAML.parse(got.recipe);
-      const b = await startBench({ mcu: recipe.mcu, uniqueName: true,
-        sim: { wiring: wiringFromTuya(device.device_configuration!) } });
+  for (const g of GENERATED.filter((x) => !flashedAbove.has(x.slug))) {
+    test(g.slug, async () => {
+      const file = writeGenerated(g, 'flash-recipes-');
+      const b = await startBench({ mcu: g.recipe.mcu, uniqueName: true, sim: { wiring: wiringOf(g.device) } });
       try {
         const run = startChild([file, ...b.args, '--yes'], b.env, b.user);
         const code = await run.exited;

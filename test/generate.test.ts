@@ -8,16 +8,14 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { generateRecipe, loadRecipe, checkTemplate, renderDeviceConfig, substitutionsFor, SECRET_TAG,
-  type DeviceFile, type ProfileFile } from '../flash.ts';
-import { CLOUDCUTTER_API_FIXTURES as API, tempDir } from './helpers.ts';
+import { generateRecipe, loadRecipe, checkTemplate, renderDeviceConfig, substitutionsFor, SECRET_TAG }
+  from '../flash.ts';
+import { fixtureDevices, fixtureProfile, tempDir } from './helpers.ts';
 import { makeFakeWorld } from './fakes.ts';
 
 
-const readJson = (file: string) => JSON.parse(fs.readFileSync(file, 'utf8'));
-const devices = fs.readdirSync(path.join(API, 'devices')).filter((f) => f.endsWith('.json')).sort()
-  .map((f) => readJson(path.join(API, 'devices', f)) as DeviceFile);
-const profileOf = (d: DeviceFile) => readJson(path.join(API, 'profiles', `${d.profiles[0].slug}.json`)) as ProfileFile;
+const devices = fixtureDevices();
+const profileOf = fixtureProfile;
 
 type Parsed = { recipe: any; template: any; text: string };
 /** What each fixture must become: a check of the generated files, or the refusal's key and wording. */
@@ -294,7 +292,8 @@ test('the generated fixtures the fake tools are tested with are what flash.ts ge
   assert.ok(files.length > 0);
   for (const f of files) {
     const slug = f.replace(/\.yaml$/, '');
-    const got = generateRecipe(devices.find((d) => d.slug === slug)!, profileOf(devices.find((d) => d.slug === slug)!));
+    const device = devices.find((d) => d.slug === slug)!;
+    const got = generateRecipe(device, profileOf(device));
     assert.ok(got.ok, slug);
     if (!got.ok) continue;
     assert.equal(fs.readFileSync(path.join(dir, f), 'utf8'), got.recipe, `${f}: regenerate it with flash.ts recipe`);

@@ -3,6 +3,7 @@ import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { DeviceFile, ProfileFile } from '../flash.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
 export const FLASH = path.join(ROOT, 'flash.ts');
@@ -77,6 +78,19 @@ export async function serveDir(dir: string): Promise<{ url: string; requests: st
 
 /** A copy of cloudcutter's public profile API (test/fixtures/README.md says which files and why). */
 export const CLOUDCUTTER_API_FIXTURES = path.join(ROOT, 'test', 'fixtures', 'cloudcutter-api');
+
+/** Every cloudcutter device file in test/fixtures, by slug. */
+export function fixtureDevices(): DeviceFile[] {
+  const dir = path.join(CLOUDCUTTER_API_FIXTURES, 'devices');
+  return fs.readdirSync(dir).filter((f) => f.endsWith('.json')).sort()
+    .map((f) => JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as DeviceFile);
+}
+
+/** A fixture device's first profile: the one `flash.ts recipe --yes` takes. */
+export function fixtureProfile(d: DeviceFile): ProfileFile {
+  return JSON.parse(fs.readFileSync(path.join(CLOUDCUTTER_API_FIXTURES, 'profiles', `${d.profiles[0].slug}.json`),
+    'utf8')) as ProfileFile;
+}
 
 /** An argv as one shell command line, each word single-quoted (for `script -c` and `bash -c`). */
 export function shellWords(argv: string[]): string {

@@ -140,19 +140,6 @@ export const SECRET_KEYS = ['wifi_ssid', 'wifi_password', 'api_encryption_key', 
 /** The secrets.yaml values never printed. The SSID lives there too but is no secret: messages name it. */
 export const REDACTED_KEYS = SECRET_KEYS.filter((k) => k !== 'wifi_ssid');
 
-/**
- * How the pin check treats a recipe pin, by its function's name: buttons are read while you press them, outputs
- * are switched on and off and you say what you saw, and a few are not for the eye (with why).
- */
-export const PIN_ROLES = [
-  { role: 'button', match: /^(button|key)/ },
-  { role: 'relay', match: /^relay\d*$/ },
-  { role: 'channel', match: /^(red|green|blue|cold|warm|brightness)$/ },
-  { role: 'unseen', match: /^(cf1?|sel|clock|data|color_temp)$/ },
-  { role: 'led', match: /led|light/ },
-  { role: 'output', match: /./ },
-] as const;
-
 /** Why a pin is not checked by eye. */
 const UNSEEN: Record<string, string> = {
   cf: 'pulses from the energy chip', cf1: 'pulses from the energy chip', sel: 'tells the energy chip what to measure',
@@ -160,6 +147,22 @@ const UNSEEN: Record<string, string> = {
   data: "the LED driver's bus: its wiring comes from Tuya's data",
   color_temp: 'colour temperature lights nothing on its own (brightness shows the white)',
 };
+
+/** A light's channels: Tuya's pin key letter → the recipe's pin function (and the colour it lights). */
+const CHANNELS = { r: 'red', g: 'green', b: 'blue', c: 'cold', w: 'warm' } as const;
+
+/**
+ * How the pin check treats a recipe pin, by its function's name: buttons are read while you press them, outputs
+ * are switched on and off and you say what you saw, and a few are not for the eye (with why).
+ */
+export const PIN_ROLES = [
+  { role: 'button', match: /^(button|key)/ },
+  { role: 'relay', match: /^relay\d*$/ },
+  { role: 'channel', match: new RegExp(`^(${[...Object.values(CHANNELS), 'brightness'].join('|')})$`) },
+  { role: 'unseen', match: new RegExp(`^(${Object.keys(UNSEEN).join('|')})$`) },
+  { role: 'led', match: /led|light/ },
+  { role: 'output', match: /./ },
+] as const;
 
 /** What you may have seen when the pin check switched a pin; "show it again" switches it once more. */
 export const PIN_ANSWERS = ['the relay clicked', 'a red LED', 'a green LED', 'a blue LED', 'another LED',
@@ -605,14 +608,18 @@ export function shq(...argv: string[]): string {
   return argv.map((a) => (/^[\w@%+=:,./<>*-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
 }
 
+/** How to start flash.ts from where the user is (its full path from another directory). */
+function flashCommand(): string {
+  return `npx tsx ${process.cwd() === HOME_DIR ? 'flash.ts' : shq(path.join(HOME_DIR, 'flash.ts'))}`;
+}
+
 /**
  * The command that runs this recipe again with `flags` (for hints), repeating every option of this run
  * that says where things are or how to reach them.
  */
 function rerun(opts: Options, flags: string): string {
-  const flash = process.cwd() === HOME_DIR ? 'flash.ts' : shq(path.join(HOME_DIR, 'flash.ts'));
   const kept = (flag: string, on: boolean | undefined) => (on && !flags.includes(flag) ? ` ${flag}` : '');
-  return `npx tsx ${flash} ${shq(opts.recipe)}${flags ? ` ${flags}` : ''}` +
+  return `${flashCommand()} ${shq(opts.recipe)}${flags ? ` ${flags}` : ''}` +
     (opts.out === DEFAULTS.out ? '' : ` --out ${shq(opts.out)}`) +
     (opts.cloudcutter === DEFAULTS.cloudcutter ? '' : ` --cloudcutter ${shq(opts.cloudcutter)}`) +
     (opts.wifiIface ? ` --wifi-iface ${shq(opts.wifiIface)}` : '') +
@@ -1122,7 +1129,7 @@ async function stepCompile(ctx: Ctx): Promise<void> {
 }
 
 async function planCompile(ctx: Ctx): Promise<string[]> {
-  return [`$ ${shq(...esphomeArgv(ctx, ctx.opts.esphome ?? 'local', 'compile'))}   (in the background; log in ` +
+  return [`$ ${shq(...esphomeArgv(ctx, esphomeKind(ctx), 'compile'))}   (in the background; log in ` +
     `${shown(logDir(ctx.opts.out))})`,
   `check ${shown(ctx.files.uf2)} is a UF2 with family ID ` +
     `0x${MCUS[ctx.recipe.mcu].familyId.toString(16).toUpperCase()} ` +
@@ -1169,6 +1176,11 @@ async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
   });
   job.done.catch(() => {}); // reported when awaited
   return job;
+}
+
+/** How this run runs esphome, for commands shown: the one found, else the one asked for, else the CLI. */
+function esphomeKind(ctx: Pick<Ctx, 'opts' | 'esphome'>): 'local' | 'docker' {
+  return ctx.esphome?.kind ?? ctx.opts.esphome ?? 'local';
 }
 
 /**
@@ -1382,6 +1394,7 @@ async function alreadyOnKickstart(ctx: Ctx): Promise<boolean> {
   const iface = await apAdapter(ctx);
   print(`    the last run stopped during this step: checking whether the plug already runs Kickstart …`);
   await reclaimAdapter(iface);
+  // The log is cloudcutter's output as it came (terminal codes and all): only its words are sure.
   const sent = /send complete/.test(lastLog(ctx.opts.out, 'cloudcutter'));
   const apUp = sent ? await waitForAp(iface, ap, ms('FLASH_KICKSTART_AP_TIMEOUT_MS'),
     `the last run sent the firmware: waiting for ${ap} (rescanning on ${iface})`) : await apOnAir(iface, ap);
@@ -1397,9 +1410,7 @@ async function alreadyOnKickstart(ctx: Ctx): Promise<boolean> {
 
 /** Gives an adapter a killed cloudcutter left unmanaged back to NetworkManager, as cloudcutter's exit trap does. */
 async function reclaimAdapter(iface: string): Promise<void> {
-  const devices = parseNmcliTerse((await sh(['nmcli', '-t', '-f', 'DEVICE,STATE', 'device'])).stdout);
-  const state = devices.find((r) => r[0] === iface)?.[1];
-  if (state !== 'unmanaged') return;
+  if ((await wifiAdapters()).find((a) => a.dev === iface)?.state !== 'unmanaged') return;
   print(`    ${warn()} ${iface} is still unmanaged (the stopped cloudcutter could not hand it back): handing it back`);
   await sh(['nmcli', 'device', 'set', iface, 'managed', 'yes']);
 }
@@ -1431,7 +1442,6 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
   let lastOutput = Date.now();
   let scanningSince: number | undefined;
   let hinted = false;
-  let sentAt: number | undefined;
   let outcome: Omit<CloudcutterRun, 'output'> | undefined;
   let stopping: Promise<void> | undefined;
   let busy = Promise.resolve(); // questions are answered one at a time, in order
@@ -1457,7 +1467,6 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
     } else if (CLOUDCUTTER_MOMENTS.found.test(line)) {
       scanningSince = undefined;
     } else if (CLOUDCUTTER_MOMENTS.sent.test(line)) {
-      sentAt = Date.now();
       print(`    ${ok()} the plug has the firmware; it reboots into Kickstart (15–30 s)`);
       watching ??= watchForKickstart();
     }
@@ -1577,9 +1586,8 @@ async function answerCloudcutter(ctx: Ctx, id: (typeof CLOUDCUTTER_QUESTIONS)[nu
     const held = [...transcript.matchAll(/Checking (UDP|TCP) port (\d+)\.\.\. Occupied by (.+) with PID (\d+)\./g)]
       .at(-1);
     const [proto, port, name] = [held?.[1].toLowerCase() ?? '', Number(held?.[2]), held?.[3] ?? text];
-    const listeners = busyPorts((await sh(['ss', '-H', '-l', '-n', '-t', '-u', '-p'])).stdout)
-      .filter((b) => b.port === port && b.proto === proto);
-    if (port === 53 && listeners.length && listeners.every((b) => b.loopbackOnly)) {
+    const listeners = ((await listeningPorts()) ?? []).filter((b) => b.port === port && b.proto === proto);
+    if (listeners.length && listeners.every(harmlessListener)) {
       print(`      ${name} answers DNS for this machine only (${listeners.flatMap((b) => b.addresses).join(', ')}); ` +
         "cloudcutter's DNS listens on its own access point: answering S (skip), so this machine keeps its DNS");
       return o.type('S');
@@ -1731,10 +1739,6 @@ async function chooseKickstart(ctx: Ctx, plugs: MdnsDevice[]): Promise<MdnsDevic
  */
 async function provisionOverAp(ctx: Ctx, ap: string, wifi: { ssid: string; password: string }): Promise<boolean> {
   const iface = await apAdapter(ctx);
-  if (!iface) {
-    print(`    ${warn()} no Wi-Fi adapter for NetworkManager to join ${ap} with`);
-    return false;
-  }
   let joined: Awaited<ReturnType<typeof sh>> | undefined;
   for (let attempt = 1; attempt <= 3 && joined?.code !== 0; attempt++) {
     const wait = ms('FLASH_KICKSTART_AP_TIMEOUT_MS');
@@ -2085,7 +2089,7 @@ async function stepUpload(ctx: Ctx): Promise<void> {
   ctx.facts.uf2Sha256 = sha256(data);
   const answer = await uploadUf2(`${base}/update`, data, path.basename(uf2),
     `retry: ${rerun(ctx.opts, '--from upload')}`);
-  const ota = esphomeArgv(ctx, ctx.opts.esphome ?? 'local', 'upload', '--device', new URL(base).hostname);
+  const ota = esphomeArgv(ctx, esphomeKind(ctx), 'upload', '--device', new URL(base).hostname);
   if (answer.status === 404)
     throw new StepError('upload', `the plug's Kickstart has no web upload (POST /update answered HTTP 404)`,
       `upload through ESPHome's own OTA instead: ${shq(...ota)}`);
@@ -2101,7 +2105,7 @@ async function stepUpload(ctx: Ctx): Promise<void> {
 
 async function planUpload(ctx: Ctx): Promise<string[]> {
   return [`POST http://<kickstart ip>/update  multipart field "update" = ${shown(ctx.files.uf2)}`,
-    `(a plug already on ESPHome, at --device-ip: $ ${shq(...esphomeArgv(ctx, ctx.opts.esphome ?? 'local', 'upload',
+    `(a plug already on ESPHome, at --device-ip: $ ${shq(...esphomeArgv(ctx, esphomeKind(ctx), 'upload',
       '--device', ctx.opts.deviceIp ?? 'IP'))})`];
 }
 
@@ -2207,7 +2211,7 @@ async function stepVerify(ctx: Ctx): Promise<void> {
       ? 'it speaks the API without encryption: it still runs Kickstart, or other firmware' : api.error;
     throw new StepError('verify', `the plug at ${where} did not give its device info over the API (${why})`,
       `power-cycle the plug and retry: ${retry}; its own log says why: ` +
-      `${shq(...esphomeArgv(ctx, ctx.opts.esphome ?? 'local', 'logs', '--device', plug.ip))}; ` +
+      `${shq(...esphomeArgv(ctx, esphomeKind(ctx), 'logs', '--device', plug.ip))}; ` +
       `if ${plug.ip} is not the plug, give its address with --device-ip`);
   }
   if (api.name !== ctx.deviceName)
@@ -2432,7 +2436,8 @@ async function dockerServer(): Promise<{ version?: string; notFound: boolean; er
 
 /** The Wi-Fi devices NetworkManager knows, in its order. */
 /** A Wi-Fi adapter as `nmcli device` lists it; `connected` when it carries a connection of this machine. */
-interface WifiAdapter { dev: string; connected: boolean }
+/** A Wi-Fi device as NetworkManager lists it; `connected` when it carries a connection now. */
+interface WifiAdapter { dev: string; state: string; connected: boolean }
 
 async function wifiAdapters(): Promise<WifiAdapter[]> {
   return parseWifiAdapters((await sh(['nmcli', '-t', '-f', 'DEVICE,TYPE,STATE', 'device'])).stdout);
@@ -2440,7 +2445,7 @@ async function wifiAdapters(): Promise<WifiAdapter[]> {
 
 export function parseWifiAdapters(nmcliDevice: string): WifiAdapter[] {
   return parseNmcliTerse(nmcliDevice).filter((f) => f[1] === 'wifi')
-    .map((f) => ({ dev: f[0], connected: /^connected/.test(f[2] ?? '') }));
+    .map((f) => ({ dev: f[0], state: f[2] ?? '', connected: /^connected/.test(f[2] ?? '') }));
 }
 
 /**
@@ -2540,14 +2545,12 @@ async function firmwareCheck(recipe: Recipe, dir: string): Promise<Check> {
 
 async function portsCheck(): Promise<Check> {
   const name = 'free ports';
-  const r = await sh(['ss', '-H', '-l', '-n', '-t', '-u', '-p']);
-  if (r.notFound || r.code !== 0)
+  const held = await listeningPorts();
+  if (!held)
     return { name, ok: false, detail: 'cannot list listening ports (ss failed)', fix: 'install iproute2',
       for: ['cloudcutter'] };
-  const held = busyPorts(r.stdout);
-  // A DNS server for this machine alone (systemd-resolved on 127.0.0.53) is no conflict: cloudcutter's own DNS
-  // listens on its access point's address. flash.ts answers cloudcutter's question about it with Skip.
-  const harmless = held.filter((b) => b.port === 53 && b.loopbackOnly);
+  // flash.ts answers cloudcutter's question about a harmless one with Skip.
+  const harmless = held.filter(harmlessListener);
   const busy = held.filter((b) => !harmless.includes(b));
   const note = harmless.length ? ` (${harmless.map((b) => `${b.port}/${b.proto}: ${b.process} on loopback only, fine`)
     .join('; ')})` : '';
@@ -2567,6 +2570,20 @@ async function portsCheck(): Promise<Check> {
 
 /** A port cloudcutter needs, held by a program, on the addresses it listens on. */
 interface Listener { port: number; proto: string; process: string; addresses: string[]; loopbackOnly: boolean }
+
+/** Which of cloudcutter's ports are in use now; undefined when `ss` cannot list them. */
+async function listeningPorts(): Promise<Listener[] | undefined> {
+  const r = await sh(['ss', '-H', '-l', '-n', '-t', '-u', '-p']);
+  return r.notFound || r.code !== 0 ? undefined : busyPorts(r.stdout);
+}
+
+/**
+ * A DNS server for this machine alone (systemd-resolved on 127.0.0.53) is no conflict: cloudcutter's own DNS
+ * listens on its access point's address. Pure.
+ */
+function harmlessListener(b: Listener): boolean {
+  return b.port === 53 && b.loopbackOnly;
+}
 
 /** Which of cloudcutter's ports `ss -H -lntup` shows in use, by what, and on which addresses. Pure. */
 export function busyPorts(ssOutput: string): Listener[] {
@@ -2698,19 +2715,17 @@ async function runRecipeCommand(words: string[], o: { dir: string; yes: boolean 
   fs.mkdirSync(dir, { recursive: true });
   // Checked as any recipe is, before it replaces anything: written aside, loaded, then renamed into place.
   const aside = (f: string) => path.join(dir, `.${path.basename(f)}.${process.pid}.tmp`);
+  let recipe: Recipe;
   try {
-    fs.writeFileSync(aside(templateFile), made.template);
-    fs.writeFileSync(aside(recipeFile), made.recipe.replace(`esphome: ${path.basename(templateFile)}`,
-      `esphome: ${path.basename(aside(templateFile))}`));
-    const { recipe } = loadRecipe(aside(recipeFile));
-    checkTemplate(made.template, templateFile, substitutionsFor(recipe), {});
     fs.writeFileSync(aside(recipeFile), made.recipe);
+    recipe = loadRecipe(aside(recipeFile)).recipe;
+    checkTemplate(made.template, templateFile, substitutionsFor(recipe), {});
+    fs.writeFileSync(aside(templateFile), made.template);
     fs.renameSync(aside(templateFile), templateFile);
     fs.renameSync(aside(recipeFile), recipeFile);
   } finally {
     for (const f of [recipeFile, templateFile]) fs.rmSync(aside(f), { force: true });
   }
-  const { recipe } = loadRecipe(recipeFile);
   print(`${ok()} ${device.manufacturer} ${device.name} (${MCUS[recipe.mcu].chip}, ${recipe.substitutions.board}, ` +
     `firmware ${profile!.name})`);
   print(`    recipe    ${recipeFile}`);
@@ -2719,8 +2734,7 @@ async function runRecipeCommand(words: string[], o: { dir: string; yes: boolean 
   if (made.unmapped.length)
     print(c.dim(`    ${made.unmapped.length} Tuya keys not mapped are listed at the end of the recipe`));
   print(`\nThe pins come from Tuya's data: check them on the device before the final firmware goes on:`);
-  const program = process.cwd() === HOME_DIR ? 'flash.ts' : shq(path.join(HOME_DIR, 'flash.ts'));
-  print(`    npx tsx ${program} ${shq(shown(recipeFile))} --check-pins`);
+  print(`    ${flashCommand()} ${shq(shown(recipeFile))} --check-pins`);
   return EXIT.ok;
 }
 
@@ -2798,7 +2812,6 @@ const LIGHT_DRIVERS: Record<number, { platform: string; chip: string }> = {
 const UART_ENERGY_CHIPS: Record<number, string> = { 2: 'HLW8032', 3: 'BL0942', 4: 'BL0942' };
 
 /** Light channels: the Tuya letter (`r_pin`, `iicr`) and the recipe's pin function. */
-const CHANNELS = { r: 'red', g: 'green', b: 'blue', c: 'cold', w: 'warm' } as const;
 type Channel = keyof typeof CHANNELS;
 
 /**
@@ -3800,12 +3813,11 @@ export function loadRecipe(file: string, sets: Record<string, string> = {}):
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) =>
       problemFromIssue(issue, shown(file), doc, lineCounter, setField));
-    // A misspelt required key is missing too: the rename fixes both, so it is said once.
-    const renamed = new Set(problems.map((p) => {
-      const to = /^unknown key/.test(p.message) ? /\(rename "[^"]+:" to "([^"]+):"\)/.exec(p.hint ?? '')?.[1] : '';
-      return to && [...(p.field ?? '').split('.').slice(0, -1), to].join('.');
-    }));
-    throw new InputError(problems.filter((p) => !(/^missing required key/.test(p.message) && renamed.has(p.field))));
+    // A misspelt required key is unknown and missing at once, with the same rename on the same line: said once,
+    // as the unknown key (what is written there).
+    const twice = (p: Problem) => /^missing/.test(p.message) &&
+      problems.some((q) => q !== p && q.line === p.line && q.hint === p.hint);
+    throw new InputError(problems.filter((p) => !twice(p)));
   }
   const recipe = parsed.data;
   // zod lists declared keys first; keep the order the recipe author wrote instead.
@@ -3857,6 +3869,7 @@ function problemFromIssue(issue: Zod.core.$ZodIssue, file: string, doc: Document
   let message = issue.message;
   let hint = (issue as { params?: { hint?: string } }).params?.hint;
   let linePath: string[] = pathParts;
+  let atKey = issue.code === 'unrecognized_keys'; // the line of the key written, not of its value
 
   switch (issue.code) {
     case 'unrecognized_keys': {
@@ -3882,6 +3895,7 @@ function problemFromIssue(issue: Zod.core.$ZodIssue, file: string, doc: Document
         const typo = nearest(leaf, siblings.filter((k) => k !== leaf && !(k in FIELD_EXAMPLES)));
         if (typo) {
           linePath = [...linePath, typo];
+          atKey = true;
           hint = `did you mean "${leaf}"? (rename "${typo}:" to "${leaf}:")`;
         }
       } else {
@@ -3919,7 +3933,7 @@ function problemFromIssue(issue: Zod.core.$ZodIssue, file: string, doc: Document
   }
   const fromSet = setField[field];
   if (fromSet) return { file: fromSet, field, message, hint };
-  const line = lineOfNode(doc, lc, linePath, issue.code === 'unrecognized_keys');
+  const line = lineOfNode(doc, lc, linePath, atKey);
   return { file, line, field: field || '(top level)', message, hint };
 }
 

@@ -140,29 +140,37 @@ export const SECRET_KEYS = ['wifi_ssid', 'wifi_password', 'api_encryption_key', 
 /** The secrets.yaml values never printed. The SSID lives there too but is no secret: messages name it. */
 export const REDACTED_KEYS = SECRET_KEYS.filter((k) => k !== 'wifi_ssid');
 
-/** Why a pin is not checked by eye. */
-const UNSEEN: Record<string, string> = {
-  cf: 'pulses from the energy chip', cf1: 'pulses from the energy chip', sel: 'tells the energy chip what to measure',
-  clock: "the LED driver's bus: its wiring comes from Tuya's data",
-  data: "the LED driver's bus: its wiring comes from Tuya's data",
-  color_temp: 'colour temperature lights nothing on its own (brightness shows the white)',
-};
-
 /** A light's channels: Tuya's pin key letter → the recipe's pin function (and the colour it lights). */
 const CHANNELS = { r: 'red', g: 'green', b: 'blue', c: 'cold', w: 'warm' } as const;
 
 /**
- * How the pin check treats a recipe pin, by its function's name: buttons are read while you press them, outputs
- * are switched on and off and you say what you saw, and a few are not for the eye (with why).
+ * What a recipe pin is, by its function's name: the one table the recipe generator names pins by and the pin check
+ * reads. How the check treats each: `drive` switches it on and off and asks what you saw; `pulse` gives a latching
+ * relay's set or reset pin one short pulse; `press` reads a button while you press it; `flip` reads a wall switch
+ * input while you flip the switch; `leave` does not touch it (`why` says why).
  */
 export const PIN_ROLES = [
-  { role: 'button', match: /^(button|key)/ },
-  { role: 'relay', match: /^relay\d*$/ },
-  { role: 'channel', match: new RegExp(`^(${[...Object.values(CHANNELS), 'brightness'].join('|')})$`) },
-  { role: 'unseen', match: new RegExp(`^(${Object.keys(UNSEEN).join('|')})$`) },
-  { role: 'led', match: /led|light/ },
-  { role: 'output', match: /./ },
-] as const;
+  { role: 'relay', match: /^relay\d*$/, check: 'drive', does: 'switches a relay' },
+  { role: 'latch', match: /^relay\d*_(on|off)$/, check: 'pulse', does: 'sets or resets a latching relay' },
+  { role: 'button', match: /^(button\w*|key\d*)$/, check: 'press', does: 'reads a button' },
+  { role: 'wall switch', match: /^wall_switch\d*$/, check: 'flip', does: 'reads a wall switch' },
+  { role: 'channel', match: new RegExp(`^(${[...Object.values(CHANNELS), 'brightness'].join('|')})$`), check: 'drive',
+    does: "drives a light's channel" },
+  { role: 'colour temperature', match: /^color_temp$/, check: 'leave', does: "sets a light's colour temperature",
+    why: 'colour temperature lights nothing on its own (brightness shows the white)' },
+  { role: 'energy', match: /^(cf|cf1|sel)$/, check: 'leave', does: "is the energy chip's",
+    why: 'the energy chip pulses it, or it tells the chip what to measure' },
+  { role: 'serial', match: /^(uart|energy)_(rx|tx)$/, check: 'leave', does: "talks to the device's own chip",
+    why: "a serial line to the device's own chip: driving it would send that chip garbage" },
+  { role: 'bus', match: /^(clock|data)$/, check: 'leave', does: 'drives the LED driver chip',
+    why: "the LED driver's bus: its wiring comes from Tuya's data" },
+  { role: 'infrared', match: /^ir_(receiver|transmitter)$/, check: 'leave', does: 'is the infrared receiver or LED',
+    why: 'infrared: nothing a person can see' },
+  { role: 'led', match: /led|light/, check: 'drive', does: 'lights an LED' },
+  { role: 'other', match: /./, check: 'leave', does: 'is not known to flash.ts',
+    why: 'flash.ts does not know what it drives: name it relay…, led…, button… to have it checked' },
+] as const satisfies readonly { role: string; match: RegExp; check: 'drive' | 'pulse' | 'press' | 'flip' | 'leave';
+  does: string; why?: string }[];
 
 /** What you may have seen when the pin check switched a pin; "show it again" switches it once more. */
 export const PIN_ANSWERS = ['the relay clicked', 'a red LED', 'a green LED', 'a blue LED', 'another LED',
@@ -275,6 +283,10 @@ function buildRecipeSchema() {
         description: 'What the user does to put this plug into AP mode (shown when cloudcutter looks for it).',
       }),
       esphome: z.string().min(1).meta({ description: 'The ESPHome template, relative to the recipe (or absolute).' }),
+      wiring: z.literal('from the plug').optional().meta({
+        description: "The pins are read from the plug's own flash (Tuya's storage) once Kickstart runs, and written " +
+          'here with the template: `flash.ts recipe --profile LABEL --name NAME` writes such a recipe.',
+      }),
       pins: z.record(z.string().regex(/^[a-z][a-z0-9_]*$/), PinName).meta({
         description: 'Function -> BK7231 pin (one the board routes out); each becomes the substitution ' +
           '<function>_pin. --check-pins has you press button*/key* and watch the rest (relay*, light channels red ' +
@@ -556,6 +568,8 @@ export interface Facts {
   /** The Kickstart file cloudcutter flashed, and its SHA-256 (to tell later which build the plug got). */
   kickstartFile?: string;
   kickstartSha256?: string;
+  /** The plug's own wiring, read from Tuya's storage on its flash once (or why there is none). */
+  plugWiring?: PlugWiring;
   /** The UF2 uploaded, and its SHA-256. */
   uf2Sha256?: string;
 }
@@ -691,7 +705,7 @@ async function runPlug(ctx: Ctx): Promise<boolean> {
   print(`${c.bold('flash.ts')} · ${ctx.recipe.model} (${MCUS[ctx.recipe.mcu].chip}) → ${c.bold(ctx.deviceName)}` +
     (opts.dryRun ? c.dim('   [dry run: nothing is written, run or sent]') : ''));
 
-  const steps = resumePoint(ctx, stepsToRun(opts));
+  const steps = resumePoint(ctx, stepsToRun(opts, fromPlug(ctx.recipe)));
   if (opts.only !== 'check' && !steps.some((s) => s.name !== 'check')) {
     print(`\n${ok()} every step is already done for ${ctx.deviceName} (journal ${shown(ctx.files.journal)}).`);
     print(`  To flash it again: --restart; to redo part of it: --from STEP.`);
@@ -727,11 +741,16 @@ async function runPlug(ctx: Ctx): Promise<boolean> {
 }
 
 /** Which steps this run covers: all, `--only STEP`, or `--from STEP` onwards; optional steps when asked for. */
-export function stepsToRun(opts: Pick<Options, 'only' | 'from' | 'checkPins'>): Step[] {
-  if (opts.only) return STEPS.filter((s) => s.name === opts.only);
+export function stepsToRun(opts: Pick<Options, 'only' | 'from' | 'checkPins'>, pinsFromPlug = false): Step[] {
+  // A recipe whose pins come from the plug has no config to write until the kickstart step read them from its flash:
+  // config and compile follow it (and cannot run beside cloudcutter).
+  const order: Step[] = pinsFromPlug ? [...STEPS.filter((s) => s.name !== 'config' && s.name !== 'compile')] : [...STEPS];
+  if (pinsFromPlug) order.splice(order.findIndex((s) => s.name === 'kickstart') + 1, 0,
+    ...STEPS.filter((s) => s.name === 'config' || s.name === 'compile'));
+  if (opts.only) return order.filter((s) => s.name === opts.only);
   // The preflight always comes first: it checks just what the steps after it need.
-  const start = opts.from ? STEPS.findIndex((s) => s.name === opts.from) : 0;
-  return STEPS.filter((s, i) => (s.name === 'check' || i >= start) && (!('when' in s) || s.when(opts as Options)));
+  const start = opts.from ? order.findIndex((s) => s.name === opts.from) : 0;
+  return order.filter((s, i) => (s.name === 'check' || i >= start) && (!('when' in s) || s.when(opts as Options)));
 }
 
 /**
@@ -856,13 +875,13 @@ export function formatTable(rows: string[][]): string {
 // ─── Step: check ───────────────────────────────
 
 /** The steps the preflight checks for: those this run goes on to, or all of them with --only check. */
-function stepsAhead(opts: Options): StepName[] {
-  return (opts.only === 'check' ? STEPS : stepsToRun(opts)).map((s) => s.name);
+function stepsAhead(ctx: Ctx): StepName[] {
+  return (ctx.opts.only === 'check' ? STEPS : stepsToRun(ctx.opts, fromPlug(ctx.recipe))).map((s) => s.name);
 }
 
 /** The doctor's checks that matter for the steps this run is about to do; offers to clone cloudcutter. */
 async function stepCheck(ctx: Ctx): Promise<void> {
-  const ahead = stepsAhead(ctx.opts);
+  const ahead = stepsAhead(ctx);
   const relevant = async () => (await doctor(ctx)).filter((k) => k.for.some((s) => ahead.includes(s)));
   let checks = await relevant();
   // A recipe mistake found by a check (a profile cloudcutter does not have) is bad input, not a machine problem.
@@ -884,7 +903,7 @@ async function stepCheck(ctx: Ctx): Promise<void> {
 }
 
 async function planCheck(ctx: Ctx): Promise<string[]> {
-  const ahead = stepsAhead(ctx.opts);
+  const ahead = stepsAhead(ctx);
   const lines = [`checks for: ${ahead.filter((s) => s !== 'check').join(', ')}`,
     '$ docker info --format {{.ServerVersion}}',
     '$ nmcli -t -f DEVICE,TYPE,STATE device; nmcli -t -f WIFI-PROPERTIES.AP device show IFACE',
@@ -1123,7 +1142,7 @@ async function stepCompile(ctx: Ctx): Promise<void> {
   if (ctx.compile)
     return print(`    already compiling in the background (started ${seconds(Date.now() - ctx.compile.started)} ago)`);
   ctx.compile = await startCompile(ctx);
-  if (stepsToRun(ctx.opts).at(-1)?.name !== 'compile')
+  if (stepsToRun(ctx.opts, fromPlug(ctx.recipe)).at(-1)?.name !== 'compile')
     return print(`    started in the background (log: ${shown(ctx.compile.log)}); the next steps go on meanwhile`);
   await awaitCompile(ctx);
 }
@@ -1619,7 +1638,7 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
   if (ctx.interrupted === 'kickstart' && !opts.deviceIp && (await kickstartOnLan(ctx, 4000, undefined, 'exact'))) {
     print(`    ${ok()} the last run already gave the plug your Wi-Fi: found it at ${ctx.facts.kickstartIp}`);
     if (opts.backupFlash) await backupFlash(ctx);
-    return;
+    return checkPlugWiring(ctx);
   }
   const secrets = readSecretsFile(ctx.files.secrets).values;
   if (!secrets.wifi_ssid || !secrets.wifi_password)
@@ -1656,6 +1675,7 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
     }
   }
   if (opts.backupFlash) await backupFlash(ctx);
+  await checkPlugWiring(ctx);
 }
 
 async function planKickstart(ctx: Ctx): Promise<string[]> {
@@ -1672,6 +1692,10 @@ async function planKickstart(ctx: Ctx): Promise<string[]> {
     ctx.opts.deviceIp ? `use --device-ip ${ctx.opts.deviceIp}`
       : `mDNS: browse _esphomelib._tcp.local for project_name=lt.kickstart, board=${MCUS[ctx.recipe.mcu].board}`,
     ...(ctx.opts.backupFlash ? ['GET http://<kickstart ip>/hub/flash_read (2 MiB, in 256 KiB parts)'] : []),
+    `GET http://<kickstart ip>/hub/flash_read?offset=${TUYA_STORAGE_WINDOW.offset}&length=` +
+      `${TUYA_STORAGE_WINDOW.length} (in parts): Tuya's storage, the plug's own wiring; ` +
+      (fromPlug(ctx.recipe) ? 'its pins and template are written into the recipe'
+        : "compared with the recipe's pins: a difference stops the run before anything is sent to the plug"),
   ];
 }
 
@@ -1825,6 +1849,166 @@ async function backupFlash(ctx: Ctx): Promise<void> {
   print(`    ${ok()} saved the plug's flash (2 MiB) to ${shown(file)}`);
 }
 
+/** What the plug's own flash said of its wiring (kept in the journal: read once). */
+export type PlugWiring =
+  | { found: true; offset: number; keys: Record<string, unknown>; chip?: string;
+    mcu?: { baud?: number; datapoints: Datapoint[] } }
+  | { found: false; why: string };
+
+/**
+ * The plug's own wiring, from Tuya's storage on its flash (only the 192 KiB it lies in, through Kickstart), mapped as
+ * `flash.ts recipe` maps a device. A recipe whose pins come from the plug gets them now; any other recipe is compared
+ * with it before anything else is sent to the plug: the same goes on, a difference stops (or, with --check-pins, is
+ * left to the pin check), no storage goes on with the recipe's pins.
+ */
+async function checkPlugWiring(ctx: Ctx): Promise<void> {
+  const read = ctx.facts.plugWiring;
+  const wiring = read ?? await readPlugWiring(ctx);
+  if (!read) {
+    // Kept at once: a run that stops on the difference must not read the flash again.
+    ctx.facts.plugWiring = wiring;
+    ctx.journal.facts = { ...ctx.journal.facts, plugWiring: wiring };
+    if (!ctx.opts.dryRun) writeJournal(ctx);
+  }
+  if (!wiring.found) {
+    if (fromPlug(ctx.recipe))
+      throw new StepError('kickstart', `the recipe's pins were to come from the plug, but ${wiring.why}`,
+        `write the pins into ${shown(ctx.recipePath)} by hand (the device page, or --check-pins finds the button), or ` +
+        `make a recipe from cloudcutter's list: ${flashCommand()} recipe "<maker and model>"`);
+    return print(`    ${c.dim('·')} the plug's own wiring: ${wiring.why}; going on with the recipe's pins`);
+  }
+  const plug = plugRecipe(ctx, wiring);
+  if (!plug.ok) return print(`    ${warn()} the plug's own wiring (Tuya's storage at 0x${wiring.offset.toString(16)}) ` +
+    `cannot be mapped: ${plug.reason}; going on with the recipe's pins`);
+  const pins = Object.fromEntries(plug.mapping.pins.map((p) => [p.fn, p.pin]));
+  if (fromPlug(ctx.recipe)) return usePlugWiring(ctx, plug, 'the pins come from the plug');
+  const differences = wiringDifferences(ctx.recipe.pins, pins);
+  if (!differences.length)
+    return print(`    ${ok()} the plug's own wiring (Tuya's storage on its flash) is the recipe's: ` +
+      Object.entries(ctx.recipe.pins).map(([fn, pin]) => `${fn} ${pin}`).join(', '));
+  const beside = writePlugVersion(ctx, plug);
+  print(`    ${c.red('✗')} the plug's own wiring (Tuya's storage on its flash) differs from the recipe:`);
+  for (const d of differences) print(`      ${d}`);
+  print(`    the plug's version of the recipe: ${shown(beside)}`);
+  if (ctx.opts.checkPins)
+    return print(`    ${warn()} --check-pins: the pin check tries the recipe's pins on the plug; what you see decides`);
+  const choices = [`use the plug's wiring (${shown(ctx.recipePath)} becomes the plug's version; the old one is kept ` +
+    'beside it as .orig)', "check the recipe's pins on the plug now (what you see decides)", 'stop here'];
+  const choice = ctx.opts.yes || !canAsk() ? choices[2] : await ask({ id: 'plug_wiring', kind: 'select',
+    message: "The plug is wired differently from the recipe. What now? (nothing has been sent to it yet)", choices },
+  ctx.opts);
+  if (choice === choices[0]) return usePlugWiring(ctx, plug, `the recipe's pins were not the plug's`);
+  if (choice === choices[1]) {
+    ctx.opts.checkPins = true;
+    return print(`    the pin check comes next: it tries the recipe's pins`);
+  }
+  throw new StepError('kickstart', `the plug is wired differently from ${shown(ctx.recipePath)} ` +
+    `(${differences.join('; ')})`, `use the plug's version: ${rerun({ ...ctx.opts, recipe: beside }, '')}; or prove ` +
+    `the recipe's pins on the plug: ${rerun(ctx.opts, '--check-pins')}`);
+}
+
+/** Reads the part of the plug's flash Tuya's storage lies in, through Kickstart, and finds the storage there. */
+async function readPlugWiring(ctx: Ctx): Promise<PlugWiring> {
+  const base = await reachKickstart(ctx, 'kickstart');
+  const { offset, length } = TUYA_STORAGE_WINDOW;
+  const part = 0x8000;
+  const read = async () => {
+    const parts: Buffer[] = [];
+    for (let off = offset; off < offset + length; off += part) {
+      const res = await request('GET', `${base}/hub/flash_read?offset=${off}&length=${part}`);
+      if (res.status !== 200 || res.body.length !== part)
+        throw new StepError('kickstart', `reading the plug's flash at 0x${off.toString(16)} failed: HTTP ${res.status}` +
+          `, ${res.body.length} of ${part} bytes`, `retry: ${rerun(ctx.opts, '--from kickstart')}`);
+      parts.push(res.body);
+    }
+    return Buffer.concat(parts);
+  };
+  const flash = await withSpinner(`reading the plug's own wiring (Tuya's storage: ${length / 1024} KiB of its flash)`,
+    read());
+  const storage = readTuyaStorage(flash, offset);
+  if (!storage.found) return { found: false, why: `no Tuya storage on its flash (${storage.why})` };
+  for (const p of storage.problems) print(`    ${warn()} Tuya's storage: ${p}`);
+  const config = tuyaFromStorage(storage.values, ctx.recipe.model, ctx.deviceName);
+  if (!Object.keys(config.keys).length && !config.mcu)
+    return { found: false, why: "Tuya's storage on its flash holds no pin configuration" };
+  return { found: true, offset: storage.offset, keys: config.keys, chip: config.chip, mcu: config.mcu };
+}
+
+/** The plug's wiring as a recipe for this plug: the recipe's own identity (model, profile, names), the plug's pins. */
+function plugRecipe(ctx: Ctx, wiring: Extract<PlugWiring, { found: true }>): Generated {
+  const base = path.basename(ctx.recipePath).replace(/\.ya?ml$/, '').replace(/\.plug$/, '');
+  const config: TuyaConfig = { title: ctx.recipe.model, slug: `${base}.plug`, chip: MCUS[ctx.recipe.mcu].chip,
+    keys: wiring.keys, mcu: wiring.mcu };
+  const schema = /\$schema=(\S+)/.exec(fs.readFileSync(ctx.recipePath, 'utf8'))?.[1] ?? 'recipe.schema.json';
+  const made = recipeFor(config, { source: `the plug's own flash (Tuya's storage at 0x${wiring.offset.toString(16)})`,
+    profile: ctx.recipe.cloudcutter.profile, device: ctx.recipe.cloudcutter.device }, schema);
+  if (!made.ok) return made;
+  // The recipe's names and settings stay the recipe's: only the hardware comes from the plug.
+  const doc = lib.yaml.parseDocument(made.recipe);
+  for (const [k, v] of Object.entries(ctx.recipe.substitutions))
+    if (k !== 'board' && v !== undefined) doc.setIn(['substitutions', k], v);
+  doc.set('ap_mode', ctx.recipe.ap_mode);
+  doc.set('kickstart', ctx.recipe.kickstart);
+  return { ...made, recipe: doc.toString({ lineWidth: 0 }) };
+}
+
+/**
+ * How two recipes' pins differ, function by function where both name it, else by what the pins do ("LEDs: recipe
+ * P6 P7, plug P7 P9"): a hand-written recipe names its pins its own way. Pure.
+ */
+export function wiringDifferences(recipe: Record<string, string>, plug: Record<string, string>): string[] {
+  const out: string[] = [];
+  const roles = [...new Set([...Object.keys(recipe), ...Object.keys(plug)].map(pinRole))];
+  for (const role of roles) {
+    const mine = Object.entries(recipe).filter(([fn]) => pinRole(fn) === role);
+    const theirs = Object.entries(plug).filter(([fn]) => pinRole(fn) === role);
+    const sameNames = theirs.length === mine.length && theirs.every(([fn]) => fn in recipe);
+    if (sameNames) {
+      for (const [fn, pin] of mine) if (plug[fn] !== pin) out.push(`${fn}: recipe ${pin}, plug ${plug[fn]}`);
+      continue;
+    }
+    const pins = (list: [string, string][]) => list.map(([, p]) => p).sort().join(' ') || 'none';
+    if (pins(mine) !== pins(theirs)) out.push(`${role}: recipe ${pins(mine)}, plug ${pins(theirs)}`);
+  }
+  return out;
+}
+
+/** Writes the plug's version of the recipe (and its template) beside the recipe; never over it. */
+function writePlugVersion(ctx: Ctx, plug: Extract<Generated, { ok: true }>): string {
+  const dir = path.dirname(ctx.recipePath);
+  const file = path.join(dir, `${plug.slug}.yaml`);
+  writeFileAtomic(path.join(dir, `${plug.slug}.esphome.yaml`), plug.template);
+  writeFileAtomic(file, plug.recipe);
+  return file;
+}
+
+/**
+ * The plug's wiring becomes the recipe (the old one kept as .orig): the run goes on with it, its config written again
+ * and its firmware compiled anew.
+ */
+async function usePlugWiring(ctx: Ctx, plug: Extract<Generated, { ok: true }>, why: string): Promise<void> {
+  const dir = path.dirname(ctx.recipePath);
+  writeFileAtomic(path.join(dir, `${plug.slug}.esphome.yaml`), plug.template);
+  const text = plug.recipe.replace(/^esphome: .*$/m, `esphome: ${plug.slug}.esphome.yaml`);
+  fs.copyFileSync(ctx.recipePath, `${ctx.recipePath}.orig`);
+  writeFileAtomic(ctx.recipePath, text);
+  const fresh = loadContext(ctx.opts);
+  ctx.compile?.stop();
+  Object.assign(ctx, { recipe: fresh.recipe, lineOf: fresh.lineOf, templatePath: fresh.templatePath,
+    template: fresh.template, substitutions: fresh.substitutions, compile: undefined });
+  print(`    ${ok()} ${why}: ${shown(ctx.recipePath)} now has the plug's wiring (` +
+    `${Object.entries(ctx.recipe.pins).map(([fn, pin]) => `${fn} ${pin}`).join(', ')}); the old recipe is ` +
+    `${shown(`${ctx.recipePath}.orig`)}`);
+  await stepConfig(ctx);
+  recordStep(ctx, 'config');
+  ctx.compile = await startCompile(ctx);
+}
+
+/** A recipe whose pins are to come from the plug's own flash (`flash.ts recipe --profile LABEL --name NAME`). */
+function fromPlug(recipe: Recipe): boolean {
+  return recipe.wiring === 'from the plug';
+}
+
 // ─── Step: pins ────────────────────────────────
 
 /**
@@ -1899,9 +2083,11 @@ function writeRecipePins(file: string, pins: Record<string, string>): void {
 
 async function planPins(ctx: Ctx): Promise<string[]> {
   return Object.entries(ctx.recipe.pins).map(([fn, pin]) => {
-    if (pinRole(fn) === 'unseen') return `${fn} on ${pin}: not checked (${UNSEEN[fn]})`;
-    const then = pinRole(fn) === 'button' ? 'INPUT_PULLUP and ask you to press it'
-      : 'OUTPUT_HIGH / OUTPUT_LOW and ask what you saw';
+    const role = roleOf(fn);
+    if (role.check === 'leave') return `${fn} on ${pin}: not checked (${role.why})`;
+    const then = { drive: 'OUTPUT_HIGH / OUTPUT_LOW and ask what you saw', pulse: `OUTPUT_HIGH for ${LATCH_PULSE_MS} ms ` +
+      'and ask whether the relay clicked', press: 'INPUT_PULLUP and ask you to press it',
+    flip: 'INPUT_PULLUP and ask you to flip the wall switch' }[role.check];
     const option = encodeURIComponent(BK7231_PINS[pin]);
     return `POST ${entityUrls(PINSCAN.pin)[0]}/set?option=${option}, then ${then} (${fn})`;
   });
@@ -1909,9 +2095,17 @@ async function planPins(ctx: Ctx): Promise<string[]> {
 
 export interface PinResult { fn: string; pin: string; ok: boolean; saw: string; foundOn?: string }
 
-export function pinRole(fn: string): (typeof PIN_ROLES)[number]['role'] {
-  return PIN_ROLES.find((r) => r.match.test(fn))!.role;
+/** A recipe pin's entry in PIN_ROLES, by its function's name. Pure. */
+export function roleOf(fn: string): (typeof PIN_ROLES)[number] {
+  return PIN_ROLES.find((r) => r.match.test(fn))!;
 }
+
+export function pinRole(fn: string): (typeof PIN_ROLES)[number]['role'] {
+  return roleOf(fn).role;
+}
+
+/** A latching relay's coil pulse: Tuya's own drive times are 60–100 ms. */
+const LATCH_PULSE_MS = 100;
 
 /** The colour a light channel shows, in the words of LIGHT_ANSWERS. */
 function channelColour(fn: string): string {
@@ -1921,7 +2115,8 @@ function channelColour(fn: string): string {
 /** Whether what was seen is what the pin's function should show. Pure. */
 export function pinLooksRight(fn: string, saw: string): boolean {
   switch (pinRole(fn)) {
-    case 'relay': return /relay/.test(saw);
+    case 'relay':
+    case 'latch': return /relay/.test(saw);
     case 'led': return /LED/.test(saw);
     case 'channel': return fn === 'brightness' ? /white/.test(saw) : saw === channelColour(fn);
     default: return saw !== 'nothing';
@@ -1929,9 +2124,11 @@ export function pinLooksRight(fn: string, saw: string): boolean {
 }
 
 /**
- * Drives each recipe pin through Kickstart's pinscan entities and asks what happened. Outputs go
- * HIGH then LOW (as often as you ask to see it again); a button pin is read with INPUT_PULLUP while you
- * press it, and if it never changes the other pins are tried one by one to find where the button is.
+ * Drives each recipe pin through Kickstart's pinscan entities as its role says (PIN_ROLES) and asks what happened.
+ * Outputs go HIGH then LOW (as often as you ask to see it again); a latching relay's pins get one short pulse each;
+ * a button pin is read with INPUT_PULLUP while you press it (if it never changes, the other pins are tried one by
+ * one to find where the button is) and a wall switch input while you flip the switch; serial lines, buses and the
+ * energy chip's pins are left alone.
  */
 export async function checkPins(o: {
   base: string;
@@ -1961,43 +2158,76 @@ export async function checkPins(o: {
     },
     mode: (mode: string) => post(PINSCAN.mode, `set?option=${mode}`),
   };
+  const pulse = async (pin: string) => {
+    await scan.pin(pin);
+    await scan.mode('OUTPUT_HIGH');
+    await sleep(LATCH_PULSE_MS);
+    await scan.mode('INPUT'); // a latching relay's coil must not stay powered
+  };
   const results: PinResult[] = [];
   const note = (r: PinResult) => {
     o.say(`${r.ok ? ok() : c.red('✗')} ${r.fn.padEnd(12)} ${r.pin.padEnd(4)} ${r.saw}`);
     results.push(r);
   };
   for (const [fn, pin] of Object.entries(o.pins)) {
-    const role = pinRole(fn);
-    if (role === 'unseen') o.say(`${c.dim('·')} ${fn.padEnd(12)} ${pin.padEnd(4)} not checked: ${UNSEEN[fn]}`);
-    if (role === 'unseen' || role === 'button') continue;
-    const light = role === 'channel';
+    const role = roleOf(fn);
+    if (role.check === 'leave') o.say(`${c.dim('·')} ${fn.padEnd(12)} ${pin.padEnd(4)} not checked: ${role.why}`);
+    if (role.check !== 'drive' && role.check !== 'pulse') continue;
+    const light = role.role === 'channel';
+    const sets = fn.endsWith('_on');
+    const partner = role.check === 'pulse' ? o.pins[fn.replace(/_(on|off)$/, sets ? '_off' : '_on')] : undefined;
     let saw = 'show it again';
     while (saw === 'show it again') {
-      await scan.pin(pin);
-      await scan.mode('OUTPUT_HIGH');
-      await sleep(700);
-      await scan.mode('OUTPUT_LOW');
-      await sleep(700);
-      await scan.mode('INPUT'); // let go of the pin so the next one is seen on its own
+      if (role.check === 'pulse') {
+        // A latching relay clicks only when it changes: first the other pin puts it the other way.
+        if (partner) {
+          o.say(`  ${sets ? 'resetting' : 'setting'} the relay first (${partner}): a click now is that one`);
+          await pulse(partner);
+          await sleep(500);
+        }
+        o.say(`  pulsing ${fn} (${pin}) now`);
+        await pulse(pin);
+        await sleep(400);
+      } else {
+        await scan.pin(pin);
+        await scan.mode('OUTPUT_HIGH');
+        await sleep(700);
+        await scan.mode('OUTPUT_LOW');
+        await sleep(700);
+        await scan.mode('INPUT'); // let go of the pin so the next one is seen on its own
+      }
+      const what = role.check === 'pulse' ? `was pulsed once (it should ${sets ? 'set' : 'reset'} the relay)`
+        : 'was switched on and off';
       const question = light ? 'Which colour did the light show?' : 'What did you see?';
       saw = await o.ask({ id: `pin_${fn}`, kind: 'select', choices: light ? LIGHT_ANSWERS : PIN_ANSWERS,
-        message: `${fn} on ${pin} was switched on and off. ${question}` });
+        message: `${fn} on ${pin} ${what}. ${question}` });
     }
     note({ fn, pin, ok: pinLooksRight(fn, saw), saw });
   }
-  for (const [fn, pin] of Object.entries(o.pins).filter(([f]) => pinRole(f) === 'button')) {
+  for (const [fn, pin] of Object.entries(o.pins).filter(([f]) => roleOf(f).check === 'flip')) {
+    const n = fn.replace(/^\D+/, '');
+    const which = `the wall switch${n ? ` ${n}` : ''}`;
+    const seen = await inputSeenOn(o, scan, `flip_${fn}`, pin, 'change',
+      `Flip ${which} (the one wired to the device's S${n || ''} input; or touch its two wires together and apart) ` +
+      `now (reading ${pin}), then press Enter`);
+    note({ fn, pin, ok: seen, saw: seen ? 'flip seen' : 'no change seen' });
+  }
+  for (const [fn, pin] of Object.entries(o.pins).filter(([f]) => roleOf(f).check === 'press')) {
     const which = fn === 'button' ? "the plug's button" : fn === 'button_all' ? 'the button for all sockets'
-      : `button ${fn.replace(/^\D+/, '')}`;
-    if (await buttonSeenOn(o, scan, fn, pin, `Press and release ${which} now (reading ${pin}), then press Enter`)) {
+      : `${fn.startsWith('key') ? 'key' : 'button'} ${fn.replace(/^\D+/, '')}`;
+    if (await inputSeenOn(o, scan, `press_${fn}`, pin, 'LOW',
+      `Press and release ${which} now (reading ${pin}), then press Enter`)) {
       note({ fn, pin, ok: true, saw: 'press seen' });
       continue;
     }
     o.say(`${c.red('✗')} ${fn.padEnd(12)} ${pin.padEnd(4)} no press seen; looking for ${which} on the other pins`);
     const used = Object.values(o.pins);
     let foundOn: string | undefined;
-    const others = [...used.filter((p) => p !== pin), ...Object.keys(BK7231_PINS).filter((p) => !used.includes(p))];
+    const others = [...used.filter((p) => p !== pin && roleOf(Object.keys(o.pins).find((f) => o.pins[f] === p)!)
+      .check !== 'leave'), ...Object.keys(BK7231_PINS).filter((p) => !used.includes(p))];
     for (const other of others)
-      if (await buttonSeenOn(o, scan, fn, other, `Press ${which} once more (reading ${other}), then press Enter`)) {
+      if (await inputSeenOn(o, scan, `press_${fn}`, other, 'LOW',
+        `Press ${which} once more (reading ${other}), then press Enter`)) {
         foundOn = other;
         break;
       }
@@ -2008,28 +2238,32 @@ export async function checkPins(o: {
   return results;
 }
 
-/** Watches `-> Pin State` on /events while the user presses: true if the pin went LOW. */
-async function buttonSeenOn(o: { base: string; ask: (q: Question) => Promise<string> },
-  scan: { pin: (p: string) => Promise<void>; mode: (m: string) => Promise<void> }, fn: string, pin: string,
-  message: string): Promise<boolean> {
+/**
+ * Watches `-> Pin State` on /events while the user acts: true if the pin went `want` (LOW: a button pulls its pin
+ * to ground), or with 'change' if it read anything other than at the start (a wall switch may rest either way).
+ */
+async function inputSeenOn(o: { base: string; ask: (q: Question) => Promise<string> },
+  scan: { pin: (p: string) => Promise<void>; mode: (m: string) => Promise<void> }, id: string, pin: string,
+  want: 'LOW' | 'change', message: string): Promise<boolean> {
   await scan.pin(pin);
   await scan.mode('INPUT_PULLUP');
   const stream = await openEvents(o.base);
   try {
-    await sleep(200); // the first events are the current states; presses come after
-    stream.seenLow = false;
-    await o.ask({ id: `press_${fn}`, kind: 'confirm', message, default: true });
+    await sleep(200); // the first events are the current states; what the user does comes after
+    const start = stream.states.at(-1);
+    stream.states.length = 0;
+    await o.ask({ id, kind: 'confirm', message, default: true });
     await sleep(300);
-    return stream.seenLow;
+    return want === 'LOW' ? stream.states.includes('LOW') : stream.states.some((s) => s !== start);
   } finally {
     stream.close();
   }
 }
 
-/** Subscribes to Kickstart's Server-Sent Events and notes when the pin-state sensor reads LOW. */
-async function openEvents(base: string): Promise<{ seenLow: boolean; close: () => void }> {
+/** Subscribes to Kickstart's Server-Sent Events and notes every state the pin-state sensor reports. */
+async function openEvents(base: string): Promise<{ states: string[]; close: () => void }> {
   const ac = new AbortController();
-  const handle = { seenLow: false, close: () => ac.abort() };
+  const handle = { states: [] as string[], close: () => ac.abort() };
   // The pin state sensor's event id: `text_sensor--__pin_state` up to ESPHome 2025, `text_sensor/-> Pin State` later.
   const [domain, name] = PINSCAN.state;
   const stateIds = [`${domain}-${objectId(name)}`, `${domain}/${name}`];
@@ -2053,7 +2287,7 @@ async function openEvents(base: string): Promise<{ seenLow: boolean; close: () =
           try {
             const j = JSON.parse(data) as { id?: string; name_id?: string; state?: string; value?: string };
             const ours = [j.id, j.name_id].some((id) => id && stateIds.includes(id));
-            if (ours && (j.state ?? j.value) === 'LOW') handle.seenLow = true;
+            if (ours && (j.state ?? j.value)) handle.states.push(String(j.state ?? j.value));
           } catch {}
         }
       }
@@ -2612,6 +2846,10 @@ async function esphomeCheck(ctx: Ctx): Promise<Check> {
   const name = 'ESPHome';
   const mode = ctx.opts.esphome;
   const esphome = await findEsphome(ctx);
+  const wrong = esphome?.version ? esphomeProblems(ctx.template, esphome.version) : [];
+  if (esphome && wrong.length)
+    return { name, ok: false, for: ['compile', 'upload'], detail: `${esphome.describe}: ${wrong.join('; ')}`,
+      fix: 'pipx upgrade esphome (or: pip install -U esphome), or --esphome docker for the newest release' };
   if (esphome) return { name, ok: true, detail: esphome.describe, for: ['compile', 'upload'] };
   return { name, ok: false, for: ['compile', 'upload'],
     detail: mode === 'docker' ? `the ${ESPHOME_IMAGE} image is not available (Docker not answering?)`
@@ -2619,15 +2857,42 @@ async function esphomeCheck(ctx: Ctx): Promise<Check> {
     fix: `pipx install esphome (or: pip install esphome), or start Docker: flash.ts then runs ${ESPHOME_IMAGE}` };
 }
 
-type Esphome = { kind: 'local' | 'docker'; describe: string };
+/** How ESPHome runs here; `version` when the CLI said it (the Docker image is the newest release). */
+type Esphome = { kind: 'local' | 'docker'; describe: string; version?: string };
+
+/**
+ * What a template uses that some ESPHome releases do not have or get wrong (from ESPHome's changelogs): each with
+ * the releases it needs.
+ */
+export const ESPHOME_NEEDS: { uses: string; in: (config: Yaml) => boolean; works: (v: number[]) => boolean;
+  needs: string }[] = [
+  { uses: 'a latching relay (the hbridge switch)', needs: 'ESPHome 2024.12.0 or later',
+    in: (c) => asList(c.switch).some((s) => s.platform === 'hbridge'), works: (v) => compareVersions(v, [2024, 12]) >= 0 },
+  { uses: 'a TuyaMCU select', needs: 'any release but 2025.5.0 (it sends every tuya select to datapoint 1)',
+    in: (c) => asList(c.select).some((s) => s.platform === 'tuya'), works: (v) => compareVersions(v, [2025, 5, 0]) !== 0 },
+];
+
+/** What the ESPHome `version` gets wrong for this template ("… needs …"), in words. Pure. */
+export function esphomeProblems(template: string, version: string): string[] {
+  const config = (lib.yaml.parse(template, { customTags: [SECRET_TAG] }) ?? {}) as Yaml;
+  const v = version.split('.').map((n) => Number.parseInt(n, 10) || 0);
+  return ESPHOME_NEEDS.filter((n) => n.in(config) && !n.works(v))
+    .map((n) => `${version} cannot do ${n.uses}: it needs ${n.needs}`);
+}
+
+function asList(v: unknown): Yaml[] {
+  return Array.isArray(v) ? v as Yaml[] : v && typeof v === 'object' ? [v as Yaml] : [];
+}
 
 /** How to run ESPHome here: the local CLI, or the Docker image (kept once found; not found is asked again). */
 async function findEsphome(ctx: Ctx): Promise<Esphome | undefined> {
   const mode = ctx.opts.esphome;
   if (!ctx.esphome && mode !== 'docker') {
     const r = await sh(['esphome', 'version']);
+    const version = /(\d+\.\d+\.\d+\S*)/.exec(r.stdout)?.[1];
     if (!r.notFound && r.code === 0)
-      ctx.esphome = { kind: 'local', describe: `esphome CLI, ${r.stdout.trim().replace(/^Version:\s*/, 'version ')}` };
+      ctx.esphome = { kind: 'local', describe: `esphome CLI, ${r.stdout.trim().replace(/^Version:\s*/, 'version ')}`,
+        version };
   }
   if (!ctx.esphome && mode !== 'local' && (await dockerServer()).version)
     ctx.esphome = { kind: 'docker', describe: `Docker image ${ESPHOME_IMAGE} (pulled on first use)` };
@@ -2667,44 +2932,52 @@ function profileLabel(p: { name: string; sub_name?: string }): string {
   return `${p.name} / ${p.sub_name ?? ''}`;
 }
 
-// ─── recipe: a recipe from cloudcutter's device list ───
-// `flash.ts recipe DEVICE` finds the device in cloudcutter's list, turns the Tuya pin configuration its device
-// file carries (`device_configuration`, Tuya's user_param_key) into a recipe and an ESPHome template, checks them
-// as any recipe is checked, and writes them. generateRecipe() is pure; the command around it does the rest.
+// ─── recipe: a recipe from Tuya's own configuration ───
+// A Tuya device carries its wiring as data: the pin configuration Tuya's firmware keeps (user_param_key, which
+// cloudcutter's device list calls device_configuration) and, on a device with a second MCU, the datapoints that MCU
+// speaks. mapTuya() turns that into a recipe and an ESPHome template one kind of hardware at a time (HARDWARE, below);
+// it is pure and knows nothing of where the configuration came from. `flash.ts recipe` finds the configuration (a
+// device in cloudcutter's list, a file on disk), checks what comes out as any recipe is checked, and writes it.
 
 /** An entry of cloudcutter's devices.json. */
 interface DeviceEntry { slug: string; manufacturer: string; name: string }
 
-async function runRecipeCommand(words: string[], o: { dir: string; yes: boolean }): Promise<number> {
+/** Where `flash.ts recipe` found a device's Tuya configuration, and the stock firmware it can run. */
+interface RecipeSource {
+  config: TuyaConfig;
+  origin: RecipeOrigin;
+  /** The cloudcutter profiles it is known with (a device in cloudcutter's list), first the usual one. */
+  profiles: ProfileEntry[];
+  /** Where a problem in it is reported. */
+  file: string;
+}
+
+async function runRecipeCommand(words: string[], o: { dir: string; yes: boolean; profile?: string; name?: string }):
+  Promise<number> {
   const opts = { yes: o.yes };
-  const wanted = words.flatMap((w) => w.split(/\s+/)).filter(Boolean);
-  if (!wanted.length) throw new InputError([{ file: 'command line', field: 'DEVICE', message: 'no device given',
-    hint: 'npx tsx flash.ts recipe "ledvance plug" (a maker and a name, or a device slug from cloudcutter\'s list)' }]);
-  const list = (await cloudcutterApiGet('devices.json')) as DeviceEntry[];
-  const entry = await pickDevice(list, wanted, opts);
-  const device = (await cloudcutterApiGet(`devices/${entry.slug}.json`)) as DeviceFile;
-  const profiles = device.profiles ?? [];
-  const label = (p: { name: string; sub_name?: string }) => profileLabel(p);
-  let profileSlug = profiles[0]?.slug;
-  if (profiles.length > 1 && !opts.yes && canAsk()) {
-    const choice = await ask({ id: 'recipe_profile', kind: 'select', message: `${device.manufacturer} ${device.name} ` +
-      'comes with several stock firmware versions. Which does yours run? (the app shows it under Device Update)',
-    choices: profiles.map(label) }, opts);
-    profileSlug = profiles.find((p) => label(p) === choice)!.slug;
+  if (!words.length && o.profile) return writeFromPlugRecipe(o);
+  const source = await recipeSource(words, { ...opts, name: o.name });
+  const profile = await recipeProfile(source, o.profile, opts);
+  if (!profile) {
+    const chip = source.config.chip?.toLowerCase() ??
+      BOARDS[String(source.config.keys.module ?? '').toLowerCase()]?.mcu ?? 'bk7231n';
+    throw new InputError([{ file: 'command line', field: '--profile', message: `${source.origin.source} does not say ` +
+      'which stock firmware the device runs, and cloudcutter needs it to take the device over',
+    hint: `add --profile LABEL: the firmware version the app shows under Device Update, as \`${flashCommand()} ` +
+      `profiles ${chip}\` lists them (e.g. "1.1.8 - BK7231N / oem_bk7231n_plug")` }]);
   }
-  const profile = profileSlug ? (await cloudcutterApiGet(`profiles/${profileSlug}.json`)) as ProfileFile : undefined;
+  const config = { ...source.config, chip: source.config.chip ?? profile?.chip };
+  const origin = { ...source.origin, profile: profile?.label,
+    otherProfiles: source.profiles.map(profileLabel).filter((l) => l !== profile?.label) };
   const dir = path.resolve(o.dir);
   const schema = path.relative(dir, path.join(HOME_DIR, 'recipes', 'recipe.schema.json')).split(path.sep).join('/');
-  const made = profile ? generateRecipe(device, profile, schema)
-    : { ok: false as const, slug: device.slug, key: 'profiles',
-      reason: 'cloudcutter lists no stock firmware profile for it' };
+  const made = recipeFor(config, origin, schema);
   if (!made.ok)
-    throw new InputError([{ file: `cloudcutter's ${device.slug}.json`, field: made.key,
-      message: `no recipe: ${made.reason}`,
+    throw new InputError([{ file: source.file, field: made.key, message: `no recipe: ${made.reason}`,
       hint: 'nothing was written; a recipe can still be written by hand (README: "Adding a plug")' }]);
 
-  const recipeFile = path.join(dir, `${device.slug}.yaml`);
-  const templateFile = path.join(dir, `${device.slug}.esphome.yaml`);
+  const recipeFile = path.join(dir, `${config.slug}.yaml`);
+  const templateFile = path.join(dir, `${config.slug}.esphome.yaml`);
   const existing = [recipeFile, templateFile].filter((f) => fs.existsSync(f));
   if (existing.length && (opts.yes || !canAsk()))
     throw new InputError([{ file: shown(existing[0]), message: 'already exists, and --yes never overwrites a recipe',
@@ -2726,16 +2999,173 @@ async function runRecipeCommand(words: string[], o: { dir: string; yes: boolean 
   } finally {
     for (const f of [recipeFile, templateFile]) fs.rmSync(aside(f), { force: true });
   }
-  print(`${ok()} ${device.manufacturer} ${device.name} (${MCUS[recipe.mcu].chip}, ${recipe.substitutions.board}, ` +
-    `firmware ${profile!.name})`);
+  const m = made.mapping;
+  print(`${ok()} ${config.title} (${MCUS[recipe.mcu].chip}, ${recipe.substitutions.board}` +
+    `${profile ? `, firmware ${profile.label.split(' / ')[0]}` : ''}): ${m.kinds.join(', ')}`);
   print(`    recipe    ${recipeFile}`);
   print(`    template  ${templateFile}`);
-  print(`    pins      ${Object.entries(recipe.pins).map(([fn, p]) => `${fn} ${p}`).join(', ')}`);
+  print(`    pins      ${Object.entries(recipe.pins).map(([fn, p]) => `${fn} ${p}`).join(', ') || 'none'}`);
+  const notes = m.remarks.filter((r) => !r.startsWith('  ')).length;
+  if (notes) print(c.dim(`    ${notes} note${notes > 1 ? 's' : ''} on the mapping (what the configuration claimed ` +
+    'and what was made of it) at the end of the recipe'));
   if (made.unmapped.length)
     print(c.dim(`    ${made.unmapped.length} Tuya keys not mapped are listed at the end of the recipe`));
-  print(`\nThe pins come from Tuya's data: check them on the device before the final firmware goes on:`);
-  print(`    ${flashCommand()} ${shq(shown(recipeFile))} --check-pins`);
+  if (m.pins.some((p) => roleOf(p.fn).check !== 'leave')) {
+    print(`\nThe pins come from Tuya's data: check them on the device before the final firmware goes on:`);
+    print(`    ${flashCommand()} ${shq(shown(recipeFile))} --check-pins`);
+  } else {
+    print(`\nNothing to check pin by pin: once ESPHome runs, verify shows what the device answers. Flash it with:`);
+    print(`    ${flashCommand()} ${shq(shown(recipeFile))}`);
+  }
   return EXIT.ok;
+}
+
+/**
+ * `flash.ts recipe --profile LABEL --name NAME`: a recipe for a plug nobody listed, whose pins come from the plug's
+ * own flash. Its run takes the plug over, reads Tuya's storage once Kickstart runs, writes the pins and the template
+ * into the recipe, and goes on.
+ */
+async function writeFromPlugRecipe(o: { dir: string; yes: boolean; profile?: string; name?: string }):
+  Promise<number> {
+  if (!o.name)
+    throw new InputError([{ file: 'command line', field: '--name', message: 'a recipe for the plug needs a name',
+      hint: `e.g. ${flashCommand()} recipe --profile "${o.profile}" --name "Kitchen plug"` }]);
+  const profile = await recipeProfile({ config: { title: o.name, slug: '', keys: {} }, file: 'command line',
+    profiles: [], origin: { source: 'the plug' } }, o.profile, o);
+  const mcu = profile?.chip.toLowerCase() as Mcu;
+  if (!profile || !(mcu in MCUS))
+    throw new InputError([{ file: 'command line', field: '--profile', message: `"${o.profile}" is not firmware for ` +
+      'a Beken BK7231T/N', hint: `\`${flashCommand()} profiles bk7231n\` (or bk7231t) lists the ones that are` }]);
+  const slug = deviceName(o.name) || 'tuya-plug';
+  const dir = path.resolve(o.dir);
+  const file = path.join(dir, `${slug}.yaml`);
+  if (fs.existsSync(file))
+    throw new InputError([{ file: shown(file), message: 'already exists; a recipe is never overwritten here',
+      hint: 'pick another --name, or write elsewhere with --recipes DIR' }]);
+  const schema = path.relative(dir, path.join(HOME_DIR, 'recipes', 'recipe.schema.json')).split(path.sep).join('/');
+  const scalar = (v: unknown) => lib.yaml.stringify(v, { lineWidth: 0 }).trimEnd();
+  const text = [
+    `# yaml-language-server: $schema=${schema}`,
+    "# Written by `flash.ts recipe --profile`: the pins come from the plug's own flash (Tuya's storage), read once",
+    '# Kickstart runs on it; the run writes them, and the ESPHome template, into this file.',
+    `model: ${scalar(o.name)}`,
+    `mcu: ${mcu}`,
+    'kickstart: auto',
+    'cloudcutter:',
+    `  profile: ${scalar(profile.label)}`,
+    'ap_mode: >-',
+    ...wrap(AP_MODE.button, 100).map((l) => `  ${l}`),
+    `esphome: ${slug}.plug.esphome.yaml`,
+    'wiring: from the plug',
+    'pins: {}',
+    'substitutions:',
+    `  device_name: ${slug}`,
+    `  friendly_name: ${scalar(o.name)}`,
+    '  default_state: RESTORE_DEFAULT_OFF',
+  ].join('\n') + '\n';
+  fs.mkdirSync(dir, { recursive: true });
+  writeFileAtomic(file, text);
+  loadRecipe(file);
+  print(`${ok()} ${o.name} (${MCUS[mcu].chip}, firmware ${profile.label.split(' / ')[0]}): its pins come from the plug`);
+  print(`    recipe    ${file}`);
+  print(`\nFlash it: the run reads the plug's wiring once Kickstart runs on it, writes it into the recipe and goes on`);
+  print(`(the firmware is compiled after that, not while cloudcutter runs):`);
+  print(`    ${flashCommand()} ${shq(shown(file))} --check-pins`);
+  return EXIT.ok;
+}
+
+/**
+ * The Tuya configuration `flash.ts recipe` was given: a file on disk (a cloudcutter device file), or words naming a
+ * device in cloudcutter's list.
+ */
+async function recipeSource(words: string[], opts: { yes: boolean; name?: string }): Promise<RecipeSource> {
+  const wanted = words.flatMap((w) => w.split(/\s+/)).filter(Boolean);
+  if (words.length === 1 && fs.existsSync(words[0]) && fs.statSync(words[0]).isFile())
+    return recipeFromFile(words[0], opts.name);
+  if (!wanted.length) throw new InputError([{ file: 'command line', field: 'DEVICE', message: 'no device given',
+    hint: 'npx tsx flash.ts recipe "ledvance plug" (a maker and a name, or a device slug from cloudcutter\'s list; ' +
+      'or a device file)' }]);
+  const list = (await cloudcutterApiGet('devices.json')) as DeviceEntry[];
+  const entry = await pickDevice(list, wanted, opts);
+  const device = (await cloudcutterApiGet(`devices/${entry.slug}.json`)) as DeviceFile;
+  return fromDeviceFile(device, `cloudcutter's ${device.slug}.json`);
+}
+
+/**
+ * A file on disk with a device's Tuya configuration, in any of the shapes the tools around Tuya devices write: a
+ * cloudcutter device file, a flash dump (Tuya's storage is read from it), the storage JSON bk7231tools prints
+ * (`{"user_param_key": {...}, "gw_bi": ...}`), or Tuya's user_param_key itself (its loose JSON, or plain JSON).
+ */
+function recipeFromFile(file: string, name?: string): RecipeSource {
+  const bytes = fs.readFileSync(file);
+  const what = name ?? path.basename(file).replace(/\.[^.]+$/, '').replace(/[_-]?(storage|user_param_key|dump)$/i, '');
+  const slug = deviceName(what) || 'tuya-device';
+  const binary = bytes.subarray(0, 4096).some((b) => b === 0 || b > 0xf4);
+  const data = binary ? undefined : parseTuyaJson(bytes.toString('utf8').trim());
+  const object = data && typeof data === 'object' && !Array.isArray(data) ? data as Record<string, unknown> : undefined;
+  const from = (source: string, config: TuyaConfig): RecipeSource =>
+    ({ config, file: shown(file), profiles: [], origin: { source } });
+  if (object && ('device_configuration' in object || 'schemas' in object)) {
+    const device = object as unknown as DeviceFile;
+    return fromDeviceFile({ ...device, slug: device.slug ?? slug }, shown(file));
+  }
+  if (object && ['user_param_key', 'gw_bi', 'baud_cfg', 'uart_adapt_params'].some((k) => k in object))
+    return from(`the storage JSON ${path.basename(file)}`, tuyaFromStorage(object, what, slug));
+  if (object && ['Jsonver', 'jv', 'crc', 'sw', 'module'].some((k) => k in object))
+    return from(`Tuya's user_param_key in ${path.basename(file)}`,
+      tuyaFromStorage({ user_param_key: object }, what, slug));
+  if (binary) {
+    // A whole flash, or any piece of one that starts on a 4 KiB boundary.
+    const storage = readTuyaStorage(bytes);
+    if (!storage.found) throw new InputError([{ file: shown(file), message: `a flash dump without Tuya's storage: ` +
+      storage.why, hint: 'give a dump of the whole 2 MiB flash (bk7231tools read_flash, or --backup-flash), or the ' +
+      'device\'s storage JSON' }]);
+    for (const p of storage.problems) print(`    ${warn()} ${p}`);
+    return from(`the flash dump ${path.basename(file)} (Tuya's storage at 0x${storage.offset.toString(16)})`,
+      tuyaFromStorage(storage.values, what, slug));
+  }
+  throw new InputError([{ file: shown(file), message: 'not a device file, flash dump, storage JSON or user_param_key',
+    hint: 'give a cloudcutter device file, a flash dump (.bin), the storage JSON bk7231tools prints, or Tuya\'s ' +
+      'user_param_key text; or a device\'s name in cloudcutter\'s list' }]);
+}
+
+/** A cloudcutter device file (from its list, or on disk), as a recipe source. */
+function fromDeviceFile(device: DeviceFile, file: string): RecipeSource {
+  // A device file from cloudcutter's repository names its profiles by slug; its API files carry their labels.
+  const profiles = (device.profiles ?? []).map((p) => typeof p === 'string'
+    ? { slug: p, name: p } as ProfileEntry : p);
+  return { config: tuyaFromCloudcutter(device, profiles[0]?.slug ?? ''), file, profiles,
+    origin: { source: `cloudcutter's device file ${device.slug}`, device: device.slug } };
+}
+
+/**
+ * The stock firmware the recipe's cloudcutter run targets: --profile, else the device's only one, else the user's
+ * choice (the app shows the firmware version); its chip from cloudcutter's profile file (or, offline, its label).
+ */
+async function recipeProfile(source: RecipeSource, wanted: string | undefined, opts: { yes: boolean }):
+  Promise<{ label: string; chip: string } | undefined> {
+  let entry = source.profiles[0];
+  if (wanted) {
+    const list = (await cloudcutterApiGet('profiles.json')) as ProfileEntry[];
+    const found = findProfile(list, wanted);
+    if (!found) throw new InputError([{ file: 'command line', field: '--profile',
+      message: `"${wanted}" is not a profile in cloudcutter's list`,
+      hint: `\`${flashCommand()} profiles\` lists them (a label like "1.1.8 - BK7231N / oem_bk7231n_plug", or a slug)` }]);
+    entry = found;
+  } else if (source.profiles.length > 1 && !opts.yes && canAsk()) {
+    const label = await ask({ id: 'recipe_profile', kind: 'select', message: `${source.config.title} comes with ` +
+      'several stock firmware versions. Which does yours run? (the app shows it under Device Update)',
+    choices: source.profiles.map(profileLabel) }, opts);
+    entry = source.profiles.find((p) => profileLabel(p) === label)!;
+  }
+  if (!entry) return undefined;
+  const profile = await cloudcutterApiGet(`profiles/${entry.slug}.json`, { optional: true, quiet: true }) as
+    ProfileFile | undefined;
+  // Offline, the chip is in the label ("1.1.8 - BK7231N") or the slug (bk7231s is Tuya's name for the T).
+  const chip = profile?.firmware?.chip ?? /bk7231[tns]/i.exec(`${entry.name} ${entry.slug}`)?.[0].toUpperCase()
+    .replace('BK7231S', 'BK7231T') ?? '';
+  const label = profile ? profileLabel(profile) : entry.sub_name ? profileLabel(entry) : entry.slug;
+  return { label, chip };
 }
 
 /** The device the words name: a slug, or the one entry whose maker, name and slug hold every word. */
@@ -2784,6 +3214,10 @@ export interface DeviceFile {
   name: string;
   profiles: { slug: string; name: string; sub_name?: string }[];
   device_configuration?: Record<string, unknown>;
+  /** TuyaMCU devices: the baud rate their MCU talks at. */
+  tuyamcu_baud?: string | number;
+  /** The datapoints the device speaks, under its Tuya schema id. */
+  schemas?: Record<string, SchemaEntry[]>;
 }
 
 /** A cloudcutter profile file (api/profiles/<slug>.json): its label and the chip its firmware is for. */
@@ -2794,49 +3228,108 @@ export interface ProfileFile {
   firmware: { chip: string };
 }
 
-export type Generated =
-  | { ok: true; slug: string; recipe: string; template: string; unmapped: string[] }
-  | { ok: false; slug: string; reason: string; key?: string };
+/** Tuya's configuration of one device, whatever it was read from. */
+export interface TuyaConfig {
+  /** The device as people call it ("MOES MS-105 Dimmer Switch"): the recipe's model and friendly name. */
+  title: string;
+  /** A file-name-safe name: the recipe's files, and (shortened) the device name. */
+  slug: string;
+  /** The chip, when something says (a cloudcutter profile's firmware.chip); else the module's name tells. */
+  chip?: string;
+  /** Tuya's pin configuration: user_param_key (device_configuration in cloudcutter's device files). */
+  keys: Record<string, unknown>;
+  /** A TuyaMCU device: the baud rate its MCU talks at (when known) and the datapoints it speaks. */
+  mcu?: { baud?: number; datapoints: Datapoint[] };
+}
+
+/** One datapoint of a TuyaMCU device (cloudcutter's `schemas`; Tuya's schema model has the same fields). */
+export interface Datapoint {
+  id: number;
+  type: 'bool' | 'value' | 'enum' | 'string' | 'raw' | 'bitmap';
+  /** rw: the device reports it and takes commands; ro: reports only; wr: takes commands only. */
+  mode: 'rw' | 'ro' | 'wr';
+  min?: number;
+  max?: number;
+  /** The value is an integer of 10^-scale units (a temperature of 215 with scale 1 is 21.5). */
+  scale?: number;
+  step?: number;
+  /** An enum's options, in the order of their numbers. */
+  range?: string[];
+  unit?: string;
+}
+
+/** What mapTuya() makes of a device: everything its recipe and template say. */
+export interface Mapping {
+  mcu: Mcu;
+  board: string;
+  /** Why the board is the chip's generic one (no module, an unknown module...). */
+  boardNote?: string;
+  pins: RecipePin[];
+  subs: [name: string, value: string | number][];
+  /** The template's sections after the common part (ESPHome components, in order). */
+  sections: Yaml;
+  /** Lines for the template's header comment. */
+  notes: string[];
+  /** Lines for the recipe's comments: what the configuration claimed that the wiring does not bear out, choices. */
+  remarks: string[];
+  /** The kinds of hardware found, in HARDWARE's words (for the recipe command's summary). */
+  kinds: string[];
+  /** Keys not used, as comment lines (wiring first). */
+  unmapped: string[];
+  unmappedKeys: string[];
+  /** How the user puts it into AP mode, in cloudcutter's words for its kind of device. */
+  apMode: string;
+}
+
+export interface RecipePin { fn: string; pin: string; note?: string }
+
+type Yaml = Record<string, unknown>;
+
+/** Why a device is refused; thrown while mapping and returned as `{ ok: false }`. */
+class Refusal extends Error {
+  constructor(message: string, readonly key?: string) { super(message); }
+}
 
 /** Tuya's `dmod` (LibreTiny "Tuya Pinout Config"): 0 PWM; 2–7 an LED driver chip ESPHome has an output for. */
-const LIGHT_DRIVERS: Record<number, { platform: string; chip: string }> = {
-  2: { platform: 'sm2135', chip: 'SM2135E' },
-  3: { platform: 'sm2135', chip: 'SM2135EH' },
-  4: { platform: 'sm2135', chip: 'SM2135EJ' },
-  5: { platform: 'bp1658cj', chip: 'BP1658CJ' },
-  6: { platform: 'bp5758d', chip: 'BP5758D' },
-  7: { platform: 'sm2235', chip: 'SM2235/SM2335' },
+const LIGHT_DRIVERS: Record<number, { platform: string; chip: string; currents: string[] }> = {
+  2: { platform: 'sm2135', chip: 'SM2135E', currents: ['ehccur', 'ehwcur', 'iicccur', 'iicwcur', 'campere', 'wampere'] },
+  3: { platform: 'sm2135', chip: 'SM2135EH', currents: ['ehccur', 'ehwcur', 'iicccur', 'iicwcur', 'campere', 'wampere'] },
+  4: { platform: 'sm2135', chip: 'SM2135EJ', currents: ['ehccur', 'ehwcur', 'iicccur', 'iicwcur', 'campere', 'wampere'] },
+  5: { platform: 'bp1658cj', chip: 'BP1658CJ', currents: ['cjccur', 'cjwcur'] },
+  6: { platform: 'bp5758d', chip: 'BP5758D', currents: ['drgbcur', 'dccur', 'dwcur'] },
+  7: { platform: 'sm2235', chip: 'SM2235/SM2335', currents: ['2235ccur', '2235wcur'] },
 };
 
-/** Energy chips on the UART (`chip_type`): 3 is what real files carry for BL0942, LibreTiny's table says 4. */
-const UART_ENERGY_CHIPS: Record<number, string> = { 2: 'HLW8032', 3: 'BL0942', 4: 'BL0942' };
+/** Energy chips by `chip_type`: 3 is what real files carry for the BL0942 (LibreTiny's table says 4). */
+const ENERGY_CHIPS: Record<number, 'BL0937' | 'HLW8012' | 'HLW8032' | 'BL0942'> =
+  { 0: 'BL0937', 1: 'HLW8012', 2: 'HLW8032', 3: 'BL0942', 4: 'BL0942' };
 
-/** Light channels: the Tuya letter (`r_pin`, `iicr`) and the recipe's pin function. */
+/** Light channels: the Tuya letter (`r_pin`, `iicr`) and the recipe's pin function (and the colour it lights). */
 type Channel = keyof typeof CHANNELS;
 
 /**
- * cmod (with cwtype 1 the c pin is brightness and the w pin colour temperature) → ESPHome light platform and
- * the key each channel feeds. The same table as upk2esphome's bulb part.
+ * The ESPHome light platform for the channels a light has wired (with cwtype 1 the c and w pins are brightness and
+ * colour temperature), and the key each channel feeds. Keyed by the channels, not by Tuya's `cmod`: a configuration
+ * whose cmod names more channels than are wired gets the light its wiring makes.
  */
-function lightPlatform(cmod: string, cct: boolean):
-  { platform: string; keys: Partial<Record<Channel, string>> } | undefined {
-  const rgb = { r: 'red', g: 'green', b: 'blue' } as const;
-  switch (cmod) {
-    case 'rgbcw': return cct
-      ? { platform: 'rgbct', keys: { ...rgb, c: 'white_brightness', w: 'color_temperature' } }
-      : { platform: 'rgbww', keys: { ...rgb, c: 'cold_white', w: 'warm_white' } };
-    case 'rgbc': return { platform: 'rgbw', keys: { ...rgb, c: 'white' } };
-    case 'rgb': return { platform: 'rgb', keys: rgb };
-    case 'cw': return cct
-      ? { platform: 'color_temperature', keys: { c: 'brightness', w: 'color_temperature' } }
-      : { platform: 'cwww', keys: { c: 'cold_white', w: 'warm_white' } };
-    case 'c': return { platform: 'monochromatic', keys: { c: 'output' } };
-    case 'w': return { platform: 'monochromatic', keys: { w: 'output' } };
-  }
-  return undefined;
-}
+const LIGHT_PLATFORMS: Record<string, { platform: string; keys: Partial<Record<Channel, string>> }> = {
+  rgbcw: { platform: 'rgbww', keys: { r: 'red', g: 'green', b: 'blue', c: 'cold_white', w: 'warm_white' } },
+  'rgbcw/ct': { platform: 'rgbct', keys: { r: 'red', g: 'green', b: 'blue', c: 'white_brightness',
+    w: 'color_temperature' } },
+  rgbc: { platform: 'rgbw', keys: { r: 'red', g: 'green', b: 'blue', c: 'white' } },
+  rgbw: { platform: 'rgbw', keys: { r: 'red', g: 'green', b: 'blue', w: 'white' } },
+  rgb: { platform: 'rgb', keys: { r: 'red', g: 'green', b: 'blue' } },
+  cw: { platform: 'cwww', keys: { c: 'cold_white', w: 'warm_white' } },
+  'cw/ct': { platform: 'color_temperature', keys: { c: 'brightness', w: 'color_temperature' } },
+  c: { platform: 'monochromatic', keys: { c: 'output' } },
+  w: { platform: 'monochromatic', keys: { w: 'output' } },
+  'c/ct': { platform: 'monochromatic', keys: { c: 'output' } },
+};
 
-/** Housekeeping keys (checksums, versions, cloud data points): not wiring, not worth listing as unmapped. */
+/** A TuyaMCU device's own keys in its configuration: the MCU's baud rate and the version of that setting. */
+const TUYAMCU_KEYS = /^(wifi_bdrate|wifi_cofig_ver)$/;
+
+/** Housekeeping keys (checksums, versions, cloud data points, Tuya's own behaviour): not wiring, not listed. */
 const HOUSEKEEPING = /^(crc|jv|Jsonver|category|ch_num|ch_dpid\d+|ch_cddpid\d+|ch_flag\d+|ch\d+_stat|title20)$/;
 
 /** cloudcutter's own AP-mode instructions (INSTRUCTIONS.md, "Running the toolchain", steps 4, 6 and 8). */
@@ -2851,261 +3344,593 @@ const AP_MODE = {
     '(if it does not come back, power cycle it 6 times).',
 };
 
-/** Why a device is refused; thrown inside build() and returned as `{ ok: false }`. */
-class Refusal extends Error {
-  constructor(message: string, readonly key?: string) { super(message); }
-}
+/**
+ * Tuya's pin configuration as mapTuya() reads it: every key read is noted, so the ones nobody read can be listed in
+ * the recipe as not mapped.
+ */
+class TuyaKeys {
+  readonly used = new Set<string>();
+  constructor(readonly cfg: Record<string, unknown>) {}
 
-/** A recipe and ESPHome template for a cloudcutter device, or why there is none. */
-export function generateRecipe(device: DeviceFile, profile: ProfileFile, schema = 'recipe.schema.json'): Generated {
-  try {
-    return { ok: true, slug: device.slug, ...build(device, profile, schema) };
-  } catch (e) {
-    if (e instanceof Refusal) return { ok: false, slug: device.slug, reason: e.message, key: e.key };
-    throw e;
+  has(key: string): boolean {
+    return this.cfg[key] !== undefined && this.cfg[key] !== '' && this.cfg[key] !== null;
   }
-}
 
-type Yaml = Record<string, unknown>;
-
-function build(device: DeviceFile, profile: ProfileFile, schema: string):
-  { recipe: string; template: string; unmapped: string[] } {
-  const chip = String(profile.firmware?.chip ?? '').toUpperCase();
-  if (chip !== 'BK7231T' && chip !== 'BK7231N')
-    throw new Refusal(`its chip is ${chip || 'unknown'}, not a Beken BK7231T/N: cloudcutter ships ESPHome Kickstart ` +
-      'only for BK7231T/N (for Realtek chips it ships OpenBeken builds)', 'firmware.chip');
-  const mcu = chip.toLowerCase() as Mcu;
-  const cfg = device.device_configuration ?? {};
-  if (!Object.keys(cfg).length)
-    throw new Refusal('cloudcutter has no pin configuration (device_configuration) for it: write a recipe by hand ' +
-      'from the device page and find the pins with --check-pins');
-
-  // Every key read is accounted for; the others are listed in the recipe as not mapped.
-  const used = new Set<string>();
-  const has = (key: string) => cfg[key] !== undefined && cfg[key] !== '';
-  const num = (key: string): number | undefined => {
-    if (!has(key)) return undefined;
-    used.add(key);
-    const n = Number(cfg[key]);
-    if (!Number.isInteger(n)) throw new Refusal(`${key} is ${JSON.stringify(cfg[key])}, not a number`, key);
+  /** An integer key's value (marked read); a value that is no integer is refused naming the key. */
+  num(key: string): number | undefined {
+    if (!this.has(key)) return undefined;
+    this.used.add(key);
+    const n = Number(this.cfg[key]);
+    if (!Number.isInteger(n)) throw new Refusal(`${key} is ${JSON.stringify(this.cfg[key])}, not a number`, key);
     return n;
-  };
-  const activeLow = (lvKey: string) => num(lvKey) === 0; // `_lv` 0: active low; missing: active high
+  }
 
-  // The module's LibreTiny board when its chip agrees with the profile's, else the chip's generic board.
-  const moduleName = typeof cfg.module === 'string' ? (used.add('module'), cfg.module) : undefined;
-  const boardId = moduleName?.toLowerCase().replace(/_/g, '-').replace(/-ipex$/, ''); // CBU-IPEX: a CBU, antenna socket
-  const known = boardId ? BOARDS[boardId] : undefined;
-  const onModule = known?.mcu === mcu;
-  const board = onModule ? boardId! : `generic-${mcu}-qfn32-tuya`;
-  const gpios = onModule ? known!.gpios : QFN32;
-  const boardNote = !moduleName ? 'no module in the pin configuration: the generic board'
-    : !known ? `module ${moduleName} has no LibreTiny board: the generic board`
-    : !onModule ? `module ${moduleName} is a ${known.mcu.toUpperCase()} one, the profile a ${chip}: the generic board`
-    : undefined;
+  str(key: string): string | undefined {
+    if (!this.has(key)) return undefined;
+    this.used.add(key);
+    return String(this.cfg[key]);
+  }
 
-  // Pins: function → Pn, each on the board and used once; the template gets `${<fn>_pin}`.
-  const pins: [fn: string, pin: string, note?: string][] = [];
-  const pinKeys = new Map<number, string>();
-  const pin = (fn: string, key: string, note?: string, pwm = false): string => {
-    const n = num(key)!;
-    if (!gpios.includes(n))
-      throw new Refusal(`${key} is P${n}, which ${onModule ? `the ${moduleName} module` : `a ${chip}`} does not have ` +
-        `(it has ${gpios.map((g) => `P${g}`).join(' ')})`, key);
-    if (pinKeys.has(n)) throw new Refusal(`P${n} is used twice: by ${pinKeys.get(n)} and by ${key}`, key);
-    if (pwm && !PWM_PINS.includes(n))
-      throw new Refusal(`${key} is P${n}, which has no PWM (the PWM pins are P6 P7 P8 P9 P24 P26)`, key);
-    pinKeys.set(n, key);
-    pins.push([fn, `P${n}`, note]);
+  /** `_lv` 0: active low; 1 or missing: active high. */
+  activeLow(lvKey: string): boolean {
+    return this.num(lvKey) === 0;
+  }
+
+  /** The N of every key `re` (with one group for N) matches that has a value, in order. */
+  numbered(re: RegExp): number[] {
+    return Object.keys(this.cfg).flatMap((k) => (this.has(k) ? re.exec(k)?.[1] ?? [] : []))
+      .map(Number).sort((a, b) => a - b);
+  }
+
+  /** Marks keys as read (their meaning is taken into account without a value of their own being needed). */
+  note(...keys: string[]): void {
+    for (const k of keys) if (this.has(k)) this.used.add(k);
+  }
+}
+
+/**
+ * What the hardware kinds build together: pins (each on the board and used once), the template's components,
+ * substitutions and notes. Kinds read what earlier kinds made (a button toggles the relays, the Wi-Fi LED follows
+ * them) through `relays` and `light`.
+ */
+class Collector {
+  readonly pins: RecipePin[] = [];
+  readonly subs: [string, string | number][] = [];
+  readonly sections: Record<string, unknown> = {};
+  readonly notes: string[] = [];
+  readonly remarks: string[] = [];
+  /** The relays mapped so far: their number, ESPHome id, and whether they have an LED of their own. */
+  readonly relays: { n: number; id: string; led: boolean }[] = [];
+  /** The light's id, once a light is mapped. */
+  light?: string;
+  /** Relays whose LED is the Wi-Fi LED: that part makes the LED show them. */
+  readonly sharedLed = new Set<number>();
+  private readonly taken = new Map<number, string>();
+
+  constructor(readonly t: TuyaKeys, readonly board: { name: string; gpios: number[]; what: string }) {}
+
+  /**
+   * The pin of Tuya key `key` as the recipe's pin `fn` (the template gets `${fn_pin}`): on the board, used once, and
+   * with PWM when a PWM output needs it.
+   */
+  pin(fn: string, key: string, o: { note?: string; pwm?: boolean } = {}): string {
+    return this.claim(fn, this.t.num(key)!, key, o);
+  }
+
+  /**
+   * Like pin(), for hardware a device works without (an LED, an extra key, a duplicate): a pin the board lacks or
+   * another key took leaves it out, with a remark saying so, and gives undefined.
+   */
+  optionalPin(fn: string, key: string, o: { note?: string } = {}): string | undefined {
+    const n = this.t.num(key)!;
+    const why = !this.board.gpios.includes(n) ? `P${n} is not a pin of ${this.board.what}`
+      : this.taken.has(n) ? `P${n} is ${this.taken.get(n)}'s` : undefined;
+    if (!why) return this.claim(fn, n, key, o);
+    this.remarks.push(`${key} left out: ${why}`);
+    return undefined;
+  }
+
+  /** GPIO `n` as the recipe's pin `fn`; `source` names where it comes from (a Tuya key, or a convention). */
+  claim(fn: string, n: number, source: string, o: { note?: string; pwm?: boolean } = {}): string {
+    if (!this.board.gpios.includes(n))
+      throw new Refusal(`${source} is P${n}, which ${this.board.what} does not have (it has ` +
+        `${this.board.gpios.map((g) => `P${g}`).join(' ')})`, source);
+    if (this.taken.has(n)) throw new Refusal(`P${n} is used twice: by ${this.taken.get(n)} and by ${source}`, source);
+    if (o.pwm && !PWM_PINS.includes(n))
+      throw new Refusal(`${source} is P${n}, which has no PWM (the PWM pins are P6 P7 P8 P9 P24 P26)`, source);
+    this.taken.set(n, source);
+    this.pins.push({ fn, pin: `P${n}`, note: o.note });
     return `\${${fn}_pin}`;
-  };
-  const pinSchema = (ref: string, inverted: boolean, mode?: string) =>
-    inverted || mode ? { number: ref, ...(mode ? { mode } : {}), ...(inverted ? { inverted: true } : {}) } : ref;
-
-  const subs: [string, string | number][] = [];
-  const top: Yaml = {}; // status_led and LED driver hubs
-  const sensors: Yaml[] = [], binaries: Yaml[] = [], switches: Yaml[] = [], outputs: Yaml[] = [], lights: Yaml[] = [];
-  const notes: string[] = []; // template header lines
-
-  // A Tuya button is a momentary switch to its level `_lv` (0 when missing): pull the other way, debounce.
-  const button = (id: string, fn: string, key: string, onPress: Yaml[]) => {
-    const low = num(`${key}_lv`) !== 1;
-    const ref = pin(fn, `${key}_pin`);
-    binaries.push({ platform: 'gpio', id, pin: pinSchema(ref, low, low ? 'INPUT_PULLUP' : 'INPUT_PULLDOWN'),
-      filters: [{ delayed_on: '50ms' }], on_press: onPress });
-  };
-
-  // ── Relays, their buttons and LEDs ──
-  const latching = Object.keys(cfg).find((k) => /^rl_o(n|ff)\d+_pin$/.test(k));
-  if (latching)
-    throw new Refusal(`${latching}: a latching relay pulsed by ON/OFF pins (ESPHome's hbridge switch), ` +
-      'not mapped yet', latching);
-  const relays = Object.keys(cfg).flatMap((k) => /^rl(\d+)_pin$/.exec(k)?.[1] ?? []).map(Number).sort((a, b) => a - b);
-  for (const key of ['rl_type', ...relays.map((n) => `rl${n}_type`)])
-    if (num(key) === 1) throw new Refusal(`${key} is 1: a latching (magnetic holding) relay, not mapped yet`, key);
-  const several = relays.length > 1;
-  const relayIds = relays.map((n) => `relay_${n}`);
-  const all = (action: string, ids = relayIds) => ids.map((id) => ({ [`switch.${action}`]: id }));
-  // The Wi-Fi LED also shows the relay state (netled_reuse): on while any relay without its own LED is on.
-  const sharedLed = num('netled_reuse') === 1 ? relays.filter((n) => !has(`led${n}_pin`)).map((n) => `relay_${n}`) : [];
-  for (const n of relays) {
-    const id = `relay_${n}`;
-    const ref = pin(several ? `relay${n}` : 'relay', `rl${n}_pin`);
-    const relay: Yaml = { platform: 'gpio', id, name: `\${friendly_name}${several ? ` ${n}` : ''}`,
-      restore_mode: '${default_state}', pin: pinSchema(ref, activeLow(`rl${n}_lv`)) };
-    if (has(`led${n}_pin`)) {
-      outputs.push({ platform: 'gpio', id: `led_${n}_output`,
-        pin: pinSchema(pin(`led${n}`, `led${n}_pin`, `follows relay ${n}`), activeLow(`led${n}_lv`)) });
-      lights.push({ platform: 'binary', id: `led_${n}`, output: `led_${n}_output` });
-      relay.on_turn_on = [{ 'light.turn_on': `led_${n}` }];
-      relay.on_turn_off = [{ 'light.turn_off': `led_${n}` }];
-    } else if (sharedLed.includes(id)) {
-      const off = { 'light.turn_off': 'status_light' };
-      relay.on_turn_on = [{ 'light.turn_on': 'status_light' }];
-      const allOff = { if: { condition: { and: all('is_off', sharedLed) }, then: [off] } };
-      relay.on_turn_off = [sharedLed.length < 2 ? off : allOff];
-    }
-    switches.push(relay);
-    if (has(`bt${n}_pin`))
-      button(`button_${n}`, several ? `button${n}` : 'button', `bt${n}`, [{ 'switch.toggle': id }]);
-  }
-  // One button for all: all off when any is on, else all on (toggling each would leave them out of step).
-  const toggleAll = [several ? { if: { condition: { or: all('is_on') }, then: all('turn_off'), else: all('turn_on') } }
-    : { 'switch.toggle': relayIds[0] }];
-  if (relays.length && has('total_bt_pin')) button('button_all', 'button_all', 'total_bt', toggleAll);
-  else if (relays.length && has('key_pin') && !relays.some((n) => has(`bt${n}_pin`)))
-    button('button_all', several ? 'button_all' : 'button', 'key', toggleAll); // a lone key on a plug
-
-  // ── The Wi-Fi LED: ESPHome's status LED, a status_led light when it also shows the relay state ──
-  const netKey = ['netled', 'netled1', 'wfst'].find((k) => has(`${k}_pin`));
-  if (netKey) {
-    const ledPin = pinSchema(pin('status_led', `${netKey}_pin`, 'Wi-Fi LED'), activeLow(`${netKey}_lv`));
-    if (sharedLed.length) lights.push({ platform: 'status_led', id: 'status_light', pin: ledPin });
-    else top.status_led = { pin: ledPin };
   }
 
-  // ── Energy metering: BL0937/HLW8012 pulse outputs as ESPHome's hlw8012 ──
-  const chipType = num('chip_type');
-  if (chipType !== undefined && chipType in UART_ENERGY_CHIPS) {
-    const uartChip = UART_ENERGY_CHIPS[chipType];
-    throw new Refusal(`chip_type ${chipType}: its energy chip is a ${uartChip} on the UART, which this generator ` +
-      `does not map yet (ESPHome's uart + ${uartChip.toLowerCase()} sensor would)`, 'chip_type');
-  }
-  if (chipType !== undefined && chipType > 1)
-    throw new Refusal(`chip_type ${chipType}: an unknown energy chip`, 'chip_type');
-  if (has('ele_pin') || has('vi_pin') || has('sel_pin_pin')) {
-    const missing = ['ele_pin', 'vi_pin', 'sel_pin_pin'].find((k) => !has(k));
-    if (missing) throw new Refusal(`energy metering without ${missing}`, missing);
-    const model = chipType === 1 ? 'HLW8012' : 'BL0937'; // no chip_type: the usual BL0937
-    const bl = model === 'BL0937';
-    const shunt = num('resistor') ?? num('sample_resistor') ?? 1; // milliohm
-    subs.push(['current_resistor', `${shunt / 1000}`], ['voltage_divider', bl ? 1600 : 2351],
-      ['current_multiply', '1.0']);
-    sensors.push({ platform: 'hlw8012', model,
-      // BL0937: CF/CF1 inverted as upk2esphome does; SEL inverted because it measures current with SEL low
-      // (ESPHome docs). A sel_pin_lv of 0 flips SEL.
-      cf_pin: pinSchema(pin('cf', 'ele_pin', 'energy CF (power)'), bl),
-      cf1_pin: pinSchema(pin('cf1', 'vi_pin', 'energy CF1 (current/voltage)'), bl),
-      sel_pin: pinSchema(pin('sel', 'sel_pin_pin', 'energy SEL'), bl !== activeLow('sel_pin_lv')),
-      current_resistor: '${current_resistor}', voltage_divider: '${voltage_divider}',
-      current: { name: 'Current', filters: [{ multiply: '${current_multiply}' }] },
-      voltage: { name: 'Voltage' }, power: { name: 'Power' }, energy: { name: 'Energy' }, update_interval: '10s' });
+  /** Adds `item` to the template's list section (`switch:`, `sensor:` ...). */
+  add(section: string, item: Yaml): void {
+    ((this.sections[section] ??= []) as Yaml[]).push(item);
   }
 
-  // ── Lights: PWM channels or an LED driver chip ──
-  const isLight = has('cmod');
-  if (isLight) {
-    used.add('cmod');
-    const cmod = String(cfg.cmod);
-    const cct = num('cwtype') === 1;
-    const shape = lightPlatform(cmod, cct);
-    if (!shape) throw new Refusal(`cmod "${cmod}": a colour mode ESPHome's light platforms do not map`, 'cmod');
-    const channels = Object.keys(shape.keys) as Channel[];
-    const dmod = num('dmod') ?? 0;
-    const driver = LIGHT_DRIVERS[dmod];
-    if (dmod !== 0 && !driver)
-      throw new Refusal(`dmod ${dmod}: an LED driver ESPHome has no output for (known: 0 PWM, 2–7)`, 'dmod');
-    const light: Yaml = { platform: shape.platform, id: 'light_1', name: '${friendly_name}',
-      restore_mode: '${default_state}', default_transition_length: '${transition_length}' };
-    if (!driver) {
-      const missing = channels.filter((c) => !has(`${c}_pin`)).map((c) => `${c}_pin`);
-      if (missing.length)
-        throw new Refusal(`cmod "${cmod}" needs ${channels.map((c) => `${c}_pin`).join(' ')} but ` +
-          `${missing.join(' ')} ${missing.length > 1 ? 'are' : 'is'} missing: ${missing.includes('r_pin')
-            ? 'the colours are driven some other way (an addressable strip on SPI?)'
-            : `the pin configuration does not wire every channel ${shape.platform} needs`}`, 'cmod');
-      subs.push(['pwm_frequency', `${num('pwmhz') ?? 1000}Hz`]);
-      for (const c of channels) {
-        // A CCT bulb's two white pins are brightness and colour temperature, not cold and warm.
-        const fn = (cct && { c: 'brightness', w: 'color_temp' }[c as 'c' | 'w']) || CHANNELS[c];
-        const ref = pin(fn, `${c}_pin`, undefined, true);
-        outputs.push({ platform: 'libretiny_pwm', id: `output_${fn}`,
-          pin: pinSchema(ref, activeLow(`${c}_lv`)), frequency: '${pwm_frequency}' });
-        light[shape.keys[c]!] = `output_${fn}`;
-      }
-      // ESPHome drives a colour temperature output 0 at cold, 1 at warm; Tuya's direction is not documented.
-      if (cct) notes.push('Colour temperature the wrong way round? Add `inverted: true` to output_color_temp\'s pin.');
-    } else {
-      if (cct)
-        throw new Refusal(`cwtype 1 (brightness + colour temperature) with an ${driver.chip}: not mapped`, 'cwtype');
-      const missing = channels.filter((c) => !has(`iic${c}`)).map((c) => `iic${c}`);
-      if (missing.length)
-        throw new Refusal(`cmod "${cmod}" with an ${driver.chip} needs ${missing.join(' ')}`, missing[0]);
-      const bus = ['iicscl', 'iicsda'].find((k) => !has(k));
-      if (bus) throw new Refusal(`an ${driver.chip} without ${bus}`, bus);
-      top[driver.platform] = { clock_pin: pin('clock', 'iicscl', `${driver.chip} clock`),
-        data_pin: pin('data', 'iicsda', `${driver.chip} data`), ...driverSettings(dmod, num) };
-      for (const c of channels) {
-        const tuya = num(`iic${c}`)!;
-        // ESPHome numbers BP5758D outputs 1–5; Tuya (and ESPHome's other drivers) count from 0.
-        outputs.push({ platform: driver.platform, id: `output_${CHANNELS[c]}`, channel: dmod === 6 ? tuya + 1 : tuya,
-          ...(dmod === 6 ? bp5758dCurrent(c, num) : {}) });
-        light[shape.keys[c]!] = `output_${CHANNELS[c]}`;
-      }
-    }
-    if (['rgbww', 'rgbct', 'cwww', 'color_temperature'].includes(shape.platform)) {
-      subs.push(['cold_white_color_temperature', '6500 K'], ['warm_white_color_temperature', '2700 K']);
-      light.cold_white_color_temperature = '${cold_white_color_temperature}';
-      light.warm_white_color_temperature = '${warm_white_color_temperature}';
-    }
-    if (['rgbww', 'rgbct', 'rgbw'].includes(shape.platform)) light.color_interlock = true; // white or colour, as Tuya
-    lights.push(light);
-    subs.push(['transition_length', '1s']);
-    if (has('key_pin') && !relays.length) button('button', 'button', 'key', [{ 'light.toggle': 'light_1' }]);
+  /** Sets a component that appears once (`status_led:`, `uart:` ...); two kinds wanting it is a conflict. */
+  set(section: string, value: Yaml, key?: string): void {
+    if (section in this.sections)
+      throw new Refusal(`two parts of the configuration both need ESPHome's ${section}: (one of them ${key ?? '?'})`,
+        key);
+    this.sections[section] = value;
   }
-  if (!relays.length && !isLight)
-    throw new Refusal('no relay (rlN_pin) and no light (cmod) in its pin configuration: not a plug, switch or light');
+
+  sub(name: string, value: string | number): string {
+    this.subs.push([name, value]);
+    return `\${${name}}`;
+  }
+}
+
+/** A gpio pin as ESPHome takes it: the plain reference, or a mapping with its mode and inversion. */
+function pinSchema(ref: string, inverted: boolean, mode?: string): string | Yaml {
+  return inverted || mode ? { number: ref, ...(mode ? { mode } : {}), ...(inverted ? { inverted: true } : {}) } : ref;
+}
+
+/**
+ * A momentary button to its level `_lv` (0 when missing: Tuya buttons pull to ground), debounced: pulled the other
+ * way so it reads released when nobody presses.
+ */
+function buttonPin(out: Collector, fn: string, key: string, note?: string): string | Yaml | undefined {
+  const low = out.t.num(`${key}_lv`) !== 1;
+  const ref = out.optionalPin(fn, `${key}_pin`, { note });
+  return ref && pinSchema(ref, low, low ? 'INPUT_PULLUP' : 'INPUT_PULLDOWN');
+}
+
+// The kinds of hardware a Tuya configuration describes, in the order they are mapped (relays first: buttons, LEDs
+// and wall switches act on them). Each reads its own keys and adds its own pins and components.
+const HARDWARE: { kind: string; detect: (t: TuyaKeys, c: TuyaConfig) => boolean;
+  map: (t: TuyaKeys, out: Collector, c: TuyaConfig) => void }[] = [
+  { kind: 'relays', detect: (t) => relayNumbers(t).length > 0, map: mapRelays },
+  { kind: 'light', detect: (t) => lightChannels(t).length > 0 || t.has('cmod'), map: mapLight },
+  { kind: 'buttons', detect: (t) => t.numbered(/^bt(\d+)_pin$/).length > 0 || t.has('total_bt_pin'),
+    map: mapButtons },
+  { kind: 'wall switch inputs', detect: (t) => t.numbered(/^onoff(\d+)$/).length > 0, map: mapWallSwitches },
+  { kind: 'energy metering', detect: (t) => ['ele_pin', 'vi_pin', 'sel_pin_pin', 'chip_type', 'ele_rx']
+    .some((k) => t.has(k)) && (t.has('ele_pin') || t.has('ele_rx') || [2, 3, 4].includes(Number(t.cfg.chip_type))),
+  map: mapEnergy },
+  { kind: 'keys', detect: (t) => ['key_pin', 'reset_pin'].some((k) => t.has(k)) ||
+    t.numbered(/^k(\d+)pin_pin$/).length > 0, map: mapKeys },
+  { kind: 'Wi-Fi LED', detect: (t) => ['netled', 'netled1', 'wfst'].some((k) => t.has(`${k}_pin`)), map: mapWifiLed },
+  { kind: 'infrared', detect: (t) => ['ir', 'infrr', 'infre'].some((k) => t.has(k)), map: mapInfrared },
+  { kind: 'TuyaMCU', detect: (_t, c) => !!c.mcu, map: mapTuyaMcu },
+];
+
+/** What a device is for: without one of these, only its buttons and LEDs are mapped (and the recipe says so). */
+const ESSENTIAL = new Set(['relays', 'energy metering', 'light', 'TuyaMCU', 'infrared']);
+
+/** A recipe's content for a Tuya configuration: pins, template, notes. Pure; a Refusal says why there is none. */
+export function mapTuya(config: TuyaConfig): Mapping {
+  const t = new TuyaKeys(config.keys);
+  const { mcu, board, gpios, boardNote, what } = boardFor(config, t);
+  const out = new Collector(t, { name: board, gpios, what });
+  const kinds = HARDWARE.filter((k) => k.detect(t, config));
+  if (!Object.keys(config.keys).length && !config.mcu)
+    throw new Refusal('it has no pin configuration (device_configuration) and no TuyaMCU datapoints: write a ' +
+      'recipe by hand from the device page and find the pins with --check-pins');
+  for (const k of kinds) k.map(t, out, config);
+  if (!out.pins.length && !config.mcu)
+    throw new Refusal('no relay (rlN_pin, rl_onN_pin), light (cmod, r_pin...), energy chip, button, LED or TuyaMCU ' +
+      'in its configuration: nothing ESPHome could switch or show');
+  if (!kinds.some((k) => ESSENTIAL.has(k.kind)))
+    out.remarks.unshift('Only its buttons, keys and LEDs are in the pin configuration (no relay, light, energy chip ' +
+      'or TuyaMCU): what the device does is listed below as not mapped, or not in the configuration at all');
 
   // Plugs come back off; a bulb comes on at power-up, as it was when pmemory (power-off memory) is 1.
-  const bulb = isLight && !relays.length;
-  const defaultState = !bulb ? 'RESTORE_DEFAULT_OFF' : num('pmemory') === 0 ? 'ALWAYS_ON' : 'RESTORE_DEFAULT_ON';
-  const friendly = `${device.manufacturer} ${device.name}`.trim();
-  subs.unshift(['device_name', deviceName(device.slug)], ['friendly_name', friendly], ['default_state', defaultState],
-    ['board', board]);
-
-  const sections: Yaml =
-    { ...top, sensor: sensors, binary_sensor: binaries, switch: switches, output: outputs, light: lights };
-  const body = Object.entries(sections).filter(([, v]) => !Array.isArray(v) || v.length)
-    .map(([k, v]) => lib.yaml.stringify({ [k]: v }, { lineWidth: 0 })).join('\n');
-  const unmapped = Object.keys(cfg).filter((k) => !used.has(k) && !HOUSEKEEPING.test(k)).sort();
-  const hasButton = pins.some(([fn]) => fn.startsWith('button'));
+  const bulb = !!out.light && !out.relays.length && !config.mcu;
+  const defaultState = !bulb ? 'RESTORE_DEFAULT_OFF' : t.num('pmemory') === 0 ? 'ALWAYS_ON' : 'RESTORE_DEFAULT_ON';
+  const subs: [string, string | number][] = [['device_name', deviceName(config.slug)],
+    ['friendly_name', config.title], ['default_state', defaultState], ['board', board], ...out.subs];
+  const unmappedKeys = Object.keys(config.keys).filter((k) => !t.used.has(k) && !HOUSEKEEPING.test(k)).sort();
+  const hasButton = out.pins.some((p) => pinRole(p.fn) === 'button');
   return {
-    recipe: recipeText(device, profile, mcu, pins, subs, unmappedLines(unmapped, cfg),
-      bulb ? AP_MODE.light : hasButton ? AP_MODE.button : AP_MODE.cycle, boardNote, schema),
-    template: templateText(device, notes, body),
-    unmapped,
+    mcu, board, boardNote, pins: out.pins, subs, sections: out.sections, notes: out.notes,
+    remarks: out.remarks, kinds: kinds.map((k) => k.kind), unmappedKeys,
+    unmapped: unmappedLines(unmappedKeys, config.keys),
+    apMode: bulb ? AP_MODE.light : hasButton ? AP_MODE.button : AP_MODE.cycle,
   };
+}
+
+/**
+ * The board: the module's LibreTiny board when its chip agrees with the one the configuration says, else the chip's
+ * generic board (which accepts every pin the QFN32 package routes out).
+ */
+function boardFor(config: TuyaConfig, t: TuyaKeys):
+  { mcu: Mcu; board: string; gpios: number[]; boardNote?: string; what: string } {
+  const moduleName = t.str('module');
+  const boardId = moduleName?.toLowerCase().replace(/_/g, '-').replace(/-ipex$/, ''); // CBU-IPEX: a CBU, antenna socket
+  const known = boardId ? BOARDS[boardId] : undefined;
+  const said = config.chip?.toUpperCase();
+  if (said && said !== 'BK7231T' && said !== 'BK7231N')
+    throw new Refusal(`its chip is ${said}, not a Beken BK7231T/N: cloudcutter ships ESPHome Kickstart only for ` +
+      'BK7231T/N (for Realtek chips it ships OpenBeken builds)', 'firmware.chip');
+  // Tuya names its Beken modules W… for the BK7231T and C… for the BK7231N (a board LibreTiny does not list yet).
+  const byName = /^wb/i.test(moduleName ?? '') ? 'bk7231t' : /^cb/i.test(moduleName ?? '') ? 'bk7231n' : undefined;
+  const mcu = (said?.toLowerCase() as Mcu | undefined) ?? known?.mcu ?? byName;
+  if (!mcu)
+    throw new Refusal(`nothing says which chip it has (${moduleName ? `module ${moduleName} is not one flash.ts knows`
+      : 'no module key'}): give the cloudcutter profile, whose firmware names the chip`, 'module');
+  const onModule = known?.mcu === mcu;
+  const board = onModule ? boardId! : MCUS[mcu].board;
+  const boardNote = !moduleName ? 'no module in the pin configuration: the generic board'
+    : !known ? `module ${moduleName} has no LibreTiny board: the generic board`
+    : !onModule ? `module ${moduleName} is a ${known.mcu.toUpperCase()} one, the firmware a ${MCUS[mcu].chip}: ` +
+      'the generic board'
+    : undefined;
+  return { mcu, board, gpios: onModule ? known!.gpios : QFN32, boardNote,
+    what: onModule ? `the ${moduleName} module` : `a ${MCUS[mcu].chip}` };
+}
+
+/** Relay numbers: an ordinary relay on `rlN_pin`, or a latching one pulsed on `rl_onN_pin` and `rl_offN_pin`. */
+function relayNumbers(t: TuyaKeys): number[] {
+  const latching = t.numbered(/^rl_on(\d+)_pin$/).filter((n) => t.has(`rl_off${n}_pin`));
+  return [...new Set([...t.numbered(/^rl(\d+)_pin$/), ...latching])].sort((a, b) => a - b);
+}
+
+function mapRelays(t: TuyaKeys, out: Collector): void {
+  const numbers = relayNumbers(t);
+  const several = numbers.length > 1;
+  const wifiLed = ['netled', 'netled1', 'wfst'].map((k) => t.num(`${k}_pin`)).find((n) => n !== undefined);
+  t.note('rl_type', 'bt_type');
+  for (const n of numbers) {
+    const id = `relay_${n}`;
+    const fn = several ? `relay${n}` : 'relay';
+    const relay: Yaml = { platform: 'gpio', id, name: `\${friendly_name}${several ? ` ${n}` : ''}`,
+      restore_mode: '${default_state}' };
+    t.note(`rl${n}_type`);
+    if (t.has(`rl${n}_pin`)) {
+      // A second channel on the first one's pin (a single socket configured as a double): one relay.
+      const same = numbers.find((m) => m < n && t.num(`rl${m}_pin`) === t.num(`rl${n}_pin`));
+      if (same !== undefined) {
+        t.note(`rl${n}_lv`);
+        out.remarks.push(`rl${n}_pin left out: it repeats rl${same}_pin's P${t.num(`rl${n}_pin`)} (one relay)`);
+        continue;
+      }
+      const ref = out.pin(fn, `rl${n}_pin`);
+      relay.pin = pinSchema(ref, t.activeLow(`rl${n}_lv`));
+      // A touch switch's firmware names the same pin as its "ON pin" too: one relay, nothing to pulse.
+      if (t.num(`rl_on${n}_pin`) === t.num(`rl${n}_pin`)) t.note(`rl_on${n}_lv`);
+    } else {
+      // A latching (magnetic holding) relay: a pulse on one pin sets it, on the other resets it. ESPHome's hbridge
+      // switch does exactly that; `rlN_drvtime` (or `rl_drvtime`) is the pulse in ms.
+      const pulse = t.num(`rl${n}_drvtime`) ?? t.num('rl_drvtime') ?? 100;
+      Object.assign(relay, { platform: 'hbridge',
+        on_pin: pinSchema(out.pin(`${fn}_on`, `rl_on${n}_pin`, { note: `sets relay ${n}` }),
+          t.activeLow(`rl_on${n}_lv`)),
+        off_pin: pinSchema(out.pin(`${fn}_off`, `rl_off${n}_pin`, { note: `resets relay ${n}` }),
+          t.activeLow(`rl_off${n}_lv`)),
+        pulse_length: out.sub(several ? `relay${n}_pulse` : 'relay_pulse', `${pulse}ms`) });
+    }
+    const ledKey = [`led${n}`, ...(n === 1 && !several ? ['led'] : [])].find((k) => t.has(`${k}_pin`));
+    let led = false;
+    if (ledKey && t.num(`${ledKey}_pin`) === wifiLed) {
+      // The relay's LED is the Wi-Fi LED: the Wi-Fi LED part shows the relay on it.
+      t.note(`${ledKey}_lv`);
+      out.remarks.push(`${ledKey}_pin is the Wi-Fi LED's pin: that LED shows relay ${n} too`);
+      out.sharedLed.add(n);
+    } else if (ledKey && t.num('netled_reuse') === 1) {
+      // netled_reuse 1: Tuya's firmware shows the relay on the Wi-Fi LED, and an LED pin of the relay is a leftover
+      // of its template (upk2esphome leaves it out too).
+      t.note(`${ledKey}_pin`, `${ledKey}_lv`);
+      out.remarks.push(`${ledKey}_pin (P${t.num(`${ledKey}_pin`)}) left out: netled_reuse 1 says the Wi-Fi LED shows ` +
+        `relay ${n}; if the device has a second LED there, add it to pins: and the template`);
+    } else if (ledKey) {
+      const ref = out.optionalPin(several ? `led${n}` : 'led1', `${ledKey}_pin`, { note: `follows relay ${n}` });
+      if (ref) {
+        led = true;
+        out.add('output', { platform: 'gpio', id: `led_${n}_output`, pin: pinSchema(ref, t.activeLow(`${ledKey}_lv`)) });
+        out.add('light', { platform: 'binary', id: `led_${n}`, output: `led_${n}_output` });
+        relay.on_turn_on = [{ 'light.turn_on': `led_${n}` }];
+        relay.on_turn_off = [{ 'light.turn_off': `led_${n}` }];
+      }
+    }
+    out.relays.push({ n, id, led });
+    out.add('switch', relay);
+  }
+}
+
+/**
+ * Each relay's own button toggles it; one button for all turns all off when any is on, else all on. A light's button
+ * toggles the light. A button with nothing of its number to toggle (a curtain's stop button) is left out, as
+ * upk2esphome does, and listed.
+ */
+function mapButtons(t: TuyaKeys, out: Collector): void {
+  const several = out.relays.length > 1 || t.numbered(/^bt(\d+)_pin$/).length > 1;
+  const add = (id: string, fn: string, key: string, action: Yaml[]) => {
+    const pin = buttonPin(out, fn, key);
+    if (pin) out.add('binary_sensor', { platform: 'gpio', id, pin, filters: [{ delayed_on: '50ms' }], on_press: action });
+  };
+  for (const n of t.numbered(/^bt(\d+)_pin$/)) {
+    const relay = out.relays.find((r) => r.n === n);
+    t.note(`bt${n}_type`);
+    if (relay) add(`button_${n}`, several ? `button${n}` : 'button', `bt${n}`, [{ 'switch.toggle': relay.id }]);
+    else if (!out.relays.length && out.light)
+      add(`button_${n}`, several ? `button${n}` : 'button', `bt${n}`, [{ 'light.toggle': out.light }]);
+    else {
+      t.note(`bt${n}_pin`, `bt${n}_lv`);
+      out.remarks.push(`bt${n}_pin (P${t.num(`bt${n}_pin`)}) left out: there is no relay ${n} for it to toggle ` +
+        '(a curtain\'s stop button?)');
+    }
+  }
+  if (t.has('total_bt_pin'))
+    add('button_all', 'button_all', 'total_bt', out.relays.length ? toggleAll(out.relays.map((r) => r.id))
+      : out.light ? [{ 'light.toggle': out.light }] : []);
+}
+
+/** All relays off when any is on, else all on (toggling each would leave them out of step). */
+function toggleAll(ids: string[]): Yaml[] {
+  if (ids.length < 2) return ids.map((id) => ({ 'switch.toggle': id }));
+  const all = (action: string) => ids.map((id) => ({ [`switch.${action}`]: id }));
+  return [{ if: { condition: { or: all('is_on') }, then: all('turn_off'), else: all('turn_on') } }];
+}
+
+/**
+ * `onoffN`: the input a relay module's wall switch is wired to. A wall switch stays where it is put, so every change
+ * toggles relay N (Tuya's onoff_type 0; every device in cloudcutter's list has 0), not a press.
+ */
+function mapWallSwitches(t: TuyaKeys, out: Collector): void {
+  const inputs = t.numbered(/^onoff(\d+)$/);
+  const type = t.num('onoff_type');
+  if (type !== undefined && type !== 0)
+    out.remarks.push(`onoff_type is ${type}: the wall switch inputs still toggle their relay on every change`);
+  t.note('onoffmode', 'onoff_rst_m', 'onoff_rst_type', 'onoff_clear_t', 'onoff_n', 'onofftime');
+  for (const n of inputs) {
+    const relay = out.relays.find((r) => r.n === n);
+    const numbered = inputs.length > 1 || n > 1;
+    // Read like upk2esphome: pulled up, closed = on. Which way round does not change what a flip does.
+    const ref = out.optionalPin(numbered ? `wall_switch${n}` : 'wall_switch', `onoff${n}`,
+      { note: relay ? `toggles relay ${n}` : `no relay ${n}` });
+    if (!ref) continue;
+    out.add('binary_sensor', { platform: 'gpio', id: `wall_switch_${n}`, name: `Wall switch${numbered ? ` ${n}` : ''}`,
+      pin: pinSchema(ref, true, 'INPUT_PULLUP'), filters: [{ delayed_on_off: '50ms' }],
+      ...(relay ? { on_state: [{ 'switch.toggle': relay.id }] } : {}) });
+  }
+}
+
+/**
+ * `key_pin` and `kNpin_pin`: keys. A plug's only key toggles its relays, a bulb's its light; others are shown to Home
+ * Assistant as buttons to use in automations (upk2esphome does the same).
+ */
+function mapKeys(t: TuyaKeys, out: Collector): void {
+  const hasButtons = out.pins.some((p) => pinRole(p.fn) === 'button');
+  const keys = [...(t.has('key_pin') ? [1] : []), ...t.numbered(/^k(\d+)pin_pin$/)];
+  t.note('keyfunc', 'kswitch', 'ktime');
+  for (const n of keys) {
+    const key = n === 1 ? 'key' : `k${n}pin`;
+    const lone = keys.length === 1 && !hasButtons;
+    const action = !lone ? undefined : out.relays.length ? toggleAll(out.relays.map((r) => r.id))
+      : out.light ? [{ 'light.toggle': out.light }] : undefined;
+    const fn = action ? (out.relays.length > 1 ? 'button_all' : 'button') : `key${n}`;
+    const pin = buttonPin(out, fn, key);
+    if (pin) out.add('binary_sensor', { platform: 'gpio', id: action ? 'button_key' : `key_${n}`,
+      ...(action ? {} : { name: `Key ${n}` }), pin, filters: [{ delayed_on: '50ms' }],
+      ...(action ? { on_press: action } : {}) });
+  }
+  // The reset button (held reset_t seconds, Tuya's firmware forgets its Wi-Fi): shown, for automations.
+  if (t.has('reset_pin')) {
+    t.note('reset_t', 'rsthold');
+    const pin = buttonPin(out, 'button_reset', 'reset');
+    if (pin) out.add('binary_sensor', { platform: 'gpio', id: 'button_reset', name: 'Reset button', pin,
+      filters: [{ delayed_on: '50ms' }] });
+  }
+}
+
+/**
+ * The Wi-Fi LED is ESPHome's status LED. When it also shows the relays (netled_reuse 1, for relays without an LED
+ * of their own; or a relay LED on the same pin) it is a status_led light the relays switch (on while any is on).
+ */
+function mapWifiLed(t: TuyaKeys, out: Collector): void {
+  const keys = ['netled', 'netled1', 'wfst'].filter((k) => t.has(`${k}_pin`));
+  const key = keys[0];
+  const ref = out.optionalPin('status_led', `${key}_pin`, { note: 'Wi-Fi LED' });
+  for (const other of keys.slice(1)) {
+    t.note(`${other}_pin`, `${other}_lv`);
+    out.remarks.push(`${other}_pin repeats the Wi-Fi LED (${key}_pin is used)`);
+  }
+  t.note('netled_reuse', 'netn_led', 'nety_led', 'led_netn', 'led_nety');
+  if (!ref) return;
+  const pin = pinSchema(ref, t.activeLow(`${key}_lv`));
+  const shared = out.relays.filter((r) => out.sharedLed.has(r.n) || (t.num('netled_reuse') === 1 && !r.led));
+  if (!shared.length) return out.set('status_led', { pin }, `${key}_pin`);
+  out.add('light', { platform: 'status_led', id: 'status_light', pin });
+  const off = { 'light.turn_off': 'status_light' };
+  const allOff = { if: { condition: { and: shared.map((r) => ({ 'switch.is_off': r.id })) }, then: [off] } };
+  for (const r of shared) {
+    const relay = (out.sections.switch as Yaml[]).find((s) => s.id === r.id)!;
+    relay.on_turn_on = [{ 'light.turn_on': 'status_light' }];
+    relay.on_turn_off = [shared.length < 2 ? off : allOff];
+  }
+}
+
+function mapEnergy(t: TuyaKeys, out: Collector): void {
+  const type = t.num('chip_type');
+  t.note('ele_fun_en', 'over_cur', 'over_vol', 'lose_vol', 'vol_def', 'work_voltage');
+  if (type !== undefined && !(type in ENERGY_CHIPS))
+    throw new Refusal(`chip_type ${type}: an energy chip flash.ts does not know (0 BL0937, 1 HLW8012, 2 HLW8032, ` +
+      '3 BL0942)', 'chip_type');
+  // No chip_type with CF/CF1/SEL pins: the usual BL0937 (upk2esphome maps nothing then).
+  const chip = type === undefined ? 'BL0937' : ENERGY_CHIPS[type];
+  if (type === undefined)
+    out.remarks.push('no chip_type: the energy chip is taken for the usual BL0937 (upk2esphome leaves metering out)');
+  if (chip === 'BL0937' || chip === 'HLW8012') return mapPulseEnergy(t, out, chip);
+  return mapUartEnergy(t, out, chip);
+}
+
+/**
+ * BL0937/HLW8012: pulses on CF (power) and CF1 (current or voltage, as SEL says), ESPHome's hlw8012.
+ * SEL: ESPHome's hlw8012.cpp drives SEL high to measure current. The HLW8012 measures current with SEL high, the
+ * BL0937 with SEL low (their datasheets), so a BL0937's SEL is inverted. Tuya's `sel_pin_lv` is 1 on every metering
+ * device in cloudcutter's list, BL0937 and HLW8012 alike, so it cannot name a chip's own level: it is the board's
+ * polarity, and 0 (an inverter between) flips SEL. (upk2esphome inverts SEL on sel_pin_lv 1 for both chips, which
+ * would read an HLW8012's voltage as current.)
+ */
+function mapPulseEnergy(t: TuyaKeys, out: Collector, chip: 'BL0937' | 'HLW8012'): void {
+  const missing = ['ele_pin', 'vi_pin', 'sel_pin_pin'].find((k) => !t.has(k));
+  if (missing) throw new Refusal(`energy metering (${chip}) without ${missing}`, missing);
+  const bl = chip === 'BL0937';
+  const shunt = t.num('resistor') ?? t.num('sample_resistor') ?? 1; // milliohm
+  out.add('sensor', { platform: 'hlw8012', model: chip,
+    // CF and CF1 inverted on the BL0937, as upk2esphome does.
+    cf_pin: pinSchema(out.pin('cf', 'ele_pin', { note: 'energy CF (power)' }), bl),
+    cf1_pin: pinSchema(out.pin('cf1', 'vi_pin', { note: 'energy CF1 (current/voltage)' }), bl),
+    sel_pin: pinSchema(out.pin('sel', 'sel_pin_pin', { note: 'energy SEL' }), bl !== t.activeLow('sel_pin_lv')),
+    current_resistor: out.sub('current_resistor', `${shunt / 1000}`),
+    voltage_divider: out.sub('voltage_divider', bl ? 1600 : 2351),
+    current: { name: 'Current', filters: [{ multiply: out.sub('current_multiply', '1.0') }] },
+    voltage: { name: 'Voltage' }, power: { name: 'Power' }, energy: { name: 'Energy' }, update_interval: '10s' });
+}
+
+/**
+ * BL0942 (polled) and HLW8032 (sends unprompted) on a UART: `ele_rx`/`ele_tx` when the configuration names them,
+ * else the module's UART1 (RX1 P10, TX1 P11), where Tuya wires them.
+ */
+function mapUartEnergy(t: TuyaKeys, out: Collector, chip: 'HLW8032' | 'BL0942'): void {
+  for (const k of ['ele_pin', 'vi_pin', 'sel_pin_pin', 'sel_pin_lv'])
+    if (t.has(k)) out.remarks.push(`${k} is set but a ${chip} talks on the UART: ${k} left out`);
+  t.note('ele_pin', 'vi_pin', 'sel_pin_pin', 'sel_pin_lv');
+  const rx = t.has('ele_rx') ? 'ele_rx' : undefined;
+  const tx = t.has('ele_tx') ? 'ele_tx' : undefined;
+  const rxPin = rx ? out.pin('energy_rx', rx, { note: `${chip} TX → here` })
+    : out.claim('energy_rx', 10, 'RX1', { note: `${chip} TX → RX1` });
+  if (chip === 'HLW8032') {
+    // The HLW8032 sends the CSE7766's 24-byte frame at 4800 baud, 8E1, and listens to nothing: ESPHome's cse7766
+    // reads it. Its voltage (and so power and energy) comes through the board's resistor divider, which the CSE7766
+    // has built in: the HLW8032 datasheet's divider is 1.88.
+    if (tx) t.note(tx);
+    const divider = out.sub('hlw8032_voltage_divider', 1.88);
+    const scaled = (name: string) => ({ name, filters: [{ multiply: divider }] });
+    out.set('uart', { id: 'energy_uart', rx_pin: rxPin, baud_rate: 4800, parity: 'EVEN' }, 'chip_type');
+    out.add('sensor', { platform: 'cse7766', uart_id: 'energy_uart', voltage: scaled('Voltage'),
+      current: { name: 'Current' }, power: scaled('Power'), energy: scaled('Energy') });
+    out.notes.push('HLW8032 read as a CSE7766: voltage, power and energy are multiplied by hlw8032_voltage_divider ' +
+      '(the datasheet\'s 1.88); calibrate it against a meter. With no load the chip flags an overflow and cse7766 ' +
+      'skips those frames, voltage included.');
+  } else {
+    const txPin = tx ? out.pin('energy_tx', tx, { note: `${chip} RX ← here` })
+      : out.claim('energy_tx', 11, 'TX1', { note: `${chip} RX ← TX1` });
+    out.set('uart', { id: 'energy_uart', rx_pin: rxPin, tx_pin: txPin, baud_rate: 4800, stop_bits: 1 }, 'chip_type');
+    // ESPHome's default references, named so they can be calibrated: power and energy follow from these two (the
+    // four defaults do not agree with each other: power would read about 4.5 % high).
+    out.add('sensor', { platform: 'bl0942', uart_id: 'energy_uart', update_interval: '10s',
+      voltage_reference: out.sub('bl0942_voltage_reference', 15873.35944299),
+      current_reference: out.sub('bl0942_current_reference', 251213.46469622),
+      voltage: { name: 'Voltage' }, current: { name: 'Current' }, power: { name: 'Power' },
+      energy: { name: 'Energy' }, frequency: { name: 'Frequency', accuracy_decimals: 2 } });
+  }
+}
+
+/**
+ * The light channels wired (PWM pins, or an LED driver's channel keys) that Tuya's colour mode `cmod` uses: Tuya's
+ * firmware drives only those, and a configuration often carries the other pins of its template unwired.
+ */
+function lightChannels(t: TuyaKeys): Channel[] {
+  const cmod = String(t.cfg.cmod ?? '');
+  return wiredChannels(t).filter((c) => !/^[rgbcw]+$/.test(cmod) || cmod.includes(c));
+}
+
+function wiredChannels(t: TuyaKeys): Channel[] {
+  const driver = LIGHT_DRIVERS[Number(t.cfg.dmod ?? 0)];
+  // A PWM pin the chip does not have (P18, P19) is a leftover of Tuya's template: that channel is not wired.
+  return (Object.keys(CHANNELS) as Channel[]).filter((c) => driver ? t.has(`iic${c}`)
+    : t.has(`${c}_pin`) && QFN32.includes(Number(t.cfg[`${c}_pin`])));
+}
+
+function mapLight(t: TuyaKeys, out: Collector): void {
+  const cmod = t.str('cmod');
+  const dmod = t.num('dmod') ?? 0;
+  const driver = LIGHT_DRIVERS[dmod];
+  if (dmod !== 0 && !driver)
+    throw new Refusal(`dmod ${dmod}: an LED driver ESPHome has no output for (known: 0 PWM, 2–7)`, 'dmod');
+  // An LED driver drives the cold and warm LEDs directly: Tuya's cwtype (brightness + colour temperature) is only
+  // how its PWM bulbs wire the whites.
+  const cct = t.num('cwtype') === 1 && !driver;
+  // A driver's two whites on one channel are one white.
+  if (driver && t.has('iicc') && t.num('iicc') === t.num('iicw')) {
+    t.note('iicw');
+    out.remarks.push('iicc and iicw name the same driver channel: one white');
+  }
+  const wired = lightChannels(t).filter((c) => !(driver && c === 'w' && t.num('iicc') === t.num('iicw')));
+  const unused = wiredChannels(t).filter((c) => !lightChannels(t).includes(c)).map((c) => driver ? `iic${c}` : `${c}_pin`);
+  if (unused.length) {
+    t.note(...unused, ...unused.map((k) => k.replace(/_pin$/, '_lv')));
+    out.remarks.push(`${unused.join(' ')} ${unused.length > 1 ? 'are' : 'is'} set, but cmod "${cmod}" does not use ` +
+      `${unused.length > 1 ? 'them' : 'it'} (Tuya's firmware drives only the channels cmod names): left out ` +
+      '(upk2esphome maps every pin it finds)');
+  }
+  if (!wired.length)
+    throw new Refusal(`cmod "${cmod}" but no light channel is wired (${driver ? `no iicr/iicg/iicb/iicc/iicw for ` +
+      `the ${driver.chip}` : 'no r_pin/g_pin/b_pin/c_pin/w_pin'})`, 'cmod');
+  for (const c of (Object.keys(CHANNELS) as Channel[]).filter((x) => !driver && t.has(`${x}_pin`) &&
+    !QFN32.includes(Number(t.cfg[`${x}_pin`])))) {
+    t.note(`${c}_pin`, `${c}_lv`);
+    out.remarks.push(`${c}_pin is P${t.cfg[`${c}_pin`]}, a pin no BK7231 module has: the ${CHANNELS[c]} channel is ` +
+      'not wired');
+  }
+  const platformOf = (cs: Channel[]) => LIGHT_PLATFORMS[cct && ['cw', 'rgbcw', 'c'].includes(cs.join(''))
+    ? `${cs.join('')}/ct` : cs.join('')];
+  // Channels no light platform takes together (blue with the whites): the whites make the light.
+  const whites: Channel[] = wired.filter((c) => c === 'c' || c === 'w');
+  if (!platformOf(wired) && platformOf(whites)) {
+    const dropped = wired.filter((c) => !whites.includes(c));
+    t.note(...dropped.map((c) => `${c}_pin`), ...dropped.map((c) => `${c}_lv`));
+    out.remarks.push(`${dropped.map((c) => `${c}_pin`).join(' ')} left out: with only ${whites.map((c) => CHANNELS[c])
+      .join(' and ')} besides, no ESPHome light takes ${dropped.length > 1 ? 'them' : 'it'}`);
+    wired.splice(0, wired.length, ...whites);
+  }
+  const letters = wired.join('');
+  const shape = platformOf(wired);
+  if (!shape) throw new Refusal(`the light's wired channels (${wired.map((c) => CHANNELS[c]).join(', ')}) make no ` +
+    'ESPHome light', driver ? `iic${wired[0]}` : `${wired[0]}_pin`);
+  if (cmod && cmod !== letters)
+    out.remarks.push(`cmod is "${cmod}", but only ${wired.map((c) => `${driver ? 'iic' : ''}${c}${driver ? ''
+      : '_pin'}`).join(' ')} ${wired.length > 1 ? 'are' : 'is'} wired: mapped as ESPHome's ${shape.platform} light` +
+      `${cmod.startsWith('rgb') && !letters.startsWith('rgb') ? ' (the colours are driven some other way, e.g. ' +
+        'an addressable strip)' : ''}; --check-pins shows what each channel lights`);
+  t.note('cwtype', 'cwmaxp', 'pwmhz');
+  const light: Yaml = { platform: shape.platform, id: 'light_1', name: '${friendly_name}',
+    restore_mode: '${default_state}', default_transition_length: out.sub('transition_length', '1s') };
+  if (!driver) {
+    const frequency = out.sub('pwm_frequency', `${t.num('pwmhz') ?? 1000}Hz`);
+    for (const c of wired) {
+      // A CCT bulb's two white pins are brightness and colour temperature, not cold and warm.
+      const fn = (cct && { c: 'brightness', w: 'color_temp' }[c as 'c' | 'w']) || CHANNELS[c];
+      out.add('output', { platform: 'libretiny_pwm', id: `output_${fn}`,
+        pin: pinSchema(out.pin(fn, `${c}_pin`, { pwm: true }), t.activeLow(`${c}_lv`)), frequency });
+      light[shape.keys[c]!] = `output_${fn}`;
+    }
+    // ESPHome drives a colour temperature output 0 at cold, 1 at warm; Tuya's direction is not documented.
+    if (cct) out.notes.push('Colour temperature the wrong way round? Add `inverted: true` to output_color_temp\'s pin.');
+  } else {
+    const bus = ['iicscl', 'iicsda'].find((k) => !t.has(k));
+    if (bus) throw new Refusal(`an ${driver.chip} without ${bus}`, bus);
+    out.set(driver.platform, { clock_pin: out.pin('clock', 'iicscl', { note: `${driver.chip} clock` }),
+      data_pin: out.pin('data', 'iicsda', { note: `${driver.chip} data` }), ...driverSettings(dmod, t) }, 'dmod');
+    for (const c of wired) {
+      const channel = t.num(`iic${c}`)!;
+      // ESPHome numbers BP5758D outputs 1–5; Tuya (and ESPHome's other drivers) count from 0.
+      out.add('output', { platform: driver.platform, id: `output_${CHANNELS[c]}`,
+        channel: dmod === 6 ? channel + 1 : channel, ...(dmod === 6 ? bp5758dCurrent(c, t) : {}) });
+      light[shape.keys[c]!] = `output_${CHANNELS[c]}`;
+    }
+  }
+  if (['rgbww', 'rgbct', 'cwww', 'color_temperature'].includes(shape.platform)) {
+    light.cold_white_color_temperature = out.sub('cold_white_color_temperature', '6500 K');
+    light.warm_white_color_temperature = out.sub('warm_white_color_temperature', '2700 K');
+  }
+  if (['rgbww', 'rgbct', 'rgbw'].includes(shape.platform)) light.color_interlock = true; // white or colour, as Tuya
+  out.add('light', light);
+  out.light = 'light_1';
 }
 
 /** The LED driver hub's current settings from its Tuya keys, in ESPHome's option names and ranges. */
-function driverSettings(dmod: number, num: (key: string) => number | undefined): Yaml {
+function driverSettings(dmod: number, t: TuyaKeys): Yaml {
   if (dmod >= 2 && dmod <= 4) {
     // ehccur/iicccur are register codes (mA = 10 + 5 × code), campere/wampere mA. ESPHome's options stop at
     // 45 mA (RGB) and 60 mA (white): a higher Tuya value is capped there, so the LEDs run a little dimmer.
     const mA = (code: number | undefined, direct: number | undefined) => code !== undefined ? 10 + 5 * code : direct;
     const step = (v: number, max: number) => `${Math.min(max, Math.max(10, Math.round(v / 5) * 5))}mA`;
-    const rgb = mA(num('ehccur') ?? num('iicccur'), num('campere'));
-    const cw = mA(num('ehwcur') ?? num('iicwcur'), num('wampere'));
+    const rgb = mA(t.num('ehccur') ?? t.num('iicccur'), t.num('campere'));
+    const cw = mA(t.num('ehwcur') ?? t.num('iicwcur'), t.num('wampere'));
     return {
       ...(rgb !== undefined ? { rgb_current: step(rgb, 45) } : {}),
       ...(cw !== undefined ? { cw_current: step(cw, 60) } : {}),
@@ -3115,16 +3940,170 @@ function driverSettings(dmod: number, num: (key: string) => number | undefined):
   }
   // BP1658CJ and SM2235/SM2335: Tuya's current keys are ESPHome's 0–15 power steps.
   const [colour, white] = dmod === 5 ? ['cjccur', 'cjwcur'] : dmod === 7 ? ['2235ccur', '2235wcur'] : [];
-  const c = colour ? num(colour) : undefined, w = white ? num(white) : undefined;
+  const c = colour ? t.num(colour) : undefined, w = white ? t.num(white) : undefined;
   return { ...(c !== undefined ? { max_power_color_channels: Math.min(15, c) } : {}),
     ...(w !== undefined ? { max_power_white_channels: Math.min(15, w) } : {}) };
 }
 
 /** BP5758D sets the current per output (0–90 mA): drgbcur for red/green/blue, dccur/dwcur for the whites. */
-function bp5758dCurrent(c: Channel, num: (key: string) => number | undefined): Yaml {
-  const cold = num('dccur');
-  const mA = c === 'c' ? cold : c === 'w' ? num('dwcur') ?? cold : num('drgbcur'); // no dwcur: warm as cold
+function bp5758dCurrent(c: Channel, t: TuyaKeys): Yaml {
+  const cold = t.num('dccur');
+  const mA = c === 'c' ? cold : c === 'w' ? t.num('dwcur') ?? cold : t.num('drgbcur'); // no dwcur: warm as cold
   return mA === undefined ? {} : { current: Math.min(90, mA) };
+}
+
+/** An infrared receiver (`ir`, `infrr`) and transmitter (`infre`): ESPHome's remote_receiver / remote_transmitter. */
+function mapInfrared(t: TuyaKeys, out: Collector): void {
+  const rx = ['ir', 'infrr'].find((k) => t.has(k));
+  for (const other of ['ir', 'infrr'].filter((k) => k !== rx && t.has(k))) t.note(other);
+  const receiver = rx && out.optionalPin('ir_receiver', rx, { note: 'infrared receiver' });
+  if (receiver) out.set('remote_receiver', { pin: pinSchema(receiver, true, 'INPUT_PULLUP'), dump: 'all' }, rx);
+  const transmitter = t.has('infre') && out.optionalPin('ir_transmitter', 'infre', { note: 'infrared LED' });
+  if (transmitter) out.set('remote_transmitter', { pin: transmitter, carrier_duty_percent: '50%' }, 'infre');
+  t.note('irfunc', 'irnightt', 'irstep');
+}
+
+/**
+ * TuyaMCU: the Beken chip only does Wi-Fi; the device's own MCU speaks Tuya's serial protocol on UART1 (RX1 P10,
+ * TX1 P11) and ESPHome's tuya component talks to it. Each datapoint becomes an entity of the kind that can show or
+ * set it; a category the device's name and datapoints make clear (a dimmer, a thermostat, a fan) gets the entity
+ * ESPHome has for it. There are no pins to check: the MCU answering after the upload is the proof.
+ */
+function mapTuyaMcu(t: TuyaKeys, out: Collector, c: TuyaConfig): void {
+  const mcu = c.mcu!;
+  t.note(...Object.keys(t.cfg).filter((k) => TUYAMCU_KEYS.test(k)));
+  const rx = out.claim('uart_rx', 10, 'RX1', { note: 'TuyaMCU TX → RX1' });
+  const tx = out.claim('uart_tx', 11, 'TX1', { note: 'TuyaMCU RX ← TX1' });
+  const baud = out.sub('tuya_baud_rate', mcu.baud ?? 9600);
+  if (!mcu.baud)
+    out.remarks.push('tuya_baud_rate: the device data does not say; 9600 is the usual one, 115200 the other. If ' +
+      'verify says the MCU is silent, set 115200 here');
+  out.set('uart', { id: 'tuya_uart', rx_pin: rx, tx_pin: tx, baud_rate: baud }, 'tuyamcu_baud');
+  out.set('tuya', { uart_id: 'tuya_uart' });
+  const taken = new Set<number>();
+  const category = TUYA_CATEGORIES.find((k) => k.words.test(c.title) && k.detect(mcu.datapoints));
+  if (category) {
+    for (const id of category.map(mcu.datapoints, out)) taken.add(id);
+    out.notes.push(`A ${category.name}: datapoints ${[...taken].join(', ')} make one ${category.entity} (Tuya's ` +
+      `standard ${category.name} datapoints).`);
+  }
+  const lines: string[] = [];
+  for (const dp of mcu.datapoints) {
+    const made = taken.has(dp.id) ? `the ${category!.entity}` : mapDatapoint(dp, out);
+    lines.push(`${String(dp.id).padStart(3)} ${describeDatapoint(dp)} → ${made}`);
+  }
+  out.remarks.push(`TuyaMCU datapoints (id, type, mode → what the template makes of it; rename entities there):`,
+    ...lines.map((l) => `  ${l}`));
+}
+
+/** "value rw 10…1000 ×0.1 °C", "enum ro [low, middle, high]": a datapoint as the recipe lists it. */
+function describeDatapoint(dp: Datapoint): string {
+  const range = dp.type === 'value' && dp.min !== undefined && dp.max !== undefined ? ` ${dp.min}…${dp.max}` : '';
+  const scale = dp.scale ? ` ×${10 ** -dp.scale}` : '';
+  const options = dp.range?.length ? ` [${dp.range.join(', ')}]` : '';
+  return `${dp.type} ${dp.mode}${range}${scale}${dp.unit ? ` ${dp.unit}` : ''}${options}`;
+}
+
+/** One datapoint as an ESPHome tuya entity; what it became, in words ('not mapped: …' when ESPHome cannot show it). */
+function mapDatapoint(dp: Datapoint, out: Collector): string {
+  const name = `Datapoint ${dp.id}`;
+  const factor = 10 ** -(dp.scale ?? 0);
+  const scaled = (v: number | undefined) => (v === undefined ? undefined : Number((v * factor).toFixed(dp.scale ?? 0)));
+  const writable = dp.mode !== 'ro';
+  switch (dp.type) {
+    case 'bool':
+      if (writable) out.add('switch', { platform: 'tuya', name, switch_datapoint: dp.id });
+      else out.add('binary_sensor', { platform: 'tuya', name, sensor_datapoint: dp.id });
+      return `${writable ? 'switch' : 'binary_sensor'} "${name}"`;
+    case 'value':
+      if (writable) {
+        out.add('number', { platform: 'tuya', name, number_datapoint: dp.id,
+          min_value: scaled(dp.min ?? 0), max_value: scaled(dp.max ?? 100), step: scaled(dp.step ?? 1) ?? 1,
+          ...(dp.scale ? { multiply: 10 ** dp.scale } : {}), ...(dp.unit ? { unit_of_measurement: dp.unit } : {}) });
+        return `number "${name}"`;
+      }
+      out.add('sensor', { platform: 'tuya', name, sensor_datapoint: dp.id,
+        ...(dp.unit ? { unit_of_measurement: dp.unit } : {}),
+        ...(dp.scale ? { accuracy_decimals: dp.scale, filters: [{ multiply: factor }] } : {}) });
+      return `sensor "${name}"`;
+    case 'enum': {
+      const labels = dp.range ?? [];
+      if (writable && labels.length) {
+        // Numbered options (a YAML map with integer keys, as ESPHome's schema wants them).
+        const options = Object.assign(new lib.yaml.YAMLMap(), {
+          items: labels.map((l, i) => new lib.yaml.Pair(new lib.yaml.Scalar(i), new lib.yaml.Scalar(l))) });
+        out.add('select', { platform: 'tuya', name, enum_datapoint: dp.id, options });
+        return `select "${name}"`;
+      }
+      // ESPHome's tuya text_sensor shows an enum's number: the map filter shows its label.
+      out.add('text_sensor', { platform: 'tuya', name, sensor_datapoint: dp.id,
+        ...(labels.length ? { filters: [{ map: labels.map((l, i) => `${i} -> ${l}`) }] } : {}) });
+      return `text_sensor "${name}"`;
+    }
+    case 'string':
+    case 'raw':
+      if (dp.mode === 'wr') return 'not mapped (ESPHome cannot send it)';
+      out.add('text_sensor', { platform: 'tuya', name, sensor_datapoint: dp.id });
+      return `text_sensor "${name}"${writable ? ' (shown, not set)' : ''}`;
+    case 'bitmap':
+      out.add('sensor', { platform: 'tuya', name, sensor_datapoint: dp.id, accuracy_decimals: 0 });
+      return `sensor "${name}" (the bits as a number)`;
+  }
+}
+
+/**
+ * Tuya's standard datapoints of the categories ESPHome has an entity for: the device's name says what it is and its
+ * datapoints fit the category's (Tuya's "standard instruction set" for dimmers, thermostats and fans).
+ */
+const TUYA_CATEGORIES: { name: string; entity: string; words: RegExp; detect: (dps: Datapoint[]) => boolean;
+  map: (dps: Datapoint[], out: Collector) => number[] }[] = [
+  { name: 'dimmer', entity: 'light', words: /dimm/i,
+    detect: (dps) => is(dps, 1, 'bool', true) && is(dps, 2, 'value', true),
+    map: (dps, out) => {
+      // dp 1 switch_led_1, dp 2 bright_value_1, dp 3 brightness_min_1 (the dimmer's lowest setting).
+      const bright = dp(dps, 2)!;
+      const min = is(dps, 3, 'value', true) ? dp(dps, 3) : undefined;
+      out.add('light', { platform: 'tuya', id: 'light_1', name: '${friendly_name}', switch_datapoint: 1,
+        dimmer_datapoint: 2, ...(min ? { min_value_datapoint: 3 } : {}), min_value: bright.min ?? 0,
+        max_value: bright.max ?? 1000 });
+      out.light = 'light_1';
+      return min ? [1, 2, 3] : [1, 2];
+    } },
+  { name: 'thermostat', entity: 'climate', words: /thermostat|heater/i,
+    detect: (dps) => is(dps, 1, 'bool', true) && is(dps, 2, 'value', true) && is(dps, 3, 'value', false),
+    map: (dps, out) => {
+      // dp 1 switch, dp 2 temp_set, dp 3 temp_current.
+      const set = dp(dps, 2)!, now = dp(dps, 3)!;
+      // ESPHome takes one multiplier for both, or both of their own.
+      const multipliers = (set.scale ?? 0) === (now.scale ?? 0)
+        ? set.scale ? { temperature_multiplier: 10 ** -set.scale } : {}
+        : { target_temperature_multiplier: 10 ** -(set.scale ?? 0),
+          current_temperature_multiplier: 10 ** -(now.scale ?? 0) };
+      out.add('climate', { platform: 'tuya', name: '${friendly_name}', switch_datapoint: 1,
+        target_temperature_datapoint: 2, current_temperature_datapoint: 3, supports_heat: true, ...multipliers,
+        visual: { min_temperature: (set.min ?? 5) * 10 ** -(set.scale ?? 0),
+          max_temperature: (set.max ?? 35) * 10 ** -(set.scale ?? 0) } });
+      return [1, 2, 3];
+    } },
+  { name: 'fan', entity: 'fan', words: /\bfan\b/i,
+    detect: (dps) => is(dps, 1, 'bool', true) && (is(dps, 3, 'enum', true) || is(dps, 3, 'value', true)),
+    map: (dps, out) => {
+      // dp 1 switch, dp 3 fan_speed (an enum of levels, or a number).
+      const speed = dp(dps, 3)!;
+      const count = speed.type === 'enum' ? speed.range?.length ?? 3 : Math.min(100, speed.max ?? 3);
+      out.add('fan', { platform: 'tuya', name: '${friendly_name}', switch_datapoint: 1, speed_datapoint: 3,
+        speed_count: count });
+      return [1, 3];
+    } },
+];
+
+function dp(dps: Datapoint[], id: number): Datapoint | undefined {
+  return dps.find((d) => d.id === id);
+}
+
+function is(dps: Datapoint[], id: number, type: Datapoint['type'], writable: boolean): boolean {
+  const d = dp(dps, id);
+  return !!d && d.type === type && (d.mode !== 'ro') === writable;
 }
 
 /** An ESPHome device name from the slug: a-z 0-9 -, at most 31 characters, cut at a word, no firmware version. */
@@ -3140,7 +4119,11 @@ function deviceName(slug: string): string {
  * numbered families (irk1fun … irk31fun) folded into one word.
  */
 function unmappedLines(keys: string[], cfg: Record<string, unknown>): string[] {
-  const show = (k: string) => `${k}=${JSON.stringify(cfg[k])}`;
+  // A long value (an infrared code table, a colour scene list) is cut: the comment is a pointer, not a copy.
+  const show = (k: string) => {
+    const value = JSON.stringify(cfg[k]);
+    return `${k}=${value.length > 40 ? `${value.slice(0, 36)}…(${value.length})` : value}`;
+  };
   const wiring = keys.filter((k) => /pin$|_lv$|^(ir|infre|infrr|SCL|CS|MISO|miso|mosi)$/i.test(k));
   const families = new Map<string, string[]>();
   for (const k of keys.filter((x) => !wiring.includes(x)))
@@ -3152,54 +4135,141 @@ function unmappedLines(keys: string[], cfg: Record<string, unknown>): string[] {
   ];
 }
 
-function recipeText(device: DeviceFile, profile: ProfileFile, mcu: Mcu, pins: [string, string, string?][],
-  subs: [string, string | number][], unmapped: string[], apMode: string, boardNote: string | undefined,
-  schema: string): string {
+/** Where a recipe's configuration came from: its header, and what cloudcutter is told. */
+export interface RecipeOrigin {
+  /** "cloudcutter's device file minoston-mp22wp-outdoor-plug", "the plug's own flash (dump.bin)". */
+  source: string;
+  /** The cloudcutter profile's menu label (which stock firmware the exploit is for), when known. */
+  profile?: string;
+  /** The device's slug in cloudcutter's list, when it is in it. */
+  device?: string;
+  /** Other stock firmware versions cloudcutter knows for it. */
+  otherProfiles?: string[];
+}
+
+export type Generated =
+  | { ok: true; slug: string; recipe: string; template: string; unmapped: string[]; mapping: Mapping }
+  | { ok: false; slug: string; reason: string; key?: string };
+
+/** A recipe and ESPHome template for a device in cloudcutter's list, or why there is none. Pure. */
+export function generateRecipe(device: DeviceFile, profile: ProfileFile, schema = 'recipe.schema.json'): Generated {
+  const others = (device.profiles ?? []).filter((p) => p.slug !== profile.slug).map(profileLabel);
+  return recipeFor(tuyaFromCloudcutter(device, profile.slug, profile.firmware?.chip), { source: `cloudcutter's ` +
+    `device file ${device.slug}`, profile: profileLabel(profile), device: device.slug, otherProfiles: others }, schema);
+}
+
+/** A recipe and ESPHome template for a Tuya configuration, or why there is none. Pure. */
+export function recipeFor(config: TuyaConfig, origin: RecipeOrigin, schema = 'recipe.schema.json'): Generated {
+  try {
+    const mapping = mapTuya(config);
+    return { ok: true, slug: config.slug, recipe: recipeText(config, mapping, origin, schema),
+      template: templateText(config, mapping, origin), unmapped: mapping.unmappedKeys, mapping };
+  } catch (e) {
+    if (e instanceof Refusal) return { ok: false, slug: config.slug, reason: e.message, key: e.key };
+    throw e;
+  }
+}
+
+/** Tuya's configuration as cloudcutter's device list has it: the device file, and the slug of the profile it runs. */
+export function tuyaFromCloudcutter(device: DeviceFile, profileSlug: string, chip?: string): TuyaConfig {
+  const keys = device.device_configuration ?? {};
+  const schema = Object.values(device.schemas ?? {})[0] ?? [];
+  // A TuyaMCU device: cloudcutter gives its baud rate. With no pin configuration and the firmware TuyaMCU devices
+  // run (Tuya's "common" user-config firmware), it is one too, at a baud rate nobody wrote down.
+  const pinless = !Object.keys(keys).some((k) => !HOUSEKEEPING.test(k) && !TUYAMCU_KEYS.test(k));
+  const tuyaMcu = device.tuyamcu_baud !== undefined || keys.wifi_bdrate !== undefined ||
+    (pinless && /common/.test(profileSlug) && schema.length > 0);
+  const baud = Number(device.tuyamcu_baud ?? keys.wifi_bdrate) || undefined;
+  return {
+    title: `${device.manufacturer ?? ''} ${device.name ?? ''}`.trim() || device.slug, slug: device.slug, chip, keys,
+    mcu: tuyaMcu ? { baud, datapoints: schema.flatMap(datapointOf) } : undefined,
+  };
+}
+
+/** A datapoint from cloudcutter's schema entry (`{id, mode, type: 'obj' | 'raw', property: {type, min, …}}`). */
+function datapointOf(entry: SchemaEntry): Datapoint[] {
+  const p = entry.property ?? {};
+  const type = entry.type === 'raw' ? 'raw' : p.type;
+  const types: Datapoint['type'][] = ['bool', 'value', 'enum', 'string', 'raw', 'bitmap'];
+  if (!types.includes(type as Datapoint['type']) || !Number.isInteger(Number(entry.id))) return [];
+  const mode = ['rw', 'ro', 'wr'].includes(String(entry.mode)) ? entry.mode as Datapoint['mode'] : 'rw';
+  return [{ id: Number(entry.id), type: type as Datapoint['type'], mode, min: p.min, max: p.max, scale: p.scale,
+    step: p.step, range: p.range?.map(String), unit: p.unit }];
+}
+
+interface SchemaEntry {
+  id: number | string;
+  mode?: string;
+  type?: string;
+  property?: { type?: string; min?: number; max?: number; scale?: number; step?: number; range?: unknown[];
+    unit?: string };
+}
+
+function recipeText(config: TuyaConfig, m: Mapping, origin: RecipeOrigin, schema: string): string {
   const scalar = (v: unknown) => lib.yaml.stringify(v, { lineWidth: 0 }).trimEnd();
-  const others = device.profiles.filter((p) => p.slug !== profile.slug).map((p) => `${p.name} / ${p.sub_name ?? ''}`);
+  const checked = m.pins.some((p) => ['drive', 'pulse', 'press', 'flip'].includes(roleOf(p.fn).check));
   return [
     `# yaml-language-server: $schema=${schema}`,
-    "# Generated by `flash.ts recipe` from the Tuya pin configuration in cloudcutter's device file",
-    `# ${device.slug}.`,
-    '# Check the pins before the final firmware goes on: run it with --check-pins.',
-    `model: ${scalar(`${device.manufacturer} ${device.name}`.trim())}`,
-    `mcu: ${mcu}`,
+    ...wrap(`Generated by \`flash.ts recipe\` from ${origin.source}.`, 116).map((l) => `# ${l}`),
+    checked ? '# Check the pins before the final firmware goes on: run it with --check-pins.'
+      : '# Nothing here to check pin by pin: verify shows what the device answers once ESPHome runs on it.',
+    `model: ${scalar(config.title)}`,
+    `mcu: ${m.mcu}`,
     'kickstart: auto',
     'cloudcutter:',
-    `  profile: ${scalar(`${profile.name} / ${profile.sub_name ?? ''}`)}`,
-    `  device: ${scalar(device.slug)}`,
-    ...(others.length ? [`  # other stock firmware cloudcutter knows for it: ${others.join('; ')}`] : []),
+    ...(origin.profile ? [`  profile: ${scalar(origin.profile)}`] : []),
+    ...(origin.device ? [`  device: ${scalar(origin.device)}`] : []),
+    ...(origin.otherProfiles?.length
+      ? [`  # other stock firmware cloudcutter knows for it: ${origin.otherProfiles.join('; ')}`] : []),
     'ap_mode: >-',
-    ...wrap(apMode, 100).map((l) => `  ${l}`),
-    `esphome: ${device.slug}.esphome.yaml`,
-    'pins:',
-    ...pins.map(([fn, p, note]) => `  ${`${fn}: ${p}`.padEnd(18)}${note ? `# ${note}` : ''}`.trimEnd()),
+    ...wrap(m.apMode, 100).map((l) => `  ${l}`),
+    `esphome: ${config.slug}.esphome.yaml`,
+    m.pins.length ? 'pins:' : 'pins: {}',
+    ...m.pins.map(({ fn, pin, note }) => `  ${`${fn}: ${pin}`.padEnd(17)} ${note ? `# ${note}` : ''}`.trimEnd()),
     'substitutions:',
-    ...subs.map(([k, v]) => `  ${k}: ${scalar(v)}${k === 'board' && boardNote ? `  # ${boardNote}` : ''}`),
-    ...(unmapped.length ? ['# Tuya keys not mapped (left out of the template):'] : []),
-    ...unmapped.map((l) => `#   ${l}`),
+    ...m.subs.map(([k, v]) => `  ${k}: ${scalar(v)}${k === 'board' && m.boardNote ? `  # ${m.boardNote}` : ''}`),
+    ...(m.remarks.length ? ['# About this mapping:'] : []),
+    ...m.remarks.flatMap((r) => r.startsWith('  ') ? [`#   ${r}`] : wrap(r, 112).map((l, i) => `#   ${i ? '  ' : ''}${l}`)),
+    ...(m.unmapped.length ? ['# Tuya keys not mapped (left out of the template):'] : []),
+    ...m.unmapped.map((l) => `#   ${l}`),
   ].join('\n') + '\n';
 }
 
-/** The template: the same common part as recipes/status-plug.esphome.yaml, then the device's sections. */
-function templateText(device: DeviceFile, notes: string[], body: string): string {
-  return [
-    ...wrap(`ESPHome template for ${device.manufacturer} ${device.name}, generated from cloudcutter's device file ` +
-      `${device.slug}. flash.ts puts the recipe's substitutions in front; !secret names come from secrets.yaml.`, 116),
-    ...notes,
-  ].map((l) => `# ${l}`).concat([
-    '',
-    'esphome:', '  name: "${device_name}"', '  friendly_name: "${friendly_name}"', '',
-    'bk72xx:', '  board: ${board}', '',
-    'logger:', '',
-    'api:', '  encryption:', '    key: !secret api_encryption_key', '',
-    'ota:', '  - platform: esphome', '    password: !secret ota_password', '',
-    'wifi:', '  ssid: !secret wifi_ssid', '  password: !secret wifi_password', '  ap:', '    ssid: "${device_name}"',
-    '    password: !secret ap_password', '',
-    'captive_portal:', '',
-    'text_sensor:', '  - platform: libretiny', '    version:', '      name: LibreTiny Version', '',
-    body,
-  ]).join('\n');
+/** Where the template's sections go, after the common part. */
+const SECTION_ORDER = ['status_led', 'uart', 'tuya', 'sm2135', 'bp1658cj', 'bp5758d', 'sm2235', 'remote_receiver',
+  'remote_transmitter', 'sensor', 'binary_sensor', 'switch', 'number', 'select', 'text_sensor', 'output', 'light',
+  'fan', 'climate'];
+
+/**
+ * The template: the common part every generated device has (as recipes/status-plug.esphome.yaml, with the logger as
+ * the hardware needs it), then the device's own sections. `!secret` names stay for ESPHome to resolve.
+ */
+function templateText(config: TuyaConfig, m: Mapping, origin: RecipeOrigin): string {
+  const { yaml } = lib;
+  const secret = (name: string) => Object.assign(new yaml.Scalar(name), { tag: '!secret' });
+  const version = { platform: 'libretiny', version: { name: 'LibreTiny Version' } };
+  const sections: Yaml = {
+    esphome: { name: '${device_name}', friendly_name: '${friendly_name}' },
+    bk72xx: { board: '${board}' },
+    // LibreTiny's logger writes to UART2 (TX2, P0) on BK72xx: UART1 stays free for a TuyaMCU or an energy chip.
+    logger: null,
+    api: { encryption: { key: secret('api_encryption_key') } },
+    ota: [{ platform: 'esphome', password: secret('ota_password') }],
+    wifi: { ssid: secret('wifi_ssid'), password: secret('wifi_password'),
+      ap: { ssid: '${device_name}', password: secret('ap_password') } },
+    captive_portal: null,
+  };
+  for (const key of SECTION_ORDER) {
+    const value = key === 'text_sensor' ? [version, ...((m.sections.text_sensor as Yaml[]) ?? [])] : m.sections[key];
+    if (value !== undefined) sections[key] = value;
+  }
+  const header = [...wrap(`ESPHome template for ${config.title}, generated from ${origin.source}. flash.ts puts the ` +
+    "recipe's substitutions in front; !secret names come from secrets.yaml.", 116), ...m.notes.flatMap((n) => wrap(n, 116))];
+  // ESPHome reads YAML 1.1, where an unquoted Off or yes (a select's option) is a boolean: written as 1.1.
+  const body = Object.entries(sections).map(([key, value]) =>
+    new yaml.Document({ [key]: value }, { version: '1.1', aliasDuplicateObjects: false })
+      .toString({ lineWidth: 0, nullStr: '' }));
+  return `${header.map((l) => `# ${l}`).join('\n')}\n\n${body.join('\n')}`;
 }
 
 /** Words joined into lines of at most `width` characters. */
@@ -3211,6 +4281,227 @@ function wrap(text: string, width: number): string[] {
     else lines.push(word);
   }
   return lines;
+}
+
+// ─── Tuya's storage on the plug's flash: the wiring the plug carries ───
+// Tuya's firmware keeps its settings in an encrypted key-value store near the end of the flash (its SDK calls it
+// "simple flash"); cloudcutter and Kickstart leave it where it was. Its `user_param_key` is the plug's own pin
+// configuration, the same data cloudcutter's device list calls device_configuration. The reader below follows the
+// format bk7231tools' analysis/kvstorage.py reads: a key block (AES-128-ECB under a fixed master key) holding the key
+// of the data blocks; data blocks of 32 pages of 128 bytes whose index pages name a key and the pages holding its
+// value. Only the values that describe the hardware are ever read out: gw_wsm holds the user's old Wi-Fi password,
+// gw_bi the plug's cloud keys.
+
+/**
+ * The part of the flash Tuya's storage lies in: the SDK's place, 0x1EE000–0x1FFFFF (a key block, 14 data blocks, 3
+ * swap blocks), and the place some lights' firmware moves it to, 0x1DD000. 192 KiB, not the whole 2 MiB.
+ */
+export const TUYA_STORAGE_WINDOW = { offset: 0x1d0000, length: 0x30000 } as const;
+
+const TUYA_MASTER_KEY = Buffer.from('qwertyuiopasdfgh', 'latin1');
+const TUYA_BLOCK = 0x1000;
+const TUYA_PAGE = 0x80;
+/** A key block, 14 data blocks and 3 swap blocks: every BK7231T/N SDK. */
+const TUYA_STORAGE_SIZE = 18 * TUYA_BLOCK;
+
+/** Values of Tuya's storage that describe the hardware (the rest is never read: it holds secrets). */
+const HARDWARE_VALUES = /^(user_param_key|baud_cfg|uart_adapt_params|em_sys_env|[0-9a-z]{10})$/;
+
+/** What reading Tuya's storage found: the hardware values (raw text), or why there are none. */
+export type TuyaStorage =
+  | { found: true; offset: number; values: Record<string, string>; problems: string[] }
+  | { found: false; why: string };
+
+/**
+ * Tuya's storage in `flash`, a piece of the flash starting at flash address `base`: its hardware values, checked
+ * (block and value checksums, every page a key names present). Pure.
+ */
+export function readTuyaStorage(flash: Buffer, base = 0): TuyaStorage {
+  let damaged: string | undefined;
+  for (let off = (TUYA_BLOCK - (base % TUYA_BLOCK)) % TUYA_BLOCK; off + TUYA_BLOCK <= flash.length; off += TUYA_BLOCK) {
+    const inner = tuyaKeyBlock(flash.subarray(off, off + 32));
+    if (!inner) continue;
+    const read = readTuyaBlocks(flash, off, inner, base);
+    if (read.found) return read;
+    damaged ??= read.why;
+  }
+  return { found: false, why: damaged ?? 'no Tuya storage in it (erased, or never Tuya firmware)' };
+}
+
+/**
+ * The inner key of a key block: its magic, and a checksum of the key that the protected block beside it (same
+ * magic, newer SDKs) does not pass.
+ */
+function tuyaKeyBlock(head: Buffer): Buffer | undefined {
+  const plain = aes128Ecb(TUYA_MASTER_KEY, head);
+  if (plain.readUInt32LE(0) !== 0x13579753) return undefined;
+  const key = plain.subarray(8, 24);
+  return plain.readUInt32LE(4) === byteSum(key) ? Buffer.from(key) : undefined;
+}
+
+function readTuyaBlocks(flash: Buffer, keyOffset: number, inner: Buffer, base: number): TuyaStorage {
+  const part1 = Buffer.from('8710', 'latin1');
+  const part2 = Buffer.from('HHRRQbyemofrtytf', 'latin1');
+  const dataKey = Buffer.from(inner.map((b, i) => (part1[i & 3] + part2[i] + b) & 0xff));
+  const problems: string[] = [];
+  const end = Math.min(flash.length, keyOffset + TUYA_STORAGE_SIZE);
+  if (keyOffset + TUYA_STORAGE_SIZE > flash.length)
+    problems.push(`the storage runs past what was read (it starts at 0x${(base + keyOffset).toString(16)})`);
+  // A block is rewritten through a swap copy: of two with one id, the newer generation is the block.
+  const blocks = new Map<number, { data: Buffer; generation: number }>();
+  for (let off = keyOffset + TUYA_BLOCK; off + TUYA_BLOCK <= end; off += TUYA_BLOCK) {
+    const data = aes128Ecb(dataKey, flash.subarray(off, off + TUYA_BLOCK));
+    const magic = data.readUInt32LE(0);
+    if ((magic !== 0x98761234 && magic !== 0x135726ab) || data.readUInt32LE(4) !== byteSum(data.subarray(8)))
+      continue;
+    const id = data.readUInt16LE(8);
+    const generation = data.readUInt32LE(10);
+    const known = blocks.get(id);
+    if (!known || generation > known.generation) blocks.set(id, { data, generation });
+  }
+  if (!blocks.size) return { found: false, why: 'its key block is there, but no data block decrypts with it' };
+  const values: Record<string, string> = {};
+  for (const [id, { data }] of [...blocks].sort((a, b) => a[0] - b[0])) {
+    const mapSize = data[14];
+    for (let page = 1; page < 32; page++) {
+      if (page >> 3 >= mapSize || !(data[15 + (page >> 3)] & (1 << (page & 7)))) continue;
+      const index = data.subarray(page * TUYA_PAGE, (page + 1) * TUYA_PAGE);
+      const nameLength = index[17];
+      const name = index.subarray(18, 18 + Math.max(0, nameLength - 1)).toString('latin1');
+      if (index.readUInt16LE(8) !== id || index[10] !== page || !HARDWARE_VALUES.test(name) || name in values) continue;
+      const length = index.readUInt32LE(4);
+      const parts = index.readUInt16LE(11);
+      const pages: Buffer[] = [];
+      for (let p = 0; p < parts; p++) {
+        const at = 18 + nameLength + 4 * p;
+        if (at + 4 > TUYA_PAGE) break;
+        const block = blocks.get(index.readUInt16LE(at))?.data;
+        if (!block) {
+          problems.push(`${name} lies partly in block ${index.readUInt16LE(at)}, which is not there`);
+          break;
+        }
+        for (let q = index[at + 2]; q <= index[at + 3] && q < 32; q++)
+          pages.push(block.subarray(q * TUYA_PAGE, (q + 1) * TUYA_PAGE));
+      }
+      const value = Buffer.concat(pages).subarray(0, length);
+      if (value.length !== length || byteSum(value) !== index.readUInt32LE(0)) {
+        problems.push(`${name} is damaged (its checksum does not match)`);
+        continue;
+      }
+      values[name] = value.toString('latin1').replace(/\0+$/, '');
+    }
+  }
+  return { found: true, offset: base + keyOffset, values, problems };
+}
+
+function aes128Ecb(key: Buffer, data: Buffer): Buffer {
+  const decipher = crypto.createDecipheriv('aes-128-ecb', key, null);
+  decipher.setAutoPadding(false);
+  return Buffer.concat([decipher.update(data), decipher.final()]);
+}
+
+/**
+ * Tuya's loose JSON (`{Jsonver:1.1.8,module:CB2S,rl1_pin:24,...,crc:90,}`: bare words, a comma after the last pair)
+ * or plain JSON, as cloudcutter's device files carry it: whole numbers without a leading zero become numbers, every
+ * other bare word a string (1.0.5, 0505, false). Pure; undefined when it is neither.
+ */
+export function parseTuyaJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    // Tuya's own: parsed below.
+  }
+  let at = 0;
+  const peek = () => text[at];
+  const fail = (): never => { throw new SyntaxError(`at ${at}`); };
+  const value = (): unknown => {
+    if (peek() === '{' || peek() === '[') {
+      const object = peek() === '{';
+      const out: unknown[] | Record<string, unknown> = object ? {} : [];
+      at++;
+      while (peek() !== (object ? '}' : ']')) {
+        if (at >= text.length) fail();
+        if (object) {
+          const key = word();
+          if (peek() !== ':') fail();
+          at++;
+          (out as Record<string, unknown>)[String(key)] = value();
+        } else (out as unknown[]).push(value());
+        if (peek() === ',') at++;
+        else if (peek() !== (object ? '}' : ']')) fail();
+      }
+      at++;
+      return out;
+    }
+    return word();
+  };
+  const word = (): unknown => {
+    if (peek() === '"') {
+      const end = text.indexOf('"', at + 1);
+      if (end < 0) fail();
+      const s = text.slice(at + 1, end);
+      at = end + 1;
+      return s;
+    }
+    const m = /^[^{}[\]:,]*/.exec(text.slice(at))![0];
+    at += m.length;
+    const s = m.trim();
+    return /^(0|[1-9]\d*)$/.test(s) ? Number(s) : s;
+  };
+  try {
+    const parsed = value();
+    return text.slice(at).trim() === '' ? parsed : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Tuya's configuration from its storage's values (read from a flash dump, from the plug, or as the storage JSON
+ * bk7231tools prints): user_param_key's pins, a TuyaMCU's baud rate (baud_cfg on BK7231N firmware,
+ * uart_adapt_params on BK7231T) and datapoints (the schema stored under its id), and the chip em_sys_env names. Pure.
+ */
+export function tuyaFromStorage(values: Record<string, unknown>, title: string, slug: string): TuyaConfig {
+  const parsed = (v: unknown) => (typeof v === 'string' ? parseTuyaJson(v) ?? v : v);
+  const keys = flatTuyaKeys((parsed(values.user_param_key) ?? {}) as Record<string, unknown>);
+  const baudCfg = parsed(values.baud_cfg) as { baud?: unknown } | undefined;
+  const uart = parsed(values.uart_adapt_params) as { uart_baud?: unknown } | undefined;
+  const baud = Number(baudCfg?.baud ?? uart?.uart_baud ?? keys.wifi_bdrate) || undefined;
+  const schema = Object.entries(values).filter(([k]) => /^[0-9a-z]{10}$/.test(k)).map(([, v]) => parsed(v))
+    .find((v): v is SchemaEntry[] => Array.isArray(v) && v.every((e) => e && typeof e === 'object' && 'id' in e));
+  // em_sys_env names the chip; a TuyaMCU's UART setting does too (uart_adapt_params is BK7231T firmware's, baud_cfg
+  // BK7231N's).
+  const env = String(values.em_sys_env ?? '').toLowerCase();
+  const chip = env.startsWith('bk7231n') ? 'BK7231N' : /^bk7231[st]/.test(env) ? 'BK7231T'
+    : uart ? 'BK7231T' : baudCfg ? 'BK7231N' : undefined;
+  const pinless = !Object.keys(keys).some((k) => !HOUSEKEEPING.test(k) && !TUYAMCU_KEYS.test(k));
+  const mcu = baud !== undefined || (pinless && schema?.length) ? { baud, datapoints: (schema ?? [])
+    .flatMap(datapointOf) } : undefined;
+  return { title, slug, chip, keys, mcu };
+}
+
+/**
+ * Tuya's older nested format (`{sw: {ch: [{bt: {pin: {value: 15}}, ...}]}, dltj: {...}}`, some devices' firmware)
+ * in today's flat keys (bt1_pin ...); a flat configuration as it is. Pure.
+ */
+export function flatTuyaKeys(keys: Record<string, unknown>): Record<string, unknown> {
+  if (!keys.sw || typeof keys.sw !== 'object') return keys;
+  const flat: Record<string, unknown> = {};
+  const walk = (prefix: string, v: unknown) => {
+    if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) walk(prefix ? `${prefix}_${k}` : k, x);
+    else flat[prefix] = v === true || v === 'true' ? 1 : v === false || v === 'false' ? 0 : v;
+  };
+  walk('', keys);
+  // The old names: channel N's button and relay (counted from 0), the energy chip's pins, the Wi-Fi LED.
+  const renames: [RegExp, string | ((...m: string[]) => string)][] = [
+    [/^sw_/, ''], [/_value$/, ''], [/^ch_(\d+)_(bt|rl)/, (_, n, k) => `${k}${Number(n) + 1}`],
+    [/^dltj_ct$/, 'chip_type'], [/^dltj_ivcpin/, 'sel_pin'], [/^dltj_ivpin_pin$/, 'vi_pin'],
+    [/^dltj_epin_pin$/, 'ele_pin'], [/^dltj_ri$/, 'resistor'], [/^net_wfst/, 'netled'],
+  ];
+  return Object.fromEntries(Object.entries(flat).map(([k, v]) => {
+    for (const [re, to] of renames) k = typeof to === 'string' ? k.replace(re, to) : k.replace(re, to);
+    return [k, v];
+  }));
 }
 
 // ─── cloudcutter's API: profiles and devices ───
@@ -3288,8 +4579,8 @@ export function suggestProfiles(list: ProfileEntry[], wanted: string, mcu: Mcu):
  * GET a file of cloudcutter's profile API with a timeout; keep a copy in the cache, and use the copy
  * when offline. `notFound` builds the error for a 404 (the thing does not exist).
  */
-async function cloudcutterApiGet(rel: string, o: { notFound?: () => Error; quiet?: boolean; dryRun?: boolean } = {}):
-  Promise<unknown> {
+async function cloudcutterApiGet(rel: string,
+  o: { notFound?: () => Error; quiet?: boolean; dryRun?: boolean; optional?: boolean } = {}): Promise<unknown> {
   const url = `${setting('FLASH_CLOUDCUTTER_API').replace(/\/$/, '')}/${rel}`;
   const cached = path.join(process.env.XDG_CACHE_HOME || path.join(process.env.HOME || '.', '.cache'), 'flash.ts',
     'cloudcutter-api', rel);
@@ -3314,6 +4605,7 @@ async function cloudcutterApiGet(rel: string, o: { notFound?: () => Error; quiet
     if (!o.quiet) print(c.yellow(`    offline? ${url}: ${reason}; using the copy cached ${day}`));
     return JSON.parse(fs.readFileSync(cached, 'utf8'));
   }
+  if (o.optional) return undefined;
   throw new StepError('cloudcutter', `cannot fetch ${url} (${reason}) and there is no cached copy`,
     'connect this machine to the internet once (the plug is not needed for this), then retry; or set ' +
     'FLASH_CLOUDCUTTER_API to a mirror');
@@ -3753,16 +5045,17 @@ export function loadContext(opts: Options): Ctx {
   const { recipe, doc, lineCounter } = loadRecipe(recipePath, opts.sets);
   const lineOf = (field: string[]) => lineOfNode(doc, lineCounter, field);
   const templatePath = path.resolve(path.dirname(recipePath), recipe.esphome);
-  let template: string;
+  let template = '';
   try {
-    template = fs.readFileSync(templatePath, 'utf8');
+    // A recipe whose pins come from the plug gets its template once they are read.
+    if (!fromPlug(recipe) || fs.existsSync(templatePath)) template = fs.readFileSync(templatePath, 'utf8');
   } catch {
     throw new InputError([{ file: shown(recipePath), line: lineOf(['esphome']), field: 'esphome',
       message: `template "${recipe.esphome}" not found (looked for ${shown(templatePath)})`,
       hint: 'name a file next to the recipe, e.g. status-plug.esphome.yaml' }]);
   }
   const substitutions = substitutionsFor(recipe);
-  checkTemplate(template, templatePath, substitutions, opts.sets);
+  if (template) checkTemplate(template, templatePath, substitutions, opts.sets);
   const deviceName = substitutions.device_name;
   const files = {
     config: path.join(opts.out, `${deviceName}.yaml`),
@@ -4019,7 +5312,8 @@ export const SECRET_TAG = { tag: '!secret', resolve: (value: string) => `!secret
 // ─── Command line ──────────────────────────────
 
 type Cli = { command: 'help' | 'version' | 'schema' } | { command: 'profiles'; words: string[] } |
-  { command: 'recipe'; words: string[]; dir: string; yes: boolean } | { command: 'run' | 'doctor'; opts: Options };
+  { command: 'recipe'; words: string[]; dir: string; yes: boolean; profile?: string; name?: string } |
+  { command: 'run' | 'doctor'; opts: Options };
 
 const FLAGS = {
   help: { type: 'boolean', short: 'h' },
@@ -4041,6 +5335,8 @@ const FLAGS = {
   esphome: { type: 'string' },
   verbose: { type: 'boolean', short: 'v' },
   recipes: { type: 'string' },
+  profile: { type: 'string' },
+  name: { type: 'string' },
 } as const;
 
 export function parseCli(argv: string[]): Cli {
@@ -4064,7 +5360,7 @@ export function parseCli(argv: string[]): Cli {
   if (first === 'profiles') return { command: 'profiles', words: positionals.slice(1) };
   if (first === 'recipe') {
     const dir = v.recipes ?? path.join(HOME_DIR, 'recipes');
-    return { command: 'recipe', words: positionals.slice(1), dir, yes: !!v.yes };
+    return { command: 'recipe', words: positionals.slice(1), dir, yes: !!v.yes, profile: v.profile, name: v.name };
   }
   const command = first === 'doctor' ? 'doctor' : 'run';
   if (command === 'doctor') positionals.shift();

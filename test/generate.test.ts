@@ -20,10 +20,16 @@ const profileOf = fixtureProfile;
 type Parsed = { recipe: any; template: any; text: string };
 /** What each fixture must become: a check of the generated files, or the refusal's key and wording. */
 const EXPECT: Record<string, ((p: Parsed) => void) | { key?: string; says: RegExp }> = {
-  '3stone-ebe-baw550-16w-rgbct-bulb-v1.3.20': {
-    key: 'cmod', says: /needs r_pin g_pin b_pin c_pin w_pin but w_pin is missing: .* does not wire every channel/ },
+  '3stone-ebe-baw550-16w-rgbct-bulb-v1.3.20': (p) => {
+    // cmod rgbcw with cwtype 1, but no w_pin: the whites are one brightness channel, an RGBW light.
+    pinsAre(p, { red: 'P6', green: 'P26', blue: 'P24', brightness: 'P8' });
+    lightIs(p, 'rgbw', { white: 'output_brightness' });
+    assert.match(comments(p), /cmod is "rgbcw", but only r_pin g_pin b_pin c_pin are wired/);
+  },
   'abie-g99631-05-rgbw-led-lamp': (p) => {
-    pinsAre(p, { red: 'P24', green: 'P9', blue: 'P8', cold: 'P6', warm: 'P26' });
+    pinsAre(p, { red: 'P24', green: 'P9', blue: 'P8', cold: 'P6', warm: 'P26', ir_receiver: 'P16' });
+    assert.deepEqual(p.template.remote_receiver.pin, { number: '${ir_receiver_pin}', mode: 'INPUT_PULLUP',
+      inverted: true });
     lightIs(p, 'rgbww', { cold_white: 'output_cold', warm_white: 'output_warm' });
     assert.equal(p.recipe.substitutions.pwm_frequency, '10000Hz');
     assert.equal(p.recipe.substitutions.board, 'wb3l');
@@ -127,8 +133,18 @@ const EXPECT: Record<string, ((p: Parsed) => void) | { key?: string; says: RegEx
     assert.equal(p.template.switch[1].name, '${friendly_name} 2');
     assert.equal(p.template.binary_sensor[1].on_press[0]['switch.toggle'], 'relay_2');
   },
-  'lsc-3008407-led-light-strip-v1.0.14': { key: 'cmod', says: /r_pin g_pin b_pin are missing.*SPI/ },
-  'lsc-3008407-led-light-strip-v1.0.15': { key: 'cmod', says: /rgbc.*r_pin g_pin b_pin are missing/ },
+  'lsc-3008407-led-light-strip-v1.0.14': (p) => {
+    pinsAre(p, { cold: 'P24', warm: 'P9', button: 'P7' });
+    lightIs(p, 'cwww', { cold_white: 'output_cold', warm_white: 'output_warm' });
+    assert.match(comments(p), /only c_pin w_pin are wired: mapped as ESPHome's cwww light \(the colours are driven/);
+    assert.equal(p.template.binary_sensor[0].on_press[0]['light.toggle'], 'light_1'); // the strip's only key
+  },
+  'lsc-3008407-led-light-strip-v1.0.15': (p) => {
+    pinsAre(p, { cold: 'P9', key1: 'P24', key2: 'P22', key3: 'P7' });
+    lightIs(p, 'monochromatic', { output: 'output_cold' });
+    // Several keys: shown to Home Assistant, not bound to an action of flash.ts's choosing.
+    assert.deepEqual(p.template.binary_sensor.map((b: any) => b.name), ['Key 1', 'Key 2', 'Key 3']);
+  },
   'minoston-mp22wp-outdoor-plug': (p) => {
     pinsAre(p, { relay: 'P24', button: 'P8', status_led: 'P7' });
     // netled_reuse 1: the Wi-Fi LED also shows the relay, so it is a status_led light the relay switches.
@@ -136,7 +152,10 @@ const EXPECT: Record<string, ((p: Parsed) => void) | { key?: string; says: RegEx
     assert.deepEqual(p.template.switch[0].on_turn_on, [{ 'light.turn_on': 'status_light' }]);
     assert.equal(p.recipe.cloudcutter.profile, '1.1.8 - BK7231N / oem_bk7231n_plug');
   },
-  'nedis-wifip110fwt-smart-plug': { key: 'chip_type', says: /chip_type 3: .*BL0942 on the UART/ },
+  'nedis-wifip110fwt-smart-plug': (p) => {
+    pinsAre(p, { relay: 'P26', button: 'P9', energy_rx: 'P10', energy_tx: 'P11', status_led: 'P6' });
+    bl0942Is(p);
+  },
   'philips-spp4311wf-37-smart-wall-tap': (p) => {
     pinsAre(p, { relay1: 'P6', relay2: 'P26', relay3: 'P24', button_all: 'P11', status_led: 'P10' });
     switchesAre(p, [false, false, false]);
@@ -152,7 +171,10 @@ const EXPECT: Record<string, ((p: Parsed) => void) | { key?: string; says: RegEx
     assert.equal(p.recipe.substitutions.current_resistor, '0.001'); // resistor 1 (mΩ)
     assert.equal(p.recipe.substitutions.voltage_divider, 1600);
   },
-  'tuya-generic-rh-m601-power-strip-with-monitoring-v1.3.5': { key: 'chip_type', says: /BL0942/ },
+  'tuya-generic-rh-m601-power-strip-with-monitoring-v1.3.5': (p) => {
+    switchesAre(p, Array(7).fill(false));
+    bl0942Is(p);
+  },
   'tuya-generic-sk20-star-projector-v2.0.2': (p) => {
     pinsAre(p, { red: 'P6', green: 'P7', blue: 'P8', button: 'P14' });
     lightIs(p, 'rgb', {});
@@ -161,6 +183,107 @@ const EXPECT: Record<string, ((p: Parsed) => void) | { key?: string; says: RegEx
   'woox-r4967-smart-switch-v1.1.6': (p) => {
     pinsAre(p, { relay: 'P24', button: 'P10', button_all: 'P6', status_led: 'P7' });
     assert.equal(p.recipe.substitutions.board, 'generic-bk7231t-qfn32-tuya'); // no module key
+  },
+  'cree-cmtp80-al-8ack-wh-kit-smart-tape-light-strip': (p) => {
+    // A strip controller's four keys are shown (k2pin_pin…k4pin_pin beside key_pin), and its infrared receiver read.
+    pinsAre(p, { red: 'P7', green: 'P8', blue: 'P6', cold: 'P26', warm: 'P24', key1: 'P14', key2: 'P16', key3: 'P15',
+      key4: 'P17', ir_receiver: 'P28' });
+    lightIs(p, 'rgbww', {});
+    assert.deepEqual(p.template.binary_sensor.map((b: any) => b.name), ['Key 1', 'Key 2', 'Key 3', 'Key 4']);
+    assert.equal(p.template.remote_receiver.dump, 'all');
+  },
+  'deta-6920ha-double-touch-outlet-v1.1.4': (p) => {
+    pinsAre(p, { relay1: 'P6', relay2: 'P26', button1: 'P7', button2: 'P24', energy_rx: 'P10', status_led: 'P8' });
+    // The HLW8032 sends the CSE7766's frames: 4800 baud, even parity, nothing to send it.
+    assert.deepEqual(p.template.uart, { id: 'energy_uart', rx_pin: '${energy_rx_pin}', baud_rate: 4800,
+      parity: 'EVEN' });
+    const cse = p.template.sensor.find((s: any) => s.platform === 'cse7766');
+    assert.deepEqual(cse.voltage.filters, [{ multiply: '${hlw8032_voltage_divider}' }]);
+    assert.equal(p.recipe.substitutions.hlw8032_voltage_divider, 1.88);
+  },
+  'earu-eampdw-ty63-circuit-breaker': (p) => {
+    tuyaMcuIs(p, 9600);
+    // Every bool, value and enum datapoint is an entity; strings and raw ones are shown; scale becomes a filter.
+    assert.deepEqual(datapoints(p), ['number:number_datapoint:101', 'number:number_datapoint:102',
+      'number:number_datapoint:103', 'number:number_datapoint:104', 'number:number_datapoint:14',
+      'sensor:sensor_datapoint:1', 'sensor:sensor_datapoint:13', 'sensor:sensor_datapoint:9',
+      'switch:switch_datapoint:105', 'switch:switch_datapoint:106', 'switch:switch_datapoint:11',
+      'switch:switch_datapoint:12', 'switch:switch_datapoint:16', 'text_sensor:sensor_datapoint:19',
+      'text_sensor:sensor_datapoint:6', 'text_sensor:sensor_datapoint:7', 'text_sensor:sensor_datapoint:8']);
+    const energy = p.template.sensor.find((s: any) => s.sensor_datapoint === 1);
+    assert.deepEqual([energy.accuracy_decimals, energy.filters], [2, [{ multiply: 0.01 }]]);
+    const limit = p.template.number.find((n: any) => n.number_datapoint === 14);
+    assert.deepEqual([limit.min_value, limit.max_value, limit.step, limit.multiply], [0, 9999.99, 0.01, 100]);
+    assert.match(p.recipe.text, /^# {7}1 value ro 0…99999999 ×0\.01 → sensor "Datapoint 1"$/m);
+  },
+  'lsc-3202086-xxl-led-strip-v1.0.18': (p) => {
+    pinsAre(p, { cold: 'P9', warm: 'P24', button: 'P7' });
+    lightIs(p, 'cwww', {});
+    assert.match(comments(p), /the colours are driven some other way/);
+  },
+  'moes-bht-006gaw-thermostat-v2.0.2': (p) => {
+    tuyaMcuIs(p, 9600);
+    // A thermostat: switch, set and current temperature make one climate entity; the rest are entities of their own.
+    assert.deepEqual(p.template.climate, [{ platform: 'tuya', name: '${friendly_name}', switch_datapoint: 1,
+      target_temperature_datapoint: 2, current_temperature_datapoint: 3, supports_heat: true,
+      visual: { min_temperature: 10, max_temperature: 70 } }]);
+    assert.ok(datapoints(p).includes('select:enum_datapoint:4'));
+    assert.deepEqual(p.template.select[0].options, { 0: '0', 1: '1' });
+  },
+  'moes-ms-105-dimmer-switch': (p) => {
+    tuyaMcuIs(p, 9600);
+    assert.deepEqual(p.template.light, [{ platform: 'tuya', id: 'light_1', name: '${friendly_name}',
+      switch_datapoint: 1, dimmer_datapoint: 2, min_value_datapoint: 3, min_value: 10, max_value: 1000 }]);
+    assert.deepEqual(p.template.select[0].options, { 0: 'LED', 1: 'incandescent', 2: 'halogen' });
+    assert.equal(p.recipe.substitutions.default_state, 'RESTORE_DEFAULT_OFF');
+  },
+  'nous-a1-smart-plug': (p) => {
+    pinsAre(p, { relay: 'P26', button: 'P9', energy_rx: 'P10', energy_tx: 'P11', status_led: 'P6' });
+    bl0942Is(p);
+  },
+  'tongou-to-q-sy1-jwt-din-rail-switch-with-energy-meter': (p) => {
+    // A latching relay pulsed on two pins: ESPHome's hbridge switch, rl1_drvtime as the pulse.
+    pinsAre(p, { relay_on: 'P24', relay_off: 'P26', led1: 'P9', button: 'P17', energy_rx: 'P10', energy_tx: 'P11',
+      status_led: 'P15' });
+    const relay = p.template.switch[0];
+    assert.deepEqual([relay.platform, relay.on_pin, relay.off_pin, relay.pulse_length, relay.restore_mode],
+      ['hbridge', '${relay_on_pin}', '${relay_off_pin}', '${relay_pulse}', '${default_state}']);
+    assert.equal(p.recipe.substitutions.relay_pulse, '60ms');
+    bl0942Is(p);
+  },
+  'treatlife-ds02f-fan-controller': (p) => {
+    tuyaMcuIs(p, 115200);
+    assert.deepEqual(p.template.fan, [{ platform: 'tuya', name: '${friendly_name}', switch_datapoint: 1,
+      speed_datapoint: 3, speed_count: 4 }]);
+    const tenths = p.template.number.find((n: any) => n.number_datapoint === 101);
+    assert.deepEqual([tenths.max_value, tenths.step, tenths.multiply], [0.2, 0.1, 10]);
+  },
+  'treatlife-sl10-a19-rgbct-bulb-bk7231n-v1.3.21': (p) => {
+    // cmod rgbcw without w_pin: an RGBW light, and the recipe says what cmod claimed.
+    pinsAre(p, { red: 'P7', green: 'P8', blue: 'P9', cold: 'P24' });
+    lightIs(p, 'rgbw', { white: 'output_cold' });
+    assert.match(comments(p), /cmod is "rgbcw", but only r_pin g_pin b_pin c_pin are wired/);
+  },
+  'tuya-generic-mini-smart-switch': (p) => {
+    pinsAre(p, { relay: 'P24', button_all: 'P8', wall_switch: 'P26', status_led: 'P7' });
+    // A wall switch stays where it is put: every change toggles the relay, not a press.
+    const wall = p.template.binary_sensor.find((b: any) => b.id === 'wall_switch_1');
+    assert.deepEqual(wall.on_state, [{ 'switch.toggle': 'relay_1' }]);
+    assert.equal(wall.on_press, undefined);
+    assert.deepEqual(wall.pin, { number: '${wall_switch_pin}', mode: 'INPUT_PULLUP', inverted: true });
+  },
+  'tuya-generic-mod003-2-channel-smart-relay': (p) => {
+    pinsAre(p, { relay1: 'P9', relay2: 'P17', button_all: 'P8', wall_switch1: 'P24', wall_switch2: 'P26',
+      status_led: 'P7' });
+    assert.deepEqual(p.template.binary_sensor.filter((b: any) => b.on_state).map((b: any) => b.on_state),
+      [[{ 'switch.toggle': 'relay_1' }], [{ 'switch.toggle': 'relay_2' }]]);
+  },
+  'tuya-generic-temperature-and-humidity-sensor-v1.0.10': (p) => {
+    tuyaMcuIs(p, 9600);
+    // A read-only enum shows its label.
+    const battery = p.template.text_sensor.find((s: any) => s.sensor_datapoint === 3);
+    assert.deepEqual(battery.filters, [{ map: ['0 -> low', '1 -> middle', '2 -> high'] }]);
+    assert.deepEqual(p.template.sensor.find((s: any) => s.sensor_datapoint === 1).filters, [{ multiply: 0.1 }]);
   },
   'xenon-pa301-power-strip': (p) => {
     pinsAre(p, { relay1: 'P8', relay2: 'P6', relay3: 'P24', relay4: 'P26', relay5: 'P14', button_all: 'P7',
@@ -182,6 +305,37 @@ function energyIs(p: Parsed, model: string, selInverted: boolean) {
   assert.equal(hlw.model, model);
   assert.deepEqual(hlw.sel_pin, selInverted ? { number: '${sel_pin}', inverted: true } : '${sel_pin}');
   assert.equal(hlw.voltage_divider, '${voltage_divider}');
+}
+/** The recipe's comments as one text: a remark wraps over several comment lines. */
+function comments(p: Parsed): string {
+  return p.recipe.text.split('\n').filter((l: string) => l.startsWith('#')).map((l: string) => l.replace(/^#\s*/, ''))
+    .join(' ');
+}
+function bl0942Is(p: Parsed) {
+  // UART1 at 4800 baud; ESPHome's reference values named so they can be calibrated.
+  assert.deepEqual(p.template.uart, { id: 'energy_uart', rx_pin: '${energy_rx_pin}', tx_pin: '${energy_tx_pin}',
+    baud_rate: 4800, stop_bits: 1 });
+  const bl = p.template.sensor.find((s: any) => s.platform === 'bl0942');
+  assert.equal(bl.uart_id, 'energy_uart');
+  assert.equal(bl.voltage_reference, '${bl0942_voltage_reference}');
+  assert.equal(p.recipe.substitutions.bl0942_current_reference, 251213.46469622);
+  assert.deepEqual(Object.keys(bl).filter((k) => ['voltage', 'current', 'power', 'energy', 'frequency'].includes(k)),
+    ['voltage', 'current', 'power', 'energy', 'frequency']);
+}
+function tuyaMcuIs(p: Parsed, baud: number) {
+  pinsAre(p, { uart_rx: 'P10', uart_tx: 'P11' });
+  assert.equal(p.recipe.substitutions.tuya_baud_rate, baud);
+  assert.deepEqual(p.template.uart, { id: 'tuya_uart', rx_pin: '${uart_rx_pin}', tx_pin: '${uart_tx_pin}',
+    baud_rate: '${tuya_baud_rate}' });
+  assert.deepEqual(p.template.tuya, { uart_id: 'tuya_uart' });
+  assert.equal(p.template.logger, null); // the logger is on UART2: UART1 is the MCU's
+  assert.match(p.recipe.text, /Nothing here to check pin by pin/);
+}
+/** Every entity of the template that names a datapoint: `domain:key:id`. */
+function datapoints(p: Parsed): string[] {
+  return Object.entries(p.template).flatMap(([domain, items]) => (Array.isArray(items) ? items : [])
+    .filter((i: any) => i.platform === 'tuya').flatMap((i: any) => Object.entries(i)
+      .filter(([k]) => k.endsWith('_datapoint')).map(([k, v]) => `${domain}:${k}:${v}`))).sort();
 }
 function lightIs(p: Parsed, platform: string, keys: Record<string, string>) {
   const light = p.template.light.find((l: any) => l.id === 'light_1');
@@ -238,15 +392,24 @@ for (const device of devices) {
   });
 }
 
-test('a pin the module lacks, and a pin used twice, are refused naming the key', () => {
+test('a relay on a pin the module lacks, and a light channel on a relay\'s pin, are refused naming the key', () => {
   const d = devices.find((x) => x.slug === 'minoston-mp22wp-outdoor-plug')!;
   const cfg = d.device_configuration!;
   const lacks = generateRecipe({ ...d, device_configuration: { ...cfg, rl1_pin: 9 } }, profileOf(d));
   assert.deepEqual(lacks.ok ? {} : { key: lacks.key, ok: /P9, which the CB2S module does not have/.test(lacks.reason) },
     { key: 'rl1_pin', ok: true });
-  const twice = generateRecipe({ ...d, device_configuration: { ...cfg, bt1_pin: 24 } }, profileOf(d));
+  const twice = generateRecipe({ ...d, device_configuration: { ...cfg, cmod: 'c', c_pin: 24 } }, profileOf(d));
   assert.deepEqual(twice.ok ? {} : { key: twice.key, reason: twice.reason },
-    { key: 'bt1_pin', reason: 'P24 is used twice: by rl1_pin and by bt1_pin' });
+    { key: 'c_pin', reason: 'P24 is used twice: by rl1_pin and by c_pin' });
+});
+
+test('a button or key on a pin something else has is left out, and the recipe says so', () => {
+  const d = devices.find((x) => x.slug === 'minoston-mp22wp-outdoor-plug')!;
+  const got = generateRecipe({ ...d, device_configuration: { ...d.device_configuration, bt1_pin: 24 } }, profileOf(d));
+  assert.ok(got.ok);
+  if (!got.ok) return;
+  assert.equal(YAML.parse(got.recipe).pins.button, undefined);
+  assert.match(got.recipe, /^# {3}bt1_pin left out: P24 is rl1_pin's$/m);
 });
 
 test('an unknown dmod is refused naming dmod', () => {

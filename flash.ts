@@ -228,6 +228,7 @@ export const SETTINGS = {
   FLASH_HTTP_TIMEOUT_MS: { default: '10000', does: 'timeout of one HTTP request' },
   FLASH_DEVICE_API_PORT: { default: '6053', does: "the flashed plug's native API port (when mDNS does not say)" },
   FLASH_API_TIMEOUT_MS: { default: '10000', does: 'how long the plug has to give its device info over the API' },
+  FLASH_MCU_TIMEOUT_MS: { default: '20000', does: "how long a TuyaMCU device's MCU has to report after the upload" },
   FLASH_AP_HINT_MS: { default: '60000', does: 'cloudcutter scanning this long: say the plug is not in AP mode' },
   FLASH_AP_WAIT_MS: { default: '600000', does: 'cloudcutter scanning this long: stop it' },
   FLASH_CLOUDCUTTER_STALL_MS: { default: '60000', does: 'silence after the firmware was sent: cloudcutter is stopped' },
@@ -933,13 +934,13 @@ export interface ConfigFiles {
   gitignore: string;
 }
 
-async function stepConfig(ctx: Ctx): Promise<void> {
+async function stepConfig(ctx: Ctx, secretsOnly = false): Promise<void> {
   const existing = readSecretsFile(ctx.files.secrets);
   const wifi = await askWifiIfMissing(existing.values, ctx.opts);
   const files = renderConfigFiles(ctx, existing, wifi, randomSecret);
   fs.mkdirSync(ctx.opts.out, { recursive: true });
-  for (const [file, content, mode] of [[files.configPath, files.config], [files.secretsPath, files.secrets, 0o600],
-    [files.gitignorePath, files.gitignore]] as const) {
+  for (const [file, content, mode] of [...(secretsOnly ? [] : [[files.configPath, files.config]] as const),
+    [files.secretsPath, files.secrets, 0o600], [files.gitignorePath, files.gitignore]] as const) {
     const result = writeFileAtomic(file, content, mode);
     print(`    ${result === 'unchanged' ? c.dim('·') : ok()} ${result} ${shown(file)}`);
   }
@@ -1640,6 +1641,8 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
     if (opts.backupFlash) await backupFlash(ctx);
     return checkPlugWiring(ctx);
   }
+  // A recipe whose pins come from the plug has no config yet (it follows this step): its secrets are written now.
+  if (fromPlug(ctx.recipe)) await stepConfig(ctx, true);
   const secrets = readSecretsFile(ctx.files.secrets).values;
   if (!secrets.wifi_ssid || !secrets.wifi_password)
     throw new StepError('kickstart', `no wifi_ssid / wifi_password in ${shown(ctx.files.secrets)}`,
@@ -2037,8 +2040,13 @@ async function stepPins(ctx: Ctx): Promise<void> {
     ask: (q) => ask(q, ctx.opts),
     say: (line) => print(`    ${line}`),
   });
-  if (!result.length) return print(`    ${c.dim('·')} nothing here can be checked pin by pin ` +
-    '(Kickstart switches pins; it cannot talk to an LED driver): try the light once ESPHome runs on it');
+  if (!result.length) {
+    const roles = Object.keys(ctx.recipe.pins).map(pinRole);
+    return print(`    ${c.dim('·')} nothing here can be checked pin by pin ` + (roles.includes('bus')
+      ? '(Kickstart switches pins; it cannot talk to an LED driver): try the light once ESPHome runs on it'
+      : roles.includes('serial') ? "(the device's own MCU drives its hardware): verify shows the MCU answering " +
+        'once ESPHome runs on it' : ''));
+  }
   const wrong = result.filter((r) => !r.ok);
   if (!wrong.length) return print(`    ${ok()} every pin does what the recipe says`);
   const what = wrong.map((r) => `${r.fn} (${r.pin}): ${r.saw}`).join('; ');
@@ -2214,7 +2222,7 @@ export async function checkPins(o: {
   }
   for (const [fn, pin] of Object.entries(o.pins).filter(([f]) => roleOf(f).check === 'press')) {
     const which = fn === 'button' ? "the plug's button" : fn === 'button_all' ? 'the button for all sockets'
-      : `${fn.startsWith('key') ? 'key' : 'button'} ${fn.replace(/^\D+/, '')}`;
+      : fn === 'button_reset' ? 'the reset button' : `${fn.startsWith('key') ? 'key' : 'button'} ${fn.replace(/^\D+/, '')}`;
     if (await inputSeenOn(o, scan, `press_${fn}`, pin, 'LOW',
       `Press and release ${which} now (reading ${pin}), then press Enter`)) {
       note({ fn, pin, ok: true, saw: 'press seen' });
@@ -2457,11 +2465,99 @@ async function stepVerify(ctx: Ctx): Promise<void> {
   print(`      name ${api.name} · IP ${plug.ip} (${plug.how}) · MAC ${formatMac(api.macAddress) ?? '?'} · ` +
     `board ${api.model}`);
   print(`      read over the encrypted API (port ${plug.port}) with the key in secrets.yaml`);
+  await verifyMcu(ctx, plug.ip, plug.port, key);
   print(`\n    ${c.bold('Add it to Home Assistant:')} Settings → Devices & services: ESPHome discovers ` +
     `"${ctx.deviceName}"`);
   print(`    (or Add integration → ESPHome → host ${plug.ip}). It asks for the encryption key: ` +
     'api_encryption_key');
   print(`    in ${shown(ctx.files.secrets)}. Keep that folder: ESPHome needs it for later updates.`);
+}
+
+/**
+ * A TuyaMCU device works only when its MCU talks to ESPHome's tuya component: the entities of the datapoints get
+ * their states over the API once it does (a wrong baud rate, or a battery device's low-power MCU, gives none).
+ */
+async function verifyMcu(ctx: Ctx, host: string, port: number, key: string): Promise<void> {
+  const entities = tuyaEntityNames(ctx.template, ctx.substitutions);
+  if (!entities.length) return;
+  // A tuya switch, light or fan shows a state (off) before the MCU has said a word: only entities ESPHome keeps
+  // without a state until the MCU reports (sensors, numbers, selects, a climate's temperatures) tell.
+  const names = entities.filter((e) => TELLING_DOMAINS.includes(e.domain)).map((e) => e.name);
+  if (!names.length)
+    return print(`    ${c.dim('·')} its MCU's datapoints are switches, lights or fans, which ESPHome shows as off ` +
+      'before the MCU speaks: switch one from Home Assistant to see the device answer');
+  const wait = ms('FLASH_MCU_TIMEOUT_MS');
+  const seen = await withSpinner(`waiting for the device's MCU to report its datapoints (up to ${seconds(wait)})`,
+    readDeviceStates(host, port, key, wait, (states) => names.some((n) => states.has(n))));
+  const answered = names.filter((n) => seen.has(n));
+  const baud = ctx.substitutions.tuya_baud_rate;
+  if (!answered.length)
+    throw new StepError('verify', `${ctx.deviceName} runs ESPHome, but its MCU reported nothing within ` +
+      `${seconds(wait)} (tuya_baud_rate ${baud})`, `the usual cause is the baud rate: set tuya_baud_rate to ` +
+      `${baud === '115200' ? '9600' : '115200'} under substitutions in ${shown(ctx.recipePath)}, then ` +
+      `${recompile(ctx.opts)}. A battery device's MCU speaks Tuya's low-power protocol, which ESPHome's tuya ` +
+      'component does not: such a device stays silent');
+  const shownStates = answered.slice(0, 8).map((n) => `${n} ${seen.get(n)}`);
+  print(`    ${ok()} the MCU answered: ${shownStates.join(', ')}${answered.length > 8 ? ', …' : ''}` +
+    (answered.length < names.length ? ` (${names.length - answered.length} more have not reported yet)` : ''));
+}
+
+/** ESPHome entity kinds that have no state until their datapoint is reported. */
+const TELLING_DOMAINS = ['sensor', 'binary_sensor', 'text_sensor', 'number', 'select', 'climate'];
+
+/** A template's TuyaMCU entities: their kind and name as the device reports it (substitutions resolved). Pure. */
+export function tuyaEntityNames(template: string, subs: Record<string, string>): { domain: string; name: string }[] {
+  if (!template) return [];
+  const config = (lib.yaml.parse(template, { customTags: [SECRET_TAG] }) ?? {}) as Yaml;
+  return Object.entries(config).flatMap(([domain, items]) => asList(items).filter((i) => i.platform === 'tuya')
+    .map((i) => ({ domain, name: String(i.name ?? '').replace(/\$\{(\w+)\}/g, (_, k) => subs[k] ?? '') })))
+    .filter((e) => e.name);
+}
+
+/**
+ * The states a device reports over the encrypted API, by entity name (never throws): listed, subscribed, collected
+ * until `enough` says so or `wait` is over. An entity that has no state yet (ESPHome's missing_state) is not there.
+ */
+async function readDeviceStates(host: string, port: number, encryptionKey: string, wait: number,
+  enough: (states: Map<string, string>) => boolean): Promise<Map<string, string>> {
+  const { Client } = await import('@2colors/esphome-native-api');
+  type Entity = { name: string; type: string; config: { unitOfMeasurement?: string };
+    on(e: 'state', f: (s: Record<string, unknown>) => void): void };
+  const client = new Client({ host, port, encryptionKey, reconnect: false, clientInfo: `flash.ts ${VERSION}` }) as
+    unknown as { connect(): void; disconnect(): void; on(e: string, f: (x: never) => void): void;
+      connection: { on(e: 'error', f: () => void): void; pingTimer?: NodeJS.Timeout } };
+  const states = new Map<string, string>();
+  return new Promise((resolve) => {
+    let finished = false;
+    const done = () => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      try {
+        client.disconnect();
+      } catch {}
+      // As readDeviceInfo: a late error of a closed session must neither crash flash.ts nor keep it running.
+      client.connection.on('error', () => queueMicrotask(() => clearInterval(client.connection.pingTimer)));
+      resolve(states);
+    };
+    const timer = setTimeout(done, wait);
+    client.on('newEntity', (entity: Entity) => entity.on('state', (s) => {
+      const value = s.state ?? s.value ?? s.speed ?? s.currentTemperature;
+      // missing_state, or a climate's temperature not yet reported (NaN)
+      if (s.missingState || (typeof value === 'number' && Number.isNaN(value))) return;
+      const text = typeof value === 'boolean' ? (value ? 'on' : 'off')
+        : typeof value === 'number' ? `${Number(value.toFixed(2))}${entity.config.unitOfMeasurement ?
+          ` ${entity.config.unitOfMeasurement}` : ''}` : String(value ?? '');
+      states.set(entity.name, text);
+      if (enough(states)) done();
+    }));
+    client.on('error', () => done());
+    try {
+      client.connect();
+    } catch {
+      done();
+    }
+  });
 }
 
 async function planVerify(ctx: Ctx): Promise<string[]> {
@@ -2470,7 +2566,9 @@ async function planVerify(ctx: Ctx): Promise<string[]> {
     : `mDNS: wait for ${ctx.deviceName}._esphomelib._tcp.local (board ${ctx.substitutions.board})` +
       (known ? `; meanwhile try ${known}, the address it had` : ''),
   `native API <ip>:${setting('FLASH_DEVICE_API_PORT')}: Noise handshake with api_encryption_key (***), then ` +
-    `DeviceInfoRequest; the name must be ${ctx.deviceName}`];
+    `DeviceInfoRequest; the name must be ${ctx.deviceName}`,
+  ...(tuyaEntityNames(ctx.template, ctx.substitutions).length ? ['then ListEntities and SubscribeStates until the ' +
+    "device's MCU reports a datapoint (a TuyaMCU device works only when it does)"] : [])];
 }
 
 /** The flashed plug on mDNS: its new name, an encrypted API, the recipe's board and, once known, its MAC. */
@@ -3005,6 +3103,9 @@ async function runRecipeCommand(words: string[], o: { dir: string; yes: boolean;
   print(`    recipe    ${recipeFile}`);
   print(`    template  ${templateFile}`);
   print(`    pins      ${Object.entries(recipe.pins).map(([fn, p]) => `${fn} ${p}`).join(', ') || 'none'}`);
+  if (config.lowPower)
+    print(`    ${warn()} ${c.yellow("a battery device (Tuya's low-power firmware): ESPHome's tuya component does not " +
+      'speak its MCU\'s protocol; read the note in the recipe before you flash it')}`);
   const notes = m.remarks.filter((r) => !r.startsWith('  ')).length;
   if (notes) print(c.dim(`    ${notes} note${notes > 1 ? 's' : ''} on the mapping (what the configuration claimed ` +
     'and what was made of it) at the end of the recipe'));
@@ -3240,6 +3341,8 @@ export interface TuyaConfig {
   keys: Record<string, unknown>;
   /** A TuyaMCU device: the baud rate its MCU talks at (when known) and the datapoints it speaks. */
   mcu?: { baud?: number; datapoints: Datapoint[] };
+  /** A battery device's firmware (Tuya's low-power one): its MCU speaks the low-power serial protocol. */
+  lowPower?: boolean;
 }
 
 /** One datapoint of a TuyaMCU device (cloudcutter's `schemas`; Tuya's schema model has the same fields). */
@@ -3980,6 +4083,10 @@ function mapTuyaMcu(t: TuyaKeys, out: Collector, c: TuyaConfig): void {
       'verify says the MCU is silent, set 115200 here');
   out.set('uart', { id: 'tuya_uart', rx_pin: rx, tx_pin: tx, baud_rate: baud }, 'tuyamcu_baud');
   out.set('tuya', { uart_id: 'tuya_uart' });
+  if (c.lowPower)
+    out.remarks.push("Tuya's low-power firmware: a battery device whose MCU speaks Tuya's low-power serial protocol " +
+      "(no heartbeat), which ESPHome's tuya component does not: once flashed it will most likely stay silent, and " +
+      'Tuya firmware cannot be put back without a serial adapter');
   const taken = new Set<number>();
   const category = TUYA_CATEGORIES.find((k) => k.words.test(c.title) && k.detect(mcu.datapoints));
   if (category) {
@@ -4182,7 +4289,7 @@ export function tuyaFromCloudcutter(device: DeviceFile, profileSlug: string, chi
   const baud = Number(device.tuyamcu_baud ?? keys.wifi_bdrate) || undefined;
   return {
     title: `${device.manufacturer ?? ''} ${device.name ?? ''}`.trim() || device.slug, slug: device.slug, chip, keys,
-    mcu: tuyaMcu ? { baud, datapoints: schema.flatMap(datapointOf) } : undefined,
+    mcu: tuyaMcu ? { baud, datapoints: schema.flatMap(datapointOf) } : undefined, lowPower: /lowpower/.test(profileSlug),
   };
 }
 

@@ -8,7 +8,13 @@ import { varint, proto } from './sim/native-api.ts';
 export const MSG = {
   HelloRequest: 1, HelloResponse: 2, ConnectRequest: 3, ConnectResponse: 4, DisconnectRequest: 5,
   DisconnectResponse: 6, PingRequest: 7, PingResponse: 8, DeviceInfoRequest: 9, DeviceInfoResponse: 10,
-  ListEntitiesRequest: 11, ListEntitiesDoneResponse: 19, SubscribeStatesRequest: 20,
+  ListEntitiesRequest: 11, ListEntitiesBinarySensorResponse: 12, ListEntitiesFanResponse: 14,
+  ListEntitiesLightResponse: 15, ListEntitiesSensorResponse: 16, ListEntitiesSwitchResponse: 17,
+  ListEntitiesTextSensorResponse: 18, ListEntitiesDoneResponse: 19, SubscribeStatesRequest: 20,
+  BinarySensorStateResponse: 21, FanStateResponse: 23, LightStateResponse: 24, SensorStateResponse: 25,
+  SwitchStateResponse: 26, TextSensorStateResponse: 27, SwitchCommandRequest: 33, ListEntitiesClimateResponse: 46,
+  ClimateStateResponse: 47, ListEntitiesNumberResponse: 49, NumberStateResponse: 50, ListEntitiesSelectResponse: 52,
+  SelectStateResponse: 53,
 } as const;
 
 /** One TCP connection that collects what arrives and tells when the other side closed. */
@@ -91,6 +97,44 @@ export const noiseFrame = (payload: Buffer | number[]) => {
 
 // Messages are encoded as the simulated device encodes its own (proto3: empty fields left out).
 export { varint, proto };
+
+/**
+ * Every field of a protobuf message, in order, repeated ones as often as they come: varints (up to 2^53) and fixed32
+ * as numbers (float32(n) reads a fixed32 as the float it carries), length-delimited ones as strings.
+ */
+export function decodeAll(b: Buffer): [number, number | string][] {
+  const out: [number, number | string][] = [];
+  let at = 0;
+  const rv = () => {
+    let v = 0;
+    for (let i = 0; ; i++) {
+      const byte = b[at++];
+      v += (byte & 0x7f) * 2 ** (7 * i);
+      if (!(byte & 0x80)) return v;
+    }
+  };
+  while (at < b.length) {
+    const tag = rv();
+    const wire = tag & 7;
+    if (wire === 0) out.push([tag >>> 3, rv()]);
+    else if (wire === 2) {
+      const len = rv();
+      out.push([tag >>> 3, b.subarray(at, at + len).toString('utf8')]);
+      at += len;
+    } else if (wire === 5) {
+      out.push([tag >>> 3, b.readUInt32LE(at)]);
+      at += 4;
+    } else throw new Error(`wire type ${wire}`);
+  }
+  return out;
+}
+
+/** The float32 a fixed32 field carries. */
+export function float32(n: number): number {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n >>> 0);
+  return b.readFloatLE(0);
+}
 
 /** A protobuf message's fields by number: varints as numbers, length-delimited ones as strings. */
 export function decode(b: Buffer): Record<number, number | string> {

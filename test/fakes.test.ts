@@ -907,7 +907,7 @@ describe('fake docker', { concurrency: true }, () => {
 
 describe('fake esphome', { concurrency: true }, () => {
   test('version; compile: UF2 with the family of the board (substitutions resolved), payload {name, friendly_name, ' +
-    'board, api_key, esphome_version}', async () => {
+    'board, api_key, esphome_version, config}', async () => {
     await withWorld({}, async (w) => {
       assert.equal((await run(w, 'esphome', ['version'])).stdout, 'Version: 2025.5.0\n');
       for (const [board, chip] of [['generic-bk7231t-qfn32-tuya', 'bk7231t'], ['generic-bk7231n-qfn32-tuya', 'bk7231n']] as const) {
@@ -919,8 +919,15 @@ describe('fake esphome', { concurrency: true }, () => {
         const uf2 = fs.readFileSync(path.join(d, '.esphome/build/status-plug-01/.pioenvs/status-plug-01/firmware.uf2'));
         const info = { name: 'status-plug-01', friendly_name: 'Status Plug 01', board,
           api_key: 'aGVsbG8gd29ybGQgaGVsbG8gd29ybGQgaGVsbG8gd28=', esphome_version: '2025.5.0' };
-        assert.deepEqual(uf2, makeUF2({ familyId: FAMILY_ID[chip], payload: Buffer.from(JSON.stringify(info)), minBlocks: 400 }), 'the same bytes test/firmware-files.ts makes');
-        assert.deepEqual(JSON.parse(readUF2Payload(uf2).toString()), info);
+        const payload = JSON.parse(readUF2Payload(uf2).toString());
+        assert.deepEqual(uf2, makeUF2({ familyId: FAMILY_ID[chip], payload: Buffer.from(JSON.stringify(payload)),
+          minBlocks: 400 }), 'the same bytes test/firmware-files.ts makes');
+        const { config, ...head } = payload;
+        assert.deepEqual(head, info);
+        // The substituted config the simulated device runs, without the Wi-Fi, OTA and API secrets.
+        assert.equal(config.esphome.name, 'status-plug-01');
+        assert.equal(config.switch[0].pin, 'P24');
+        assert.deepEqual([config.wifi, config.ota, config.api.encryption], [undefined, undefined, undefined]);
       }
       assert.deepEqual(w.calls('esphome').map((c) => c.argv[0]), ['version', 'compile', 'compile']);
     });

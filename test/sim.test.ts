@@ -9,7 +9,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import makeMdns from 'multicast-dns';
 import {
-  startSimPlug, simFlashRead, wiringFromTuya, PIN_OPTIONS, FLASH_SIZE, type SimPlug, type SimPlugOptions, type Wiring,
+  startSimPlug, wiringFromTuya, PIN_OPTIONS, FLASH_SIZE, type SimPlug, type SimPlugOptions, type Wiring,
 } from './sim/plug.ts';
 import { makeUF2, makeUG, FAMILY_ID } from './firmware-files.ts';
 import { ROOT, TSX } from './helpers.ts';
@@ -682,7 +682,7 @@ test('wiringFromTuya: relays (rlN_lv 0: active low), buttons (total 0, key_pin),
     channels: { P24: 'red', P9: 'green', P8: 'blue', P6: 'cold', P26: 'warm' },
   });
   assert.deepEqual(tuyaWiring('anko-io04055-sunset-lamp-v1.1.6'), {
-    buttons: { P1: 1 }, button: 'P1', channels: { P9: 'red', P24: 'green', P26: 'blue' },
+    buttons: { P1: 1 }, button: 'P1', keys: { P1: 1 }, channels: { P9: 'red', P24: 'green', P26: 'blue' },
   });
   assert.deepEqual(tuyaWiring('alusso-gu10-rgbct-bulb-v1.3.1'), {}, 'iicscl/iicsda are no channels');
   assert.deepEqual(wiringFromTuya({ dmod: 2, iicscl: 7, iicsda: 8, r_pin: 6 }), {}, 'dmod 2: the chip has the colours');
@@ -861,7 +861,7 @@ test('hub: LibreTiny banner and a deterministic, range-checked 2 MiB flash_read'
     assert.equal(a.status, 200);
     assert.equal(a.headers['content-type'], 'application/octet-stream');
     assert.equal(a.body.length, 65536);
-    assert.deepEqual(a.body, simFlashRead(sim.mac, 4096, 65536));
+    assert.deepEqual(a.body, sim.flashRead(4096, 65536));
     const b = await req('GET', `${sim.url}/hub/flash_read?offset=0&length=8192`);
     assert.deepEqual(b.body.subarray(4096), a.body.subarray(0, 4096), 'the same bytes at the same address');
     const whole = await req('GET', `${sim.url}/hub/flash_read`);

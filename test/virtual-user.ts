@@ -3,7 +3,10 @@
 // keys, letters), the way a person at a terminal does. It decides like a person at the plug would: it
 // watches the simulated plug's relay and LEDs, presses its button when asked, and says yes to "ready?".
 // It also reads what flash.ts prints: told to put the plug into AP mode, it does the button dance
-// (which takes the plug its time), as a person holding the plug would.
+// (which takes the plug its time), as a person holding the plug would; told that a latching relay is first put the
+// other way ("resetting the relay first"), it does not count that click, only what it sees after "pulsing <fn> now".
+// Asked to flip a wall switch, it flips the one the question names (wall switch N), as a person would: if the
+// recipe has the pin wrong, flash.ts reads a pin nobody flipped.
 import { PassThrough } from 'node:stream';
 import type { Question } from '../flash.ts';
 import type { SimPlug } from './sim/plug.ts';
@@ -21,6 +24,8 @@ export interface VirtualUser {
   /** What flash.ts prints (not the prompts): the user acts on instructions it reads there. */
   read: (text: string) => void;
   onQuestion: (q: Question) => void;
+  /** What this user answers to `q` (doing what it takes first: pressing, flipping), without a terminal. */
+  answer: (q: Question) => Promise<Answer>;
   stop: () => void;
 }
 
@@ -47,6 +52,12 @@ export function virtualUser(sim: SimPlug | undefined,
   // What the user saw since the last question: the relay clicking, LEDs (by colour) turning on.
   const seen = new Set<string>();
   let last = sim ? JSON.stringify(sim.hardware) : '';
+  /** From now on, what it sees counts: flash.ts announced a click that is not the one it asks about. */
+  const lookAfresh = () => {
+    if (!sim) return;
+    last = JSON.stringify(sim.hardware);
+    seen.clear();
+  };
   const watch = sim && setInterval(() => {
     const now = sim.hardware;
     const before = JSON.parse(last) as SimPlug['hardware'];
@@ -84,11 +95,27 @@ export function virtualUser(sim: SimPlug | undefined,
       if (mine) return mine;
     }
     if (q.id.startsWith('press_') && sim) {
-      // The button the question names: the plug's (button 1), "the button for all sockets" (0) or button N.
+      // The button the question names: the plug's (button 1), "the button for all sockets" (0), button N, key N or
+      // the reset button.
       const fn = q.id.slice('press_'.length);
       const n = fn === 'button' ? undefined : fn === 'button_all' ? 0 : Number(fn.replace(/^\D+/, ''));
-      const pin = Object.entries(sim.buttons).find(([, b]) => b === n)?.[0];
+      const byNumber = (map: Record<string, number> | undefined) =>
+        Object.entries(map ?? {}).find(([, b]) => b === n)?.[0];
+      const pin = fn === 'button_reset' ? sim.wiring.resetButton
+        : fn.startsWith('key') && sim.wiring.keys ? byNumber(sim.wiring.keys) : byNumber(sim.buttons);
       await sim.pressButton(150, pin);
+      seen.clear();
+      return true;
+    }
+    if (q.id.startsWith('flip_') && sim) {
+      // Wall switch N (the only one, or number 1, for "wall_switch"); a board without it: the one on the pin read.
+      const fn = q.id.slice('flip_'.length);
+      const n = Number(fn.replace(/^\D+/, '') || 1);
+      const switches = Object.entries(sim.wiring.wallSwitches ?? {});
+      const named = switches.length === 1 && fn === 'wall_switch' ? switches[0][0]
+        : switches.find(([, k]) => k === n)?.[0];
+      const pin = named ?? /reading (P\d+)/.exec(q.message)?.[1];
+      if (pin && switches.some(([p]) => p === pin)) sim.flipSwitch(pin);
       seen.clear();
       return true;
     }
@@ -125,6 +152,8 @@ export function virtualUser(sim: SimPlug | undefined,
           opts.log?.(`[virtual user] picks up plug ${next[1]}`);
           sim.newPlug();
         }
+        // A latching relay's question is about the pulse after this line: the click before it was the other pin's.
+        if (/^\s*pulsing \w+ \(P\d+\) now/.test(line)) lookAfresh();
         if (/Put the plug into AP mode/i.test(line) && sim) {
           opts.log?.('[virtual user] puts the plug into AP mode');
           sim.enterApMode().catch(() => { /* not on the stock firmware any more: nothing happens */ });
@@ -146,6 +175,10 @@ export function virtualUser(sim: SimPlug | undefined,
         opts.log?.(`[virtual user] ${(e as Error).message}`);
         process.emitWarning(`virtual user: ${(e as Error).message}`);
       });
+    },
+    answer(q) {
+      asked.push(q);
+      return decide(q);
     },
     stop: () => watch && clearInterval(watch),
   };

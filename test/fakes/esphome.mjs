@@ -2,7 +2,8 @@
 // secrets.yaml beside the config, !include, substitutions incl. `-s KEY VALUE`), checks the mistakes a
 // recipe can make with ESPHome's own messages, and `compile` leaves
 // <config dir>/.esphome/build/<esphome.name>/.pioenvs/<esphome.name>/firmware.uf2 whose family ID comes
-// from the board's chip and whose payload is JSON {name, friendly_name, board, api_key, esphome_version}.
+// from the board's chip and whose payload is JSON (firmwarePayload): {name, friendly_name, board, api_key,
+// esphome_version, config}, config being the substituted, validated config the simulated device then runs.
 // The checks themselves (ESPHome's order and words) are in esphome-config.mjs.
 // Streams like the real one: log lines (INFO/WARNING/ERROR) on stderr, PlatformIO output and
 // "Failed config" blocks on stdout. Exit codes: 0, 1 (compile/upload error), 2 (invalid config).
@@ -196,16 +197,30 @@ async function compile({ config, chip, version, name, buildShown, envShown, uf2S
   }
   if (es.fail) return 1;
   const familyId = es.familyOverride ?? UF2_FAMILY[chip];
-  // The firmware carries its API key (as the real one does) so the simulated plug can speak encrypted API, and the
-  // ESPHome version it was built with, which the final device then reports.
-  const payload = Buffer.from(JSON.stringify({ name, friendly_name: config.esphome.friendly_name, board,
-    api_key: config.api?.encryption?.key, esphome_version: version }));
+  const payload = firmwarePayload(config, { name, board, version });
   const envHost = ctx.toHost(envShown);
   fs.mkdirSync(envHost, { recursive: true });
   fs.writeFileSync(ctx.toHost(uf2Shown), makeUF2({ familyId, payload, minBlocks: 400 }));
   fs.writeFileSync(path.join(envHost, `image_${chip}_app.ota.ug.bin`), wrapUG(payload, '1.0.0'));
   log('INFO', 'Successfully compiled program.');
   return 0;
+}
+
+/**
+ * What the fake firmware image carries: its API key (as the real one does) so the simulated plug can speak the
+ * encrypted API, the ESPHome version it was built with, which the final device then reports, and the config it was
+ * built from, which the simulated device runs (test/sim/esphome-device.ts). The Wi-Fi and OTA sections and the API's
+ * secrets are left out of that copy: the device has no use for them and the payload stays small (the simulated
+ * plug reads the first 64 KiB of it).
+ */
+export function firmwarePayload(config, { name, board, version }) {
+  const { wifi: _wifi, ota: _ota, ...rest } = config;
+  if (rest.api && typeof rest.api === 'object') {
+    const { encryption: _key, password: _password, ...api } = rest.api;
+    rest.api = api;
+  }
+  return Buffer.from(JSON.stringify({ name, friendly_name: config.esphome?.friendly_name, board,
+    api_key: config.api?.encryption?.key, esphome_version: version, config: rest }));
 }
 
 // ---- reading the YAML --------------------------------------------------------------------------
@@ -227,6 +242,11 @@ function readYamlFile(shown, ctx) {
     throw new ConfigReadError(`Invalid YAML syntax:\n\n${e.message.split('\n')[0]}\n  in "${shown}", line ${pos?.line ?? 1}, column ${pos?.col ?? 1}`);
   }
   return { doc, lineCounter, src };
+}
+
+/** A config file on this machine as `esphome config` reads it: {config (substituted), errors, chip}. */
+export function readConfigFile(file, subs = {}) {
+  return readConfig(path.resolve(file), { toHost: (p) => p }, subs);
 }
 
 function readConfig(shown, ctx, cliSubs) {

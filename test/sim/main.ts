@@ -4,13 +4,15 @@
 //        [--no-mdns | --mdns-interface IP] [--faults JSON] [--esphome-version V] [--mdns-stops-after-ms N]
 //        [--wiring JSON | --tuya-device FILE]
 // --wiring takes a Wiring object ({"relays":{"P8":1},"buttons":{"P7":0},...}); --tuya-device a cloudcutter device
-// file, whose device_configuration (Tuya's pin keys) becomes the wiring. Default: the Status plug's.
+// file, whose device_configuration (Tuya's pin keys) and TuyaMCU (tuyamcu_baud + schemas) become the wiring
+// (wiringFromDevice). Default: the Status plug's.
 // Prints one JSON line {"url","port","mac","apiPort","mcu","phase"} on stdout, then runs until SIGTERM/SIGINT.
 // Control it over HTTP under /_sim/ (state, ap-mode, exploit, configure-wifi, flash-kickstart, power-cycle,
-// press?ms=&pin=, wait?phase=, faults).
+// press?ms=&pin=, flip?pin=, wait?phase=, faults).
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { startSimPlug, wiringFromTuya, type Phase, type SimFaults, type Wiring } from './plug.ts';
+import { startSimPlug, wiringFromDevice, type DeviceWiringSource, type Phase, type SimFaults, type Wiring }
+  from './plug.ts';
 import type { Mcu } from '../firmware-files.ts';
 
 const PHASES: Phase[] = ['tuya', 'kickstart-ap', 'kickstart-lan', 'final', 'off'];
@@ -86,16 +88,16 @@ if (values.wiring !== undefined) {
   if (!wiring || typeof wiring !== 'object' || Array.isArray(wiring)) fail('--wiring must be a JSON object');
 }
 if (values['tuya-device'] !== undefined) {
-  let device: { device_configuration?: Record<string, unknown> };
+  let device: DeviceWiringSource;
   try {
     device = JSON.parse(fs.readFileSync(values['tuya-device'], 'utf8')) as typeof device;
   } catch (e) {
     fail(`--tuya-device: ${(e as Error).message}`);
   }
-  if (!device.device_configuration || !Object.keys(device.device_configuration).length) {
-    fail(`--tuya-device: ${values['tuya-device']} has no device_configuration (no pins known)`);
+  wiring = wiringFromDevice(device);
+  if (!wiring.tuyaMcu && (!device.device_configuration || !Object.keys(device.device_configuration).length)) {
+    fail(`--tuya-device: ${values['tuya-device']} has no device_configuration (no pins known) and no TuyaMCU`);
   }
-  wiring = wiringFromTuya(device.device_configuration);
 }
 
 const sim = await startSimPlug({

@@ -18,6 +18,13 @@
 //   a password accepts only an empty one; 2025.7 accepts any when none is set); from 2025.8 Hello authenticates
 //   a device without a password; from 2025.10 a ConnectRequest to such a device gets no answer at all, and
 //   2026.1 removed passwords. The device pings an idle client (keepalive) and drops one that stays silent.
+// - Entities: ListEntitiesRequest gets one ListEntities*Response per entity that is not internal, in ESPHome's
+//   iteration order (binary_sensor, cover, fan, light, sensor, switch, button, text_sensor, climate, number, select),
+//   then ListEntitiesDoneResponse; SubscribeStatesRequest gets every entity's current state (a value nobody has
+//   published yet goes out with missing_state, where the message has that field), then each publication. Messages
+//   are encoded field by field in the order of ESPHome's generated api_pb2.cpp (2024.11, which 2025.x kept), default
+//   values left out; unique_id (field 4) goes out up to 2025.7 (esphome#9022 removed it in 2025.8), object_id to
+//   every client up to 2025.12 and from 2026.1 only to clients below API 1.14 (esphome#12818).
 import crypto from 'node:crypto';
 import type net from 'node:net';
 
@@ -39,6 +46,107 @@ export interface ApiFirmware {
   key?: Buffer;
   /** `api: password:`; ESPHome removed it in 2026.1. Default none. */
   password?: string;
+  /** The firmware's entities (none: ListEntities answers only Done, SubscribeStates nothing). */
+  entities?: EntitySource;
+}
+
+/** Entity domains the simulated firmware lists, in ESPHome's ComponentIterator order. */
+export const API_DOMAINS = ['binary_sensor', 'fan', 'light', 'sensor', 'switch', 'text_sensor', 'climate', 'number',
+  'select'] as const;
+export type ApiDomain = (typeof API_DOMAINS)[number];
+
+/** What a ListEntities*Response carries beyond the fields every entity has (see the message of each domain). */
+export interface EntityTraits {
+  /** sensor, number */
+  unit?: string;
+  /** sensor */
+  accuracyDecimals?: number;
+  forceUpdate?: boolean;
+  /** sensor: SensorStateClass (0 none, 1 measurement, 2 total_increasing, 3 total) */
+  stateClass?: number;
+  /** binary_sensor */
+  isStatusBinarySensor?: boolean;
+  /** switch */
+  assumedState?: boolean;
+  /** number: min, max, step; mode NumberMode (0 auto, 1 box, 2 slider) */
+  min?: number;
+  max?: number;
+  step?: number;
+  mode?: number;
+  /** select */
+  options?: string[];
+  /** light: ColorMode values (1 on/off, 2 brightness, 11 colour temperature, 19 cold/warm, 35 RGB, ...) */
+  colorModes?: number[];
+  minMireds?: number;
+  maxMireds?: number;
+  effects?: string[];
+  /** fan */
+  supportsOscillation?: boolean;
+  supportsSpeed?: boolean;
+  supportsDirection?: boolean;
+  speedCount?: number;
+  presetModes?: string[];
+  /** climate: ClimateMode values (0 off, 1 heat_cool, 2 cool, 3 heat, ...), visual range and steps */
+  supportsCurrentTemperature?: boolean;
+  supportsTwoPointTargetTemperature?: boolean;
+  modes?: number[];
+  visualMinTemperature?: number;
+  visualMaxTemperature?: number;
+  visualTargetTemperatureStep?: number;
+  visualCurrentTemperatureStep?: number;
+  supportsAction?: boolean;
+  fanModes?: number[];
+  swingModes?: number[];
+  presets?: number[];
+}
+
+export interface LightStateValue {
+  on: boolean; brightness: number; colorMode: number; colorBrightness?: number; red?: number; green?: number;
+  blue?: number; white?: number; colorTemperature?: number; coldWhite?: number; warmWhite?: number; effect?: string;
+}
+export interface FanStateValue { on: boolean; oscillating?: boolean; direction?: number; speedLevel?: number }
+export interface ClimateStateValue {
+  mode: number; currentTemperature: number; targetTemperature: number; action: number;
+}
+/** A state as the firmware holds it; undefined: nothing published yet (sensor, binary_sensor, text_sensor, number,
+ *  select). Switches always have one (false before the first write), as lights, fans and climates do. */
+export type EntityState = boolean | number | string | LightStateValue | FanStateValue | ClimateStateValue |
+  undefined;
+
+export interface ApiEntity {
+  domain: ApiDomain;
+  /** str_sanitize(str_snake_case(name)); the friendly name's for an entity without a name of its own. */
+  objectId: string;
+  /** fnv1_hash(objectId): what states and commands are addressed by. */
+  key: number;
+  /** '' for an entity with no name of its own (it shows as the device). */
+  name: string;
+  icon?: string;
+  /** 0 none, 1 config, 2 diagnostic */
+  entityCategory?: number;
+  disabledByDefault?: boolean;
+  deviceClass?: string;
+  traits: EntityTraits;
+  state(): EntityState;
+  /** A command from a client: SwitchCommandRequest's state. */
+  command?(value: unknown): void;
+}
+
+/** The entities of a running firmware, as its API server sees them. */
+export interface EntitySource {
+  /** The entities a client is told of (internal ones left out), in ESPHome's iteration order. */
+  entities(): ApiEntity[];
+  /** Runs for each state publication; returns the unsubscribe function. */
+  onState(cb: (e: ApiEntity) => void): () => void;
+  /** Clients connected to the API (ESPHome's api_is_connected(): a TuyaMCU is told "cloud" while there is one). */
+  clientsChanged?(count: number): void;
+}
+
+/** ESPHome's fnv1_hash (helpers.cpp): FNV-1, multiply then xor, over the object id's bytes. */
+export function fnv1Hash(s: string): number {
+  let h = 2166136261;
+  for (const b of Buffer.from(s)) h = (Math.imul(h, 16777619) ^ b) >>> 0;
+  return h >>> 0;
 }
 
 export interface ApiOptions {
@@ -55,8 +163,15 @@ const KEEPALIVE_MS = 60_000;
 const MSG = {
   HelloRequest: 1, HelloResponse: 2, ConnectRequest: 3, ConnectResponse: 4, DisconnectRequest: 5, DisconnectResponse: 6,
   PingRequest: 7, PingResponse: 8, DeviceInfoRequest: 9, DeviceInfoResponse: 10, ListEntitiesRequest: 11,
-  ListEntitiesDoneResponse: 19, SubscribeStatesRequest: 20, GetTimeRequest: 36,
+  ListEntitiesDoneResponse: 19, SubscribeStatesRequest: 20, SwitchCommandRequest: 33, GetTimeRequest: 36,
 } as const;
+
+/** ListEntities*Response and *StateResponse message types by domain (api.proto `option (id)`). */
+export const ENTITY_MSG: Record<ApiDomain, { list: number; state: number }> = {
+  binary_sensor: { list: 12, state: 21 }, fan: { list: 14, state: 23 }, light: { list: 15, state: 24 },
+  sensor: { list: 16, state: 25 }, switch: { list: 17, state: 26 }, text_sensor: { list: 18, state: 27 },
+  climate: { list: 46, state: 47 }, number: { list: 49, state: 50 }, select: { list: 52, state: 53 },
+};
 
 /**
  * Requests ESPHome serves only on an authenticated connection (api_pb2_service.cpp: is_connection_setup() and
@@ -93,6 +208,8 @@ export function serveNativeApi(sock: net.Socket, fw: ApiFirmware, o: ApiOptions 
   const keepalive = o.keepaliveMs ?? KEEPALIVE_MS;
   let state: 'setup' | 'connected' | 'authenticated' = 'setup';
   let closed = false;
+  let clientApi = { major: 0, minor: 0 }; // what HelloRequest says the client speaks
+  let unsubscribe: (() => void) | undefined; // the state subscription, once SubscribeStatesRequest came
   let lastTraffic = Date.now();
   let pingSent = false;
 
@@ -105,6 +222,7 @@ export function serveNativeApi(sock: net.Socket, fw: ApiFirmware, o: ApiOptions 
   sock.on('close', () => {
     closed = true;
     clearInterval(keepaliveTimer);
+    unsubscribe?.();
   });
 
   const transport = fw.key
@@ -131,6 +249,8 @@ export function serveNativeApi(sock: net.Socket, fw: ApiFirmware, o: ApiOptions 
     pingSent = false;
     const reply = (t: number, b: Buffer) => transport.send(t, b);
     if (type === MSG.HelloRequest) {
+      const f = readFields(body);
+      clientApi = { major: Number(f.get(2) ?? 0), minor: Number(f.get(3) ?? 0) };
       const { major, minor } = apiVersionOf(ver);
       // From 2025.10 the server info is the bare version string; before, "<name> (esphome v<version>)".
       const serverInfo = esphomeAtLeast(ver, '2025.10.0') ? ver : `${fw.info.name} (esphome v${ver})`;
@@ -168,9 +288,177 @@ export function serveNativeApi(sock: net.Socket, fw: ApiFirmware, o: ApiOptions 
       reply(MSG.DeviceInfoResponse, proto([[1, usesPassword], [2, i.name], [3, i.macAddress], [4, i.esphomeVersion],
         [5, i.compilationTime], [6, i.model], [12, i.manufacturer], [13, i.friendlyName ?? '']]));
     } else if (type === MSG.ListEntitiesRequest) {
+      // From 2026.1 a client of API 1.14 or later computes object ids itself and is not sent them.
+      const newClient = clientApi.major > 1 || (clientApi.major === 1 && clientApi.minor >= 14);
+      const objectIds = !(esphomeAtLeast(ver, '2026.1.0') && newClient);
+      const uniqueIds = !esphomeAtLeast(ver, '2025.8.0');
+      for (const e of fw.entities?.entities() ?? []) {
+        reply(ENTITY_MSG[e.domain].list, entityInfo(e, { appName: fw.info.name, objectIds, uniqueIds }));
+      }
       reply(MSG.ListEntitiesDoneResponse, Buffer.alloc(0));
+    } else if (type === MSG.SubscribeStatesRequest && fw.entities && !unsubscribe) {
+      const send = (e: ApiEntity) => reply(ENTITY_MSG[e.domain].state, entityState(e));
+      for (const e of fw.entities.entities()) send(e);
+      const listed = new Set(fw.entities.entities().map((e) => e.key));
+      unsubscribe = fw.entities.onState((e) => {
+        if (!closed && listed.has(e.key)) send(e);
+      });
+    } else if (type === MSG.SwitchCommandRequest) {
+      const f = readFields(body);
+      const key = Number(f.get(1) ?? 0);
+      fw.entities?.entities().find((e) => e.key === key && e.domain === 'switch')?.command?.(!!f.get(2));
     }
-    // Everything else (SubscribeStates, logs, PingResponse, unknown types) is taken and not answered.
+    // Everything else (logs, other commands, PingResponse, unknown types) is taken and not answered.
+  }
+}
+
+/** A ListEntities*Response, field by field as api_pb2.cpp encodes it. */
+export function entityInfo(e: ApiEntity, o: { appName: string; objectIds?: boolean; uniqueIds?: boolean }): Buffer {
+  const t = e.traits;
+  const w = new ProtoWriter();
+  // The head every entity message starts with: object_id, key, name, unique_id (App name + domain + object id).
+  w.string(1, o.objectIds === false ? '' : e.objectId).fixed32(2, e.key)
+    .string(3, e.name).string(4, o.uniqueIds ? `${o.appName}${e.domain}${e.objectId}` : '');
+  const cat = e.entityCategory ?? 0;
+  switch (e.domain) {
+    case 'binary_sensor':
+      return w.string(5, e.deviceClass).bool(6, t.isStatusBinarySensor).bool(7, e.disabledByDefault)
+        .string(8, e.icon).uint32(9, cat).done();
+    case 'fan':
+      w.bool(5, t.supportsOscillation).bool(6, t.supportsSpeed).bool(7, t.supportsDirection)
+        .int32(8, t.speedCount ?? 0).bool(9, e.disabledByDefault).string(10, e.icon).uint32(11, cat);
+      for (const p of t.presetModes ?? []) w.string(12, p);
+      return w.done();
+    case 'light': {
+      const modes = t.colorModes ?? [];
+      for (const m of modes) w.uint32(12, m, true);
+      // The legacy capability flags, from the colour modes' capability bits (ColorCapability in color_mode.h).
+      const has = (bit: number) => modes.some((m) => m & bit);
+      const rgb = has(32);
+      const ct = has(8) || has(16);
+      w.bool(5, has(2)).bool(6, rgb).bool(7, rgb && (has(4) || has(16))).bool(8, ct);
+      if (ct) w.float(9, t.minMireds).float(10, t.maxMireds);
+      for (const fx of t.effects ?? []) w.string(11, fx);
+      return w.bool(13, e.disabledByDefault).string(14, e.icon).uint32(15, cat).done();
+    }
+    case 'sensor':
+      return w.string(5, e.icon).string(6, t.unit).int32(7, t.accuracyDecimals ?? 0).bool(8, t.forceUpdate)
+        .string(9, e.deviceClass).uint32(10, t.stateClass).uint32(11, 0).bool(12, e.disabledByDefault)
+        .uint32(13, cat).done();
+    case 'switch':
+      return w.string(5, e.icon).bool(6, t.assumedState).bool(7, e.disabledByDefault).uint32(8, cat)
+        .string(9, e.deviceClass).done();
+    case 'text_sensor':
+      return w.string(5, e.icon).bool(6, e.disabledByDefault).uint32(7, cat).string(8, e.deviceClass).done();
+    case 'climate':
+      w.bool(5, t.supportsCurrentTemperature).bool(6, t.supportsTwoPointTargetTemperature);
+      for (const m of t.modes ?? []) w.uint32(7, m, true);
+      w.float(8, t.visualMinTemperature).float(9, t.visualMaxTemperature).float(10, t.visualTargetTemperatureStep)
+        .bool(11, (t.presets ?? []).includes(2)).bool(12, t.supportsAction);
+      for (const m of t.fanModes ?? []) w.uint32(13, m, true);
+      for (const m of t.swingModes ?? []) w.uint32(14, m, true);
+      for (const m of t.presets ?? []) w.uint32(16, m, true);
+      return w.bool(18, e.disabledByDefault).string(19, e.icon).uint32(20, cat)
+        .float(21, t.visualCurrentTemperatureStep).done();
+    case 'number':
+      return w.string(5, e.icon).float(6, t.min).float(7, t.max).float(8, t.step).bool(9, e.disabledByDefault)
+        .uint32(10, cat).string(11, t.unit).uint32(12, t.mode).string(13, e.deviceClass).done();
+    case 'select':
+      w.string(5, e.icon);
+      for (const option of t.options ?? []) w.string(6, option);
+      return w.bool(7, e.disabledByDefault).uint32(8, cat).done();
+  }
+}
+
+/** A *StateResponse for the entity's current state, field by field as api_pb2.cpp encodes it. */
+export function entityState(e: ApiEntity): Buffer {
+  const s = e.state();
+  const w = new ProtoWriter().fixed32(1, e.key);
+  switch (e.domain) {
+    case 'binary_sensor':
+      return w.bool(2, s === true).bool(3, s === undefined).done();
+    case 'switch':
+      return w.bool(2, s === true).done();
+    case 'sensor':
+    case 'number':
+      // A sensor without a state holds NaN, and NaN is not 0: it goes out along with missing_state.
+      return w.float(2, typeof s === 'number' ? s : NaN).bool(3, s === undefined).done();
+    case 'text_sensor':
+    case 'select':
+      return w.string(2, typeof s === 'string' ? s : '').bool(3, s === undefined).done();
+    case 'light': {
+      const l = s as LightStateValue;
+      return w.bool(2, l.on).float(3, l.brightness).uint32(11, l.colorMode).float(10, l.colorBrightness)
+        .float(4, l.red).float(5, l.green).float(6, l.blue).float(7, l.white).float(8, l.colorTemperature)
+        .float(12, l.coldWhite).float(13, l.warmWhite).string(9, l.effect).done();
+    }
+    case 'fan': {
+      const f = s as FanStateValue;
+      return w.bool(2, f.on).bool(3, f.oscillating).uint32(4, 0).uint32(5, f.direction).int32(6, f.speedLevel ?? 0)
+        .done();
+    }
+    case 'climate': {
+      const c = s as ClimateStateValue;
+      return w.uint32(2, c.mode).float(3, c.currentTemperature).float(4, c.targetTemperature).uint32(8, c.action)
+        .done();
+    }
+  }
+}
+
+/** ESPHome's ProtoWriteBuffer: a field at its default (0, false, '', 0.0) is left out unless forced. */
+class ProtoWriter {
+  private out: number[] = [];
+  private tag(field: number, wire: number): void {
+    this.out.push(...varint((field << 3) | wire));
+  }
+  string(field: number, v: string | undefined): this {
+    if (!v) return this; // encode_string drops `force`: an empty repeated string is left out too
+    const b = Buffer.from(v);
+    this.tag(field, 2);
+    this.out.push(...varint(b.length), ...b);
+    return this;
+  }
+  bool(field: number, v: boolean | undefined): this {
+    if (!v) return this;
+    this.tag(field, 0);
+    this.out.push(1);
+    return this;
+  }
+  uint32(field: number, v: number | undefined, force = false): this {
+    if (!v && !force) return this;
+    this.tag(field, 0);
+    this.out.push(...varint((v ?? 0) >>> 0));
+    return this;
+  }
+  /** A negative int32 is a 10-byte varint (sign-extended to 64 bits). */
+  int32(field: number, v: number): this {
+    if (v >= 0) return this.uint32(field, v);
+    this.tag(field, 0);
+    let n = BigInt.asUintN(64, BigInt(v));
+    for (let i = 0; i < 10; i++) {
+      this.out.push(Number(n & 0x7fn) | (i < 9 ? 0x80 : 0));
+      n >>= 7n;
+    }
+    return this;
+  }
+  fixed32(field: number, v: number | undefined): this {
+    if (!v) return this;
+    this.tag(field, 5);
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v >>> 0);
+    this.out.push(...b);
+    return this;
+  }
+  float(field: number, v: number | undefined): this {
+    if (v === undefined || v === 0) return this;
+    const b = Buffer.alloc(4);
+    b.writeFloatLE(v);
+    this.tag(field, 5);
+    this.out.push(...b);
+    return this;
+  }
+  done(): Buffer {
+    return Buffer.from(this.out);
   }
 }
 
@@ -322,6 +610,35 @@ export function proto(fields: [number, string | number | boolean][]): Buffer {
     }
   }
   return Buffer.from(out);
+}
+
+/** A protobuf message's fields (the last of each number): varints and fixed32 as numbers, others as bytes. */
+export function readFields(b: Buffer): Map<number, number | Buffer> {
+  const out = new Map<number, number | Buffer>();
+  let at = 0;
+  while (at < b.length) {
+    const tag = readVarint(b, at);
+    if (!tag) break;
+    const field = tag.value >>> 3;
+    const wire = tag.value & 7;
+    if (wire === 0) {
+      const v = readVarint(b, tag.next);
+      if (!v) break;
+      out.set(field, v.value);
+      at = v.next;
+    } else if (wire === 2) {
+      const len = readVarint(b, tag.next);
+      if (!len) break;
+      out.set(field, b.subarray(len.next, len.next + len.value));
+      at = len.next + len.value;
+    } else if (wire === 5) {
+      if (tag.next + 4 > b.length) break;
+      out.set(field, b.readUInt32LE(tag.next));
+      at = tag.next + 4;
+    } else if (wire === 1) at = tag.next + 8;
+    else break;
+  }
+  return out;
 }
 
 /** The string in field `field` of a protobuf message ('' when absent). */

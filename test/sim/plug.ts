@@ -13,6 +13,15 @@ import { EventEmitter } from 'node:events';
 import makeMdns from 'multicast-dns';
 import { serveNativeApi, esphomeAtLeast } from './native-api.ts';
 import { FAMILY_ID, type Mcu } from '../firmware-files.ts';
+import { LatchingRelay } from './board.ts';
+import { EsphomeDevice, objectIdOf, type Board, type BoardPinMode, type UartPeer } from './esphome-device.ts';
+import { createTuyaMcu, type TuyaDatapoint, type TuyaMcu, type TuyaMcuOptions } from './tuyamcu.ts';
+import { createBl0942, createHlw8032, resolveBl0942Refs, type Bl0942, type Bl0942Refs, type Hlw8032 }
+  from './uart-chips.ts';
+import { realClock } from './uart-line.ts';
+import { tuyaFlashImage, typicalTuyaValues } from './tuya-storage.ts';
+
+export { objectIdOf };
 
 export type Phase = 'tuya' | 'kickstart-ap' | 'kickstart-lan' | 'final' | 'off';
 
@@ -25,6 +34,11 @@ const CHANNEL_COLOURS: readonly ChannelColour[] = ['red', 'green', 'blue', 'cold
  * LEDs light when their pin is driven LOW; relays and light channels are on at HIGH unless listed in activeLow.
  */
 export interface Wiring {
+  /**
+   * The pin configuration Tuya's firmware keeps for this board (its user_param_key), when it is known as data (a
+   * device file): the stock firmware's storage on the simulated flash holds it. Without it, tuyaKeysFromWiring().
+   */
+  tuyaKeys?: Record<string, unknown>;
   /** The button pressButton() presses by default (button 1 unless `buttons` numbers it). */
   button?: string;
   /** A single relay (relay 1 unless `relays` lists its pin). */
@@ -39,6 +53,39 @@ export interface Wiring {
   channels?: Record<string, ChannelColour>;
   /** Pins whose load (relay, channel) is on when the pin is LOW (Tuya `_lv` 0). LEDs in `leds` stay active low. */
   activeLow?: string[];
+  /**
+   * Latching relays by number: the pin that sets it and the one that resets it (each active HIGH unless listed in
+   * activeLow). The contacts move only when one side alone is driven for at least minPulseMs (default
+   * LATCH_MIN_PULSE_MS) and keep their position without power. driveMs: what Tuya's firmware drives it for
+   * (`rlN_drvtime`), for information.
+   */
+  latching?: Record<number, { set: string; reset: string; minPulseMs?: number; driveMs?: number }>;
+  /** Wall switch inputs (Tuya `onoffN`): pin → N. A toggle switch to GND that stays where flipSwitch() puts it. */
+  wallSwitches?: Record<string, number>;
+  /** Wall switches that start closed (default: all open). */
+  closedSwitches?: string[];
+  /** The keys (Tuya `key_pin` = key 1, `kNpin_pin` = key N): pin → key number. They are in `buttons` too. */
+  keys?: Record<string, number>;
+  /** The reset button's pin (Tuya `reset_pin`); it is in `buttons` too. */
+  resetButton?: string;
+  /**
+   * An energy chip on a UART (BL0937/HLW8012 pulse chips are not simulated): `rx` is the module pin the chip's TX is
+   * wired to, `tx` the module pin wired to the chip's RX (an HLW8032 listens to nothing). `load`: what the metered
+   * socket draws while a relay is on (nothing while all are off); default 230 V, 0.5 A, 110 W, 50 Hz. `board`: a
+   * BL0942 board's counts per unit (default: true to the datasheet with ESPHome's voltage and current references, so
+   * its power reference is the derived one, not ESPHome's 596 default); an HLW8032's divider (default 1.88).
+   */
+  energyChip?: {
+    chip: 'BL0942' | 'HLW8032'; rx: string; tx?: string;
+    load?: { volts: number; amps: number; watts: number; hz?: number };
+    board?: Partial<Bl0942Refs>; voltageCoefficient?: number;
+  };
+  /**
+   * A TuyaMCU (test/sim/tuyamcu.ts) on the module's UART1: its TX to `rx` (default P10), its RX on `tx` (default P11),
+   * at `baud`, with these datapoints (raw values as Buffers, or byte arrays); `options` for the rest of TuyaMcuOptions.
+   */
+  tuyaMcu?: { baud: number; datapoints: TuyaDatapoint[]; rx?: string; tx?: string;
+    options?: Omit<Partial<TuyaMcuOptions>, 'datapoints' | 'baud' | 'clock'> };
 }
 
 /**
@@ -47,9 +94,13 @@ export interface Wiring {
  * next free numbers; netled(1)_pin and wfst_pin a red LED, ledN_pin / led_pin blue ones ('blue N' when there are
  * several); r/g/b/c/w_pin (+ _lv 0 -> activeLow) the channels of a PWM light (dmod 0 or none). An I2C LED driver's
  * iicscl/iicsda are not channels: the driver chip ignores a single pin wiggling, so nothing lights. `button` is
- * button 1 (else the total button, else the first), so pressButton() without a pin presses it.
+ * button 1 (else the total button, else the first), so pressButton() without a pin presses it. Also: rl_onN_pin +
+ * rl_offN_pin (no rlN_pin) a latching relay N (`_lv` 0: active low); onoffN wall switch N; key_pin / kNpin_pin keys
+ * 1 / N (in `keys` too); reset_pin a button (`resetButton`); chip_type 3 (or 4) a BL0942 on ele_rx/ele_tx or RX1 P10 /
+ * TX1 P11, chip_type 2 an HLW8032 on ele_rx or P10.
  */
-export function wiringFromTuya(dc: Record<string, unknown>): Wiring {
+export function wiringFromTuya(keys: Record<string, unknown> | undefined): Wiring {
+  const dc = keys ?? {}; // a TuyaMCU device's file has no pin configuration at all (see wiringFromDevice)
   const pinOf = (key: string) => (typeof dc[key] === 'number' && Number.isInteger(dc[key]) ? `P${dc[key]}` : undefined);
   const numbered = (re: RegExp) => Object.keys(dc)
     .map((k) => [re.exec(k), k] as const)
@@ -68,10 +119,20 @@ export function wiringFromTuya(dc: Record<string, unknown>): Wiring {
   if (total && !(total in buttons)) buttons[total] = 0;
   const taken = () => new Set(Object.values(buttons));
   for (const [n, pin] of [[1, pinOf('key_pin')] as const, ...numbered(/^k(\d+)pin_pin$/)]) {
+    if (pin) (w.keys ??= {})[pin] = n;
     if (!pin || pin in buttons) continue;
     let free = n;
     while (taken().has(free)) free++;
     buttons[pin] = free;
+  }
+  const reset = pinOf('reset_pin');
+  if (reset) {
+    w.resetButton = reset;
+    if (!(reset in buttons)) {
+      let free = 1;
+      while (taken().has(free)) free++;
+      buttons[reset] = free;
+    }
   }
   if (Object.keys(buttons).length) {
     w.buttons = buttons;
@@ -97,8 +158,124 @@ export function wiringFromTuya(dc: Record<string, unknown>): Wiring {
       if (dc[`${k}_lv`] === 0) activeLow.add(pin);
     }
   }
+  for (const [n, set] of numbered(/^rl_on(\d+)_pin$/)) {
+    const resetPin = pinOf(`rl_off${n}_pin`);
+    // With rlN_pin the relay is an ordinary one (a touch switch's firmware names its pin as the "on" pin too).
+    if (!resetPin || pinOf(`rl${n}_pin`)) continue;
+    const drive = dc[`rl${n}_drvtime`] ?? dc.rl_drvtime;
+    (w.latching ??= {})[n] = { set, reset: resetPin, ...(typeof drive === 'number' ? { driveMs: drive } : {}) };
+    if (dc[`rl_on${n}_lv`] === 0) activeLow.add(set);
+    if (dc[`rl_off${n}_lv`] === 0) activeLow.add(resetPin);
+  }
+  for (const [n, pin] of numbered(/^onoff(\d+)$/)) (w.wallSwitches ??= {})[pin] = n;
+  const chip = Number(dc.chip_type);
+  if (chip === 3 || chip === 4) {
+    w.energyChip = { chip: 'BL0942', rx: pinOf('ele_rx') ?? 'P10', tx: pinOf('ele_tx') ?? 'P11' };
+  } else if (chip === 2) {
+    w.energyChip = { chip: 'HLW8032', rx: pinOf('ele_rx') ?? 'P10' };
+  }
   if (activeLow.size) w.activeLow = [...activeLow];
   return w;
+}
+
+/** A cloudcutter device file, the parts wiringFromDevice() reads. */
+export interface DeviceWiringSource {
+  device_configuration?: Record<string, unknown>;
+  /** The datapoints under the Tuya schema id: `{id, mode, type: 'obj' | 'raw', property: {type, min, max, ...}}`. */
+  schemas?: Record<string, unknown[]>;
+  tuyamcu_baud?: string | number;
+  /** cloudcutter's profiles for it: a `lowpower` one means an MCU speaking Tuya's low-power serial protocol. */
+  profiles?: { slug: string }[];
+}
+
+/**
+ * The Wiring a whole cloudcutter device file describes: its pins (wiringFromTuya) and, for a TuyaMCU device
+ * (`tuyamcu_baud`, or `wifi_bdrate` in its configuration), the MCU at that baud rate speaking the datapoints of its
+ * first schema, each starting at a plausible value: the middle of a value's min…max (on its step), an enum's first
+ * option, false, an empty string, 8 zero bytes of raw, no bits set. `baud` overrides the file's (a device whose
+ * MCU talks at another rate than cloudcutter says).
+ *
+ * A device whose first profile is one of Tuya's `lowpower` firmwares (battery sensors) has an MCU that speaks the
+ * low-power serial protocol, which has no heartbeat and no datapoint query: ESPHome's tuya component never gets
+ * past its first step with it (a separate low-power component was proposed in esphome#11168). Its MCU here answers
+ * no heartbeat (`lowPower: false` leaves it a standard one).
+ */
+export function wiringFromDevice(device: DeviceWiringSource, o: { baud?: number; lowPower?: boolean } = {}): Wiring {
+  const dc = device.device_configuration ?? {};
+  const w: Wiring = { ...wiringFromTuya(dc), tuyaKeys: dc };
+  const said = device.tuyamcu_baud ?? dc.wifi_bdrate;
+  if (said === undefined && o.baud === undefined) return w;
+  const baud = o.baud ?? (Number(said) > 0 ? Number(said) : 9600);
+  w.tuyaMcu = { baud, datapoints: datapointsFromSchema(Object.values(device.schemas ?? {})[0] ?? []) };
+  const lowPower = o.lowPower ?? /lowpower/.test(device.profiles?.[0]?.slug ?? '');
+  if (lowPower) w.tuyaMcu.options = { ignoreCommands: [0x00] };
+  return w;
+}
+
+function datapointsFromSchema(entries: unknown[]): TuyaDatapoint[] {
+  const out: TuyaDatapoint[] = [];
+  for (const raw of entries) {
+    const e = (raw ?? {}) as { id?: unknown; mode?: unknown; type?: unknown; property?: Record<string, unknown> };
+    const p = e.property ?? {};
+    const id = Number(e.id);
+    const type = e.type === 'raw' ? 'raw' : p.type;
+    if (!Number.isInteger(id) || out.some((d) => d.id === id)) continue;
+    const mode = (['rw', 'ro', 'wr'].includes(String(e.mode)) ? e.mode : 'rw') as TuyaDatapoint['mode'];
+    const n = (v: unknown) => (typeof v === 'number' ? v : undefined);
+    switch (type) {
+      case 'bool': out.push({ id, type, mode, value: false }); break;
+      case 'value': {
+        const min = n(p.min) ?? 0;
+        const max = n(p.max) ?? Math.max(min, 100);
+        const step = n(p.step) || 1;
+        const value = Math.min(max, min + Math.round((max - min) / 2 / step) * step);
+        out.push({ id, type, mode, value, min, max, ...(n(p.scale) ? { scale: n(p.scale) } : {}) });
+        break;
+      }
+      case 'enum': {
+        const range = Array.isArray(p.range) ? p.range.map(String) : undefined;
+        out.push({ id, type, mode, value: 0, ...(range ? { range } : {}) });
+        break;
+      }
+      case 'bitmap': {
+        const bits = n(p.maxlen) ?? 8;
+        out.push({ id, type, mode, value: 0, length: bits > 16 ? 4 : bits > 8 ? 2 : 1 });
+        break;
+      }
+      case 'string': out.push({ id, type, mode, value: '' }); break;
+      case 'raw': out.push({ id, type, mode, value: Buffer.alloc(8) }); break;
+    }
+  }
+  return out;
+}
+
+/**
+ * Tuya's pin keys for a wiring, as a stock firmware's user_param_key describes its board: relays on rlN_pin (_lv 0
+ * when active low), buttons on btN_pin (button 0 on total_bt_pin), a red LED as the Wi-Fi LED (netled1_pin), other
+ * LEDs as relay LEDs (ledN_pin), light channels on r/g/b/c/w_pin with cmod naming them.
+ */
+export function tuyaKeysFromWiring(w: Wiring, module?: string): Record<string, unknown> {
+  const keys: Record<string, unknown> = { Jsonver: '1.1.8', ...(module ? { module } : {}) };
+  const low = new Set(w.activeLow ?? []);
+  const relays = w.relays ?? (w.relay ? { [w.relay]: 1 } : {});
+  for (const [pin, n] of Object.entries(relays)) Object.assign(keys, { [`rl${n}_pin`]: Number(pin.slice(1)),
+    [`rl${n}_lv`]: low.has(pin) ? 0 : 1 });
+  const buttons = w.buttons ?? (w.button ? { [w.button]: 1 } : {});
+  for (const [pin, n] of Object.entries(buttons))
+    Object.assign(keys, n === 0 ? { total_bt_pin: Number(pin.slice(1)), total_bt_lv: 0 }
+      : { [`bt${n}_pin`]: Number(pin.slice(1)), [`bt${n}_lv`]: 0 });
+  let led = 1;
+  for (const [pin, colour] of Object.entries(w.leds ?? {}))
+    Object.assign(keys, colour === 'red' && keys.netled1_pin === undefined
+      ? { netled1_pin: Number(pin.slice(1)), netled1_lv: 0 } : { [`led${led}_pin`]: Number(pin.slice(1)),
+        [`led${led++}_lv`]: 0 });
+  const letters: Record<ChannelColour, string> = { red: 'r', green: 'g', blue: 'b', cold: 'c', warm: 'w' };
+  const channels = Object.entries(w.channels ?? {});
+  for (const [pin, colour] of channels) Object.assign(keys, { [`${letters[colour]}_pin`]: Number(pin.slice(1)),
+    [`${letters[colour]}_lv`]: low.has(pin) ? 0 : 1 });
+  if (channels.length) keys.cmod = 'rgbcw'.split('').filter((l) => `${l}_pin` in keys).join('');
+  keys.crc = 42;
+  return keys;
 }
 
 /** The Status Wifi Plug pinouts (seed page): 21D/21G (BK7231T) and 23A (BK7231N). */
@@ -172,9 +349,20 @@ export interface SimPlugOptions {
   finalVersion?: string;
   /** The final device when starting in phase 'final'. */
   final?: FinalInfo;
+  /**
+   * The ESPHome config (substituted, as the fake esphome puts it in the firmware) the final device runs when starting
+   * in phase 'final'; without one it runs the old pin-only model (a gpio relay per wired relay, buttons toggle).
+   */
+  finalConfig?: Record<string, unknown>;
   /** The plug's LAN address as it reports it (IP Address sensor, mDNS A record); default '127.0.0.1'. */
   lanIp?: string;
   faults?: SimFaults;
+  /**
+   * What Tuya's storage on the flash holds (its key → value texts, e.g. typicalTuyaValues(device_configuration));
+   * null for a plug whose storage is gone. Default: a paired plug's storage whose user_param_key describes the
+   * wiring (its tuyaKeys, else tuyaKeysFromWiring), as the stock firmware's storage does.
+   */
+  storage?: Record<string, string> | null;
   /** HTTP port on 127.0.0.1; default 0 (random). */
   port?: number;
   /** Real durations of the Tuya side (AP mode by hand, the reboot into Kickstart) are multiplied by this; default 1. */
@@ -202,6 +390,8 @@ export interface SimHardware {
   /** The channel colours lit now (in red, green, blue, cold, warm order): channel pins driven to their active level. */
   light: ChannelColour[];
   levels: Record<string, 'HIGH' | 'LOW'>;
+  /** Each wall switch by number: closed (its input pulled to GND). */
+  switches: Record<number, boolean>;
 }
 export interface SimUpload { bytes: number; familyId?: number; result: string }
 
@@ -245,6 +435,24 @@ export interface SimPlug {
   pressButton(holdMs?: number, pin?: string): Promise<void>;
   /** The buttons on the board: pin -> number (0 the one for all relays). */
   readonly buttons: Record<string, number>;
+  /** The board's wiring, as given (or the Status plug's). */
+  readonly wiring: Wiring;
+  /** `length` bytes of the 2 MiB flash from `offset`, as /hub/flash_read serves them (Tuya's storage included). */
+  flashRead(offset: number, length: number): Buffer;
+  /** The /hub/flash_read requests answered so far, as [offset, length]. */
+  readonly flashReads: [number, number][];
+  /** Flips the wall switch on `pin` (open ⇄ closed); a pin with no wall switch is a test mistake and throws. */
+  flipSwitch(pin: string): void;
+  /** Resolves once `pred(hardware)` is true (checked at every change of the hardware); rejects after timeoutMs. */
+  waitForHardware(pred: (hw: SimHardware) => boolean, timeoutMs?: number): Promise<SimHardware>;
+  /** The board's TuyaMCU (the user works the device: setDatapoint), when the wiring has one. */
+  readonly tuyaMcu?: TuyaMcu;
+  /** The board's energy chip (setLoad), when the wiring has one. */
+  readonly energyChip?: Bl0942 | Hlw8032;
+  /** The running final firmware, when it was built from a config (its entities, logs, what it cannot simulate). */
+  readonly device?: EsphomeDevice;
+  /** Resolves with the final firmware once one built from a config is running (after an upload's reboot). */
+  waitForDevice(timeoutMs?: number): Promise<EsphomeDevice>;
   waitForPhase(p: Phase, timeoutMs?: number): Promise<void>;
   close(): Promise<void>;
 }
@@ -266,11 +474,6 @@ export const FLASH_SIZE = 0x200000;
 /** ESPHome's native API port, what Kickstart advertises. */
 export const KICKSTART_API_PORT = 6053;
 export const API_ENCRYPTION = 'Noise_NNpsk0_25519_ChaChaPoly_SHA256';
-
-/** ESPHome ≤ 2025.x object id: lower case, spaces -> `_`, anything outside [a-zA-Z0-9_-] -> `_`. */
-export function objectIdOf(name: string): string {
-  return name.toLowerCase().replace(/ /g, '_').replace(/[^a-zA-Z0-9_-]/g, '_');
-}
 
 /** Deterministic "flash contents" of a simulated plug (2 MiB; same seed, same bytes). */
 export function simFlashRead(seed: string, offset: number, length: number): Buffer {
@@ -301,7 +504,7 @@ const LOG_INFO = '\x1b[0;32m';
 const LOG_RESET = '\x1b[0m';
 
 type Firmware = 'tuya' | 'kickstart' | 'final';
-type PinMode = 'INPUT' | 'INPUT_PULLUP' | 'OUTPUT';
+type PinMode = 'INPUT' | 'INPUT_PULLUP' | 'INPUT_PULLDOWN' | 'OUTPUT';
 interface PinState { mode: PinMode; out: 0 | 1 }
 
 interface Entity {
@@ -499,6 +702,20 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   const networks = opts.visibleNetworks ?? DEFAULT_NETWORKS;
   const home = opts.homeNetwork ?? { ssid: 'HomeNet', password: 'correct horse' };
   const wiring = opts.wiring ?? SEED_WIRING[mcu];
+  // The flash: Tuya's storage (its wiring, as the stock firmware stored it) where the SDK puts it, the rest
+  // deterministic bytes per MAC; rebuilt when a batch's next plug (a new MAC) takes this one's place.
+  const storage = opts.storage === undefined ? typicalTuyaValues(wiring.tuyaKeys ?? tuyaKeysFromWiring(wiring))
+    : opts.storage;
+  let image: { mac: string; read: (offset: number, length: number) => Buffer } | undefined;
+  const flashReads: [number, number][] = [];
+  const flashRead = (offset: number, length: number): Buffer => {
+    if (image?.mac !== mac) {
+      const seed = mac;
+      image = { mac, read: storage ? tuyaFlashImage({ chip: mcu, values: storage,
+        seedFill: (o, l) => simFlashRead(seed, o, l) }).read : (o, l) => simFlashRead(seed, o, l) };
+    }
+    return image.read(offset, length);
+  };
   // The wiring as lookups: the single `relay`/`button` are number 1 unless the maps list their pins.
   const relayPins = new Map<string, number>(Object.entries(wiring.relays ?? {}));
   if (wiring.relay && !relayPins.has(wiring.relay)) {
@@ -510,6 +727,52 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   if (wiring.button && !buttonPins.has(wiring.button)) buttonPins.set(wiring.button, 1);
   const channelPins = new Map<string, ChannelColour>(Object.entries(wiring.channels ?? {}));
   const activeLow = new Set(wiring.activeLow ?? []);
+  const wallSwitches = new Map<string, number>(Object.entries(wiring.wallSwitches ?? {}));
+  const closedSwitches = new Set(wiring.closedSwitches ?? []); // mechanical: kept through reboots and power cuts
+  const events = new EventEmitter();
+  events.setMaxListeners(0);
+  // Latching relays: their contacts are the hardware's own state, whatever the pins or the power do.
+  const latches = Object.entries(wiring.latching ?? {}).map(([n, l]) => ({
+    n: Number(n), ...l,
+    relay: new LatchingRelay({ minPulseMs: l.minPulseMs, onChange: () => hardwareChanged() }),
+  }));
+  // The chips on the UART lines: a TuyaMCU, an energy chip. Powered with the plug (a power cycle restarts them).
+  const uartPeers: { rx: string; tx?: string; peer: UartPeer }[] = [];
+  let tuyaMcu: TuyaMcu | undefined;
+  if (wiring.tuyaMcu) {
+    const t = wiring.tuyaMcu;
+    // A wiring read from JSON has raw values as byte arrays (or Buffer's JSON form): the MCU wants Buffers.
+    const bytes = (v: unknown) => Buffer.from((v as { data?: number[] }).data ?? (v as number[]));
+    const datapoints = t.datapoints.map((d) => (d.type === 'raw' && !Buffer.isBuffer(d.value)
+      ? { ...d, value: bytes(d.value) } : { ...d }));
+    tuyaMcu = createTuyaMcu({ ...t.options, datapoints, baud: t.baud });
+    uartPeers.push({ rx: t.rx ?? 'P10', tx: t.tx ?? 'P11', peer: tuyaMcu });
+  }
+  let energyChip: Bl0942 | Hlw8032 | undefined;
+  const meterLoad = { volts: 230, amps: 0.5, watts: 110, hz: 50, ...wiring.energyChip?.load };
+  let metering: boolean | undefined; // whether the metered socket draws now
+  if (wiring.energyChip?.chip === 'BL0942') {
+    // A board true to the datasheet with ESPHome's voltage and current references: its power and energy counts per
+    // unit are the derived ones.
+    const refs = resolveBl0942Refs({ voltage: 15873.35944299, current: 251213.46469622, ...wiring.energyChip.board });
+    const chip = createBl0942({ volts: meterLoad.volts, amps: 0, watts: 0, hz: meterLoad.hz, board: refs });
+    energyChip = chip;
+    uartPeers.push({ rx: wiring.energyChip.rx, tx: wiring.energyChip.tx, peer: chip });
+  } else if (wiring.energyChip?.chip === 'HLW8032') {
+    const chip = createHlw8032({ volts: meterLoad.volts, amps: 0, watts: 0,
+      voltageCoefficient: wiring.energyChip.voltageCoefficient });
+    energyChip = chip;
+    // It sends a frame after the other while powered; frames nobody reads are not simulated.
+    let listeners = 0;
+    uartPeers.push({ rx: wiring.energyChip.rx, peer: { format: chip.format, onSend: (cb) => {
+      const off = chip.onSend(cb);
+      if (listeners++ === 0) chip.start();
+      return () => {
+        off();
+        if (--listeners === 0) chip.stop();
+      };
+    } } });
+  }
   const joinMs = opts.joinMs ?? 300;
   const rebootMs = opts.rebootMs ?? 300;
   const bootMs = opts.bootMs ?? 50;
@@ -525,8 +788,6 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   const kickstartName = `kickstart-${mcu}`;
   const board = `generic-${mcu}-qfn32-tuya`;
   const faults: SimFaults = { ...(opts.faults ?? {}) };
-  const events = new EventEmitter();
-  events.setMaxListeners(0);
 
   // Build date shown in the LibreTiny banner, from the Kickstart version (vYY.MM.DD).
   const kv = /v?(\d\d)\.(\d\d)\.(\d\d)/.exec(kickstartVersion);
@@ -545,6 +806,11 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     { relays: new Map(), buttons: new Map() };
   let finalEncrypted = true;
   let finalVer = finalVersion;
+  // The config the final firmware was built from (the fake esphome's payload), its preferences in flash, and the
+  // firmware itself while it runs (its entities, timers, the tuya component).
+  let finalConfig: Record<string, unknown> | undefined;
+  const flashPrefs = new Map<string, unknown>();
+  let device: EsphomeDevice | undefined;
   let hung = false; // neverReboot fault: the new firmware does not come up until a power cycle
   // the stock firmware's pairing side: its AP, whether cloudcutter's exploit replaced its keys
   const tuya = {
@@ -644,14 +910,37 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     scan.pin = null;
     scan.mode = -1;
     scan.state = -1;
+    hardwareChanged();
   }
 
   function level(pin: string): 0 | 1 {
     if (phase === 'off') return 0;
     const st = pins.get(pin) ?? { mode: 'INPUT', out: 0 };
     if (st.mode === 'OUTPUT') return st.out;
-    if (held.has(pin)) return 0;
+    if (held.has(pin) || closedSwitches.has(pin)) return 0;
     return st.mode === 'INPUT_PULLUP' ? 1 : 0;
+  }
+
+  function setPin(pin: string, st: PinState): void {
+    pins.set(pin, st);
+    hardwareChanged();
+  }
+
+  /** A level on the board may have changed: coils, the meter, the firmware's inputs, whoever waits on the hardware. */
+  function hardwareChanged(): void {
+    const coil = (p: string) => phase !== 'off' && pins.get(p)?.mode === 'OUTPUT' &&
+      level(p) === (activeLow.has(p) ? 0 : 1);
+    for (const l of latches) l.relay.drive(coil(l.set), coil(l.reset));
+    if (energyChip) {
+      const hw = hardware();
+      const draws = hw.relay || (!relayPins.size && !latches.length);
+      if (draws !== metering) {
+        metering = draws;
+        energyChip.setLoad(draws ? meterLoad : { volts: meterLoad.volts, amps: 0, watts: 0 });
+      }
+    }
+    device?.inputsChanged();
+    events.emit('hardware');
   }
 
   function finalPinsFor(p: Record<string, unknown>): typeof finalPins {
@@ -670,14 +959,51 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     // The final firmware (the generated configs): a gpio switch per relay (inverted where active low), buttons pulled
     // up, the state LED following relay 1 (inverted), status LED off. A bulb's light output is not modelled.
     resetPins();
-    for (const pin of finalPins.buttons.keys()) pins.set(pin, { mode: 'INPUT_PULLUP', out: 0 });
+    for (const pin of finalPins.buttons.keys()) setPin(pin, { mode: 'INPUT_PULLUP', out: 0 });
     for (const [pin, n] of finalPins.relays) {
       const on = finalRelays[n] === true;
-      pins.set(pin, { mode: 'OUTPUT', out: on !== activeLow.has(pin) ? 1 : 0 });
+      setPin(pin, { mode: 'OUTPUT', out: on !== activeLow.has(pin) ? 1 : 0 });
     }
     const anyOn = Object.values(finalRelays).some(Boolean);
-    if (finalPins.stateLed) pins.set(finalPins.stateLed, { mode: 'OUTPUT', out: anyOn ? 0 : 1 });
-    if (finalPins.statusLed) pins.set(finalPins.statusLed, { mode: 'OUTPUT', out: 1 });
+    if (finalPins.stateLed) setPin(finalPins.stateLed, { mode: 'OUTPUT', out: anyOn ? 0 : 1 });
+    if (finalPins.statusLed) setPin(finalPins.statusLed, { mode: 'OUTPUT', out: 1 });
+  }
+
+  /** The board as the final firmware reaches it. */
+  const boardIo: Board = {
+    clock: realClock,
+    pinMode(pin: string, mode: BoardPinMode) {
+      const st = pins.get(pin) ?? { mode: 'INPUT', out: 0 };
+      setPin(pin, { mode, out: mode === 'OUTPUT' ? st.out : 0 });
+    },
+    write(pin: string, high: boolean) {
+      const st = pins.get(pin) ?? { mode: 'INPUT', out: 0 };
+      // digital_write before pinMode(OUTPUT) only sets the output latch (GPIOSwitch writes before and after setup).
+      if (st.mode !== 'OUTPUT') st.out = high ? 1 : 0;
+      else setPin(pin, { mode: 'OUTPUT', out: high ? 1 : 0 });
+    },
+    read: (pin: string) => level(pin) === 1,
+    uart: (rx, tx) => ({
+      heard: uartPeers.filter((u) => rx !== undefined && u.rx === rx).map((u) => u.peer),
+      hearing: uartPeers.filter((u) => tx !== undefined && u.tx === tx && u.peer.receive).map((u) => u.peer),
+    }),
+  };
+
+  /** The final firmware built from its config starts (a boot): its components set up, its loop runs. */
+  function startDevice(): void {
+    device?.stop();
+    const f = final ?? { name: 'esphome-device', board };
+    device = new EsphomeDevice(finalConfig!, boardIo, { name: f.name, friendlyName: f.friendlyName, flash: flashPrefs,
+      esphomeVersion: finalVer,
+      ltVersion: `v1.9.1 on ${f.board}, compiled at ${buildDate} 12:00:00, GCC 10.3.1 (-Os)` });
+    device.start();
+    events.emit('device', device);
+  }
+
+  /** The firmware ends: a safe reboot writes its pending preferences first, losing the power does not. */
+  function stopDevice(safe: boolean): void {
+    device?.stop({ sync: safe });
+    device = undefined;
   }
 
   /** The final firmware's on_press: button N toggles relay N; button 0 (all) turns all off if any is on, else on. */
@@ -704,9 +1030,12 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     }
     const relays: Record<number, boolean> = {};
     for (const [pin, n] of relayPins) relays[n] = relays[n] || on(pin);
+    for (const l of latches) relays[l.n] = relays[l.n] || l.relay.closed;
     const lit = new Set([...channelPins].filter(([pin]) => on(pin)).map(([, colour]) => colour));
     const light = CHANNEL_COLOURS.filter((c) => lit.has(c));
-    return { relay: Object.values(relays).some(Boolean), relays, leds, light, levels };
+    const switches: Record<number, boolean> = {};
+    for (const [pin, n] of wallSwitches) switches[n] = closedSwitches.has(pin);
+    return { relay: Object.values(relays).some(Boolean), relays, leds, light, levels, switches };
   }
 
   // ---------------- Kickstart entities ----------------
@@ -770,20 +1099,20 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
 
   // pinscan (components/pinscan/pinscan.cpp): set_pin / set_mode / the 50 ms poll that publishes changes
   function scanSetPin(pin: string | null): void {
-    if (scan.pin !== pin && scan.pin !== null) pins.set(scan.pin, { mode: 'INPUT', out: 0 });
+    if (scan.pin !== pin && scan.pin !== null) setPin(scan.pin, { mode: 'INPUT', out: 0 });
     scan.pin = pin;
   }
   function scanSetMode(mode: number): void {
     if (scan.pin === null) return;
     const p = scan.pin;
     if (mode === 0 || mode === 1) {
-      pins.set(p, { mode: mode === 0 ? 'INPUT' : 'INPUT_PULLUP', out: 0 });
+      setPin(p, { mode: mode === 0 ? 'INPUT' : 'INPUT_PULLUP', out: 0 });
       scan.mode = 1;
     } else if (mode === 2 || mode === 3) {
-      pins.set(p, { mode: 'OUTPUT', out: mode === 2 ? 1 : 0 });
+      setPin(p, { mode: 'OUTPUT', out: mode === 2 ? 1 : 0 });
       scan.mode = 0;
     } else {
-      pins.set(p, { mode: 'INPUT', out: 0 });
+      setPin(p, { mode: 'INPUT', out: 0 });
       return;
     }
     scan.state = -1;
@@ -866,9 +1195,11 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     if (firmware === 'tuya') return setPhase('tuya');
     if (firmware === 'final') {
       if (hung) return setPhase('off');
-      applyFinalOutputs();
-      return setPhase('final'); // the reboot delay (rebootMs / bootMs) covers joining the network
-
+      if (!finalConfig) applyFinalOutputs();
+      setPhase('final'); // the reboot delay (rebootMs / bootMs) covers joining the network
+      // Powered and running: the firmware's setup reads its inputs as they are now.
+      if (finalConfig) startDevice();
+      return;
     }
     // Kickstart: no saved network -> AP + captive portal at once; saved one -> join (or fall back to the AP).
     if (!wifi) return startAp();
@@ -876,6 +1207,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   }
 
   function reboot(reason: string, delayMs: number): void {
+    stopDevice(reason !== 'Power-On');
     killDeviceConnections();
     cancel(phaseTimer);
     cancel(joinTimer);
@@ -999,7 +1331,12 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     const kickstart = firmware === 'kickstart' && (phase === 'kickstart-ap' || phase === 'kickstart-lan');
     if (closed || !(kickstart || phase === 'final')) return sock.destroy();
     apiSockets.add(sock);
-    sock.on('close', () => apiSockets.delete(sock));
+    const serving = kickstart ? undefined : device; // the firmware this connection talks to (it dies with it)
+    serving?.clientsChanged(apiSockets.size);
+    sock.on('close', () => {
+      apiSockets.delete(sock);
+      if (serving === device) serving?.clientsChanged(apiSockets.size);
+    });
     sock.on('error', () => {});
     if (faults.apiClosesOnAccept) return void sock.end();
     if (faults.apiSilent) return; // accepted, read by nobody, answered never
@@ -1019,6 +1356,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
         manufacturer: 'Beken', compilationTime: 'May 28 2025, 12:00:00' },
       key,
       password: f.apiPassword,
+      entities: serving,
     }, { keepaliveMs: opts.apiKeepaliveMs });
   });
   await new Promise<void>((r) => apiServer.listen(0, '127.0.0.1', r));
@@ -1044,6 +1382,8 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       tuyaMac, tuyaAp: tuya.ap, exploited: tuya.exploited, air,
       wifi: wifi ? { ssid: wifi.ssid } : null,
       hardware: hardware(), final: final ?? null, uploads, faults,
+      entities: device?.entities().map((e) => ({ domain: e.domain, name: e.name, key: e.key, state: e.state() })),
+      datapoints: tuyaMcu?.datapoints,
     };
   }
 
@@ -1079,6 +1419,13 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       case '/_sim/press':
         try {
           await sim.pressButton(Number(q.get('ms') ?? 200), q.get('pin') ?? undefined);
+        } catch (e) {
+          return json(409, { error: (e as Error).message, ...simState() });
+        }
+        return json(200, simState());
+      case '/_sim/flip':
+        try {
+          sim.flipSwitch(q.get('pin') ?? '');
         } catch (e) {
           return json(409, { error: (e as Error).message, ...simState() });
         }
@@ -1240,12 +1587,13 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     const length = toInt(q.get('length'), FLASH_SIZE);
     // The real hub_api checks nothing (reads past 2 MiB wrap around on the chip); the sim refuses, so a bug shows.
     if (offset < 0 || length < 0 || offset + length > FLASH_SIZE) return send(res, 400, `sim: flash_read outside the 2 MiB flash (offset=${offset}, length=${length})`);
+    flashReads.push([offset, length]);
     res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(length), 'Access-Control-Allow-Origin': '*' });
     let pos = 0;
     const pump = () => {
       while (pos < length) {
         const n = Math.min(4096, length - pos);
-        const ok = res.write(simFlashRead(mac, offset + pos, n));
+        const ok = res.write(flashRead(offset + pos, n));
         pos += n;
         if (!ok) return void res.once('drain', pump);
       }
@@ -1303,6 +1651,9 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
           finalEncrypted = info.api_encryption !== false;
           finalPins = finalPinsFor((info.pins ?? {}) as Record<string, unknown>);
           finalRelays = {};
+          const config = info.config;
+          finalConfig = config && typeof config === 'object' && !Array.isArray(config)
+            ? config as Record<string, unknown> : undefined;
           if (faults.neverReboot) hung = true;
         }
         reboot('SW Reboot', target === 'final' ? rebootMs : bootMs);
@@ -1428,13 +1779,18 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       wifi = { ssid: home.ssid, psk: home.password };
       final = opts.final ?? { name: 'esphome-device', board };
       finalPins = finalPinsFor({});
-      applyFinalOutputs();
+      finalConfig = opts.finalConfig;
+      if (!finalConfig) applyFinalOutputs();
       setPhase('final');
+      if (finalConfig) startDevice();
       break;
   }
 
   /** A firmware starting from nothing: no Wi-Fi settings, no final device, booting. */
   function newFirmware(): void {
+    stopDevice(false);
+    finalConfig = undefined;
+    flashPrefs.clear();
     wifi = undefined;
     sim.wifi = undefined;
     final = undefined;
@@ -1451,6 +1807,71 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     get phase() { return phase; },
     get hardware() { return hardware(); },
     get buttons() { return Object.fromEntries(buttonPins); },
+    wiring,
+    tuyaMcu,
+    energyChip,
+    get device() { return device; },
+    flashRead,
+    flashReads,
+    flipSwitch(pin: string) {
+      if (!wallSwitches.has(pin)) {
+        const known = [...wallSwitches.keys()].join(', ') || 'none';
+        throw new Error(`sim: no wall switch on ${pin} (wall switches: ${known})`);
+      }
+      if (closedSwitches.has(pin)) closedSwitches.delete(pin);
+      else closedSwitches.add(pin);
+      hardwareChanged();
+      scanPoll();
+    },
+    waitForHardware(pred, timeoutMs = 5000) {
+      if (pred(hardware())) return Promise.resolve(hardware());
+      if (closed) return Promise.reject(new Error('sim: closed'));
+      return new Promise<SimHardware>((resolve, reject) => {
+        const check = () => {
+          const hw = hardware();
+          if (!pred(hw)) return;
+          done();
+          resolve(hw);
+        };
+        const onClose = () => (done(), reject(new Error('sim: closed while waiting for the hardware')));
+        const t = setTimeout(() => {
+          done();
+          reject(new Error(`sim: hardware not as expected within ${timeoutMs} ms: ${JSON.stringify(hardware())}`));
+        }, timeoutMs);
+        function done() {
+          clearTimeout(t);
+          events.off('hardware', check);
+          events.off('closed', onClose);
+        }
+        events.on('hardware', check);
+        events.once('closed', onClose);
+      });
+    },
+    waitForDevice(timeoutMs = 5000) {
+      if (device && phase === 'final') return Promise.resolve(device);
+      if (closed) return Promise.reject(new Error('sim: closed'));
+      return new Promise<EsphomeDevice>((resolve, reject) => {
+        const check = () => {
+          if (!device || phase !== 'final') return;
+          done();
+          resolve(device);
+        };
+        const onClose = () => (done(), reject(new Error('sim: closed while waiting for the final firmware')));
+        const t = setTimeout(() => {
+          done();
+          reject(new Error(`sim: no final firmware built from a config within ${timeoutMs} ms (phase ${phase})`));
+        }, timeoutMs);
+        function done() {
+          clearTimeout(t);
+          events.off('phase', check);
+          events.off('device', check);
+          events.off('closed', onClose);
+        }
+        events.on('phase', check);
+        events.on('device', check);
+        events.once('closed', onClose);
+      });
+    },
     get tuyaMac() { return tuyaMac; },
     get tuyaAp() { return tuya.ap; },
     newPlug() {
@@ -1503,6 +1924,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     },
     powerCycle() {
       hung = false;
+      tuyaMcu?.restart(); // the MCU loses power too: its next heartbeat answer says it restarted
       cancel(tuya.apTimer);
       tuya.ap = null; // a plain power cycle ends pairing mode; enterApMode() is the dance that starts it
       reboot('Power-On', bootMs);
@@ -1513,7 +1935,8 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
         throw new Error(`sim: no button on ${pin ?? '(no pin given)'} (buttons: ${known})`);
       }
       held.add(pin);
-      if (phase === 'final' && firmware === 'final') finalPress(pin);
+      if (phase === 'final' && firmware === 'final' && !finalConfig) finalPress(pin);
+      hardwareChanged();
       scanPoll();
       await new Promise<void>((r) => {
         const done = () => {
@@ -1527,7 +1950,9 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
         events.once('closed', done);
       });
       held.delete(pin);
-      if (!closed) scanPoll();
+      if (closed) return;
+      hardwareChanged();
+      scanPoll();
     },
     waitForPhase(p, timeoutMs = 5000) {
       if (phase === p) return Promise.resolve();
@@ -1558,6 +1983,10 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     async close() {
       if (closed) return;
       closed = true;
+      stopDevice(false);
+      for (const l of latches) l.relay.close();
+      tuyaMcu?.close();
+      energyChip?.close();
       for (const t of timers) clearTimeout(t);
       timers.clear();
       killDeviceConnections();

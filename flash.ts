@@ -1,4 +1,8 @@
-#!/usr/bin/env -S npx tsx
+#!/bin/sh
+':' //; f=$(readlink -f "$0"); exec node --import "${f%/*}/node_modules/tsx/dist/loader.mjs" "$f" "$@"
+// ^ Run by its path (./flash.ts, ~/flash/flash.ts, or as the command `npm link` installs), this file is a shell
+//   script for one line: node loads tsx from flash.ts's own node_modules, wherever the user stands, and signals
+//   reach flash.ts itself. To TypeScript that line is a string and a comment.
 /**
  * flash.ts: turn a Tuya Wi-Fi plug with a Beken BK7231T/N chip into an ESPHome device, from one recipe.
  *
@@ -33,7 +37,8 @@ const lib = {
 
 // ─── Tables ─────────────────────────────────
 
-export const VERSION = '0.2.0';
+/** The version in package.json, beside this file. */
+export const VERSION: string = JSON.parse(fs.readFileSync(new URL('./package.json', import.meta.url), 'utf8')).version;
 
 export type Mcu = 'bk7231t' | 'bk7231n';
 
@@ -177,6 +182,12 @@ export const PIN_ANSWERS = ['the relay clicked', 'a red LED', 'a green LED', 'a 
   'show it again', 'nothing'];
 /** What a light's channel may have lit. */
 export const LIGHT_ANSWERS = ['red', 'green', 'blue', 'cold white', 'warm white', 'show it again', 'nothing'];
+/** When no press (or flip) showed in time: only the user knows whether they did it, and only then is a pin wrong. */
+export const UNSEEN_ANSWERS = { again: 'I had not done it yet: watch again', done: 'I did it, and nothing was seen',
+  skip: 'skip this check (the pin stays unproven)' } as const;
+/** When the search for a button found it on no pin. */
+export const UNFOUND_ANSWERS = { again: 'search again', wrong: 'the button is not on any of these pins: the recipe is ' +
+  'wrong', skip: "skip this check (the recipe's pin stays unproven)" } as const;
 
 /** Ports cloudcutter's fake Tuya cloud needs on this machine (its own safety check lists them). */
 export const CLOUDCUTTER_PORTS = [
@@ -218,7 +229,8 @@ export const CLOUDCUTTER_DIAGNOSES = [
 export const SETTINGS = {
   FLASH_WIFI_SSID: { default: '', does: 'Wi-Fi name for secrets.yaml when it has none (else asked)' },
   FLASH_WIFI_PASSWORD: { default: '', does: 'Wi-Fi password for secrets.yaml when it has none (else asked)' },
-  FLASH_CLOUDCUTTER_API: { default: 'https://tuya-cloudcutter.github.io/api', does: "cloudcutter's profile API" },
+  FLASH_CLOUDCUTTER_API: { default: 'https://tuya-cloudcutter.github.io/api',
+    does: "cloudcutter's device and profile API (a URL, or a folder with a copy)" },
   FLASH_KICKSTART_PORTAL: { default: 'http://192.168.4.1', does: "Kickstart's captive portal" },
   FLASH_DEVICE_HTTP_PORT: { default: '80', does: "the plug's web server port" },
   FLASH_MDNS_INTERFACE: { default: '', does: 'the interface address mDNS uses (default: all)' },
@@ -232,15 +244,20 @@ export const SETTINGS = {
   FLASH_AP_HINT_MS: { default: '60000', does: 'cloudcutter scanning this long: say the plug is not in AP mode' },
   FLASH_AP_WAIT_MS: { default: '600000', does: 'cloudcutter scanning this long: stop it' },
   FLASH_CLOUDCUTTER_STALL_MS: { default: '60000', does: 'silence after the firmware was sent: cloudcutter is stopped' },
+  FLASH_CLOUDCUTTER_QUESTION_MS: { default: '5000',
+    does: 'an unknown question of cloudcutter unanswered this long with --yes: the run stops' },
+  FLASH_PRESS_TIMEOUT_MS: { default: '30000', does: 'pin check: how long a button press or switch flip is awaited' },
+  FLASH_PRESS_SEARCH_MS: { default: '3000', does: 'pin check: how long each pin is read when looking for a button' },
   FLASH_KICKSTART_AP_TIMEOUT_MS: { default: '120000', does: "how long to rescan for the plug's Kickstart AP" },
 } as const;
 
 export const EXIT = { ok: 0, failed: 1, badInput: 2, interrupted: 130 } as const;
 
-const DEFAULTS = { out: 'esphome', cloudcutter: 'tuya-cloudcutter' };
-const ESPHOME_IMAGE = 'ghcr.io/esphome/esphome';
 /** Where flash.ts lives: paths are shown relative only when run from here. */
 const HOME_DIR = path.dirname(fileURLToPath(import.meta.url));
+/** Where the user stands, as every relative path is. */
+const DEFAULTS = { out: 'esphome', cloudcutter: 'tuya-cloudcutter' };
+const ESPHOME_IMAGE = 'ghcr.io/esphome/esphome';
 
 // ─── The recipe schema ─────────────────────────
 // One zod schema is the recipe format: validation, error messages and recipes/recipe.schema.json
@@ -403,15 +420,27 @@ export class InputError extends Error {
   }
 }
 
-/** A step that could not finish: what happened and what to do next (usually a retry command). Exit 1. */
-export class StepError extends Error {
-  constructor(public step: string, message: string, public hint: string) {
+/**
+ * What could not be done: what happened and what to do next (usually a retry command). Thrown anywhere; the runner
+ * names the step (or command) it stopped, and gives a retry from there when the thrower had no better hint. Exit 1.
+ */
+export class Failure extends Error {
+  /** The step (or command) that stopped: set by the runner. */
+  step?: string;
+  constructor(message: string, public hint?: string) {
     super(message);
   }
 }
 
-/** A request to the plug that failed after its retries; the runner turns it into its step's failure. */
-export class HttpError extends Error {}
+/** A request to the plug that failed after its retries (its step's hint: is the plug powered and near?). */
+export class HttpError extends Failure {}
+
+/** The run was stopped: Ctrl+C, SIGTERM (a kill) or SIGHUP (a closed terminal). */
+export class Interrupted extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`stopped (${signal})`);
+  }
+}
 
 /** A firmware file that cannot be used, with what it is and what would fit. */
 export class FirmwareError extends Error {}
@@ -446,12 +475,56 @@ export function redact(text: string, secrets: Iterable<string> = secretValues): 
   return text;
 }
 
-function print(text: string): void {
-  io.out(redact(text) + '\n');
+/** Prints lines, each broken to fit the terminal; `hang` is where a broken line's rest starts (its indent + 2). */
+function print(text: string, hang?: number): void {
+  io.out(fitText(redact(text), outputWidth(), hang) + '\n');
 }
 
 function printError(text: string): void {
-  io.err(redact(text) + '\n');
+  io.err(fitText(redact(text), outputWidth()) + '\n');
+}
+
+/** The columns output is fitted to: the terminal's, else $COLUMNS, else 80. */
+function outputWidth(): number {
+  const columns = process.stdout.columns || Number(process.env.COLUMNS);
+  return columns >= 40 ? columns : 80;
+}
+
+const visible = (s: string) => s.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
+
+/** Every line of `text` fitted to `width` (fitLine). Pure. */
+export function fitText(text: string, width: number, hang?: number): string {
+  return text.split('\n').flatMap((line) => fitLine(line, width, hang)).join('\n');
+}
+
+/**
+ * One line broken at spaces so that no piece is wider than `width` columns, never inside a word (a word wider than
+ * the line stays whole). The pieces after the first start at `hang` columns (default: the line's indent + 2, after a
+ * `│ ` of child output). A shell command (`$ …`) ends its broken pieces with ` \`, so it still pastes as one. Pure.
+ */
+export function fitLine(line: string, width: number, hang?: number): string[] {
+  if (visible(line).length <= width) return [line];
+  const indent = /^\s*/.exec(visible(line))![0].length;
+  const command = /^\s*\$ /.test(visible(line));
+  const margin = /^\s*│ /.test(visible(line)) ? `${' '.repeat(indent)}│   `
+    : ' '.repeat(hang ?? indent + (command ? 4 : 2));
+  const room = width - (command ? 2 : 0);
+  const out: string[] = [];
+  // Words and the spaces between them; the leading indent stays with the first word.
+  const parts = line.trimStart().split(/( +)/);
+  let current = line.slice(0, line.length - line.trimStart().length);
+  let started = false;
+  for (let i = 0; i < parts.length; i += 2) {
+    const word = parts[i];
+    const gap = i ? parts[i - 1] : '';
+    if (started && visible(current + gap + word).length > room) {
+      out.push(current + (command ? ' \\' : ''));
+      current = margin + word;
+    } else current += (started ? gap : '') + word;
+    started = true;
+  }
+  out.push(current);
+  return out;
 }
 
 /** A path as the user should read it: relative when run from flash.ts's folder, else absolute. */
@@ -471,6 +544,10 @@ export interface Question {
   default?: boolean;
   /** For input and password: true, or what is wrong with the answer (shown under the prompt). */
   validate?: (answer: string) => true | string;
+  /** The answer when nobody can be asked (--yes, or no terminal): the careful one. None: the run stops. */
+  unattended?: string;
+  /** When nobody can be asked and there is no unattended answer: why that stops the run, and how to go on. */
+  unanswered?: { what: string; hint: string };
 }
 
 /**
@@ -492,48 +569,58 @@ function canAsk(): boolean {
   return !!io.input.isTTY;
 }
 
-function promptContext() {
-  const screen = io.screen;
-  // A prompt ends its output stream when it is done; a fresh one per prompt keeps the screen open.
-  const output = screen
-    ? new Writable({ write: (chunk, _enc, done) => (screen(String(chunk)), done()) })
-    : process.stdout;
-  return { input: io.input, output };
+/** Who answers this run's questions (a person at a terminal, unless --yes), and the run's scope. */
+export interface Asking { opts: { yes: boolean }; scope: RunScope }
+
+/** Whether nobody can be asked in this run: --yes, or no terminal. */
+function unattended(run: Asking): boolean {
+  return run.opts.yes || !canAsk();
 }
 
 /**
- * Asks one question in the terminal. With --yes, or with no terminal, it is an exit-2 error that says
- * how to give the answer instead (an environment variable or a flag).
+ * Asks one question in the terminal, through @inquirer/prompts. When nobody can be asked (--yes, or no terminal) the
+ * answer is the question's `unattended` one (said in the output), or the run stops with a Failure saying how to go
+ * on. Ctrl+C inside a question (the terminal is in raw mode: it is a key, not a signal) stops the run as Ctrl+C
+ * anywhere does, and so does a signal that comes while it is asked.
  */
-async function ask(q: Question, opts: Pick<Options, 'yes'>, instead: { envVar?: string; flag?: string } = {}):
-  Promise<string> {
-  if (opts.yes || !canAsk()) {
-    const how = instead.envVar ? `set ${instead.envVar}=... in the environment`
-      : instead.flag ? `pass ${instead.flag}` : 'run it in a terminal';
-    throw new InputError([{ file: instead.envVar ? 'environment' : 'command line',
-      field: instead.envVar ?? instead.flag ?? q.id,
-      message: `${q.message}: no answer (${opts.yes ? '--yes' : 'no terminal'} means no questions)`,
-      hint: `${how}${opts.yes ? ', or run without --yes to be asked' : ''}` }]);
+async function ask(q: Question, run: Asking): Promise<string> {
+  if (unattended(run)) {
+    const why = run.opts.yes ? '--yes' : 'no terminal';
+    if (q.unattended !== undefined) {
+      print(c.dim(`    ${q.message} → ${q.kind === 'confirm' ? (q.unattended === 'true' ? 'yes' : 'no')
+        : q.unattended} (${why}: nobody is asked)`));
+      return q.unattended;
+    }
+    throw new Failure(q.unanswered?.what ?? `${q.message}: ${why} means nobody can answer`,
+      q.unanswered?.hint ?? (run.opts.yes ? 'run it without --yes, to be asked' : 'run it in a terminal'));
   }
+  run.scope.signal.throwIfAborted();
   io.onQuestion?.(q);
   const prompts = await import('@inquirer/prompts');
-  const context = promptContext();
+  const screen = io.screen;
+  // A prompt ends its output stream when it is done; a fresh one per prompt keeps the screen open.
+  const output = screen ? new Writable({ write: (chunk, _enc, done) => (screen(String(chunk)), done()) })
+    : process.stdout;
+  const context = { input: io.input, output, signal: run.scope.signal };
   const validate = (s: string) => (q.validate ? q.validate(s) : s.trim() !== '' || 'required');
-  if (q.kind === 'password') return prompts.password({ message: q.message, mask: '*', validate }, context);
-  if (q.kind === 'select')
-    return prompts.select({ message: q.message, choices: (q.choices ?? []).map((value) => ({ value })) }, context);
-  if (q.kind === 'confirm')
-    return String(await prompts.confirm({ message: q.message, default: q.default ?? true }, context));
-  return prompts.input({ message: q.message, validate }, context);
+  try {
+    if (q.kind === 'password') return await prompts.password({ message: q.message, mask: '*', validate }, context);
+    if (q.kind === 'select')
+      return await prompts.select({ message: q.message, choices: (q.choices ?? []).map((value) => ({ value })) },
+        context);
+    if (q.kind === 'confirm')
+      return String(await prompts.confirm({ message: q.message, default: q.default ?? true }, context));
+    return await prompts.input({ message: q.message, validate }, context);
+  } catch (e) {
+    if ((e as Error).name === 'ExitPromptError') run.scope.interrupt('SIGINT');
+    if (run.scope.signal.aborted) throw run.scope.signal.reason;
+    throw e;
+  }
 }
 
-/** A yes/no question. --yes takes the default; with no terminal and no --yes it is an exit-2 error. */
-async function confirm(id: string, message: string, opts: Pick<Options, 'yes'>, def = true): Promise<boolean> {
-  if (opts.yes) return def;
-  if (!canAsk())
-    throw new InputError([{ file: 'command line', field: '--yes', message: `${message}: no terminal to ask on`,
-      hint: 'run in a terminal, or pass --yes to accept the defaults' }]);
-  return (await ask({ id, kind: 'confirm', message, default: def }, opts)) === 'true';
+/** A yes/no question; when nobody can be asked, its default. */
+async function confirm(id: string, message: string, run: Asking, def = true): Promise<boolean> {
+  return (await ask({ id, kind: 'confirm', message, default: def, unattended: String(def) }, run)) === 'true';
 }
 
 // The run's context.
@@ -578,6 +665,8 @@ export interface Facts {
 /** Everything a step needs: the validated recipe, rendered inputs, the options and what was learned. */
 export interface Ctx {
   opts: Options;
+  /** The run this plug is flashed in: its signal, its children, its cleanups. */
+  scope: RunScope;
   recipe: Recipe;
   recipePath: string;
   /** The recipe's line of a field (for messages that point into it). */
@@ -608,12 +697,17 @@ export interface Ctx {
 
 // Shell commands, always through zx (it quotes every argument).
 
-/** Runs a command and captures its output. Never throws on an exit code. */
-export async function sh(argv: string[], opts: { cwd?: string; timeoutMs?: number } = {}):
+/**
+ * Runs a command and captures its output. Never throws on an exit code; a stopped run (`signal`) ends the command and
+ * rejects with the stop.
+ */
+export async function sh(argv: string[], opts: { cwd?: string; timeoutMs?: number; signal?: AbortSignal } = {}):
   Promise<{ code: number; stdout: string; stderr: string; notFound: boolean }> {
   const { $ } = await import('zx');
+  opts.signal?.throwIfAborted();
   const p = await $({ cwd: opts.cwd, env: process.env, nothrow: true, quiet: true, verbose: false, input: '',
-    timeout: opts.timeoutMs ?? 30_000 })`${argv}`;
+    timeout: opts.timeoutMs ?? 30_000, signal: opts.signal })`${argv}`;
+  opts.signal?.throwIfAborted();
   const code = p.exitCode ?? 1;
   return { code, stdout: p.stdout, stderr: p.stderr, notFound: code === 127 };
 }
@@ -625,7 +719,8 @@ export function shq(...argv: string[]): string {
 
 /** How to start flash.ts from where the user is (its full path from another directory). */
 function flashCommand(): string {
-  return `npx tsx ${process.cwd() === HOME_DIR ? 'flash.ts' : shq(path.join(HOME_DIR, 'flash.ts'))}`;
+  // From anywhere else, by its path: npx finds tsx only in the project it is run in.
+  return process.cwd() === HOME_DIR ? 'npx tsx flash.ts' : shq(path.join(HOME_DIR, 'flash.ts'));
 }
 
 /**
@@ -662,7 +757,10 @@ async function withSpinner<T>(label: string, work: Promise<T>): Promise<T> {
   }
   const frames = '⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏';
   let i = 0;
-  const tick = setInterval(() => io.out(`\r    ${c.cyan(frames[i++ % frames.length])} ${label} ` +
+  // One line, or \r cannot go back over it: a label too long for the terminal is cut.
+  const room = outputWidth() - 14;
+  const shownLabel = label.length > room ? `${label.slice(0, room - 1)}…` : label;
+  const tick = setInterval(() => io.out(`\r    ${c.cyan(frames[i++ % frames.length])} ${shownLabel} ` +
     `(${Math.round((Date.now() - start) / 1000)} s)\x1b[K`), 100);
   try {
     return await work;
@@ -672,27 +770,63 @@ async function withSpinner<T>(label: string, work: Promise<T>): Promise<T> {
   }
 }
 
-/** Child processes to stop when the run ends early (Ctrl+C, a failed step). */
-const children = new Set<import('node:child_process').ChildProcess>();
+/**
+ * One run of flash.ts: its abort signal (set off by Ctrl+C, SIGTERM or SIGHUP: every question, wait and request
+ * takes it), the children it started, each with the way it is stopped, and the cleanups to do on the way out (a
+ * temporary Wi-Fi connection). Created at the start, carried on the run's context.
+ */
+export class RunScope {
+  readonly #abort = new AbortController();
+  readonly #children = new Set<{ stop: () => Promise<void> }>();
+  readonly #cleanups = new Set<() => Promise<unknown>>();
+  /** The signal that stopped the run, once one did. */
+  interrupted?: NodeJS.Signals;
+  /** The plug under way (its journal is saved when the run stops). */
+  ctx?: Ctx;
 
-/** Undo actions for temporary changes (e.g. a joined Wi-Fi network), run on Ctrl+C. */
-const cleanups = new Set<() => Promise<unknown>>();
+  get signal(): AbortSignal {
+    return this.#abort.signal;
+  }
 
-/** The run under way, for interrupt() and the last words of runCli(). */
-let running: Ctx | undefined;
+  interrupt(signal: NodeJS.Signals): void {
+    if (this.interrupted) return;
+    this.interrupted = signal;
+    this.#abort.abort(new Interrupted(signal));
+  }
+
+  /** Keeps a child to stop when the run ends early; `stop` is how (each child has its own). Returns the forget. */
+  child(stop: () => Promise<void>): () => void {
+    const entry = { stop };
+    this.#children.add(entry);
+    return () => void this.#children.delete(entry);
+  }
+
+  /** An undo for the way out (run when the run stops early); the returned function runs it now and forgets it. */
+  cleanup(undo: () => Promise<unknown>): () => Promise<unknown> {
+    this.#cleanups.add(undo);
+    return () => (this.#cleanups.delete(undo), undo());
+  }
+
+  /** Stops every child (each its own way, all at once) and runs the cleanups. Never throws. */
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.#children].map((c) => c.stop()));
+    this.#children.clear();
+    await Promise.allSettled([...this.#cleanups].map((undo) => undo()));
+    this.#cleanups.clear();
+  }
+}
 
 // ─── main(): the procedure ─────────────────────
 
-export async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[], scope = new RunScope()): Promise<number> {
   const cli = parseCli(argv);
   if (cli.command === 'help') return print(usage()), EXIT.ok;
   if (cli.command === 'version') return print(VERSION), EXIT.ok;
   if (cli.command === 'schema') return io.out(recipeJsonSchemaText()), EXIT.ok;
-  if (cli.command === 'profiles') return listProfiles(cli.words);
-  if (cli.command === 'recipe') return runRecipeCommand(cli.words, cli);
+  if (cli.command === 'profiles') return listProfiles(cli.words, scope);
+  if (cli.command === 'recipe') return runRecipeCommand(cli.words, { ...cli, scope });
   if (cli.command !== 'run' && cli.command !== 'doctor') return EXIT.ok;
-  const ctx = loadContext(cli.opts);
-  running = ctx;
+  const ctx = loadContext(cli.opts, scope);
   if (cli.command === 'doctor') return runDoctor(ctx);
   refuseUnattended(ctx);
   if (ctx.opts.count) return runBatch(ctx);
@@ -702,26 +836,33 @@ export async function main(argv: string[]): Promise<number> {
 /** One plug, step by step, from where its journal says it got to. Throws StepError on a failed step. */
 async function runPlug(ctx: Ctx): Promise<boolean> {
   const opts = ctx.opts;
-  running = ctx;
+  ctx.scope.ctx = ctx;
   print(`${c.bold('flash.ts')} · ${ctx.recipe.model} (${MCUS[ctx.recipe.mcu].chip}) → ${c.bold(ctx.deviceName)}` +
     (opts.dryRun ? c.dim('   [dry run: nothing is written, run or sent]') : ''));
 
-  const steps = resumePoint(ctx, stepsToRun(opts, fromPlug(ctx.recipe)));
+  const plan = stepsToRun(opts, fromPlug(ctx.recipe));
+  const steps = resumePoint(ctx, plan);
   if (opts.only !== 'check' && !steps.some((s) => s.name !== 'check')) {
     print(`\n${ok()} every step is already done for ${ctx.deviceName} (journal ${shown(ctx.files.journal)}).`);
     print(`  To flash it again: --restart; to redo part of it: --from STEP.`);
     return true;
   }
-  for (const [i, step] of steps.entries()) {
+  for (const step of steps) {
     ctx.current = step.name;
-    print(`\n${c.cyan(`[${i + 1}/${steps.length}]`)} ${c.bold(step.name.padEnd(11))} ${c.dim(step.does)}`);
+    // Numbered in the whole plan, so a resumed run's steps keep their numbers.
+    print(`\n${c.cyan(`[${plan.indexOf(step) + 1}/${plan.length}]`)} ${c.bold(step.name.padEnd(11))} ` +
+      c.dim(step.does));
     if (opts.dryRun) for (const line of await step.plan(ctx)) print(`    ${line}`);
     else {
       if ('touchesPlug' in step) recordStart(ctx, step.name);
       await step.run(ctx).catch((e) => {
-        if (!(e instanceof HttpError)) throw e;
-        throw new StepError(step.name, e.message,
-          `check the plug is powered and within reach, then retry: ${rerun(opts, `--from ${step.name}`)}`);
+        // The runner names the step that stopped, and gives a retry from it where the thrower had no better hint.
+        if (e instanceof Failure) {
+          e.step ??= step.name;
+          e.hint ??= e instanceof HttpError ? `check the plug is powered and within reach, then retry: ` +
+            rerun(opts, `--from ${step.name}`) : `retry: ${rerun(opts, `--from ${step.name}`)}`;
+        }
+        throw e;
       });
       if (step.journal === 'done') recordStep(ctx, step.name);
       ctx.finished.push(step.name);
@@ -756,11 +897,12 @@ export function stepsToRun(opts: Pick<Options, 'only' | 'from' | 'checkPins'>, p
 
 /**
  * With --yes (or with no terminal) nobody answers: a run that needs a person's answer is refused before
- * anything is touched, naming the flag to drop or the variable to set.
+ * anything is touched, naming the flag to drop or the variable to set. A dry run is refused the same: it shows what
+ * the real run would do, and that would be this.
  */
 function refuseUnattended(ctx: Ctx): void {
   const opts = ctx.opts;
-  if (opts.dryRun || (!opts.yes && canAsk())) return;
+  if (!unattended(ctx)) return;
   const why = opts.yes ? '--yes' : 'no terminal';
   const steps = stepsToRun(opts);
   const problems: Problem[] = [];
@@ -795,7 +937,7 @@ async function runBatch(first: Ctx): Promise<number> {
     ...batchNames(first.substitutions, configNames(opts.out), Math.max(0, opts.count! - unfinished.length)),
   ];
   print(`${c.bold('batch')}: ${names.length} plugs: ${names.map((n) => n.device_name).join(', ')}`);
-  const plugs = names.map((n) => loadContext({ ...opts, count: undefined, sets: { ...opts.sets, ...n } }));
+  const plugs = names.map((n) => loadContext({ ...opts, count: undefined, sets: { ...opts.sets, ...n } }, first.scope));
   const results: string[][] = [];
   const result = (ctx: Ctx, outcome: string) =>
     results.push([ctx.deviceName, ctx.facts.deviceIp ?? ctx.facts.kickstartIp ?? '-', ctx.facts.mac ?? '-', outcome]);
@@ -810,11 +952,11 @@ async function runBatch(first: Ctx): Promise<number> {
       await runPlug(ctx);
       result(ctx, opts.dryRun ? 'planned' : 'flashed');
     } catch (e) {
-      if (!(e instanceof StepError)) throw e;
-      printError(`\n${c.red(`✗ ${e.step} failed:`)} ${e.message}\n  ${e.hint}`);
+      if (!(e instanceof Failure)) throw e;
+      printError(`\n${c.red(`✗ ${e.step} failed:`)} ${e.message}${e.hint ? `\n  ${e.hint}` : ''}`);
       result(ctx, `failed at ${e.step}`);
       const goOn = `${ctx.deviceName} failed. Go on with ${next?.deviceName}?`;
-      if (next && !(await confirm('batch_continue', goOn, opts))) break;
+      if (next && !(await confirm('batch_continue', goOn, ctx))) break;
     }
   }
   print(`\n${c.bold('Plugs')}`);
@@ -866,11 +1008,17 @@ function isFinished(out: string, name: string): boolean {
   return !!readJournal(journalFile(out, name))?.steps.verify;
 }
 
-export function formatTable(rows: string[][]): string {
+/**
+ * Rows as a table with a bold header row; wider than `width`, each row folds: its first cell on a line, the others
+ * indented under it. Pure.
+ */
+export function formatTable(rows: string[][], width = outputWidth()): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r, j) => '  ' + r.map((cell, i) => (j === 0 ? c.bold(cell.padEnd(widths[i]))
-    : cell.padEnd(widths[i])))
-    .join('  ')).join('\n');
+  if (2 + widths.reduce((a, b) => a + b + 2, -2) <= width)
+    return rows.map((r, j) => '  ' + r.map((cell, i) => (j === 0 ? c.bold(cell.padEnd(widths[i]))
+      : cell.padEnd(widths[i]))).join('  ').trimEnd()).join('\n');
+  return rows.map(([first, ...rest], j) => [`  ${j === 0 ? c.bold(first) : first}`,
+    ...rest.map((cell) => `      ${j === 0 ? c.bold(cell) : cell}`)].join('\n')).join('\n');
 }
 
 // ─── Step: check ───────────────────────────────
@@ -888,18 +1036,22 @@ async function stepCheck(ctx: Ctx): Promise<void> {
   // A recipe mistake found by a check (a profile cloudcutter does not have) is bad input, not a machine problem.
   const problems = checks.flatMap((k) => (k.problem ? [k.problem] : []));
   if (problems.length) throw new InputError(problems);
-  if (checks.some((k) => k.name === 'cloudcutter checkout' && !k.ok) &&
-      (await confirm('clone_cloudcutter', `There is no tuya-cloudcutter checkout in ${shown(ctx.opts.cloudcutter)}. ` +
-        'Clone it now?', ctx.opts))) {
-    const { $ } = await import('zx');
-    await $({ stdio: 'inherit', nothrow: true })`git clone --depth 1 ${CLOUDCUTTER_REPO} ${ctx.opts.cloudcutter}`;
-    checks = await relevant();
-  }
+  // Everything is checked and shown first: a machine without Docker is told so before it is offered a clone.
   printChecks(checks);
+  const missing = checks.find((k) => k.name === 'cloudcutter checkout' && !k.ok);
+  if (missing && checks.filter((k) => !k.ok).length === 1 &&
+      (await confirm('clone_cloudcutter', `There is no tuya-cloudcutter checkout in ${shown(ctx.opts.cloudcutter)}. ` +
+        'Clone it now?', ctx))) {
+    const { $ } = await import('zx');
+    await $({ stdio: 'inherit', nothrow: true, signal: ctx.scope.signal })`git clone --depth 1 ${CLOUDCUTTER_REPO} ${
+      ctx.opts.cloudcutter}`;
+    checks = await relevant();
+    printChecks(checks.filter((k) => ['cloudcutter checkout', 'Kickstart firmware'].includes(k.name)));
+  }
   const failed = checks.filter((k) => !k.ok);
   if (failed.length)
-    throw new StepError('check', `${failed.map((k) => k.name).join(', ')} not ready`,
-      `fix what is marked ✗ above and run again (npx tsx flash.ts doctor ${shq(ctx.opts.recipe)} shows the ` +
+    throw new Failure(`${failed.map((k) => k.name).join(', ')} not ready`,
+      `fix what is marked ✗ above and run again (${flashCommand()} doctor ${shq(ctx.opts.recipe)} shows the ` +
       'same table)');
 }
 
@@ -936,7 +1088,7 @@ export interface ConfigFiles {
 
 async function stepConfig(ctx: Ctx, secretsOnly = false): Promise<void> {
   const existing = readSecretsFile(ctx.files.secrets);
-  const wifi = await askWifiIfMissing(existing.values, ctx.opts);
+  const wifi = await askWifiIfMissing(existing.values, ctx);
   const files = renderConfigFiles(ctx, existing, wifi, randomSecret);
   fs.mkdirSync(ctx.opts.out, { recursive: true });
   for (const [file, content, mode] of [...(secretsOnly ? [] : [[files.configPath, files.config]] as const),
@@ -1119,16 +1271,20 @@ function checkWifiInputs(secretsFile: string): void {
 }
 
 /** Wi-Fi credentials for secrets.yaml when it lacks them: env vars, else a prompt (password masked). */
-async function askWifiIfMissing(existing: Record<string, string>, opts: Options):
+async function askWifiIfMissing(existing: Record<string, string>, run: Asking):
   Promise<{ ssid: string; password: string } | null> {
   if ('wifi_ssid' in existing && 'wifi_password' in existing) return null;
   const validate = (key: 'wifi_ssid' | 'wifi_password') => (s: string) => wifiProblem(key, s) ?? true;
+  const unanswered = (envVar: string) => ({ what: `secrets.yaml has no ${envVar === 'FLASH_WIFI_SSID' ? 'wifi_ssid'
+    : 'wifi_password'}, and nobody can be asked`, hint: `set ${envVar}=... in the environment, or run it in a ` +
+    'terminal to be asked' });
   const ssid = existing.wifi_ssid ?? process.env.FLASH_WIFI_SSID ?? (await ask({ id: 'wifi_ssid', kind: 'input',
-    message: 'Your Wi-Fi network name (SSID) for the plug', validate: validate('wifi_ssid') }, opts,
-  { envVar: 'FLASH_WIFI_SSID' }));
+    message: 'Your Wi-Fi network name (SSID) for the plug', validate: validate('wifi_ssid'),
+    unanswered: unanswered('FLASH_WIFI_SSID') }, run));
+  // The name is shown as typed, not quoted: a name can hold quotes of its own.
   const password = existing.wifi_password ?? process.env.FLASH_WIFI_PASSWORD ?? (await ask({ id: 'wifi_password',
-    kind: 'password', message: `Password for "${ssid}"`, validate: validate('wifi_password') }, opts,
-  { envVar: 'FLASH_WIFI_PASSWORD' }));
+    kind: 'password', message: `Password of the Wi-Fi network ${quoted(ssid)}`, validate: validate('wifi_password'),
+    unanswered: unanswered('FLASH_WIFI_PASSWORD') }, run));
   registerSecret(password);
   return { ssid, password };
 }
@@ -1164,11 +1320,11 @@ function firmwareInputs(ctx: Ctx): unknown {
 
 async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
   if (!fs.existsSync(ctx.files.config))
-    throw new StepError('compile', `there is no ${shown(ctx.files.config)} to compile yet`,
+    throw new Failure(`there is no ${shown(ctx.files.config)} to compile yet`,
       `write it first: ${rerun(ctx.opts, '--only config')} (then run this again)`);
   const esphome = await findEsphome(ctx);
   if (!esphome)
-    throw new StepError('compile', `no esphome command, and Docker is not answering for the ${ESPHOME_IMAGE} image`,
+    throw new Failure(`no esphome command, and Docker is not answering for the ${ESPHOME_IMAGE} image`,
       `pipx install esphome (or start Docker), then run it again: ${rerun(ctx.opts, '')}`);
   const argv = esphomeArgv(ctx, esphome.kind, 'compile');
   const log = logFile(ctx.opts.out, 'compile');
@@ -1178,19 +1334,21 @@ async function startCompile(ctx: Ctx, quiet = false): Promise<CompileJob> {
   const out = fs.openSync(log, 'w', 0o600);
   const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', out, out] });
   fs.closeSync(out);
-  children.add(child);
-  const job: CompileJob = { started: Date.now(), log, done: Promise.resolve(''), stop: () => child.kill('SIGINT') };
+  // Ctrl+C's SIGINT stops ESPHome (and `docker run --init`) cleanly; a compile still there after 5 s is killed.
+  const stop = keepChild(ctx.scope, child, [[() => child.kill('SIGINT'), 5000]]);
+  const job: CompileJob = { started: Date.now(), log, done: Promise.resolve(''), stop };
   job.done = exitOf(child).then((code) => {
-    children.delete(child);
     job.finished = Date.now();
     if (code !== 0)
-      throw new StepError('compile',
+      throw new Failure(
         `esphome compile failed (exit ${code}):\n${indent(compileErrors(fs.readFileSync(log, 'utf8')), 6)}`,
         `full log: ${shown(log)}\n  fix the recipe or template, then run it again (what changed is redone): ` +
         rerun(ctx.opts, ''));
-    const uf2 = checkedFirmware(ctx.files.uf2, ctx.recipe.mcu, 'compile',
+    const uf2 = checkedFirmware(ctx.files.uf2, ctx.recipe.mcu,
       `check the board in ${shown(ctx.recipePath)} matches mcu ${ctx.recipe.mcu}, then run it again: ` +
       rerun(ctx.opts, ''));
+    // Done as soon as it is built: a run stopped before the upload does not build it again.
+    recordStep(ctx, 'compile');
     ctx.afterCompile?.();
     return uf2.file;
   });
@@ -1222,7 +1380,7 @@ async function awaitCompile(ctx: Ctx): Promise<string> {
   if (!ctx.compile) {
     const { uf2, config } = ctx.files;
     if (fs.existsSync(uf2) && fs.existsSync(config) && fs.statSync(uf2).mtimeMs >= fs.statSync(config).mtimeMs)
-      return checkedFirmware(uf2, ctx.recipe.mcu, 'compile', recompile(ctx.opts)).file;
+      return checkedFirmware(uf2, ctx.recipe.mcu, recompile(ctx.opts)).file;
     ctx.compile = await startCompile(ctx);
   }
   const job = ctx.compile;
@@ -1240,7 +1398,7 @@ async function awaitCompile(ctx: Ctx): Promise<string> {
   clearTimeout(timer);
   if (waited === 'timeout') {
     job.stop();
-    throw new StepError('compile', `esphome compile was still running after ${seconds(limit)}, so it was stopped`,
+    throw new Failure(`esphome compile was still running after ${seconds(limit)}, so it was stopped`,
       `look at the end of ${shown(job.log)} (a download that hangs? no disk space?), then run it again: ` +
       rerun(ctx.opts, ''));
   }
@@ -1288,7 +1446,7 @@ export const CLOUDCUTTER_QUESTIONS = [
     explain: 'sudo asks for your password (cloudcutter needs root for its access point and DNS)' },
   { id: 'ap_support', match: /Press any key to continue, or CTRL\+C to exit\s*$/,
     explain: 'cloudcutter warns that its Wi-Fi adapter cannot host an access point' },
-  { id: 'port', match: /Do you wish to terminate (.+)\? \[y\/N\] *$/,
+  { id: 'port', match: /Do you wish to terminate (.*)\? \[y\/N\] *$/,
     explain: 'cloudcutter found a program on a port it needs and asks whether to stop it' },
   { id: 'blacklist', match: /Do you wish to remove this file\? \[y\/N\] *$/,
     explain: 'cloudcutter found /etc/modprobe.d/blacklist-rtl8192cu.conf (known to crash hostapd) and asks to ' +
@@ -1336,11 +1494,11 @@ async function stepCloudcutter(ctx: Ctx): Promise<void> {
     const d = run.failure;
     print(`\n    ${c.red('✗')} ${d.what}\n    ${c.yellow('what to do:')} ${d.fix}`);
     print(`    ${c.dim(`full log: ${shown(log)}`)}`);
-    if (!(await confirm('cloudcutter_retry', 'Retry the cloudcutter step now?', opts, false))) {
+    if (!(await confirm('cloudcutter_retry', 'Retry the cloudcutter step now?', ctx, false))) {
       // cloudcutter said it failed, so the plug is not on Kickstart: the next run need not go looking for it there.
       delete ctx.journal.started;
       writeJournal(ctx);
-      throw new StepError('cloudcutter', d.what,
+      throw new Failure(d.what,
         `${d.fix}\n  then retry from this step: ${rerun(opts, '--from cloudcutter')}`);
     }
   }
@@ -1413,11 +1571,12 @@ async function alreadyOnKickstart(ctx: Ctx): Promise<boolean> {
   const ap = MCUS[ctx.recipe.mcu].kickstartAp;
   const iface = await apAdapter(ctx);
   print(`    the last run stopped during this step: checking whether the plug already runs Kickstart …`);
-  await reclaimAdapter(iface);
+  await reclaimAdapter(ctx, iface);
   // The log is cloudcutter's output as it came (terminal codes and all): only its words are sure.
   const sent = /send complete/.test(lastLog(ctx.opts.out, 'cloudcutter'));
-  const apUp = sent ? await waitForAp(iface, ap, ms('FLASH_KICKSTART_AP_TIMEOUT_MS'),
-    `the last run sent the firmware: waiting for ${ap} (rescanning on ${iface})`) : await apOnAir(iface, ap);
+  const apUp = sent ? await waitForAp(ctx, iface, ap, ms('FLASH_KICKSTART_AP_TIMEOUT_MS'),
+    `the last run sent the firmware: waiting for ${ap} (rescanning on ${iface})`) : await apOnAir(iface, ap,
+    ctx.scope.signal);
   // Only the plug with a MAC this run knows: any other Kickstart plug on the LAN could be someone else's.
   if (apUp || (await kickstartOnLan(ctx, 4000, undefined, 'exact'))) {
     print(`    ${ok()} it does (${apUp ? `its network ${ap} is on the air` : `found at ${ctx.facts.kickstartIp}`}): ` +
@@ -1429,10 +1588,10 @@ async function alreadyOnKickstart(ctx: Ctx): Promise<boolean> {
 }
 
 /** Gives an adapter a killed cloudcutter left unmanaged back to NetworkManager, as cloudcutter's exit trap does. */
-async function reclaimAdapter(iface: string): Promise<void> {
-  if ((await wifiAdapters()).find((a) => a.dev === iface)?.state !== 'unmanaged') return;
+async function reclaimAdapter(ctx: Ctx, iface: string): Promise<void> {
+  if ((await wifiAdapters(ctx.scope.signal)).find((a) => a.dev === iface)?.state !== 'unmanaged') return;
   print(`    ${warn()} ${iface} is still unmanaged (the stopped cloudcutter could not hand it back): handing it back`);
-  await sh(['nmcli', 'device', 'set', iface, 'managed', 'yes']);
+  await sh(['nmcli', 'device', 'set', iface, 'managed', 'yes'], { signal: ctx.scope.signal });
 }
 
 interface CloudcutterRun { output: string; failure?: { what: string; fix: string }; seen?: string }
@@ -1446,33 +1605,34 @@ interface CloudcutterRun { output: string; failure?: { what: string; fix: string
 async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promise<CloudcutterRun> {
   const { spawn } = await import('node:child_process');
   const { quote } = await import('zx');
-  const { opts, recipe } = ctx;
+  const { opts, recipe, scope } = ctx;
   // A sane terminal size: some tools print nothing useful on a 0x0 pseudo-terminal.
   const command = `stty cols 120 rows 40 2>/dev/null; exec ${argv.map((a) => quote(a)).join(' ')}`;
   // `script` runs cloudcutter as the session leader of its pseudo-terminal: when flash.ts (and with it `script`) goes,
   // however abruptly, the terminal hangs up and cloudcutter gets SIGHUP, which its exit trap handles.
   const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { cwd: opts.cloudcutter,
     stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, TERM: process.env.TERM || 'xterm' } });
-  children.add(child);
   const exited = exitOf(child);
   const log = fs.createWriteStream(logPath, { mode: 0o600 });
-  const type = (keys: string) => void child.stdin!.write(keys);
+  const type = (keys: string) => void (child.stdin!.writable && child.stdin!.write(keys));
+  // Stopped as Ctrl+C in its terminal stops it (its trap hands the adapter back), then by hanging up its terminal.
+  const kill = keepChild(scope, child, [[() => type('\x03'), 10_000], [() => child.kill('SIGTERM'), 3000]]);
   let transcript = '';
   let partial = '';
   let lastOutput = Date.now();
   let scanningSince: number | undefined;
   let hinted = false;
   let outcome: Omit<CloudcutterRun, 'output'> | undefined;
-  let stopping: Promise<void> | undefined;
+  let trouble: unknown; // what stopped an answer (Ctrl+C in a question, nobody to ask): the run's, after the exit
   let busy = Promise.resolve(); // questions are answered one at a time, in order
   let watching: Promise<void> | undefined;
+  let idle: NodeJS.Timeout | undefined;
 
-  /** Stops cloudcutter as Ctrl+C in its terminal would, then harder if it does not go. */
-  const stop = (why: Omit<CloudcutterRun, 'output'>) => (stopping ??= (async () => {
+  /** Stops cloudcutter (the same way as when the run stops), noting why. */
+  const stop = (why: Omit<CloudcutterRun, 'output'>) => {
     outcome ??= why;
-    type('\x03');
-    if ((await Promise.race([exited, sleep(10_000).then(() => 'late')])) === 'late') child.kill('SIGTERM');
-  })());
+    return kill();
+  };
 
   const onLine = (line: string) => {
     print(c.dim(`    │ ${line}`));
@@ -1488,42 +1648,62 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
       scanningSince = undefined;
     } else if (CLOUDCUTTER_MOMENTS.sent.test(line)) {
       print(`    ${ok()} the plug has the firmware; it reboots into Kickstart (15–30 s)`);
-      watching ??= watchForKickstart();
+      watching ??= watchForKickstart().catch((e) => void (trouble ??= e));
     }
   };
 
-  const onQuestion = (text: string) => {
-    const q = CLOUDCUTTER_QUESTIONS.find((k) => k.match.test(text));
-    if (!q) return false;
-    busy = busy.then(() => answerCloudcutter(ctx, q.id, text, transcript, { type, stop })).catch((e) => {
-      void stop({ failure: { what: `could not answer cloudcutter: ${(e as Error).message}`, fix: 'retry' } });
-      if (e instanceof InputError || (e as Error).name === 'ExitPromptError') throw e;
+  const answer = (work: () => Promise<void>) => {
+    busy = busy.then(work).catch((e) => {
+      trouble ??= e;
+      void stop(e instanceof Failure ? { failure: { what: e.message, fix: e.hint ?? 'retry' } } : {});
     });
-    return true;
+  };
+
+  /**
+   * Text after the last line break: one of cloudcutter's questions (they end without one). A question flash.ts knows
+   * is answered on purpose; any other is shown once cloudcutter waits on it: a person answers it, and nobody (--yes)
+   * means the run stops, quoting it, rather than waiting forever.
+   */
+  const onPartial = () => {
+    clearTimeout(idle);
+    const text = partial;
+    const known = CLOUDCUTTER_QUESTIONS.find((k) => k.match.test(text));
+    if (known) {
+      partial = '';
+      return answer(() => answerCloudcutter(ctx, known.id, text, transcript, { type, stop }));
+    }
+    if (!text.trim() || /^[.\s]*$/.test(text)) return; // the scanning dots
+    idle = setTimeout(() => {
+      if (partial !== text) return;
+      partial = '';
+      print(c.dim(`    │ ${text.trim()}`));
+      answer(() => answerUnknown(ctx, text.trim(), type));
+    }, unattended(ctx) ? ms('FLASH_CLOUDCUTTER_QUESTION_MS') : 400);
   };
 
   /** After the firmware was sent: the Kickstart AP, seen by another adapter, or by ours once cloudcutter is stopped. */
   async function watchForKickstart(): Promise<void> {
     const ap = MCUS[recipe.mcu].kickstartAp;
     const ours = await apAdapter(ctx);
-    const others = (await wifiAdapters()).map((a) => a.dev).filter((a) => a !== ours);
+    const others = (await wifiAdapters(scope.signal)).map((a) => a.dev).filter((a) => a !== ours);
     while (!outcome && child.exitCode === null) {
       // (Not mDNS: a freshly flashed Kickstart has no Wi-Fi to join yet; its own AP is how it shows up.)
       for (const other of others)
-        if (await apOnAir(other, ap)) return void stop({ seen: `its network ${ap} is on the air (seen by ${other})` });
+        if (await apOnAir(other, ap, scope.signal))
+          return void stop({ seen: `its network ${ap} is on the air (seen by ${other})` });
       if (Date.now() - lastOutput > ms('FLASH_CLOUDCUTTER_STALL_MS')) {
         // One adapter: it hosts cloudcutter's AP and cannot scan until cloudcutter lets it go.
         print(`    ${warn()} cloudcutter has said nothing for ${seconds(Date.now() - lastOutput)} since the ` +
           'firmware was sent (it can wait forever for a progress report): stopping it to look for the plug');
         await stop({});
-        const found = await waitForAp(ours, ap, ms('FLASH_KICKSTART_AP_TIMEOUT_MS'), `looking for ${ap} on ${ours}`);
+        const found = await waitForAp(ctx, ours, ap, ms('FLASH_KICKSTART_AP_TIMEOUT_MS'), `looking for ${ap} on ${ours}`);
         outcome = found ? { seen: `its network ${ap} is on the air` } : { failure: {
           what: `cloudcutter stalled after sending the firmware, and the plug's ${ap} network did not appear`,
           fix: `power-cycle the plug and watch for ${ap} from a phone; if it is there, go on with ` +
             `${rerun(opts, '--from kickstart')}; if not, retry this step` } };
         return;
       }
-      await sleep(2000);
+      await sleep(2000, scope.signal);
     }
   }
 
@@ -1554,15 +1734,18 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
       partial = partial.slice(nl + 1);
       if (line.trim()) onLine(line);
     }
-    if (partial && onQuestion(partial)) partial = '';
+    if (partial) onPartial();
   };
   child.stdout!.on('data', read);
   child.stderr!.on('data', read);
   try {
     const code = await exited;
+    clearTimeout(idle);
     await busy;
-    await stopping;
     await watching;
+    // Stopped (Ctrl+C, SIGTERM, SIGHUP, or in one of its questions): no diagnosis, no retry question.
+    scope.signal.throwIfAborted();
+    if (trouble instanceof Interrupted) throw trouble;
     const output = redact(transcript);
     if (outcome) return { output, ...outcome };
     if (code === 0) return { output };
@@ -1570,28 +1753,26 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
       siblingRecipes(ctx, (r) => r.mcu === MCUS[recipe.mcu].other)) };
   } finally {
     clearInterval(clock);
-    children.delete(child);
+    clearTimeout(idle);
     await new Promise((r) => log.end(r));
   }
 }
 
 /**
  * Answers one of cloudcutter's questions on purpose: what can be decided is decided (and said), what is the
- * user's to decide is asked (through flash.ts's own prompts), and with --yes the careful answer is given.
+ * user's to decide is asked (through flash.ts's own prompts), and when nobody can be asked the careful answer is
+ * given (or the step stops, saying why).
  */
 async function answerCloudcutter(ctx: Ctx, id: (typeof CLOUDCUTTER_QUESTIONS)[number]['id'], text: string,
   transcript: string,
   o: { type: (keys: string) => void; stop: (why: Omit<CloudcutterRun, 'output'>) => Promise<void> }):
   Promise<void> {
-  const { opts } = ctx;
   const q = CLOUDCUTTER_QUESTIONS.find((k) => k.id === id)!;
   print(`    ${warn()} ${q.explain}`);
-  const canAnswer = !opts.yes && canAsk();
   if (id === 'sudo') {
-    if (!canAnswer) return o.stop({ failure: { what: 'sudo asked for a password and nobody can type it here',
-      fix: 'run `sudo -v` first (sudo then remembers it for a while), or run without --yes' } });
     const password = await ask({ id: 'sudo_password', kind: 'password', message: 'Your password for sudo',
-      validate: () => true }, opts);
+      validate: () => true, unanswered: { what: 'sudo asked for a password and nobody can type it here',
+        hint: 'run `sudo -v` first (sudo then remembers it for a while), or run without --yes' } }, ctx);
     registerSecret(password);
     return o.type(`${password}\r`);
   }
@@ -1603,32 +1784,50 @@ async function answerCloudcutter(ctx: Ctx, id: (typeof CLOUDCUTTER_QUESTIONS)[nu
       fix: 'pass --wifi-iface with an adapter whose `nmcli -f wifi-properties device show IFACE` says AP: yes' } });
   }
   if (id === 'port') {
-    const held = [...transcript.matchAll(/Checking (UDP|TCP) port (\d+)\.\.\. Occupied by (.+) with PID (\d+)\./g)]
+    const held = [...transcript.matchAll(/Checking (UDP|TCP) port (\d+)\.\.\. Occupied by (.*?) with PID (\d*)\./g)]
       .at(-1);
-    const [proto, port, name] = [held?.[1].toLowerCase() ?? '', Number(held?.[2]), held?.[3] ?? text];
-    const listeners = ((await listeningPorts()) ?? []).filter((b) => b.port === port && b.proto === proto);
+    const [proto, port] = [held?.[1].toLowerCase() ?? '', Number(held?.[2])];
+    // `ps` cannot always name the program ("Do you wish to terminate ?"): then ss may.
+    const listeners = ((await listeningPorts(ctx.scope.signal)) ?? []).filter((b) => b.port === port &&
+      b.proto === proto);
+    const name = held?.[3].trim() || listeners[0]?.process || 'a program ps cannot name';
     if (listeners.length && listeners.every(harmlessListener)) {
       print(`      ${name} answers DNS for this machine only (${listeners.flatMap((b) => b.addresses).join(', ')}); ` +
         "cloudcutter's DNS listens on its own access point: answering S (skip), so this machine keeps its DNS");
       return o.type('S');
     }
-    if (!canAnswer) {
+    const leave = 'leave it and stop here (N)';
+    const choice = await ask({ id: 'cloudcutter_port', kind: 'select',
+      message: `${name} holds port ${port}/${proto}. What should cloudcutter do?`,
+      choices: [leave, `stop ${name} (y)`, 'skip the check (S)'], unattended: leave }, ctx);
+    if (choice === leave) {
       o.type('N');
       return o.stop({ failure: { what: `${name} holds port ${port}/${proto}, which cloudcutter needs`,
         fix: `stop ${name} while flashing (flash.ts never stops it for you), then retry` } });
     }
-    const choice = await ask({ id: 'cloudcutter_port', kind: 'select',
-      message: `${name} holds port ${port}/${proto}. What should cloudcutter do?`,
-      choices: ['leave it and stop here (N)', `stop ${name} (y)`, 'skip the check (S)'] }, opts);
-    return o.type(choice.endsWith('(y)') ? 'y' : choice.endsWith('(S)') ? 'S' : 'N');
+    return o.type(choice.endsWith('(y)') ? 'y' : 'S');
   }
-  // The blacklist file and AppArmor are this machine's settings: the user decides; --yes keeps them as they are.
+  // The blacklist file and AppArmor are this machine's settings: the user decides; nobody asked keeps them as they are.
   const question = id === 'apparmor' ? 'Let cloudcutter stop AppArmor until the next reboot?'
     : 'Let cloudcutter delete blacklist-rtl8192cu.conf?';
-  const yes = canAnswer && (await confirm(`cloudcutter_${id}`, question, opts, false));
-  if (!canAnswer) print('      answering N (--yes changes no settings of this machine); if the plug never reaches ' +
-    "cloudcutter's access point, retry without --yes and answer y");
+  const yes = await confirm(`cloudcutter_${id}`, question, ctx, false);
+  if (unattended(ctx)) print('      if the plug never reaches cloudcutter\'s access point, retry without --yes and ' +
+    'answer y');
   o.type(yes ? 'y' : 'N');
+}
+
+/**
+ * A question of cloudcutter's that flash.ts does not know (a newer cloudcutter, an unusual machine): a person reads it
+ * and answers, and the answer is typed into cloudcutter's terminal (one key for a [y/N] question, a line otherwise).
+ * With nobody to ask, the run stops here, quoting it.
+ */
+async function answerUnknown(ctx: Ctx, text: string, type: (keys: string) => void): Promise<void> {
+  const oneKey = /\[[yYnN]\/[yYnN]\]|\(y\/n\)/i.test(text);
+  const answer = await ask({ id: 'cloudcutter_question', kind: 'input', message: `cloudcutter asks: ${text} ` +
+    `(your answer is typed into cloudcutter${oneKey ? ': one key' : ''})`, validate: () => true,
+  unanswered: { what: `cloudcutter asked a question flash.ts does not know, and nobody can answer it: "${text}"`,
+    hint: 'run it without --yes (in a terminal) to answer it yourself; its log has what came before' } }, ctx);
+  type(oneKey ? answer.trim().slice(0, 1) || '\r' : `${answer}\r`);
 }
 
 // ─── Step: kickstart ───────────────────────────
@@ -1645,16 +1844,13 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
   if (fromPlug(ctx.recipe)) await stepConfig(ctx, true);
   const secrets = readSecretsFile(ctx.files.secrets).values;
   if (!secrets.wifi_ssid || !secrets.wifi_password)
-    throw new StepError('kickstart', `no wifi_ssid / wifi_password in ${shown(ctx.files.secrets)}`,
+    throw new Failure(`no wifi_ssid / wifi_password in ${shown(ctx.files.secrets)}`,
       `run the config step first: ${rerun(opts, '--only config')}`);
   const wifi = { ssid: secrets.wifi_ssid, password: secrets.wifi_password };
 
   const sent = !opts.manualWifi && (await provisionOverAp(ctx, ap, wifi));
-  if (!sent && (opts.yes || !canAsk()))
-    throw new StepError('kickstart', `could not give the plug your Wi-Fi through ${ap}, and ` +
-      `${opts.yes ? '--yes' : 'no terminal'} means nobody can do it by hand`,
-    `check the plug opens ${ap} (a phone sees it), then retry with a person there: ${rerun(opts, '--from kickstart')}`);
-  if (!sent) await provisionByHand(ctx, ap, wifi.ssid);
+  if (sent) Object.assign(wifi, sent); // the network the plug was given, if the user chose another
+  else await provisionByHand(ctx, ap, wifi.ssid);
 
   if (opts.deviceIp) {
     ctx.facts.kickstartIp = parseDeviceAddress(opts.deviceIp)!.host;
@@ -1667,13 +1863,11 @@ async function stepKickstart(ctx: Ctx): Promise<void> {
       `isolation); the plug's LED (still blinking = it could not join: wrong password, or a 5 GHz-only network)`;
     if (found) print(`    ${ok()} found ${found.name} at ${ctx.facts.kickstartIp} ` +
       `(MAC ${formatMac(found.txt.mac) ?? '?'}, Kickstart ${found.txt.project_version ?? '?'})`);
-    else if (opts.yes || !canAsk())
-      throw new StepError('kickstart', `the plug did not show up on your network within ${seconds(wait)}`,
-        `${advice}; if your router lists the plug (mDNS may not cross your network), use its address: ` +
-        rerun(opts, '--from pins --device-ip IP'));
     else {
       print(`    ${warn()} the plug did not show up on mDNS within ${seconds(wait)}; ${advice}.`);
-      await askKickstart(ctx, 'kickstart');
+      await askKickstart(ctx, { what: `the plug did not show up on your network within ${seconds(wait)}`,
+        hint: 'if your router lists the plug (mDNS may not cross your network), use its address: ' +
+          rerun(opts, '--from kickstart --device-ip IP') });
       print(`    ${ok()} Kickstart answers at ${ctx.facts.kickstartIp}`);
     }
   }
@@ -1685,13 +1879,16 @@ async function planKickstart(ctx: Ctx): Promise<string[]> {
   const ap = MCUS[ctx.recipe.mcu].kickstartAp;
   const portal = setting('FLASH_KICKSTART_PORTAL');
   const iface = ctx.opts.wifiIface ?? '<the AP adapter>';
-  return [
+  const overAp = ctx.opts.manualWifi ? [`you join ${ap} and give the plug your Wi-Fi at ${portal} (--manual-wifi)`] : [
     `$ nmcli -t -f SSID device wifi list --rescan yes ifname ${iface}   (until ${ap} is on the air: up to ` +
       `${seconds(ms('FLASH_KICKSTART_AP_TIMEOUT_MS'))})`,
     `$ nmcli --wait 60 device wifi connect ${ap} ifname ${iface}`,
     `GET ${portal}/config.json`,
     `GET ${portal}/wifisave?ssid=***&psk=***`,
     `$ nmcli connection delete id ${ap}`,
+  ];
+  return [
+    ...overAp,
     ctx.opts.deviceIp ? `use --device-ip ${ctx.opts.deviceIp}`
       : `mDNS: browse _esphomelib._tcp.local for project_name=lt.kickstart, board=${MCUS[ctx.recipe.mcu].board}`,
     ...(ctx.opts.backupFlash ? ['GET http://<kickstart ip>/hub/flash_read (2 MiB, in 256 KiB parts)'] : []),
@@ -1749,13 +1946,11 @@ async function kickstartOnLan(ctx: Ctx, wait: number, label: string | undefined,
 /** Several Kickstart plugs and no MAC to tell them apart: the user picks, or --device-ip says which. */
 async function chooseKickstart(ctx: Ctx, plugs: MdnsDevice[]): Promise<MdnsDevice> {
   const label = (d: MdnsDevice) => `MAC ${formatMac(d.txt.mac) ?? '?'} at ${ipv4Of(d.addresses)}`;
-  if (ctx.opts.yes || !canAsk())
-    throw new StepError('kickstart', `${plugs.length} Kickstart plugs are on your network ` +
-      `(${plugs.map(label).join('; ')}), and none has the MAC flash.ts knows`,
-    `say which is this one: ${rerun(ctx.opts, '--from kickstart --device-ip IP')}`);
   const choice = await ask({ id: 'kickstart_plug', kind: 'select', message: `${plugs.length} Kickstart plugs are on ` +
     'your network. Which is the one you are flashing? (the MAC is on the label of some plugs, or in your router)',
-  choices: plugs.map(label) }, ctx.opts);
+  choices: plugs.map(label), unanswered: { what: `${plugs.length} Kickstart plugs are on your network ` +
+    `(${plugs.map(label).join('; ')}), and none has the MAC flash.ts knows`,
+  hint: `say which is this one: ${rerun(ctx.opts, '--from kickstart --device-ip IP')}` } }, ctx);
   return plugs.find((d) => label(d) === choice)!;
 }
 
@@ -1764,57 +1959,96 @@ async function chooseKickstart(ctx: Ctx, plugs: MdnsDevice[]): Promise<MdnsDevic
  * Kickstart, and NetworkManager's list is stale after cloudcutter), sends the Wi-Fi credentials to the captive
  * portal, gives the adapter back.
  */
-async function provisionOverAp(ctx: Ctx, ap: string, wifi: { ssid: string; password: string }): Promise<boolean> {
+async function provisionOverAp(ctx: Ctx, ap: string, wifi: { ssid: string; password: string }):
+  Promise<{ ssid: string; password: string } | false> {
   const iface = await apAdapter(ctx);
   let joined: Awaited<ReturnType<typeof sh>> | undefined;
   for (let attempt = 1; attempt <= 3 && joined?.code !== 0; attempt++) {
     const wait = ms('FLASH_KICKSTART_AP_TIMEOUT_MS');
-    if (!(await waitForAp(iface, ap, wait, `waiting for the plug's ${ap} network (rescanning on ${iface})`))) {
+    if (!(await waitForAp(ctx, iface, ap, wait, `waiting for the plug's ${ap} network (rescanning on ${iface})`))) {
       print(`    ${warn()} ${ap} did not appear within ${seconds(wait)} ` +
         '(the plug opens it 15–30 s after cloudcutter)');
       return false;
     }
     // The Kickstart AP is open: nothing secret on this command line.
     joined = await sh(['nmcli', '--wait', '60', 'device', 'wifi', 'connect', ap, 'ifname', iface],
-      { timeoutMs: 90_000 });
+      { timeoutMs: 90_000, signal: ctx.scope.signal });
     if (joined.code !== 0)
       print(`    ${warn()} could not join ${ap} (try ${attempt} of 3): ${firstLine(joined.stderr || joined.stdout)}`);
   }
   if (joined?.code !== 0) return false;
-  const undo = () => sh(['nmcli', 'connection', 'delete', 'id', ap]);
-  cleanups.add(undo);
+  // Handing the adapter back: deleting the temporary connection lets NetworkManager reconnect as before.
+  const handBack = ctx.scope.cleanup(() => sh(['nmcli', 'connection', 'delete', 'id', ap]));
   try {
     const portal = setting('FLASH_KICKSTART_PORTAL');
-    const config = parsePortalConfig((await request('GET', `${portal}/config.json`)).text);
+    const config = parsePortalConfig((await request('GET', `${portal}/config.json`,
+      { signal: ctx.scope.signal })).text);
     ctx.facts.mac = formatMac(config.mac) ?? ctx.facts.mac;
     print(`    ${ok()} joined ${ap} on ${iface}; plug MAC ${config.mac || '(not given)'}; ` +
       `it sees ${config.ssids.length} networks`);
-    if (!config.ssids.includes(wifi.ssid))
-      print(`    ${warn()} the plug does not see "${wifi.ssid}" (it sees: ${config.ssids.join(', ') || 'nothing'}). ` +
-        'It only does 2.4 GHz; move it closer to the router if the name is missing.');
+    if (!config.ssids.includes(wifi.ssid)) wifi = await wifiThePlugSees(ctx, wifi, config.ssids);
     const query = new URLSearchParams({ ssid: wifi.ssid, psk: wifi.password });
     const res = await request('GET', `${portal}/wifisave?${query}`,
-      { shown: `${portal}/wifisave?ssid=***&psk=***`, redirect: 'manual' });
+      { shown: `${portal}/wifisave?ssid=***&psk=***`, redirect: 'manual', signal: ctx.scope.signal });
     if (res.status !== 302 && res.status !== 200)
-      throw new StepError('kickstart', `the captive portal answered HTTP ${res.status} to the Wi-Fi settings`,
+      throw new Failure(`the captive portal answered HTTP ${res.status} to the Wi-Fi settings`,
         `retry: ${rerun(ctx.opts, '--from kickstart')}`);
-    print(`    ${ok()} sent your Wi-Fi "${wifi.ssid}" to the plug`);
-    return true;
+    print(`    ${ok()} sent your Wi-Fi ${quoted(wifi.ssid)} to the plug`);
+    return wifi;
   } finally {
-    // Hand the adapter back: deleting the temporary connection lets NetworkManager reconnect as before.
-    cleanups.delete(undo);
-    await undo();
+    await handBack();
   }
+}
+
+/**
+ * The plug does not see the Wi-Fi network secrets.yaml names (a typo, a 5 GHz network, out of its reach): a person
+ * picks the right one, which is saved in secrets.yaml (and the firmware built again with it); with nobody to ask the
+ * run stops before the plug is given a network it cannot join.
+ */
+async function wifiThePlugSees(ctx: Ctx, wifi: { ssid: string; password: string }, seen: string[]):
+  Promise<{ ssid: string; password: string }> {
+  const secrets = shown(ctx.files.secrets);
+  print(`    ${warn()} the plug does not see your Wi-Fi ${quoted(wifi.ssid)} (wifi_ssid in ${secrets}); it sees: ` +
+    `${seen.join(', ') || 'nothing'}. It only does 2.4 GHz.`);
+  const keep = `${quoted(wifi.ssid)}, as it is (the plug may be out of its reach just now)`;
+  const choice = await ask({ id: 'wifi_seen', kind: 'select', message: 'Which network should the plug join? ' +
+    `(a new choice is saved in ${secrets})`, choices: [...seen.filter((s) => s && s !== wifi.ssid), keep],
+  unanswered: { what: `the plug does not see your Wi-Fi ${quoted(wifi.ssid)}, the wifi_ssid in ${secrets}`,
+    hint: `correct wifi_ssid in ${secrets} (a 2.4 GHz network the plug sees: ${seen.join(', ') || 'none'}), or move ` +
+      `the plug nearer the router; then: ${rerun(ctx.opts, '--from kickstart')}` } }, ctx);
+  if (choice === keep) return wifi;
+  const samePassword = await confirm('wifi_same_password', `Is the password of ${quoted(choice)} the one in ${secrets}?`, ctx);
+  const password = samePassword ? wifi.password : await ask({ id: 'wifi_password', kind: 'password',
+    message: `Password of the Wi-Fi network ${quoted(choice)}`, validate: (s) => wifiProblem('wifi_password', s) ?? true },
+  ctx);
+  registerSecret(password);
+  updateSecrets(ctx.files.secrets, { wifi_ssid: choice, wifi_password: password });
+  print(`    ${ok()} saved wifi_ssid${samePassword ? '' : ' and wifi_password'} in ${secrets}`);
+  // The firmware carries the Wi-Fi: built again with the new one.
+  if (ctx.compile) {
+    await ctx.compile.stop();
+    ctx.compile = await startCompile(ctx);
+  }
+  return { ssid: choice, password };
+}
+
+/** Sets keys of secrets.yaml, keeping the rest of it as it was (comments too); mode 0600. */
+function updateSecrets(file: string, values: Record<string, string>): void {
+  const doc = lib.yaml.parseDocument(fs.readFileSync(file, 'utf8'));
+  for (const [k, v] of Object.entries(values)) doc.set(k, v);
+  writeFileAtomic(file, doc.toString({ lineWidth: 0, defaultStringType: 'QUOTE_DOUBLE' }), 0o600);
 }
 
 async function provisionByHand(ctx: Ctx, ap: string, ssid: string): Promise<void> {
   print(`\n    ${c.bold('Give the plug your Wi-Fi by hand')}, from a phone or laptop:`);
-  print(`      1. join the Wi-Fi network "${ap}" (open, no password)`);
+  print(`      1. join the Wi-Fi network ${quoted(ap)} (open, no password)`);
   print(`      2. open ${setting('FLASH_KICKSTART_PORTAL')}/ (a sign-in page may open by itself)`);
-  print(`      3. pick "${ssid}", type its password (wifi_password in ${shown(ctx.files.secrets)}), and save`);
+  print(`      3. pick ${quoted(ssid)}, type its password (wifi_password in ${shown(ctx.files.secrets)}), and save`);
   print(`      4. re-join your own network`);
-  await ask({ id: 'manual_wifi_done', kind: 'confirm', message: 'Done? (Enter when the plug has your Wi-Fi)' },
-    ctx.opts);
+  await ask({ id: 'manual_wifi_done', kind: 'confirm', message: 'Done? (Enter when the plug has your Wi-Fi)',
+    unanswered: { what: `the plug's Wi-Fi must be given by hand through ${ap}, and nobody is there to do it`,
+      hint: `check the plug opens ${ap} (a phone sees it), then retry with a person there: ` +
+        rerun(ctx.opts, '--from kickstart') } }, ctx);
 }
 
 /** Wi-Fi networks and MAC from the captive portal's /config.json (its SSIDs are not JSON-escaped). Pure. */
@@ -1840,12 +2074,12 @@ async function backupFlash(ctx: Ctx): Promise<void> {
   for (let off = 0; off < size; off += chunk) {
     const res = await request('GET', `${base}/hub/flash_read?offset=${off}&length=${chunk}`);
     if (res.status !== 200)
-      throw new StepError('kickstart', `reading the flash at ${off} failed: HTTP ${res.status}`, retry);
+      throw new Failure(`reading the flash at ${off} failed: HTTP ${res.status}`, retry);
     parts.push(res.body);
   }
   const data = Buffer.concat(parts);
   if (data.length !== size)
-    throw new StepError('kickstart', `flash backup came back with ${data.length} bytes, expected ${size}`, retry);
+    throw new Failure(`flash backup came back with ${data.length} bytes, expected ${size}`, retry);
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(`${file}.tmp`, data);
   fs.renameSync(`${file}.tmp`, file);
@@ -1875,7 +2109,7 @@ async function checkPlugWiring(ctx: Ctx): Promise<void> {
   }
   if (!wiring.found) {
     if (fromPlug(ctx.recipe))
-      throw new StepError('kickstart', `the recipe's pins were to come from the plug, but ${wiring.why}`,
+      throw new Failure(`the recipe's pins were to come from the plug, but ${wiring.why}`,
         `write the pins into ${shown(ctx.recipePath)} by hand (the device page, or --check-pins finds the button), or ` +
         `make a recipe from cloudcutter's list: ${flashCommand()} recipe "<maker and model>"`);
     return print(`    ${c.dim('·')} the plug's own wiring: ${wiring.why}; going on with the recipe's pins`);
@@ -1897,15 +2131,14 @@ async function checkPlugWiring(ctx: Ctx): Promise<void> {
     return print(`    ${warn()} --check-pins: the pin check tries the recipe's pins on the plug; what you see decides`);
   const choices = [`use the plug's wiring (${shown(ctx.recipePath)} becomes the plug's version; the old one is kept ` +
     'beside it as .orig)', "check the recipe's pins on the plug now (what you see decides)", 'stop here'];
-  const choice = ctx.opts.yes || !canAsk() ? choices[2] : await ask({ id: 'plug_wiring', kind: 'select',
-    message: "The plug is wired differently from the recipe. What now? (nothing has been sent to it yet)", choices },
-  ctx.opts);
+  const choice = await ask({ id: 'plug_wiring', kind: 'select', choices, unattended: choices[2],
+    message: "The plug is wired differently from the recipe. What now? (nothing has been sent to it yet)" }, ctx);
   if (choice === choices[0]) return usePlugWiring(ctx, plug, `the recipe's pins were not the plug's`);
   if (choice === choices[1]) {
     ctx.opts.checkPins = true;
     return print(`    the pin check comes next: it tries the recipe's pins`);
   }
-  throw new StepError('kickstart', `the plug is wired differently from ${shown(ctx.recipePath)} ` +
+  throw new Failure(`the plug is wired differently from ${shown(ctx.recipePath)} ` +
     `(${differences.join('; ')})`, `use the plug's version: ${rerun({ ...ctx.opts, recipe: beside }, '')}; or prove ` +
     `the recipe's pins on the plug: ${rerun(ctx.opts, '--check-pins')}`);
 }
@@ -1920,7 +2153,7 @@ async function readPlugWiring(ctx: Ctx): Promise<PlugWiring> {
     for (let off = offset; off < offset + length; off += part) {
       const res = await request('GET', `${base}/hub/flash_read?offset=${off}&length=${part}`);
       if (res.status !== 200 || res.body.length !== part)
-        throw new StepError('kickstart', `reading the plug's flash at 0x${off.toString(16)} failed: HTTP ${res.status}` +
+        throw new Failure(`reading the plug's flash at 0x${off.toString(16)} failed: HTTP ${res.status}` +
           `, ${res.body.length} of ${part} bytes`, `retry: ${rerun(ctx.opts, '--from kickstart')}`);
       parts.push(res.body);
     }
@@ -1995,7 +2228,7 @@ async function usePlugWiring(ctx: Ctx, plug: Extract<Generated, { ok: true }>, w
   const text = plug.recipe.replace(/^esphome: .*$/m, `esphome: ${plug.slug}.esphome.yaml`);
   fs.copyFileSync(ctx.recipePath, `${ctx.recipePath}.orig`);
   writeFileAtomic(ctx.recipePath, text);
-  const fresh = loadContext(ctx.opts);
+  const fresh = loadContext(ctx.opts, ctx.scope);
   ctx.compile?.stop();
   Object.assign(ctx, { recipe: fresh.recipe, lineOf: fresh.lineOf, templatePath: fresh.templatePath,
     template: fresh.template, substitutions: fresh.substitutions, compile: undefined });
@@ -2037,8 +2270,9 @@ async function stepPins(ctx: Ctx): Promise<void> {
   const result = await checkPins({
     base: await reachKickstart(ctx, 'pins'),
     pins: ctx.recipe.pins,
-    ask: (q) => ask(q, ctx.opts),
+    ask: (q) => ask(q, ctx),
     say: (line) => print(`    ${line}`),
+    signal: ctx.scope.signal,
   });
   if (!result.length) {
     const roles = Object.keys(ctx.recipe.pins).map(pinRole);
@@ -2048,21 +2282,23 @@ async function stepPins(ctx: Ctx): Promise<void> {
         'once ESPHome runs on it' : ''));
   }
   const wrong = result.filter((r) => !r.ok);
-  if (!wrong.length) return print(`    ${ok()} every pin does what the recipe says`);
+  const skipped = result.filter((r) => r.skipped).map((r) => `${r.fn} (${r.pin})`);
+  if (!wrong.length) return print(`    ${ok()} every pin ${skipped.length ? 'checked ' : ''}does what the recipe says` +
+    (skipped.length ? `; not checked, as you chose: ${skipped.join(', ')}` : ''));
   const what = wrong.map((r) => `${r.fn} (${r.pin}): ${r.saw}`).join('; ');
   const again = rerun(ctx.opts, '--check-pins');
   // A light whose channels are only swapped: the recipe can be put right here, before the final firmware goes on.
   const swapped = channelFix(result);
   if (swapped && (await confirm('fix_channels', `The light's channels are swapped (${Object.entries(swapped)
-    .map(([fn, pin]) => `${fn} is ${pin}`).join(', ')}). Write that into ${shown(ctx.recipePath)}?`, ctx.opts))) {
+    .map(([fn, pin]) => `${fn} is ${pin}`).join(', ')}). Write that into ${shown(ctx.recipePath)}?`, ctx))) {
     writeRecipePins(ctx.recipePath, swapped);
     const now = Object.entries(swapped).map(([fn, pin]) => `${fn}: ${pin}`).join(', ');
-    throw new StepError('pins', `${what}: the recipe now has ${now}`,
+    throw new Failure(`${what}: the recipe now has ${now}`,
       `run again, so the firmware is built with those pins (and they are checked once more): ${again}`);
   }
   const button = result.find((r) => r.foundOn);
   const matches = button ? siblingRecipes(ctx, (r) => r.pins[button.fn] === button.foundOn) : [];
-  throw new StepError('pins', what, matches.length
+  throw new Failure(what, matches.length
     ? `the ${button!.fn} is on ${button!.foundOn}: this plug matches ${matches.map(shown).join(' or ')}; ` +
       'run that recipe instead'
     : `fix pins: in ${shown(ctx.recipePath)} (or --set <function>_pin=Pn), then: ${again}`);
@@ -2101,7 +2337,8 @@ async function planPins(ctx: Ctx): Promise<string[]> {
   });
 }
 
-export interface PinResult { fn: string; pin: string; ok: boolean; saw: string; foundOn?: string }
+/** What the pin check made of one recipe pin; `skipped`: the user chose not to check it (it stays unproven). */
+export interface PinResult { fn: string; pin: string; ok: boolean; saw: string; foundOn?: string; skipped?: boolean }
 
 /** A recipe pin's entry in PIN_ROLES, by its function's name. Pure. */
 export function roleOf(fn: string): (typeof PIN_ROLES)[number] {
@@ -2143,12 +2380,20 @@ export async function checkPins(o: {
   pins: Record<string, string>;
   ask: (q: Question) => Promise<string>;
   say: (line: string) => void;
+  signal?: AbortSignal;
+  /** How long a press or a flip is awaited, and how long each pin is read when looking for a button. */
+  waitMs?: number;
+  searchMs?: number;
 }): Promise<PinResult[]> {
+  const waitMs = o.waitMs ?? ms('FLASH_PRESS_TIMEOUT_MS');
+  const searchMs = o.searchMs ?? ms('FLASH_PRESS_SEARCH_MS');
+  const signal = o.signal;
+  const nap = (millis: number) => sleep(millis, signal);
   let style = 0; // which of entityUrls() this Kickstart answers: found once, then kept
   const post = async (entity: readonly [string, string], action: string) => {
     const urls = entityUrls(entity);
     for (let i = style; i < urls.length; i++) {
-      const res = await request('POST', `${o.base}${urls[i]}/${action}`);
+      const res = await request('POST', `${o.base}${urls[i]}/${action}`, { signal });
       if (res.status === 200) return void (style = i);
       if (res.status !== 404) throw new HttpError(`POST ${urls[i]}/${action} answered HTTP ${res.status}`);
     }
@@ -2159,7 +2404,8 @@ export async function checkPins(o: {
     pin: async (pin: string) => {
       await post(PINSCAN.pin, `set?option=${encodeURIComponent(BK7231_PINS[pin])}`);
       // An option the select does not know is still answered 200: read it back.
-      const now = JSON.parse((await request('GET', `${o.base}${entityUrls(PINSCAN.pin)[style]}`)).text || '{}');
+      const now = JSON.parse((await request('GET', `${o.base}${entityUrls(PINSCAN.pin)[style]}`, { signal })).text ||
+        '{}');
       if ((now.value ?? now.state) !== BK7231_PINS[pin])
         throw new HttpError(`the plug's pin scanner did not take "${BK7231_PINS[pin]}" ` +
           `(it says "${now.value ?? now.state}")`);
@@ -2169,7 +2415,7 @@ export async function checkPins(o: {
   const pulse = async (pin: string) => {
     await scan.pin(pin);
     await scan.mode('OUTPUT_HIGH');
-    await sleep(LATCH_PULSE_MS);
+    await nap(LATCH_PULSE_MS);
     await scan.mode('INPUT'); // a latching relay's coil must not stay powered
   };
   const results: PinResult[] = [];
@@ -2191,17 +2437,17 @@ export async function checkPins(o: {
         if (partner) {
           o.say(`  ${sets ? 'resetting' : 'setting'} the relay first (${partner}): a click now is that one`);
           await pulse(partner);
-          await sleep(500);
+          await nap(500);
         }
         o.say(`  pulsing ${fn} (${pin}) now`);
         await pulse(pin);
-        await sleep(400);
+        await nap(400);
       } else {
         await scan.pin(pin);
         await scan.mode('OUTPUT_HIGH');
-        await sleep(700);
+        await nap(700);
         await scan.mode('OUTPUT_LOW');
-        await sleep(700);
+        await nap(700);
         await scan.mode('INPUT'); // let go of the pin so the next one is seen on its own
       }
       const what = role.check === 'pulse' ? `was pulsed once (it should ${sets ? 'set' : 'reset'} the relay)`
@@ -2212,70 +2458,110 @@ export async function checkPins(o: {
     }
     note({ fn, pin, ok: pinLooksRight(fn, saw), saw });
   }
-  for (const [fn, pin] of Object.entries(o.pins).filter(([f]) => roleOf(f).check === 'flip')) {
-    const n = fn.replace(/^\D+/, '');
-    const which = `the wall switch${n ? ` ${n}` : ''}`;
-    const seen = await inputSeenOn(o, scan, `flip_${fn}`, pin, 'change',
-      `Flip ${which} (the one wired to the device's S${n || ''} input; or touch its two wires together and apart) ` +
-      `now (reading ${pin}), then press Enter`);
-    note({ fn, pin, ok: seen, saw: seen ? 'flip seen' : 'no change seen' });
-  }
-  for (const [fn, pin] of Object.entries(o.pins).filter(([f]) => roleOf(f).check === 'press')) {
-    const which = fn === 'button' ? "the plug's button" : fn === 'button_all' ? 'the button for all sockets'
-      : fn === 'button_reset' ? 'the reset button' : `${fn.startsWith('key') ? 'key' : 'button'} ${fn.replace(/^\D+/, '')}`;
-    if (await inputSeenOn(o, scan, `press_${fn}`, pin, 'LOW',
-      `Press and release ${which} now (reading ${pin}), then press Enter`)) {
-      note({ fn, pin, ok: true, saw: 'press seen' });
-      continue;
-    }
-    o.say(`${c.red('✗')} ${fn.padEnd(12)} ${pin.padEnd(4)} no press seen; looking for ${which} on the other pins`);
-    const used = Object.values(o.pins);
-    let foundOn: string | undefined;
-    const others = [...used.filter((p) => p !== pin && roleOf(Object.keys(o.pins).find((f) => o.pins[f] === p)!)
-      .check !== 'leave'), ...Object.keys(BK7231_PINS).filter((p) => !used.includes(p))];
-    for (const other of others)
-      if (await inputSeenOn(o, scan, `press_${fn}`, other, 'LOW',
-        `Press ${which} once more (reading ${other}), then press Enter`)) {
-        foundOn = other;
-        break;
+  // Buttons and wall switches are read live while the user acts: what the pin does answers, not a key press.
+  const events = await openPinEvents(o.base, o.signal);
+  try {
+    const watch = async (pin: string, want: 'LOW' | 'change', millis: number) => {
+      const mark = events.mark();
+      await scan.pin(pin);
+      await scan.mode('INPUT_PULLUP');
+      return events.seen(mark, BK7231_PINS[pin], want, millis, o.signal);
+    };
+    /** Watches `pin` until the user's action shows; when it does not, asks them (them only) what happened. */
+    const awaitAction = async (fn: string, pin: string, want: 'LOW' | 'change', doIt: string, noun: string,
+      how = '') => {
+      for (;;) {
+        o.say(`${doIt} now: reading ${pin} (for up to ${seconds(waitMs)}${how})`);
+        if (await watch(pin, want, waitMs)) return 'seen';
+        const answer = await o.ask({ id: `${want === 'LOW' ? 'press' : 'flip'}_${fn}`, kind: 'select',
+          message: `No ${noun} showed on ${pin} within ${seconds(waitMs)}. What happened?`,
+          choices: Object.values(UNSEEN_ANSWERS) });
+        if (answer === UNSEEN_ANSWERS.done) return 'unseen';
+        if (answer === UNSEEN_ANSWERS.skip) return 'skipped';
       }
-    o.say(foundOn ? `${warn()} ${which} is on ${foundOn}, not ${pin}` : `${c.red('✗')} no pin saw ${which}`);
-    results.push({ fn, pin, ok: false, saw: foundOn ? `it is on ${foundOn}` : 'no pin saw it', foundOn });
+    };
+    const skipped = (fn: string, pin: string) => note({ fn, pin, ok: true, skipped: true, saw: 'not checked: skipped' });
+    for (const [fn, pin] of Object.entries(o.pins).filter(([f]) => roleOf(f).check === 'flip')) {
+      const n = fn.replace(/^\D+/, '');
+      const which = `the wall switch${n ? ` ${n}` : ''}`;
+      const got = await awaitAction(fn, pin, 'change', `Flip ${which}`, 'flip', `; the switch on the device's S${n} ` +
+        'input, or touch its two wires together and apart');
+      if (got === 'skipped') skipped(fn, pin);
+      else note({ fn, pin, ok: got === 'seen', saw: got === 'seen' ? 'flip seen' : 'no change seen' });
+    }
+    for (const [fn, pin] of Object.entries(o.pins).filter(([f]) => roleOf(f).check === 'press')) {
+      const which = fn === 'button' ? "the plug's button" : fn === 'button_all' ? 'the button for all sockets'
+        : fn === 'button_reset' ? 'the reset button'
+        : `${fn.startsWith('key') ? 'key' : 'button'} ${fn.replace(/^\D+/, '')}`;
+      let got = await awaitAction(fn, pin, 'LOW', `Press and release ${which}`, 'press');
+      if (got === 'skipped') {
+        skipped(fn, pin);
+        continue;
+      }
+      if (got === 'seen') {
+        note({ fn, pin, ok: true, saw: 'press seen' });
+        continue;
+      }
+      // Pressed, and the recipe's pin did not see it: the button may be on another pin. One pin is read at a time,
+      // so the user keeps pressing while each is read in turn.
+      const used = Object.values(o.pins);
+      const others = [...used.filter((p) => p !== pin && roleOf(Object.keys(o.pins).find((f) => o.pins[f] === p)!)
+        .check !== 'leave'), ...Object.keys(BK7231_PINS).filter((p) => !used.includes(p))];
+      let foundOn: string | undefined;
+      while (!foundOn && got !== 'skipped') {
+        o.say(`looking for ${which} on the other pins (${others.length}, ${seconds(searchMs)} each): press it ` +
+          'again and again, about once a second, until it is found');
+        for (const [i, other] of others.entries()) {
+          o.say(`  reading ${other} (${i + 1} of ${others.length})`);
+          if (!(await watch(other, 'LOW', searchMs))) continue;
+          const yours = await o.ask({ id: `found_${fn}`, kind: 'confirm', default: true,
+            message: `A press showed on ${other}, not on ${pin} as the recipe says. Was that you pressing ${which}?` });
+          if (yours === 'true') {
+            foundOn = other;
+            break;
+          }
+        }
+        if (foundOn) break;
+        const next = await o.ask({ id: `unfound_${fn}`, kind: 'select', choices: Object.values(UNFOUND_ANSWERS),
+          message: `No pin saw ${which}. What now?` });
+        if (next === UNFOUND_ANSWERS.wrong) break;
+        if (next === UNFOUND_ANSWERS.skip) got = 'skipped';
+      }
+      if (got === 'skipped') {
+        skipped(fn, pin);
+        continue;
+      }
+      o.say(foundOn ? `${warn()} ${which} is on ${foundOn}, not ${pin}` : `${c.red('✗')} no pin saw ${which}`);
+      results.push({ fn, pin, ok: false, saw: foundOn ? `it is on ${foundOn}` : 'no pin saw it', foundOn });
+    }
+  } finally {
+    events.close();
   }
   await scan.mode('INPUT');
   return results;
 }
 
 /**
- * Watches `-> Pin State` on /events while the user acts: true if the pin went `want` (LOW: a button pulls its pin
- * to ground), or with 'change' if it read anything other than at the start (a wall switch may rest either way).
+ * Kickstart's Server-Sent Events, as the pin check reads them: which pin and mode the scanner is set to and every
+ * level it reports, in the order the plug sent them. A pin's levels count from the events of its selection with
+ * INPUT_PULLUP: a level still on its way from the pin read before, or read before the pull-up was on (a floating
+ * pin reads LOW), is never taken for a press.
  */
-async function inputSeenOn(o: { base: string; ask: (q: Question) => Promise<string> },
-  scan: { pin: (p: string) => Promise<void>; mode: (m: string) => Promise<void> }, id: string, pin: string,
-  want: 'LOW' | 'change', message: string): Promise<boolean> {
-  await scan.pin(pin);
-  await scan.mode('INPUT_PULLUP');
-  const stream = await openEvents(o.base);
-  try {
-    await sleep(200); // the first events are the current states; what the user does comes after
-    const start = stream.states.at(-1);
-    stream.states.length = 0;
-    await o.ask({ id, kind: 'confirm', message, default: true });
-    await sleep(300);
-    return want === 'LOW' ? stream.states.includes('LOW') : stream.states.some((s) => s !== start);
-  } finally {
-    stream.close();
-  }
-}
-
-/** Subscribes to Kickstart's Server-Sent Events and notes every state the pin-state sensor reports. */
-async function openEvents(base: string): Promise<{ states: string[]; close: () => void }> {
+async function openPinEvents(base: string, signal?: AbortSignal): Promise<{
+  mark: () => number;
+  seen: (from: number, option: string, want: 'LOW' | 'change', millis: number, signal?: AbortSignal) =>
+    Promise<boolean>;
+  close: () => void;
+}> {
   const ac = new AbortController();
-  const handle = { states: [] as string[], close: () => ac.abort() };
-  // The pin state sensor's event id: `text_sensor--__pin_state` up to ESPHome 2025, `text_sensor/-> Pin State` later.
-  const [domain, name] = PINSCAN.state;
-  const stateIds = [`${domain}-${objectId(name)}`, `${domain}/${name}`];
-  const res = await fetch(`${base}/events`, { signal: ac.signal });
+  const log: { pin?: string; mode?: string; level?: string }[] = [];
+  const arrived = new EventTarget();
+  // Event ids: `select--__pin` up to ESPHome 2025, `select/-> Pin` (in `name_id`) from 2026.1.3.
+  const idsOf = ([domain, name]: readonly [string, string]) => [`${domain}-${objectId(name)}`, `${domain}/${name}`];
+  const pinIds = idsOf(PINSCAN.pin);
+  const modeIds = idsOf(PINSCAN.mode);
+  const stateIds = idsOf(PINSCAN.state);
+  const res = await fetch(`${base}/events`, { signal: signal ? AbortSignal.any([ac.signal, signal]) : ac.signal });
   const reader = res.body!.getReader();
   const decoder = new TextDecoder();
   let buf = '';
@@ -2294,14 +2580,49 @@ async function openEvents(base: string): Promise<{ states: string[]; close: () =
           if (!/^event:\s*state/m.test(block) || !data) continue;
           try {
             const j = JSON.parse(data) as { id?: string; name_id?: string; state?: string; value?: string };
-            const ours = [j.id, j.name_id].some((id) => id && stateIds.includes(id));
-            if (ours && (j.state ?? j.value)) handle.states.push(String(j.state ?? j.value));
+            const is = (ids: string[]) => [j.id, j.name_id].some((id) => id && ids.includes(id));
+            const value = String(j.value ?? j.state ?? '');
+            if (is(pinIds)) log.push({ pin: value });
+            else if (is(modeIds)) log.push({ mode: value });
+            else if (is(stateIds) && value) log.push({ level: value });
+            else continue;
+            arrived.dispatchEvent(new Event('state'));
           } catch {}
         }
       }
     } catch {}
   })();
-  return handle;
+  /** The levels pin `option` reported with its pull-up on, since the scanner was switched to it (after `from`). */
+  const levels = (from: number, option: string) => {
+    let selected = -1;
+    for (let i = from; i < log.length; i++) if (log[i].pin === option) selected = i;
+    const pulledUp = selected < 0 ? -1 : log.findIndex((e, i) => i > selected && e.mode === 'INPUT_PULLUP');
+    return pulledUp < 0 ? [] : log.slice(pulledUp + 1).flatMap((e) => (e.level ? [e.level] : []));
+  };
+  const judge = (from: number, option: string, want: 'LOW' | 'change') => {
+    const seen = levels(from, option);
+    return want === 'LOW' ? seen.includes('LOW') : seen.some((l) => l !== seen[0]);
+  };
+  return {
+    mark: () => log.length,
+    seen: (from, option, want, millis, stop) => new Promise((resolve, reject) => {
+      const finish = (result?: boolean) => {
+        clearTimeout(timer);
+        arrived.removeEventListener('state', check);
+        stop?.removeEventListener('abort', abort);
+        if (result === undefined) reject(stop!.reason);
+        else resolve(result);
+      };
+      const check = () => judge(from, option, want) && finish(true);
+      const abort = () => finish();
+      const timer = setTimeout(() => finish(judge(from, option, want)), millis);
+      arrived.addEventListener('state', check);
+      stop?.addEventListener('abort', abort, { once: true });
+      if (stop?.aborted) abort();
+      else check();
+    }),
+    close: () => ac.abort(),
+  };
 }
 
 // ─── Step: upload ──────────────────────────────
@@ -2314,17 +2635,17 @@ async function stepUpload(ctx: Ctx): Promise<void> {
   }
   const base = await reachKickstart(ctx, 'upload');
   const uf2 = await awaitCompile(ctx);
-  const { data } = checkedFirmware(uf2, ctx.recipe.mcu, 'upload',
+  const { data } = checkedFirmware(uf2, ctx.recipe.mcu,
     recompile(ctx.opts), 'refusing to upload: ');
   if (ctx.opts.deviceIp && !(await isKickstart(base))) {
     // No Kickstart at the address given: a plug already on ESPHome takes the native OTA instead.
     const esphome = await findEsphome(ctx);
-    if (!esphome) throw new StepError('upload', 'no esphome command, and Docker is not answering',
+    if (!esphome) throw new Failure('no esphome command, and Docker is not answering',
       `pipx install esphome (or start Docker), then: ${rerun(ctx.opts, '--from upload')}`);
     const argv = esphomeArgv(ctx, esphome.kind, 'upload', '--device', new URL(base).hostname);
     print(c.dim(`    $ ${shq(...argv)}`));
     const r = await sh(argv, { timeoutMs: 600_000 });
-    if (r.code !== 0) throw new StepError('upload', `esphome upload failed: ${firstLine(r.stderr || r.stdout)}`,
+    if (r.code !== 0) throw new Failure(`esphome upload failed: ${firstLine(r.stderr || r.stdout)}`,
       `check the plug is online and the OTA password in secrets.yaml, then: ${rerun(ctx.opts, '--from upload')}`);
     return print(`    ${ok()} uploaded with esphome upload`);
   }
@@ -2333,13 +2654,13 @@ async function stepUpload(ctx: Ctx): Promise<void> {
     `retry: ${rerun(ctx.opts, '--from upload')}`);
   const ota = esphomeArgv(ctx, esphomeKind(ctx), 'upload', '--device', new URL(base).hostname);
   if (answer.status === 404)
-    throw new StepError('upload', `the plug's Kickstart has no web upload (POST /update answered HTTP 404)`,
+    throw new Failure(`the plug's Kickstart has no web upload (POST /update answered HTTP 404)`,
       `upload through ESPHome's own OTA instead: ${shq(...ota)}`);
   if (/Update Successful/i.test(answer.body))
     return print(`    ${ok()} Kickstart took the firmware; the plug reboots into ESPHome`);
   const reason = answer.body.match(/Update Failed:\s*(.+)/i)?.[1]?.trim() ??
     (/Update Failed/i.test(answer.body) ? '' : `HTTP ${answer.status} ${answer.body.trim().slice(0, 200)}`);
-  throw new StepError('upload', reason ? `the plug refused the firmware: ${reason}${explainOtaFailure(reason)}`
+  throw new Failure(reason ? `the plug refused the firmware: ${reason}${explainOtaFailure(reason)}`
     : 'the plug refused the firmware and gave no reason (Kickstart built on ESPHome 2025.7 or later only says ' +
       '"Update Failed!"); the usual causes are a UF2 for the other chip and a damaged file',
   `check the recipe's mcu and board, then ${recompile(ctx.opts)}`);
@@ -2418,7 +2739,7 @@ export async function uploadUf2(url: string, data: Buffer, fileName: string, ret
       return answer;
     } catch (e) {
       const why = (e as Error).message;
-      if (attempt >= attempts) throw new StepError('upload', `the upload to ${url} failed ${attempts} times: ${why}`,
+      if (attempt >= attempts) throw new Failure(`the upload to ${url} failed ${attempts} times: ${why}`,
         `keep the plug powered and close to the router; ${retry}`);
       print(`\n    ${warn()} upload interrupted after ${kib(sent)} KiB (${why}); ` +
         `retrying (${attempt + 1}/${attempts})`);
@@ -2434,7 +2755,7 @@ export async function uploadUf2(url: string, data: Buffer, fileName: string, ret
 
 async function stepVerify(ctx: Ctx): Promise<void> {
   const key = readSecretsFile(ctx.files.secrets).values.api_encryption_key;
-  if (!key) throw new StepError('verify', `no api_encryption_key in ${shown(ctx.files.secrets)}`,
+  if (!key) throw new Failure(`no api_encryption_key in ${shown(ctx.files.secrets)}`,
     `write it with the config step: ${rerun(ctx.opts, '--only config')}, then run it again (compile, upload ` +
     `and verify follow): ${rerun(ctx.opts, '')}`);
   const plug = await findFlashedPlug(ctx, key);
@@ -2445,19 +2766,19 @@ async function stepVerify(ctx: Ctx): Promise<void> {
   const api = plug.info ?? (await readDeviceInfo(plug.ip, plug.port, key, ms('FLASH_API_TIMEOUT_MS')));
   if ('error' in api) {
     if (/MAC failure|Handshake failure/i.test(api.error))
-      throw new StepError('verify', `the plug at ${where} refused the api_encryption_key in ` +
+      throw new Failure(`the plug at ${where} refused the api_encryption_key in ` +
         `${shown(ctx.files.secrets)} (${api.error})`,
       `it runs firmware built with another key: ${recompile(ctx.opts)}`);
     // Kickstart (and firmware without `api: encryption:`) speaks the API in plain text: to the client, a bad format.
     const why = /Bad format/i.test(api.error)
       ? 'it speaks the API without encryption: it still runs Kickstart, or other firmware' : api.error;
-    throw new StepError('verify', `the plug at ${where} did not give its device info over the API (${why})`,
+    throw new Failure(`the plug at ${where} did not give its device info over the API (${why})`,
       `power-cycle the plug and retry: ${retry}; its own log says why: ` +
       `${shq(...esphomeArgv(ctx, esphomeKind(ctx), 'logs', '--device', plug.ip))}; ` +
       `if ${plug.ip} is not the plug, give its address with --device-ip`);
   }
   if (api.name !== ctx.deviceName)
-    throw new StepError('verify', `the device at ${where} is "${api.name}", not ${ctx.deviceName}`,
+    throw new Failure(`the device at ${where} is "${api.name}", not ${ctx.deviceName}`,
       `find ${ctx.deviceName}'s address in your router and retry with it: ` +
       rerun(ctx.opts, '--only verify --device-ip IP'));
   ctx.facts.mac = formatMac(api.macAddress) ?? ctx.facts.mac;
@@ -2492,7 +2813,7 @@ async function verifyMcu(ctx: Ctx, host: string, port: number, key: string): Pro
   const answered = names.filter((n) => seen.has(n));
   const baud = ctx.substitutions.tuya_baud_rate;
   if (!answered.length)
-    throw new StepError('verify', `${ctx.deviceName} runs ESPHome, but its MCU reported nothing within ` +
+    throw new Failure(`${ctx.deviceName} runs ESPHome, but its MCU reported nothing within ` +
       `${seconds(wait)} (tuya_baud_rate ${baud})`, `the usual cause is the baud rate: set tuya_baud_rate to ` +
       `${baud === '115200' ? '9600' : '115200'} under substitutions in ${shown(ctx.recipePath)}, then ` +
       `${recompile(ctx.opts)}. A battery device's MCU speaks Tuya's low-power protocol, which ESPHome's tuya ` +
@@ -2630,14 +2951,11 @@ async function findFlashedPlug(ctx: Ctx, key: string):
     `(password: ap_password in ${shown(ctx.files.secrets)}) and set the Wi-Fi at http://192.168.4.1; ` +
     'otherwise power-cycle it';
   const where = given ? `at ${given.host}` : `not on mDNS${known ? ` nor at ${known}` : ''}`;
-  if (ctx.opts.yes || !canAsk())
-    throw new StepError('verify', `${ctx.deviceName} did not answer within ${seconds(wait)} (${where})`,
-      `${hint}; if your network blocks mDNS, find the plug in your router's list and give its address: ` +
-      rerun(ctx.opts, '--only verify --device-ip IP'));
-  print(`    ${warn()} ${ctx.deviceName} did not answer within ${seconds(wait)} (${where}): ${hint}.`);
-  const ip = await askAddress(ctx, `${ctx.deviceName}'s IP address (your router lists it; an empty answer gives up)`);
-  if (!ip) throw new StepError('verify', `${ctx.deviceName} was not found`,
-    `${hint}; then: ${rerun(ctx.opts, '--only verify')}`);
+  const what = `${ctx.deviceName} did not answer within ${seconds(wait)} (${where})`;
+  if (!unattended(ctx)) print(`    ${warn()} ${what}: ${hint}.`);
+  const ip = await askAddress(ctx, `${ctx.deviceName}'s IP address (your router lists it; an empty answer gives up)`,
+    { what, hint: `${hint}; if your network blocks mDNS, find the plug in your router's list and give its address: ` +
+      rerun(ctx.opts, '--only verify --device-ip IP') });
   return { ip, port: apiPort, how: 'as you said' };
 }
 
@@ -2733,8 +3051,8 @@ async function doctor(ctx: Ctx): Promise<Check[]> {
 function printChecks(checks: Check[]): void {
   const width = Math.max(...checks.map((k) => k.name.length)) + 2;
   for (const k of checks) {
-    print(`  ${k.ok ? ok() : c.red('✗')} ${k.name.padEnd(width)}${k.detail}`);
-    if (!k.ok && k.fix) print(`    ${' '.repeat(width)}${c.yellow('fix:')} ${k.fix}`);
+    print(`  ${k.ok ? ok() : c.red('✗')} ${k.name.padEnd(width)}${k.detail}`, 4 + width);
+    if (!k.ok && k.fix) print(`    ${' '.repeat(width)}${c.yellow('fix:')} ${k.fix}`, 9 + width);
   }
 }
 
@@ -2771,8 +3089,8 @@ async function dockerServer(): Promise<{ version?: string; notFound: boolean; er
 /** A Wi-Fi device as NetworkManager lists it; `connected` when it carries a connection now. */
 interface WifiAdapter { dev: string; state: string; connected: boolean }
 
-async function wifiAdapters(): Promise<WifiAdapter[]> {
-  return parseWifiAdapters((await sh(['nmcli', '-t', '-f', 'DEVICE,TYPE,STATE', 'device'])).stdout);
+async function wifiAdapters(signal?: AbortSignal): Promise<WifiAdapter[]> {
+  return parseWifiAdapters((await sh(['nmcli', '-t', '-f', 'DEVICE,TYPE,STATE', 'device'], { signal })).stdout);
 }
 
 export function parseWifiAdapters(nmcliDevice: string): WifiAdapter[] {
@@ -2785,12 +3103,13 @@ export function parseWifiAdapters(nmcliDevice: string): WifiAdapter[] {
  * connection first, and a laptop's internal adapter usually has AP mode too: handing it to cloudcutter would cut the
  * machine off (and the compile running beside it), so a free adapter comes first.
  */
-async function findApAdapter(adapters: WifiAdapter[], iface?: string, ifaceAp?: Promise<boolean>):
-  Promise<WifiAdapter | undefined> {
+async function findApAdapter(adapters: WifiAdapter[], iface?: string, ifaceAp?: Promise<boolean>,
+  signal?: AbortSignal): Promise<WifiAdapter | undefined> {
   const candidates = iface ? adapters.filter((a) => a.dev === iface)
     : [...adapters.filter((a) => !a.connected), ...adapters.filter((a) => a.connected)];
   // Asked of all at once; the first in that order wins.
-  const capable = await Promise.all(candidates.map((a) => (a.dev === iface && ifaceAp) || supportsApMode(a.dev)));
+  const capable = await Promise.all(candidates.map((a) => (a.dev === iface && ifaceAp) ||
+    supportsApMode(a.dev, signal)));
   return candidates.find((_, i) => capable[i]);
 }
 
@@ -2854,12 +3173,14 @@ async function profileCheck(ctx: Ctx): Promise<Check> {
   const name = 'cloudcutter profile';
   try {
     const r = await resolveProfile(ctx, true);
-    return { name, ok: true, detail: `${r.label} (${r.profileSlug}), device ${r.deviceSlug}`, for: ['cloudcutter'] };
+    // cloudcutter needs some device of the profile's; one the recipe did not name is no news to the user.
+    const device = ctx.recipe.cloudcutter.device ? `, device ${r.deviceSlug}` : '';
+    return { name, ok: true, detail: `${r.label} (${r.profileSlug})${device}`, for: ['cloudcutter'] };
   } catch (e) {
     if (e instanceof InputError)
       return { name, ok: false, detail: formatProblem(e.problems[0]).split('\n')[0], fix: e.problems[0].hint,
         for: ['cloudcutter'], problem: e.problems[0] };
-    if (e instanceof StepError) return { name, ok: false, detail: e.message, fix: e.hint, for: ['cloudcutter'] };
+    if (e instanceof Failure) return { name, ok: false, detail: e.message, fix: e.hint, for: ['cloudcutter'] };
     throw e;
   }
 }
@@ -2870,7 +3191,7 @@ async function firmwareCheck(recipe: Recipe, dir: string): Promise<Check> {
     const k = resolveKickstart(recipe, dir);
     return { name, ok: true, detail: `${k.file} (${MCUS[recipe.mcu].chip})`, for: ['cloudcutter'] };
   } catch (e) {
-    if (e instanceof StepError) return { name, ok: false, detail: e.message, fix: e.hint, for: ['cloudcutter'] };
+    if (e instanceof Failure) return { name, ok: false, detail: e.message, fix: e.hint, for: ['cloudcutter'] };
     throw e;
   }
 }
@@ -2904,8 +3225,8 @@ async function portsCheck(): Promise<Check> {
 interface Listener { port: number; proto: string; process: string; addresses: string[]; loopbackOnly: boolean }
 
 /** Which of cloudcutter's ports are in use now; undefined when `ss` cannot list them. */
-async function listeningPorts(): Promise<Listener[] | undefined> {
-  const r = await sh(['ss', '-H', '-l', '-n', '-t', '-u', '-p']);
+async function listeningPorts(signal?: AbortSignal): Promise<Listener[] | undefined> {
+  const r = await sh(['ss', '-H', '-l', '-n', '-t', '-u', '-p'], { signal });
   return r.notFound || r.code !== 0 ? undefined : busyPorts(r.stdout);
 }
 
@@ -3005,8 +3326,8 @@ export function parseNmcliTerse(out: string): string[][] {
 // ─── profiles: the cloudcutter profiles a recipe may name ───
 
 /** `flash.ts profiles [WORDS]`: labels and slugs from cloudcutter's list, those matching every word. */
-async function listProfiles(words: string[]): Promise<number> {
-  const list = (await cloudcutterApiGet('profiles.json')) as ProfileEntry[];
+async function listProfiles(words: string[], scope: RunScope): Promise<number> {
+  const list = (await cloudcutterApiGet('profiles.json', { signal: scope.signal })) as ProfileEntry[];
   const rows = matchProfiles(list, words);
   if (!rows.length) {
     print(`no profile matches ${words.join(' ')} (of ${list.length}); try fewer words, e.g. a chip (bk7231n) or a ` +
@@ -3050,12 +3371,15 @@ interface RecipeSource {
   file: string;
 }
 
-async function runRecipeCommand(words: string[], o: { dir: string; yes: boolean; profile?: string; name?: string }):
-  Promise<number> {
-  const opts = { yes: o.yes };
-  if (!words.length && o.profile) return writeFromPlugRecipe(o);
-  const source = await recipeSource(words, { ...opts, name: o.name });
-  const profile = await recipeProfile(source, o.profile, opts);
+/** How the recipe command is run: where it writes, what the command line says, who answers its questions. */
+interface RecipeRun extends Asking { dir: string; profile?: string; name?: string }
+
+async function runRecipeCommand(words: string[], o: { dir: string; yes: boolean; profile?: string; name?: string;
+  scope: RunScope }): Promise<number> {
+  const run: RecipeRun = { ...o, opts: { yes: o.yes } };
+  if (!words.length && o.profile) return writeFromPlugRecipe(run);
+  const source = await recipeSource(words, run);
+  const profile = await recipeProfile(source, o.profile, run);
   if (!profile) {
     const chip = source.config.chip?.toLowerCase() ??
       BOARDS[String(source.config.keys.module ?? '').toLowerCase()]?.mcu ?? 'bk7231n';
@@ -3077,12 +3401,10 @@ async function runRecipeCommand(words: string[], o: { dir: string; yes: boolean;
   const recipeFile = path.join(dir, `${config.slug}.yaml`);
   const templateFile = path.join(dir, `${config.slug}.esphome.yaml`);
   const existing = [recipeFile, templateFile].filter((f) => fs.existsSync(f));
-  if (existing.length && (opts.yes || !canAsk()))
-    throw new InputError([{ file: shown(existing[0]), message: 'already exists, and --yes never overwrites a recipe',
-      hint: `move it away, or write elsewhere with --recipes DIR` }]);
-  if (existing.length && !(await confirm('recipe_overwrite', `${shown(existing[0])} exists. Overwrite it?`,
-    opts, false)))
-    return print('    nothing was written'), EXIT.failed;
+  if (existing.length && !(await confirm('recipe_overwrite', `${shown(existing[0])} exists. Overwrite it?`, run,
+    false)))
+    return print(`    nothing was written: move ${shown(existing[0])} away, or write elsewhere with --recipes DIR`),
+    EXIT.failed;
   fs.mkdirSync(dir, { recursive: true });
   // Checked as any recipe is, before it replaces anything: written aside, loaded, then renamed into place.
   const aside = (f: string) => path.join(dir, `.${path.basename(f)}.${process.pid}.tmp`);
@@ -3126,8 +3448,7 @@ async function runRecipeCommand(words: string[], o: { dir: string; yes: boolean;
  * own flash. Its run takes the plug over, reads Tuya's storage once Kickstart runs, writes the pins and the template
  * into the recipe, and goes on.
  */
-async function writeFromPlugRecipe(o: { dir: string; yes: boolean; profile?: string; name?: string }):
-  Promise<number> {
+async function writeFromPlugRecipe(o: RecipeRun): Promise<number> {
   if (!o.name)
     throw new InputError([{ file: 'command line', field: '--name', message: 'a recipe for the plug needs a name',
       hint: `e.g. ${flashCommand()} recipe --profile "${o.profile}" --name "Kitchen plug"` }]);
@@ -3179,16 +3500,16 @@ async function writeFromPlugRecipe(o: { dir: string; yes: boolean; profile?: str
  * The Tuya configuration `flash.ts recipe` was given: a file on disk (a cloudcutter device file), or words naming a
  * device in cloudcutter's list.
  */
-async function recipeSource(words: string[], opts: { yes: boolean; name?: string }): Promise<RecipeSource> {
+async function recipeSource(words: string[], run: RecipeRun): Promise<RecipeSource> {
   const wanted = words.flatMap((w) => w.split(/\s+/)).filter(Boolean);
   if (words.length === 1 && fs.existsSync(words[0]) && fs.statSync(words[0]).isFile())
-    return recipeFromFile(words[0], opts.name);
+    return recipeFromFile(words[0], run.name);
   if (!wanted.length) throw new InputError([{ file: 'command line', field: 'DEVICE', message: 'no device given',
-    hint: 'npx tsx flash.ts recipe "ledvance plug" (a maker and a name, or a device slug from cloudcutter\'s list; ' +
+    hint: `${flashCommand()} recipe "ledvance plug" (a maker and a name, or a device slug from cloudcutter\'s list; ` +
       'or a device file)' }]);
-  const list = (await cloudcutterApiGet('devices.json')) as DeviceEntry[];
-  const entry = await pickDevice(list, wanted, opts);
-  const device = (await cloudcutterApiGet(`devices/${entry.slug}.json`)) as DeviceFile;
+  const list = (await cloudcutterApiGet('devices.json', { signal: run.scope.signal })) as DeviceEntry[];
+  const entry = await pickDevice(list, wanted, run);
+  const device = (await cloudcutterApiGet(`devices/${entry.slug}.json`, { signal: run.scope.signal })) as DeviceFile;
   return fromDeviceFile(device, `cloudcutter's ${device.slug}.json`);
 }
 
@@ -3243,24 +3564,26 @@ function fromDeviceFile(device: DeviceFile, file: string): RecipeSource {
  * The stock firmware the recipe's cloudcutter run targets: --profile, else the device's only one, else the user's
  * choice (the app shows the firmware version); its chip from cloudcutter's profile file (or, offline, its label).
  */
-async function recipeProfile(source: RecipeSource, wanted: string | undefined, opts: { yes: boolean }):
+async function recipeProfile(source: RecipeSource, wanted: string | undefined, run: Asking):
   Promise<{ label: string; chip: string } | undefined> {
   let entry = source.profiles[0];
+  const signal = run.scope.signal;
   if (wanted) {
-    const list = (await cloudcutterApiGet('profiles.json')) as ProfileEntry[];
+    const list = (await cloudcutterApiGet('profiles.json', { signal })) as ProfileEntry[];
     const found = findProfile(list, wanted);
     if (!found) throw new InputError([{ file: 'command line', field: '--profile',
       message: `"${wanted}" is not a profile in cloudcutter's list`,
       hint: `\`${flashCommand()} profiles\` lists them (a label like "1.1.8 - BK7231N / oem_bk7231n_plug", or a slug)` }]);
     entry = found;
-  } else if (source.profiles.length > 1 && !opts.yes && canAsk()) {
+  } else if (source.profiles.length > 1) {
+    const choices = source.profiles.map(profileLabel);
     const label = await ask({ id: 'recipe_profile', kind: 'select', message: `${source.config.title} comes with ` +
       'several stock firmware versions. Which does yours run? (the app shows it under Device Update)',
-    choices: source.profiles.map(profileLabel) }, opts);
+    choices, unattended: choices[0] }, run);
     entry = source.profiles.find((p) => profileLabel(p) === label)!;
   }
   if (!entry) return undefined;
-  const profile = await cloudcutterApiGet(`profiles/${entry.slug}.json`, { optional: true, quiet: true }) as
+  const profile = await cloudcutterApiGet(`profiles/${entry.slug}.json`, { optional: true, quiet: true, signal }) as
     ProfileFile | undefined;
   // Offline, the chip is in the label ("1.1.8 - BK7231N") or the slug (bk7231s is Tuya's name for the T).
   const chip = profile?.firmware?.chip ?? /bk7231[tns]/i.exec(`${entry.name} ${entry.slug}`)?.[0].toUpperCase()
@@ -3270,7 +3593,7 @@ async function recipeProfile(source: RecipeSource, wanted: string | undefined, o
 }
 
 /** The device the words name: a slug, or the one entry whose maker, name and slug hold every word. */
-async function pickDevice(list: DeviceEntry[], words: string[], opts: { yes: boolean }): Promise<DeviceEntry> {
+async function pickDevice(list: DeviceEntry[], words: string[], run: Asking): Promise<DeviceEntry> {
   const found = matchDevices(list, words);
   if (found.length === 1) return found[0];
   const show = (d: DeviceEntry) => `${d.manufacturer} ${d.name} (${d.slug})`;
@@ -3278,14 +3601,15 @@ async function pickDevice(list: DeviceEntry[], words: string[], opts: { yes: boo
     const near = nearDevices(list, words).map(show);
     throw new InputError([{ file: 'command line', field: 'DEVICE',
       message: `no device in cloudcutter's list matches "${words.join(' ')}"`,
-      hint: near.length ? `nearest: ${near.join('; ')}` : 'try fewer or other words (a maker, a model)' }]);
+      hint: near.length ? `did you mean one of these?${near.map((n) => `\n      ${n}`).join('')}`
+        : 'try fewer or other words (a maker, a model)' }]);
   }
-  if (opts.yes || !canAsk())
+  if (unattended(run))
     throw new InputError([{ file: 'command line', field: 'DEVICE', message: `${found.length} devices match ` +
       `"${words.join(' ')}": ${found.slice(0, 12).map(show).join('; ')}${found.length > 12 ? '; …' : ''}`,
     hint: 'add words, or give the slug' }]);
   const choice = await ask({ id: 'recipe_device', kind: 'select', message: `${found.length} devices match. Which one?`,
-    choices: found.slice(0, 30).map(show) }, opts);
+    choices: found.slice(0, 30).map(show) }, run);
   return found.find((d) => show(d) === choice)!;
 }
 
@@ -4646,7 +4970,7 @@ async function resolveProfile(ctx: Ctx, quiet = false): Promise<ResolvedProfile>
       const near = suggestProfiles(list, cc.profile, ctx.recipe.mcu);
       throw bad(`"${cc.profile}" is not a profile in cloudcutter's list`, near.length
         ? `did you mean: ${near.join(' | ')}`
-        : `\`npx tsx flash.ts profiles ${ctx.recipe.mcu}\` lists the labels (or copy one from cloudcutter's menu)`);
+        : `\`${flashCommand()} profiles ${ctx.recipe.mcu}\` lists the labels (or copy one from cloudcutter's menu)`);
     }
     profileSlug = found.slug;
   }
@@ -4687,13 +5011,24 @@ export function suggestProfiles(list: ProfileEntry[], wanted: string, mcu: Mcu):
  * when offline. `notFound` builds the error for a 404 (the thing does not exist).
  */
 async function cloudcutterApiGet(rel: string,
-  o: { notFound?: () => Error; quiet?: boolean; dryRun?: boolean; optional?: boolean } = {}): Promise<unknown> {
-  const url = `${setting('FLASH_CLOUDCUTTER_API').replace(/\/$/, '')}/${rel}`;
+  o: { notFound?: () => Error; quiet?: boolean; dryRun?: boolean; optional?: boolean; signal?: AbortSignal } = {}):
+  Promise<unknown> {
+  const base = setting('FLASH_CLOUDCUTTER_API').replace(/\/$/, '');
+  // A local copy of the API (a folder, or a file:// URL): read as it is, no cache.
+  if (!/^https?:\/\//.test(base)) {
+    const file = path.join(base.startsWith('file://') ? fileURLToPath(base) : path.resolve(base), rel);
+    if (fs.existsSync(file)) return JSON.parse(fs.readFileSync(file, 'utf8'));
+    if (o.notFound) throw o.notFound();
+    if (o.optional) return undefined;
+    throw new Failure(`${shown(file)} does not exist`, 'FLASH_CLOUDCUTTER_API names a copy of cloudcutter\'s API: ' +
+      'a folder with devices.json, profiles.json, devices/ and profiles/ (or an https:// URL)');
+  }
+  const url = `${base}/${rel}`;
   const cached = path.join(process.env.XDG_CACHE_HOME || path.join(process.env.HOME || '.', '.cache'), 'flash.ts',
     'cloudcutter-api', rel);
   let reason: string;
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(ms('FLASH_HTTP_TIMEOUT_MS')) });
+    const res = await fetch(url, { signal: withTimeout(ms('FLASH_HTTP_TIMEOUT_MS'), o.signal) });
     if (res.status === 404 && o.notFound) throw o.notFound();
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const text = await res.text();
@@ -4705,6 +5040,7 @@ async function cloudcutterApiGet(rel: string,
     return data;
   } catch (e) {
     if (e instanceof InputError) throw e;
+    o.signal?.throwIfAborted();
     reason = failure(e);
   }
   if (fs.existsSync(cached)) {
@@ -4713,7 +5049,7 @@ async function cloudcutterApiGet(rel: string,
     return JSON.parse(fs.readFileSync(cached, 'utf8'));
   }
   if (o.optional) return undefined;
-  throw new StepError('cloudcutter', `cannot fetch ${url} (${reason}) and there is no cached copy`,
+  throw new Failure(`cannot fetch ${url} (${reason}) and there is no cached copy`,
     'connect this machine to the internet once (the plug is not needed for this), then retry; or set ' +
     'FLASH_CLOUDCUTTER_API to a mirror');
 }
@@ -4721,10 +5057,10 @@ async function cloudcutterApiGet(rel: string,
 // ─── The plug on the network: its address, HTTP with retries, mDNS ───
 
 /** The plug's Kickstart web server: --device-ip first (the user said so), else the address learned. */
-function plugWebUrl(ctx: Ctx, step: StepName): string {
+function plugWebUrl(ctx: Ctx): string {
   const given = ctx.opts.deviceIp ? parseDeviceAddress(ctx.opts.deviceIp) : undefined;
   const host = given?.host ?? ctx.facts.kickstartIp;
-  if (!host) throw new StepError(step, "the plug's address is not known yet",
+  if (!host) throw new Failure("the plug's address is not known yet",
     `run the kickstart step first (${rerun(ctx.opts, '--from kickstart')}), or pass --device-ip IP`);
   const port = String(given?.port ?? setting('FLASH_DEVICE_HTTP_PORT'));
   return `http://${host}${port !== '80' ? `:${port}` : ''}`;
@@ -4750,42 +5086,45 @@ export function parseDeviceAddress(text: string): { host: string; port?: number 
 async function reachKickstart(ctx: Ctx, step: StepName): Promise<string> {
   // Given by the user: what answers there is the step's business. Nothing to go by at all: plugWebUrl() says so.
   const known = ctx.facts.kickstartIp || ctx.facts.mac || ctx.facts.tuyaMac;
-  if (ctx.opts.deviceIp || !known) return plugWebUrl(ctx, step);
+  if (ctx.opts.deviceIp || !known) return plugWebUrl(ctx);
   if (ctx.facts.kickstartIp) {
-    const base = plugWebUrl(ctx, step);
+    const base = plugWebUrl(ctx);
     if (await isKickstart(base)) return base;
     print(`    ${warn()} no Kickstart answers at ${ctx.facts.kickstartIp} any more: looking for the plug again`);
   }
   const wait = ms('FLASH_DISCOVERY_TIMEOUT_MS');
   if (await kickstartOnLan(ctx, wait, 'looking for the plug on your network (mDNS)', 'exact'))
-    return plugWebUrl(ctx, step);
-  if (ctx.opts.yes || !canAsk())
-    throw new StepError(step, `the plug's Kickstart is not at ${ctx.facts.kickstartIp ?? 'a known address'} ` +
-      `and did not show up on mDNS within ${seconds(wait)}`,
-      `find the plug in your router's list and give its address: ` +
-      rerun(ctx.opts, `--from ${step} --device-ip IP`));
-  return askKickstart(ctx, step);
+    return plugWebUrl(ctx);
+  return askKickstart(ctx, { what: `the plug's Kickstart is not at ${ctx.facts.kickstartIp ?? 'a known address'} ` +
+    `and did not show up on mDNS within ${seconds(wait)}`,
+  hint: `find the plug in your router's list and give its address: ${rerun(ctx.opts, `--from ${step} --device-ip IP`)}`
+  });
 }
 
-/** Asks for the Kickstart plug's address until one answers as Kickstart (or the user gives up). */
-async function askKickstart(ctx: Ctx, step: StepName): Promise<string> {
+/**
+ * Asks for the Kickstart plug's address until one answers as Kickstart; `trouble` is why it is asked, the run's
+ * failure when nobody can answer or the user gives up.
+ */
+async function askKickstart(ctx: Ctx, trouble: { what: string; hint: string }): Promise<string> {
   for (;;) {
-    const ip = await askAddress(ctx, "The plug's IP address (your router lists it as kickstart-bk7231…; an empty " +
-      'answer gives up)');
-    if (!ip) throw new StepError(step, "the plug's address is not known",
-      `retry with it: ${rerun(ctx.opts, `--from ${step} --device-ip IP`)}`);
-    ctx.facts.kickstartIp = ip;
-    const base = plugWebUrl(ctx, step);
+    ctx.facts.kickstartIp = await askAddress(ctx, "The plug's IP address (your router lists it as " +
+      'kickstart-bk7231…; an empty answer gives up)', trouble);
+    const base = plugWebUrl(ctx);
     if (await isKickstart(base)) return base;
     print(`    ${warn()} no Kickstart answers at ${base}`);
   }
 }
 
-/** Asks the user for the plug's address (their router's client list has it); '' when they give up. */
-async function askAddress(ctx: Ctx, message: string): Promise<string> {
-  const answer = await ask({ id: 'device_ip', kind: 'input', message,
-    validate: (s) => !s.trim() || parseDeviceAddress(s) ? true : 'an address like 192.168.1.57' }, ctx.opts);
-  return parseDeviceAddress(answer)?.host ?? '';
+/**
+ * Asks the user for the plug's address (their router's client list has it). `trouble`, why it is asked, is the
+ * failure when nobody can answer or the user gives up (an empty answer).
+ */
+async function askAddress(ctx: Ctx, message: string, trouble: { what: string; hint: string }): Promise<string> {
+  const answer = await ask({ id: 'device_ip', kind: 'input', message, unanswered: trouble,
+    validate: (s) => !s.trim() || parseDeviceAddress(s) ? true : 'an address like 192.168.1.57' }, ctx);
+  const host = parseDeviceAddress(answer)?.host;
+  if (!host) throw new Failure(trouble.what, trouble.hint);
+  return host;
 }
 
 /**
@@ -4793,14 +5132,14 @@ async function askAddress(ctx: Ctx, message: string): Promise<string> {
  * `shown` is the URL to name in messages when the real one carries a secret.
  */
 export async function request(method: string, url: string,
-  o: { shown?: string; redirect?: 'manual' | 'follow'; retries?: number } = {}):
+  o: { shown?: string; redirect?: 'manual' | 'follow'; retries?: number; signal?: AbortSignal } = {}):
   Promise<{ status: number; text: string; body: Buffer }> {
   const retries = o.retries ?? 3;
   let last = '';
   for (let attempt = 0; attempt <= retries; attempt++) {
-    if (attempt) await sleep(250 * 2 ** (attempt - 1));
+    if (attempt) await sleep(250 * 2 ** (attempt - 1), o.signal);
     try {
-      const signal = AbortSignal.timeout(ms('FLASH_HTTP_TIMEOUT_MS'));
+      const signal = withTimeout(ms('FLASH_HTTP_TIMEOUT_MS'), o.signal);
       const res = await fetch(url, { method, redirect: o.redirect ?? 'follow', signal });
       const body = Buffer.from(await res.arrayBuffer());
       if (res.status >= 500) {
@@ -4809,6 +5148,7 @@ export async function request(method: string, url: string,
       }
       return { status: res.status, text: body.toString('utf8'), body };
     } catch (e) {
+      o.signal?.throwIfAborted();
       last = failure(e);
     }
   }
@@ -4879,28 +5219,31 @@ async function browseMdns(pick: (seen: MdnsDevice[], last: boolean) => MdnsDevic
 async function apAdapter(ctx: Ctx): Promise<string> {
   if (ctx.opts.wifiIface) return ctx.opts.wifiIface;
   if (ctx.adapter) return ctx.adapter;
-  const adapters = await wifiAdapters();
-  return (ctx.adapter = (await findApAdapter(adapters))?.dev ?? adapters[0]?.dev ?? 'wlan0');
+  const adapters = await wifiAdapters(ctx.scope.signal);
+  return (ctx.adapter = (await findApAdapter(adapters, undefined, undefined, ctx.scope.signal))?.dev ??
+    adapters[0]?.dev ?? 'wlan0');
 }
 
-async function supportsApMode(dev: string): Promise<boolean> {
-  return /:yes\s*$/m.test((await sh(['nmcli', '-t', '-f', 'WIFI-PROPERTIES.AP', 'device', 'show', dev])).stdout);
+async function supportsApMode(dev: string, signal?: AbortSignal): Promise<boolean> {
+  return /:yes\s*$/m.test((await sh(['nmcli', '-t', '-f', 'WIFI-PROPERTIES.AP', 'device', 'show', dev],
+    { signal })).stdout);
 }
 
 /** Whether a fresh scan on `iface` sees `ssid` (NetworkManager's list is stale until rescanned). */
-async function apOnAir(iface: string, ssid: string): Promise<boolean> {
-  const r = await sh(['nmcli', '-t', '-f', 'SSID', 'device', 'wifi', 'list', '--rescan', 'yes', 'ifname', iface]);
+async function apOnAir(iface: string, ssid: string, signal?: AbortSignal): Promise<boolean> {
+  const r = await sh(['nmcli', '-t', '-f', 'SSID', 'device', 'wifi', 'list', '--rescan', 'yes', 'ifname', iface],
+    { signal });
   return r.code === 0 && parseNmcliTerse(r.stdout).some((row) => row[0] === ssid);
 }
 
 /** Rescans until `ssid` is on the air or `wait` is over; a spinner shows the time it takes. */
-async function waitForAp(iface: string, ssid: string, wait: number, label: string): Promise<boolean> {
+async function waitForAp(ctx: Ctx, iface: string, ssid: string, wait: number, label: string): Promise<boolean> {
   const until = Date.now() + wait;
   return withSpinner(label, (async () => {
     for (;;) {
-      if (await apOnAir(iface, ssid)) return true;
+      if (await apOnAir(iface, ssid, ctx.scope.signal)) return true;
       if (Date.now() >= until) return false;
-      await sleep(Math.min(2000, Math.max(0, until - Date.now())));
+      await sleep(Math.min(2000, Math.max(0, until - Date.now())), ctx.scope.signal);
     }
   })());
 }
@@ -4993,17 +5336,17 @@ export function checkFirmwareFor(info: FirmwareInfo, fileName: string, mcu: Mcu)
       'flashing it would fail');
 }
 
-/** A firmware file read and checked for `mcu`; what is wrong with it is the failure of `step`. */
-function checkedFirmware(file: string, mcu: Mcu, step: StepName, hint: string, prefix = ''):
+/** A firmware file read and checked for `mcu`; what is wrong with it is a Failure with `hint`. */
+function checkedFirmware(file: string, mcu: Mcu, hint: string, prefix = ''):
   { file: string; data: Buffer; info: FirmwareInfo } {
-  if (!fs.existsSync(file)) throw new StepError(step, `${prefix}there is no ${shown(file)}`, hint);
+  if (!fs.existsSync(file)) throw new Failure(`${prefix}there is no ${shown(file)}`, hint);
   const data = fs.readFileSync(file);
   try {
     const info = inspectFirmware(data, file);
     checkFirmwareFor(info, file, mcu);
     return { file, data, info };
   } catch (e) {
-    if (e instanceof FirmwareError) throw new StepError(step, prefix + e.message, hint);
+    if (e instanceof FirmwareError) throw new Failure(prefix + e.message, hint);
     throw e;
   }
 }
@@ -5040,18 +5383,18 @@ export function resolveKickstart(recipe: Recipe, cloudcutterDir: string):
   try {
     files = fs.readdirSync(dir);
   } catch {
-    throw new StepError('cloudcutter', `no ${shown(dir)} folder: the cloudcutter checkout is missing or incomplete`,
+    throw new Failure(`no ${shown(dir)} folder: the cloudcutter checkout is missing or incomplete`,
       cloneHint(cloudcutterDir));
   }
   const file = recipe.kickstart === 'auto' ? pickKickstart(files, recipe.mcu) : recipe.kickstart;
   if (!file)
-    throw new StepError('cloudcutter', `no ESPHome-Kickstart-*_${recipe.mcu}_app.ota.ug.bin in ${shown(dir)}`,
+    throw new Failure(`no ESPHome-Kickstart-*_${recipe.mcu}_app.ota.ug.bin in ${shown(dir)}`,
       `update the checkout (git -C ${shq(cloudcutterDir)} pull) or name a file with kickstart: in the recipe`);
   const full = path.join(dir, file);
   if (!fs.existsSync(full))
-    throw new StepError('cloudcutter', `kickstart file ${file} is not in ${shown(dir)}`,
+    throw new Failure(`kickstart file ${file} is not in ${shown(dir)}`,
       `files there: ${files.filter((f) => !f.startsWith('.')).join(', ') || '(none)'}; or use kickstart: auto`);
-  const { info } = checkedFirmware(full, recipe.mcu, 'cloudcutter',
+  const { info } = checkedFirmware(full, recipe.mcu,
     `use kickstart: auto, or the ..._${recipe.mcu}_app.ota.ug.bin file from ${shown(dir)}`);
   return { file, path: full, info };
 }
@@ -5147,7 +5490,7 @@ function resumePoint(ctx: Ctx, steps: Step[]): Step[] {
 // ─── Loading and checking a recipe ─────────────
 
 /** Reads, validates and prepares everything a run needs. Throws InputError (exit 2) on any problem. */
-export function loadContext(opts: Options): Ctx {
+export function loadContext(opts: Options, scope: RunScope): Ctx {
   const recipePath = opts.recipe;
   const { recipe, doc, lineCounter } = loadRecipe(recipePath, opts.sets);
   const lineOf = (field: string[]) => lineOfNode(doc, lineCounter, field);
@@ -5176,7 +5519,7 @@ export function loadContext(opts: Options): Ctx {
   checkWifiInputs(files.secrets);
   const journal = readJournal(files.journal)
     ?? { version: 1, device_name: deviceName, recipe: recipePath, steps: {}, facts: {} };
-  return { opts, recipe, recipePath, lineOf, templatePath, template, substitutions, deviceName, files, journal,
+  return { opts, scope, recipe, recipePath, lineOf, templatePath, template, substitutions, deviceName, files, journal,
     facts: { ...journal.facts }, finished: [],
     // The journal's "started" is overwritten as soon as this run begins a step: keep what the last run left.
     interrupted: journal.started?.step };
@@ -5187,15 +5530,26 @@ export function loadRecipe(file: string, sets: Record<string, string> = {}):
   { recipe: Recipe; doc: Document; lineCounter: LineCounter } {
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    const bytes = fs.readFileSync(file);
+    // A firmware image, a dump, a zip given by mistake: said as such, not parsed into a page of errors.
+    if (bytes.subarray(0, 8192).includes(0))
+      throw new InputError([{ file: shown(file), message: 'this is a binary file, not a recipe (a recipe is YAML text)',
+        hint: `give a recipe (e.g. recipes/23A.yaml); to make one from a flash dump: ${flashCommand()} recipe ` +
+          shq(file) }]);
+    text = bytes.toString('utf8');
   } catch (e) {
+    if (e instanceof InputError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     const dir = path.dirname(file);
     const nearby = fs.existsSync(dir) ? fs.readdirSync(dir).filter(isRecipeFile) : [];
+    // Paths are taken from where the user stands; flash.ts's own recipes are beside it.
+    const own = path.resolve(HOME_DIR, file);
     throw new InputError([{ file: shown(file),
       message: code === 'ENOENT' ? 'recipe file not found' : `cannot read the recipe (${code})`,
-      hint: nearby.length ? `recipes in ${shown(dir)}/: ${nearby.join(', ')}`
-        : 'give the path of a recipe, e.g. recipes/23A.yaml' }]);
+      hint: !path.isAbsolute(file) && own !== path.resolve(file) && fs.existsSync(own)
+        ? `paths are taken from where you are (${process.cwd()}); flash.ts's own is ${own}`
+        : nearby.length ? `recipes in ${shown(dir)}/: ${nearby.join(', ')}`
+          : 'give the path of a recipe, e.g. recipes/23A.yaml' }]);
   }
   const lineCounter = new (lib.yaml.LineCounter)();
   const doc = lib.yaml.parseDocument(text, { lineCounter, prettyErrors: true });
@@ -5206,8 +5560,14 @@ export function loadRecipe(file: string, sets: Record<string, string> = {}):
       hint: 'check the indentation (spaces, not tabs) and that "key: value" has a space after the colon',
     })));
   const data = doc.toJS() ?? {};
+  const example = 'start from one that works: recipes/23A.yaml (README: "Recipes")';
+  if (doc.contents === null || (typeof data === 'object' && !Array.isArray(data) && !Object.keys(data).length))
+    throw new InputError([{ file: shown(file), message: 'the recipe is empty', hint: example }]);
+  if (typeof data !== 'object' || Array.isArray(data))
+    throw new InputError([{ file: shown(file), line: 1, message: `a recipe is a mapping of keys (model:, mcu:, …), ` +
+      `and this is ${describe(data)}`, hint: example }]);
   const setField: Record<string, string> = {};
-  if (typeof data === 'object' && !Array.isArray(data)) applySets(data, sets, setField);
+  applySets(data, sets, setField);
 
   const parsed = recipeSchema().safeParse(data, { reportInput: true });
   if (!parsed.success) {
@@ -5446,6 +5806,24 @@ const FLAGS = {
   name: { type: 'string' },
 } as const;
 
+/** The options each command takes (--help and --version go with any). */
+const FLAGS_OF = {
+  run: ['dry-run', 'yes', 'only', 'from', 'out', 'set', 'cloudcutter', 'wifi-iface', 'device-ip', 'check-pins',
+    'manual-wifi', 'backup-flash', 'restart', 'count', 'esphome', 'verbose'],
+  doctor: ['yes', 'out', 'set', 'cloudcutter', 'wifi-iface', 'esphome', 'verbose', 'dry-run', 'device-ip'],
+  recipe: ['yes', 'recipes', 'profile', 'name'],
+  profiles: [],
+  schema: [],
+} as const;
+
+/** What a flag's value looks like, for the message when it has none. */
+const FLAG_EXAMPLES: Record<string, string> = {
+  only: `--only STEP (one of ${STEPS.map((s) => s.name).join(', ')})`, from: '--from STEP', out: '--out DIR',
+  set: '--set device_name=status-plug-02', cloudcutter: '--cloudcutter DIR', 'wifi-iface': '--wifi-iface wlan1',
+  'device-ip': '--device-ip 192.168.1.57', count: '--count 3', esphome: '--esphome local (or docker)',
+  recipes: '--recipes DIR', profile: '--profile "1.1.8 - BK7231N / oem_bk7231n_plug"', name: '--name "Kitchen plug"',
+};
+
 export function parseCli(argv: string[]): Cli {
   const bad = (field: string, message: string, hint: string) =>
     new InputError([{ file: 'command line', field, message, hint }]);
@@ -5454,26 +5832,39 @@ export function parseCli(argv: string[]): Cli {
     parsed = parseArgs({ args: argv, allowPositionals: true, options: FLAGS });
   } catch (e) {
     const message = (e as Error).message.replace(/\. To specify.*$/s, '');
-    const flag = /'(--?[\w-]+)/.exec(message)?.[1] ?? '';
+    // "Option '-o, --out <value>' argument missing": the long name is the one people type.
+    const flag = /'(?:-\w, )?(--?[\w-]+)/.exec(message)?.[1] ?? '';
+    const help = `${flashCommand()} --help`;
+    if (/argument missing/.test(message))
+      throw bad(flag, `${flag} needs a value`, `e.g. ${FLAG_EXAMPLES[flag.slice(2)] ?? `${flag} VALUE`} (see ${help})`);
     const near = flag.startsWith('--') ? nearest(flag.slice(2), Object.keys(FLAGS)) : undefined;
-    const help = 'npx tsx flash.ts --help';
     throw bad(flag, message, near ? `did you mean --${near}? (see ${help})` : `see ${help}`);
   }
   const { values: v, positionals } = parsed;
-  if (v.help) return { command: 'help' };
-  if (v.version) return { command: 'version' };
   const first = positionals[0];
-  if (first === 'schema') return { command: 'schema' };
-  if (first === 'profiles') return { command: 'profiles', words: positionals.slice(1) };
-  if (first === 'recipe') {
+  if (v.help || first === 'help') return { command: 'help' };
+  if (v.version) return { command: 'version' };
+  const command = (['schema', 'profiles', 'recipe', 'doctor'] as const).find((c) => c === first) ?? 'run';
+  // An option another command takes would be silently ignored here: said instead.
+  const given = Object.keys(v).filter((k) => v[k as keyof typeof v] !== undefined);
+  const wrong = given.filter((k) => !(FLAGS_OF[command] as readonly string[]).includes(k));
+  if (wrong.length)
+    throw bad(`--${wrong[0]}`, `${command === 'run' ? 'a flash run' : `the ${command} command`} takes no ` +
+      `--${wrong[0]}`, `see ${flashCommand()} --help for the options of each command`);
+  if (command === 'schema') {
+    if (positionals.length > 1) throw bad('', `schema takes no arguments, got ${positionals.slice(1).join(' ')}`,
+      `${flashCommand()} schema > recipes/recipe.schema.json`);
+    return { command: 'schema' };
+  }
+  if (command === 'profiles') return { command: 'profiles', words: positionals.slice(1) };
+  if (command === 'recipe') {
     const dir = v.recipes ?? path.join(HOME_DIR, 'recipes');
     return { command: 'recipe', words: positionals.slice(1), dir, yes: !!v.yes, profile: v.profile, name: v.name };
   }
-  const command = first === 'doctor' ? 'doctor' : 'run';
   if (command === 'doctor') positionals.shift();
   if (positionals.length !== 1)
     throw bad('', positionals.length ? `expected one recipe, got ${positionals.join(' ')}` : 'no recipe given',
-      'npx tsx flash.ts recipes/23A.yaml (see --help)');
+      `${flashCommand()}${command === 'doctor' ? ' doctor' : ''} recipes/23A.yaml (see --help)`);
 
   const stepName = (flag: string, value: string | undefined): StepName | undefined => {
     if (value === undefined) return undefined;
@@ -5525,50 +5916,71 @@ export function parseCli(argv: string[]): Cli {
 }
 
 export function usage(): string {
-  const steps = STEPS.map((s) => `  ${s.name.padEnd(12)} ${s.does}`).join('\n');
-  const width = Math.max(...Object.keys(SETTINGS).map((name) => name.length), 'NO_COLOR / FORCE_COLOR'.length);
-  const settings = Object.entries(SETTINGS).map(([name, s]) => `  ${name.padEnd(width)} ${s.does}` +
-    (s.default && !name.startsWith('FLASH_WIFI') ? ` (default ${s.default})` : '')).join('\n');
+  // Two columns in 80: a term, and what it does wrapped beside it (under it, when the term is too wide).
+  const entry = (term: string, text: string, col = 25) => {
+    const lines = wrap(text, 78 - col);
+    const first = term.length + 2 < col ? [`  ${term.padEnd(col - 2)}${lines.shift() ?? ''}`] : [`  ${term}`];
+    return [...first, ...lines.map((l) => `${' '.repeat(col)}${l}`)].join('\n');
+  };
+  const run = flashCommand();
+  const steps = STEPS.map((s) => entry(s.name, s.does, 15)).join('\n');
+  const settings = Object.entries(SETTINGS).map(([name, s]) => entry(name, s.does +
+    (s.default && !name.startsWith('FLASH_WIFI') ? ` (default ${s.default})` : ''), 36)).join('\n');
   return `flash.ts ${VERSION}: flash a Tuya BK7231T/N plug with ESPHome, guided, from a recipe.
 
 Usage:
-  npx tsx flash.ts RECIPE [options]          flash one plug (all steps below, in order)
-  npx tsx flash.ts RECIPE --dry-run          print every step's commands and requests; touch nothing
-  npx tsx flash.ts doctor RECIPE             check this machine is ready
-  npx tsx flash.ts profiles [WORDS]          cloudcutter profile labels and slugs a recipe may name
-  npx tsx flash.ts recipe DEVICE             write a recipe and template for a device in cloudcutter's list
-                                             (its slug, or words of its maker and name; --recipes DIR, --yes)
-  npx tsx flash.ts schema                    print the recipe JSON Schema
+${[
+    ['RECIPE [options]', 'flash one plug (all the steps below, in order)'],
+    ['RECIPE --dry-run', "print every step's commands and requests; touch nothing"],
+    ['doctor RECIPE', 'check this machine is ready'],
+    ['profiles [WORDS]', 'the cloudcutter profiles a recipe may name'],
+    ['recipe DEVICE', "write a recipe and template for a device in cloudcutter's list (its slug, or words of " +
+      'its maker and name) or from a file: a device file, a flash dump, Tuya\'s storage JSON or user_param_key'],
+    ['recipe --profile P --name N', "a recipe whose pins the run reads from the plug's own flash"],
+    ['schema', 'print the recipe JSON Schema'],
+  ].map(([what, does]) => `  ${run} ${what}\n${wrap(does, 72).map((l) => `      ${l}`).join('\n')}`).join('\n')}
 
 Steps:
 ${steps}
 
-Options:
-  --dry-run, -n          show what each step would do, secrets as ***; write, run and send nothing
-  --only STEP            run just this step
-  --from STEP            run this step and the ones after it (redoing them even if done)
-  --restart              forget the journal and start over from the first step
-  --count N              flash N plugs from this recipe, named <name>-01, -02, … after the highest in --out
-  --out DIR, -o DIR      ESPHome config dir (default ./${DEFAULTS.out})
-  --set KEY=VALUE        override a substitution (repeatable), e.g. --set device_name=status-plug-02
-  --yes, -y              never ask; a run that needs an answer is refused before it starts
-  --cloudcutter DIR      tuya-cloudcutter checkout (default ./${DEFAULTS.cloudcutter})
-  --wifi-iface IFACE     Wi-Fi adapter for cloudcutter and Kickstart (default: a free one with AP mode)
-  --device-ip IP[:PORT]  the plug's LAN address (and web port): for networks where mDNS does not work
-  --check-pins           run the pins step: check each recipe pin on the plug
-  --manual-wifi          give the plug your Wi-Fi from a phone instead of through this machine's adapter
-  --backup-flash         save the plug's whole flash (2 MiB, through Kickstart) before anything overwrites it
-  --esphome local|docker use the esphome CLI or the ${ESPHOME_IMAGE} image (default: CLI if found)
-  --verbose, -v          show the compile's output as it runs
-  --help, -h             this text
-  --version              print the version
+Options of a flash run:
+${[
+    ['--dry-run, -n', 'show what each step would do, secrets as ***; write, run and send nothing'],
+    ['--only STEP', 'run just this step'],
+    ['--from STEP', 'run this step and the ones after it (redoing them even if done)'],
+    ['--restart', 'forget the journal and start over from the first step'],
+    ['--count N', 'flash N plugs from this recipe, named <name>-01, -02, … after the highest in --out'],
+    ['--out DIR, -o DIR', `the ESPHome config dir (default ./${DEFAULTS.out})`],
+    ['--set KEY=VALUE', 'override a substitution (repeatable), e.g. --set device_name=status-plug-02'],
+    ['--yes, -y', 'never ask; a run that needs an answer is refused before it starts'],
+    ['--cloudcutter DIR', `the tuya-cloudcutter checkout (default ./${DEFAULTS.cloudcutter})`],
+    ['--wifi-iface IFACE', 'the Wi-Fi adapter for cloudcutter and Kickstart (default: a free one with AP mode)'],
+    ['--device-ip IP[:PORT]', "the plug's LAN address (and web port), where mDNS does not work"],
+    ['--check-pins', 'run the pins step: check each recipe pin on the plug'],
+    ['--manual-wifi', "give the plug your Wi-Fi from a phone, not through this machine's adapter"],
+    ['--backup-flash', "save the plug's whole flash (2 MiB, through Kickstart) before anything overwrites it"],
+    ['--esphome local|docker', `use the esphome CLI or the ${ESPHOME_IMAGE} image (default: the CLI if found)`],
+    ['--verbose, -v', "show the compile's output as it runs"],
+  ].map(([flag, does]) => entry(flag, does)).join('\n')}
+
+Options of the recipe command:
+${[
+    ['--recipes DIR', 'where it writes (default: recipes/ beside flash.ts)'],
+    ['--profile LABEL', 'the stock firmware (as `profiles` lists it)'],
+    ['--name NAME', "the device's name"],
+    ['--yes, -y', 'never ask: the first profile, and nothing overwritten'],
+  ].map(([flag, does]) => entry(flag, does)).join('\n')}
+
+${entry('--help, -h', 'this text')}
+${entry('--version', 'print the version')}
 
 Environment:
 ${settings}
-  ${'NO_COLOR / FORCE_COLOR'.padEnd(width)} colours off / on
+${entry('NO_COLOR / FORCE_COLOR', 'colours off / on', 36)}
 
-Exit codes: 0 done, 1 a step failed (the message says how to retry), 2 bad input (said before anything
-is written, or what had happened when it was found later), 130 stopped (Ctrl+C).`;
+Exit codes: 0 done, 1 a step failed (the message says how to retry), 2 bad
+input (said before anything is written), 130 stopped by Ctrl+C (143 SIGTERM,
+129 SIGHUP): the same command resumes.`;
 }
 
 export function recipeJsonSchemaText(): string {
@@ -5594,7 +6006,22 @@ function seconds(millis: number): string {
   return millis < 10_000 ? `${Math.round(millis / 100) / 10} s` : `${Math.round(millis / 1000)} s`;
 }
 
-const sleep = (millis: number) => new Promise((r) => setTimeout(r, millis));
+/** Waits `millis`, or rejects with the run's stop when `signal` is aborted first. */
+function sleep(millis: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const done = () => (signal?.removeEventListener('abort', stop), resolve());
+    const timer = setTimeout(done, millis);
+    const stop = () => (clearTimeout(timer), reject(signal!.reason));
+    signal?.addEventListener('abort', stop, { once: true });
+  });
+}
+
+/** A signal that fires after `millis`, or with the run's stop, whichever comes first. */
+function withTimeout(millis: number, signal?: AbortSignal): AbortSignal {
+  const timeout = AbortSignal.timeout(millis);
+  return signal ? AbortSignal.any([timeout, signal]) : timeout;
+}
 
 /** Why a request failed, as a person would say it (fetch hides the reason in `cause`). */
 function failure(e: unknown): string {
@@ -5608,6 +6035,30 @@ function firstLine(text: string): string {
 
 function indent(text: string, n: number): string {
   return text.split('\n').map((l) => ' '.repeat(n) + l).join('\n');
+}
+
+/**
+ * Keeps a child process of this run to be stopped its own way when the run ends early: each of `ways` in turn (Ctrl+C's
+ * SIGINT, ^C typed into its terminal, a hang-up), each given its patience, then SIGKILL. Returns that stop.
+ */
+function keepChild(scope: RunScope, child: import('node:child_process').ChildProcess,
+  ways: [stop: () => void, patience: number][]): () => Promise<void> {
+  const exited = exitOf(child);
+  const gone = () => child.exitCode !== null || child.signalCode !== null;
+  let stopping: Promise<void> | undefined;
+  const stop = () => (stopping ??= (async () => {
+    for (const [way, patience] of ways) {
+      if (gone()) return;
+      way();
+      if (await Promise.race([exited.then(() => true), sleep(patience).then(() => false)])) return;
+    }
+    if (gone()) return;
+    child.kill('SIGKILL');
+    await exited;
+  })());
+  const forget = scope.child(stop);
+  void exited.then(forget);
+  return stop;
 }
 
 /** The exit code of a child process (127 when it could not be started). */
@@ -5658,6 +6109,14 @@ export function writeFileAtomic(file: string, content: string, mode = 0o644): 'c
   return old === undefined ? 'created' : 'updated';
 }
 
+/**
+ * A name as written in a sentence (a Wi-Fi network's may hold anything): in double quotes, or in other quotes when it
+ * has double quotes of its own. Pure.
+ */
+export function quoted(name: string): string {
+  return !name.includes('"') ? `"${name}"` : !name.includes("'") ? `'${name}'` : `«${name}»`;
+}
+
 /** Closest candidate by edit distance, when it is close enough to be a typo. */
 export function nearest(word: string, candidates: string[]): string | undefined {
   let best: string | undefined;
@@ -5691,42 +6150,64 @@ function describe(v: unknown): string {
 }
 
 function suggestDeviceName(name: string): string {
-  const s = name.toLowerCase().normalize('NFKD').replace(/[^a-z0-9_-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 31);
+  const s = name.toLowerCase().normalize('NFKD').replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 31);
   return s || 'status-plug-01';
 }
 
 // ─── Entry point ───────────────────────────────
 
-export async function runCli(argv: string[]): Promise<number> {
-  const onSignal = (signal: NodeJS.Signals) => void interrupt(signal);
-  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  for (const s of signals) process.once(s, onSignal);
-  running = undefined;
+/** The signals that stop a run, and the exit code each gives (128 + its number, as shells report it). */
+const STOP_SIGNALS: Record<string, number> = { SIGINT: EXIT.interrupted, SIGTERM: 143, SIGHUP: 129 };
+
+/**
+ * flash.ts as a command: main() inside one run scope, and the one way out for each ending. A signal at any moment
+ * (inside a question, during a child) aborts the scope: everything under way gives up, every child is stopped its
+ * own way, the journal is saved, and the run says how to resume. Something that does not listen to the scope is left
+ * behind after a moment.
+ */
+export async function runCli(argv: string[], scope = new RunScope()): Promise<number> {
+  const onSignal = (signal: NodeJS.Signals) => scope.interrupt(signal);
+  for (const s of Object.keys(STOP_SIGNALS)) process.on(s, onSignal);
+  const stopped = new Promise<never>((_, reject) => scope.signal.addEventListener('abort', () => reject(
+    scope.signal.reason), { once: true }));
+  stopped.catch(() => {});
   try {
-    return await main(argv);
+    const run = main(argv, scope);
+    run.catch(() => {}); // its own ending is handled below, or it is left behind after a stop
+    return await Promise.race([run, stopped.catch((e) => Promise.race([run.then(() => { throw e; }, () => {
+      throw e;
+    }), sleep(STOP_GRACE_MS).then(() => { throw e; })]))]);
   } catch (e) {
-    if ((e as Error).name === 'ExitPromptError') return interrupt('SIGINT'); // Ctrl+C inside a question
-    for (const child of children) child.kill('SIGINT');
+    if (scope.interrupted) return stopRun(scope);
+    await scope.close();
     if (e instanceof InputError) {
-      printError(`${c.red('✗ bad input')} (${whatHappened()})`);
+      printError(`${c.red('✗ bad input')} (${whatHappened(scope.ctx)})`);
       for (const p of e.problems) printError(`  ${formatProblem(p)}`);
       return EXIT.badInput;
     }
-    if (e instanceof StepError) {
-      printError(`\n${c.red(`✗ ${e.step} failed:`)} ${e.message}`);
-      printError(`  ${e.hint}`);
+    if (e instanceof Failure) {
+      printError(`\n${c.red(`✗ ${e.step ?? commandOf(argv)} failed:`)} ${e.message}`);
+      if (e.hint) printError(`  ${e.hint}`);
       return EXIT.failed;
     }
     printError(`${c.red('✗ unexpected error:')} ${(e as Error).stack ?? e}`);
     return EXIT.failed;
   } finally {
-    for (const s of signals) process.off(s, onSignal);
+    for (const s of Object.keys(STOP_SIGNALS)) process.off(s, onSignal);
   }
 }
 
+/** How long a stopped run waits for what does not listen to its signal (then leaves it behind). */
+const STOP_GRACE_MS = 2000;
+
+/** The command a failure outside any step belongs to (`recipe`, `profiles`). */
+function commandOf(argv: string[]): string {
+  const first = argv.find((a) => !a.startsWith('-'));
+  return first && ['recipe', 'profiles', 'doctor', 'schema'].includes(first) ? first : 'flash.ts';
+}
+
 /** What the run had done when it stopped on bad input: the truth, not "nothing" when steps had run. */
-function whatHappened(): string {
-  const ctx = running;
+function whatHappened(ctx: Ctx | undefined): string {
   const done = ctx?.finished.filter((s) => s !== 'check') ?? [];
   if (!ctx?.current || ctx.current === 'check' || ctx.opts.dryRun) return 'nothing was written';
   return `found during the ${ctx.current} step; ` +
@@ -5735,29 +6216,30 @@ function whatHappened(): string {
 }
 
 /**
- * Ctrl+C (or SIGTERM/SIGHUP: a closed terminal) at any point: stop child processes, undo temporary changes
- * (the Kickstart Wi-Fi connection), give the terminal its cursor back and say how to resume. The journal is
- * only ever replaced whole, so it is consistent whenever this runs.
+ * The way out of a stopped run (Ctrl+C, SIGTERM, SIGHUP: a closed terminal): every child stopped, temporary changes
+ * undone (the Kickstart Wi-Fi connection), the facts learned saved in the journal, the cursor given back, and how to
+ * resume. The journal is only ever replaced whole, so it is consistent whenever this runs.
  */
-async function interrupt(signal: NodeJS.Signals): Promise<never> {
-  // SIGINT, as the terminal would send: ESPHome and `docker run` stop cleanly on it. Wait (briefly)
-  // for them, so none is left behind when this process is gone.
-  const stopped = [...children].map((child) => new Promise((r) =>
-    (child.exitCode !== null || child.signalCode !== null ? r(0) : child.once('close', r))));
-  for (const child of children) child.kill('SIGINT');
-  await Promise.race([Promise.all(stopped), sleep(3000)]);
-  await Promise.allSettled([...cleanups].map((undo) => undo()));
+async function stopRun(scope: RunScope): Promise<number> {
+  await scope.close();
+  const signal = scope.interrupted!;
+  const ctx = scope.ctx;
+  if (ctx && !ctx.opts.dryRun && fs.existsSync(ctx.files.journal)) {
+    ctx.journal.facts = { ...ctx.journal.facts, ...ctx.facts };
+    writeJournal(ctx);
+  }
   if (process.stdout.isTTY) io.out('\x1b[?25h');
-  const ctx = running;
   printError(`\n${c.yellow('■ stopped')} (${signal})${ctx?.current ? ` during the ${ctx.current} step` : ''}.`);
   if (ctx && !ctx.opts.dryRun)
     printError(fs.existsSync(ctx.files.journal)
       ? `  Finished steps are kept in ${shown(ctx.files.journal)}: run the same command again to resume.`
       : '  No step had finished: run the same command again to start.');
-  process.exit(EXIT.interrupted);
+  return STOP_SIGNALS[signal] ?? EXIT.interrupted;
 }
 
 // Run as a program (npx tsx flash.ts, ./flash.ts, or an npm bin link to it), not when imported by tests.
 if (process.argv[1] && fs.realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  runCli(process.argv.slice(2)).then((code) => (process.exitCode = code));
+  const scope = new RunScope();
+  // A stopped run exits at once: what did not listen to its signal (a socket, a timer) must not keep it alive.
+  runCli(process.argv.slice(2), scope).then((code) => (scope.interrupted ? process.exit(code) : process.exitCode = code));
 }

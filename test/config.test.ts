@@ -6,6 +6,8 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { ROOT, runFlash, tempDir, listFiles, WIFI_ENV, copyRecipes } from './helpers.ts';
 import { SECRET_TAG, STEPS } from '../flash.ts';
+import { runInProcess } from './workbench.ts';
+import { virtualUser } from './virtual-user.ts';
 
 /** What ESPHome does with substitutions: parse, replace ${name}/$name in every string, drop the block. */
 function resolveConfig(text: string): { config: Record<string, unknown>; substitutions: Record<string, string> } {
@@ -140,20 +142,49 @@ test('a second plug: --set device_name and friendly_name', async () => {
 });
 
 test('--dry-run prints every step in order with commands, secrets as ***, writes nothing, exits 0', async () => {
-  const cwd = tempDir();
+  const out = path.join(tempDir(), 'esphome');
   const recipes = copyRecipes();
-  const r = await runFlash([path.join(recipes, '23A.yaml'), '--dry-run', '--check-pins'], { cwd, env: WIFI_ENV });
-  assert.equal(r.code, 0, r.stderr);
+  // A person at a terminal: the pin check asks them, so the dry run shows it.
+  const user = virtualUser(undefined);
+  const r = await runInProcess([path.join(recipes, '23A.yaml'), '--dry-run', '--check-pins', '--out', out], WIFI_ENV,
+    user);
+  user.stop();
+  assert.equal(r.code, 0, r.out);
   let at = 0;
   for (const step of STEPS) {
-    const i = r.stdout.indexOf(`] ${step.name} `, at);
+    const i = r.out.indexOf(`] ${step.name} `, at);
     assert.ok(i > at, `step ${step.name} missing or out of order`);
     at = i;
   }
-  assert.match(r.stdout, /\$ esphome compile esphome\/status-plug-01\.yaml/);
-  assert.match(r.stdout, /tuya-cloudcutter\.sh -p .* -f /);
-  assert.match(r.stdout, /wifisave\?ssid=\*\*\*&psk=\*\*\*/);
-  assert.ok(!r.stdout.includes(WIFI_ENV.FLASH_WIFI_PASSWORD));
+  assert.match(r.out, /\$ esphome compile \S*esphome\/status-plug-01\.yaml/);
+  assert.match(r.out, /tuya-cloudcutter\.sh -p .* -f /);
+  assert.match(r.out, /nmcli --wait 60 device wifi connect kickstart-bk7231n/);
+  assert.match(r.out, /wifisave\?ssid=\*\*\*&psk=\*\*\*/);
+  assert.ok(!r.out.includes(WIFI_ENV.FLASH_WIFI_PASSWORD));
+  assert.equal(fs.existsSync(out), false, 'nothing written');
+  assert.deepEqual(user.asked, [], 'a dry run asks nothing');
+});
+
+test('a dry run refuses what the real run refuses, and lists only what the real run would run', async () => {
+  const cwd = tempDir();
+  const recipe = path.join(copyRecipes(), '23A.yaml');
+  for (const args of [['--yes', '--manual-wifi'], ['--yes', '--check-pins'], ['--check-pins']]) {
+    const real = await runFlash([recipe, ...args], { cwd, env: WIFI_ENV });
+    const dry = await runFlash([recipe, ...args, '--dry-run'], { cwd, env: WIFI_ENV });
+    assert.equal(real.code, 2, real.stdout + real.stderr);
+    assert.equal(dry.code, 2, `${args.join(' ')} --dry-run: ${dry.stdout}${dry.stderr}`);
+    assert.equal(dry.stderr, real.stderr, 'the same refusal');
+    assert.doesNotMatch(dry.stdout, /dry run complete/);
+  }
+  // --manual-wifi: the user joins the plug's network, so no nmcli command is listed.
+  const user = virtualUser(undefined);
+  const manual = await runInProcess([recipe, '--dry-run', '--manual-wifi', '--out', path.join(cwd, 'esphome')],
+    WIFI_ENV, user);
+  user.stop();
+  assert.equal(manual.code, 0, manual.out);
+  const kickstart = manual.out.slice(manual.out.indexOf('] kickstart '), manual.out.indexOf('] upload '));
+  assert.doesNotMatch(kickstart, /nmcli/);
+  assert.match(kickstart, /you join kickstart-bk7231n and give the plug your Wi-Fi/);
   assert.deepEqual(listFiles(cwd), []);
 });
 

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { inspectFirmware, checkFirmwareFor, pickKickstart, resolveKickstart, FirmwareError, StepError, loadRecipe } from '../flash.ts';
+import { inspectFirmware, checkFirmwareFor, pickKickstart, resolveKickstart, FirmwareError, Failure, loadRecipe } from '../flash.ts';
 import { makeUG, makeUF2, FAMILY_ID, kickstartFileName } from './firmware-files.ts';
 import { ROOT, tempDir } from './helpers.ts';
 
@@ -64,7 +64,7 @@ test('resolveKickstart reads and checks the file in <cloudcutter>/custom-firmwar
   const fw = path.join(cc, 'custom-firmware');
   fs.mkdirSync(fw);
   const recipe = loadRecipe(path.join(ROOT, 'recipes/23A.yaml')).recipe;
-  assert.throws(() => resolveKickstart(recipe, cc), (e: Error) => e instanceof StepError && /no ESPHome-Kickstart-\*_bk7231n_app\.ota\.ug\.bin in/.test(e.message));
+  assert.throws(() => resolveKickstart(recipe, cc), (e: Error) => e instanceof Failure && /no ESPHome-Kickstart-\*_bk7231n_app\.ota\.ug\.bin in/.test(e.message));
   fs.writeFileSync(path.join(fw, kickstartFileName('bk7231n')), makeUG({ chip: 'bk7231n' }).subarray(0, 1000));
   assert.throws(() => resolveKickstart(recipe, cc), /truncated/);
   fs.writeFileSync(path.join(fw, kickstartFileName('bk7231n')), makeUG({ chip: 'bk7231n' }));

@@ -19,7 +19,7 @@ export function runFlash(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: 
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['--import', TSX, FLASH, ...args], {
       cwd: opts.cwd ?? ROOT,
-      env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '', ...opts.env },
+      env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '', COLUMNS: '1000', ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],
       timeout: opts.timeoutMs ?? 60_000,
     });

@@ -41,23 +41,58 @@ test('kickstart step: joins the AP, sends the Wi-Fi to the portal, finds the plu
   }
 });
 
-test('kickstart step: warns when the plug cannot see the home network, and times out clearly when it never joins', async () => {
-  const sim = await startSimPlug({ timeScale: BENCH_TIME_SCALE, mcu: 'bk7231n', phase: 'kickstart-ap', homeNetwork: { ssid: 'Elsewhere', password: 'x' }, visibleNetworks: [{ ssid: 'Neighbour', rssi: -80, lock: true }] });
-  const world = await makeFakeWorld({ timeScale: BENCH_TIME_SCALE, simUrl: sim.url, nmcli: {} });
-  try {
-    const out = await configDir();
-    const r = await runInProcess(['recipes/23A.yaml', '--only', 'kickstart', '--yes', '--out', out], {
-      ...world.env, FLASH_KICKSTART_PORTAL: sim.url, FLASH_DEVICE_HTTP_PORT: String(sim.port), FLASH_MDNS_INTERFACE: '127.0.0.1', FLASH_DISCOVERY_TIMEOUT_MS: '1500',
-    });
-    assert.equal(r.code, 1, r.out);
-    assert.match(r.out, /the plug does not see "HomeNet" \(it sees: Neighbour\)/);
-    assert.match(r.out, /did not show up on your network within 1\.5 s/);
-    assert.match(r.out, /same network[\s\S]*--device-ip/);
-  } finally {
-    await sim.close();
-    await world.cleanup();
-  }
-});
+test('kickstart step: a Wi-Fi name the plug does not see is not sent with --yes; the run stops naming secrets.yaml',
+  async () => {
+    const sim = await startSimPlug({ timeScale: BENCH_TIME_SCALE, mcu: 'bk7231n', phase: 'kickstart-ap',
+      homeNetwork: { ssid: 'Elsewhere', password: 'x' }, visibleNetworks: [{ ssid: 'Neighbour', rssi: -80, lock: true }] });
+    const world = await makeFakeWorld({ timeScale: BENCH_TIME_SCALE, simUrl: sim.url, nmcli: {} });
+    try {
+      const out = await configDir();
+      const r = await runInProcess(['recipes/23A.yaml', '--only', 'kickstart', '--yes', '--out', out], {
+        ...world.env, FLASH_KICKSTART_PORTAL: sim.url, FLASH_DEVICE_HTTP_PORT: String(sim.port),
+        FLASH_MDNS_INTERFACE: '127.0.0.1', FLASH_DISCOVERY_TIMEOUT_MS: '1500',
+      });
+      assert.equal(r.code, 1, r.out);
+      assert.match(r.out, /the plug does not see your Wi-Fi "HomeNet" \(wifi_ssid in \S+secrets\.yaml\); it sees: Neighbour/);
+      assert.match(r.out, /kickstart failed: the plug does not see your Wi-Fi "HomeNet", the wifi_ssid in \S+secrets\.yaml/);
+      assert.match(r.out, /correct wifi_ssid in \S+secrets\.yaml/);
+      assert.equal(sim.wifi, undefined, 'nothing was sent to the plug');
+      const nm = world.calls('nmcli').map((c) => c.argv.join(' '));
+      assert.ok(nm.some((a) => /connection delete id kickstart-bk7231n/.test(a)), 'the adapter is handed back');
+    } finally {
+      await sim.close();
+      await world.cleanup();
+    }
+  });
+
+test('kickstart step: a Wi-Fi name the plug does not see (a typo) is corrected there and then, and saved in secrets.yaml',
+  async () => {
+    const real = { ssid: 'HomeNet 2.4', password: HOME.password };
+    const sim = await startSimPlug({ timeScale: BENCH_TIME_SCALE, mcu: 'bk7231n', phase: 'kickstart-ap',
+      homeNetwork: real, visibleNetworks: [{ ssid: real.ssid, rssi: -50, lock: true }, { ssid: 'Neighbour', rssi: -80, lock: true }] });
+    const world = await makeFakeWorld({ timeScale: BENCH_TIME_SCALE, simUrl: sim.url, nmcli: {} });
+    try {
+      const out = await configDir();
+      const user = virtualUser(sim, { overrides: { wifi_seen: real.ssid, wifi_same_password: true } });
+      const r = await runInProcess(['recipes/23A.yaml', '--only', 'kickstart', '--out', out], {
+        ...world.env, FLASH_KICKSTART_PORTAL: sim.url, FLASH_DEVICE_HTTP_PORT: String(sim.port),
+        FLASH_MDNS_INTERFACE: '127.0.0.1', FLASH_DISCOVERY_TIMEOUT_MS: '10000',
+      }, user);
+      user.stop();
+      assert.equal(r.code, 0, r.out);
+      const question = user.asked.find((q) => q.id === 'wifi_seen')!;
+      assert.deepEqual(question.choices, [real.ssid, 'Neighbour', '"HomeNet", as it is (the plug may be out of its reach just now)']);
+      assert.deepEqual(sim.wifi, { ssid: real.ssid, psk: real.password });
+      const secrets = path.join(out, 'secrets.yaml');
+      assert.match(fs.readFileSync(secrets, 'utf8'), /wifi_ssid: "HomeNet 2\.4"/);
+      assert.equal(fs.statSync(secrets).mode & 0o777, 0o600);
+      assert.match(r.out, /saved wifi_ssid in \S+secrets\.yaml/);
+      assert.match(r.out, /found kickstart-bk7231n/);
+    } finally {
+      await sim.close();
+      await world.cleanup();
+    }
+  });
 
 test('kickstart step: when joining the AP fails, the user is told what to do by hand', async () => {
   const sim = await startSimPlug({ timeScale: BENCH_TIME_SCALE, mcu: 'bk7231n', phase: 'kickstart-ap', homeNetwork: HOME });
@@ -94,8 +129,11 @@ test('pins: every 23A pin does what the recipe says on a simulated 23A, asked th
     assert.equal(r.code, 0, r.out);
     for (const line of [/relay +P24 +the relay clicked/, /state_led +P7 +a blue LED/, /status_led +P6 +a red LED/, /button +P8 +press seen/])
       assert.match(r.out, line);
+    // The button is read while the user presses it: no question, the press answers.
     assert.deepEqual(user.asked.map((q) => [q.id, q.kind]), [['pin_relay', 'select'], ['pin_state_led', 'select'],
-      ['pin_status_led', 'select'], ['press_button', 'confirm']]);
+      ['pin_status_led', 'select']]);
+    assert.match(r.out, /Press and release the plug's button now: reading P8/);
+    assert.deepEqual(user.did, ["Press the plug's button"]);
     assert.match(r.out, /every pin does what the recipe says/);
   } finally {
     user.stop();
@@ -111,8 +149,13 @@ test('pins: the 21D recipe on a simulated 23A finds the button on P8 and names r
   try {
     const out = await configDir('recipes/21D.yaml');
     const r = await runInProcess(['recipes/21D.yaml', '--only', 'pins', '--check-pins', '--device-ip', '127.0.0.1', '--out', out],
-      { ...world.env, FLASH_DEVICE_HTTP_PORT: String(sim.port) }, user);
+      { ...world.env, FLASH_DEVICE_HTTP_PORT: String(sim.port),
+        // The user presses at once; P6 sees nothing, and the question comes after this long.
+        FLASH_PRESS_TIMEOUT_MS: '3000' }, user);
     assert.equal(r.code, 1, r.out);
+    assert.deepEqual(user.asked.filter((q) => /^(press|found)_/.test(q.id)).map((q) => q.id), ['press_button', 'found_button'],
+      'asked what happened, then whether the press on P8 was theirs');
+    assert.match(r.out, /looking for the plug's button on the other pins .*press it again and again/);
     assert.match(r.out, /the plug's button is on P8, not P6/);
     assert.match(r.out, /the button is on P8: this plug matches/);
     assert.match(r.out, /status_led \(P8\): nothing/);

@@ -1,6 +1,7 @@
 // Everything knowable is checked before anything happens, flash.ts runs from anywhere like a tool, and
 // what it says at the end of a run is true: what was written, what is done, what comes next.
 import { test } from 'node:test';
+import { spawnSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -149,11 +150,25 @@ test('Ctrl+C before any step finished does not point at a journal that does not 
   }
 });
 
-test('runnable from anywhere: the exec bit, a bin entry, absolute paths printed and an absolute template path', async () => {
-  assert.ok(fs.statSync(FLASH).mode & 0o100, 'flash.ts is executable');
-  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
-  assert.equal(pkg.bin['flash.ts'], './flash.ts');
-  assert.match(fs.readFileSync(FLASH, 'utf8'), /^#!\/usr\/bin\/env -S npx tsx\n/);
+test('runnable from anywhere: by its path and through a link (as npm link installs it), from another directory',
+  async () => {
+    assert.ok(fs.statSync(FLASH).mode & 0o100, 'flash.ts is executable');
+    const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+    // As npm writes it into package-lock.json: `npm install` leaves the lock as it is.
+    assert.equal(pkg.bin['flash.ts'], 'flash.ts');
+    const lock = JSON.parse(fs.readFileSync(path.join(ROOT, 'package-lock.json'), 'utf8'));
+    assert.deepEqual(lock.packages[''].bin, pkg.bin);
+    const elsewhere = tempDir();
+    const link = path.join(tempDir(), 'flash.ts');
+    fs.symlinkSync(FLASH, link);
+    for (const command of [FLASH, link]) {
+      const r = spawnSync(command, ['--version'], { cwd: elsewhere, encoding: 'utf8', env: { ...process.env, PATH: '/usr/bin:/bin:' + path.dirname(process.execPath) } });
+      assert.equal(r.status, 0, `${command}: ${r.stderr}`);
+      assert.equal(r.stdout.trim(), pkg.version, 'the version is package.json\'s');
+    }
+  });
+
+test('a recipe elsewhere, run from a third directory: paths printed whole, an absolute template path', async () => {
 
   // A recipe elsewhere whose template is named by absolute path, run from a third directory.
   const dir = copyRecipes();
@@ -167,7 +182,8 @@ test('runnable from anywhere: the exec bit, a bin entry, absolute paths printed 
   const config = path.join(cwd, 'esphome', 'status-plug-01.yaml');
   assert.ok(fs.existsSync(config), 'writes ./esphome where it runs');
   assert.ok(r.stdout.includes(`created ${config}`), `the path is printed whole:\n${r.stdout}`);
-  assert.match(r.stdout, new RegExp(`To go on from here: npx tsx ${FLASH.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} `));
+  // From elsewhere, the command to go on runs flash.ts by its path: npx finds tsx only in flash.ts's own folder.
+  assert.match(r.stdout, new RegExp(`To go on from here: ${FLASH.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} `));
 });
 
 test('--only check runs the checks, even for a plug whose every step is done', async () => {

@@ -96,7 +96,7 @@ test('what cannot be a recipe is refused with the reason, naming the key, and no
   assert.deepEqual(listFiles(dir), []);
   const none = await runFlash(['recipe', 'ledvanse', 'outdor', '--recipes', dir, '--yes'], { env });
   assert.equal(none.code, 2);
-  assert.match(none.stderr, /no device in cloudcutter's list matches "ledvanse outdor"[\s\S]*nearest: LEDVANCE SmartPlus AC31267 Outdoor Plug/);
+  assert.match(none.stderr, /no device in cloudcutter's list matches "ledvanse outdor"[\s\S]*did you mean one of these\?\n\s+LEDVANCE SmartPlus AC31267 Outdoor Plug/);
 });
 
 test('an existing recipe is never overwritten with --yes, and only when the user says so otherwise', async () => {
@@ -106,8 +106,10 @@ test('an existing recipe is never overwritten with --yes, and only when the user
   fs.appendFileSync(file, '# my own notes\n');
   const before = fs.readFileSync(file, 'utf8');
   const r = await runFlash(['recipe', 'kmc-30153-smart-plug-mini', '--recipes', dir, '--yes'], { env });
-  assert.equal(r.code, 2);
-  assert.match(r.stderr, /already exists, and --yes never overwrites a recipe/);
+  // Nobody to ask: the question's answer is its default, said as such, and nothing is written.
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stdout, /exists\. Overwrite it\? → no \(--yes: nobody is asked\)/);
+  assert.match(r.stdout, /nothing was written: move \S+ away, or write elsewhere with --recipes DIR/);
   const user = virtualUser(undefined);
   const kept = await runInProcess(['recipe', 'kmc-30153-smart-plug-mini', '--recipes', dir], env, user);
   assert.equal(kept.code, 1, kept.out);

@@ -5,14 +5,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startSimPlug, PIN_OPTIONS, type Wiring } from './sim/plug.ts';
 import { virtualUser } from './virtual-user.ts';
-import { checkPins, type PinResult } from '../flash.ts';
+import { checkPins, UNFOUND_ANSWERS, type PinResult } from '../flash.ts';
 
 /** checkPins on these recipe pins; the relays in `closedAtStart` are set first (by the pin scanner, as a user
  *  could). */
-async function pinCheck(wiring: Wiring, pins: Record<string, string>, closedAtStart: number[] = []):
-Promise<{ results: Record<string, PinResult>; said: string[] }> {
+async function pinCheck(wiring: Wiring, pins: Record<string, string>, closedAtStart: number[] = [], waitMs?: number,
+  o: { user?: Parameters<typeof virtualUser>[1]; searchMs?: number } = {}):
+Promise<{ results: Record<string, PinResult>; said: string[]; asked: string[] }> {
   const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan', mdnsInterface: false, wiring });
-  const user = virtualUser(sim);
+  const user = virtualUser(sim, o.user);
   const said: string[] = [];
   try {
     const scan = async (pin: string, mode: string) => {
@@ -25,9 +26,10 @@ Promise<{ results: Record<string, PinResult>; said: string[] }> {
       await sim.waitForHardware((hw) => hw.relays[n]);
       await scan(wiring.latching![n].set, 'INPUT');
     }
-    const results = await checkPins({ base: sim.url, pins, ask: async (q) => String(await user.answer(q)),
+    const results = await checkPins({ base: sim.url, pins, waitMs, searchMs: o.searchMs,
+      ask: async (q) => String(await user.answer(q)),
       say: (line) => (said.push(line), user.read(`${line}\n`)) });
-    return { results: Object.fromEntries(results.map((r) => [r.fn, r])), said };
+    return { results: Object.fromEntries(results.map((r) => [r.fn, r])), said, asked: user.asked.map((q) => q.id) };
   } finally {
     user.stop();
     await sim.close();
@@ -53,15 +55,48 @@ test('a latching relay whose set pin the recipe has wrong: the announced click d
       'already open: resetting it again is silent');
   });
 
-test('wall switches: the user flips the one the question names; inputs wired the other way round fail', async () => {
+test('wall switches: the user flips the one flash.ts names, the flip answers; inputs wired the other way round fail ' +
+  'only once the user says they flipped it', async () => {
   const pins = { wall_switch1: 'P24', wall_switch2: 'P26' };
   const good = await pinCheck({ wallSwitches: { P24: 1, P26: 2 } }, pins);
   assert.deepEqual([good.results.wall_switch1.saw, good.results.wall_switch2.saw], ['flip seen', 'flip seen']);
   // The board has them swapped: flash.ts reads switch 2's input while the user flips switch 1, and the other way.
-  const swapped = await pinCheck({ wallSwitches: { P24: 2, P26: 1 } }, pins);
+  // (The user flips at once: the pin nobody flipped is asked about after 2 s instead of a person's 30.)
+  const swapped = await pinCheck({ wallSwitches: { P24: 2, P26: 1 } }, pins, [], 2000);
   assert.deepEqual([swapped.results.wall_switch1.saw, swapped.results.wall_switch2.saw],
     ['no change seen', 'no change seen']);
+  assert.ok(swapped.said.some((l) => /^Flip the wall switch 1 now: reading P24/.test(l)), swapped.said.join('\n'));
   // One switch closed at rest: a flip is a change all the same (up, not down).
   const closed = await pinCheck({ wallSwitches: { P26: 1 }, closedSwitches: ['P26'] }, { wall_switch: 'P26' });
   assert.equal(closed.results.wall_switch.saw, 'flip seen');
+});
+
+test('a button press answers by itself; a user who had not pressed yet is watched again, and the recipe is not blamed',
+  async () => {
+    // The first time, the user looks away: after the wait flash.ts asks, and "not yet" watches the same pin again.
+    const late = await pinCheck({ button: 'P8' }, { button: 'P8' }, [], 1500,
+      { user: { acts: (_what, times) => (times === 1 ? 'nothing' : 'do it') } });
+    assert.deepEqual(late.asked, ['press_button']);
+    assert.deepEqual([late.results.button.ok, late.results.button.saw], [true, 'press seen']);
+    assert.equal(late.said.filter((l) => /Press and release the plug's button now: reading P8/.test(l)).length, 2);
+    assert.ok(!late.said.some((l) => /looking for/.test(l)), 'no search: the user had not pressed');
+  });
+
+test('a button on another pin: only "I pressed it" starts the search, which says what it does and finds it', async () => {
+  const { results, asked, said } = await pinCheck({ button: 'P7' }, { button: 'P8', relay: 'P24' }, [], 1500);
+  assert.deepEqual(asked.filter((id) => id !== 'pin_relay'), ['press_button', 'found_button']);
+  assert.ok(said.some((l) => /looking for the plug's button on the other pins \(\d+, 3 s each\): press it again and again/
+    .test(l)), said.join('\n'));
+  assert.ok(said.some((l) => /reading P7 \(\d+ of \d+\)/.test(l)));
+  assert.deepEqual([results.button.ok, results.button.saw, results.button.foundOn], [false, 'it is on P7', 'P7']);
+});
+
+test('a button no pin sees: the user decides whether the recipe is wrong, or skips the check', async () => {
+  // A board whose button is not wired to the chip at all (a TuyaMCU device's, say).
+  const wrong = await pinCheck({}, { button: 'P8' }, [], 1000, { searchMs: 200 });
+  assert.deepEqual(wrong.asked, ['press_button', 'unfound_button']);
+  assert.deepEqual([wrong.results.button.ok, wrong.results.button.saw], [false, 'no pin saw it']);
+  const skipped = await pinCheck({}, { button: 'P8' }, [], 1000,
+    { searchMs: 200, user: { overrides: { unfound_button: UNFOUND_ANSWERS.skip } } });
+  assert.deepEqual([skipped.results.button.ok, skipped.results.button.skipped], [true, true]);
 });

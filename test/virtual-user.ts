@@ -5,10 +5,11 @@
 // It also reads what flash.ts prints: told to put the plug into AP mode, it does the button dance
 // (which takes the plug its time), as a person holding the plug would; told that a latching relay is first put the
 // other way ("resetting the relay first"), it does not count that click, only what it sees after "pulsing <fn> now".
-// Asked to flip a wall switch, it flips the one the question names (wall switch N), as a person would: if the
-// recipe has the pin wrong, flash.ts reads a pin nobody flipped.
+// Told to press a button or flip a wall switch, it does it to the one the line names (button N, wall switch N), as a
+// person would: if the recipe has the pin wrong, flash.ts reads a pin nobody touched. Told to press it again and
+// again while flash.ts looks for it, it keeps pressing (about once a second) until flash.ts asks or says it is done.
 import { PassThrough } from 'node:stream';
-import type { Question } from '../flash.ts';
+import { UNFOUND_ANSWERS, UNSEEN_ANSWERS, type Question } from '../flash.ts';
 import type { SimPlug } from './sim/plug.ts';
 
 export type Answer = string | boolean;
@@ -23,6 +24,8 @@ export interface VirtualUser {
   screen: (text: string) => void;
   /** What flash.ts prints (not the prompts): the user acts on instructions it reads there. */
   read: (text: string) => void;
+  /** The buttons pressed and switches flipped, as the user was told to (by the words flash.ts used). */
+  did: string[];
   onQuestion: (q: Question) => void;
   /** What this user answers to `q` (doing what it takes first: pressing, flipping), without a terminal. */
   answer: (q: Question) => Promise<Answer>;
@@ -48,7 +51,12 @@ export function keysFor(q: Question, answer: Answer): string {
 }
 
 export function virtualUser(sim: SimPlug | undefined,
-  opts: { overrides?: Record<string, Override>; log?: (line: string) => void } = {}): VirtualUser {
+  opts: {
+    overrides?: Record<string, Override>;
+    log?: (line: string) => void;
+    /** Told to press or flip: what this user does (by default, does it). 'nothing': looks away the first time. */
+    acts?: (instruction: string, times: number) => 'do it' | 'nothing';
+  } = {}): VirtualUser {
   // What the user saw since the last question: the relay clicking, LEDs (by colour) turning on.
   const seen = new Set<string>();
   let last = sim ? JSON.stringify(sim.hardware) : '';
@@ -68,6 +76,63 @@ export function virtualUser(sim: SimPlug | undefined,
     last = JSON.stringify(now);
   }, 20);
   watch?.unref();
+
+  /** The pin of the button or wall switch flash.ts's words name, on the simulated board. */
+  function pinNamed(which: string, reading: string): string | undefined {
+    if (!sim) return undefined;
+    const byNumber = (map: Record<string, number> | undefined, n: number) =>
+      Object.entries(map ?? {}).find(([, b]) => b === n)?.[0];
+    const wall = /^the wall switch(?: (\d+))?/.exec(which);
+    if (wall) {
+      const switches = Object.entries(sim.wiring.wallSwitches ?? {});
+      const named = !wall[1] && switches.length === 1 ? switches[0][0] : byNumber(sim.wiring.wallSwitches, Number(wall[1] ?? 1));
+      // A board without that switch: the one on the pin read, if there is one there.
+      return named ?? (switches.some(([p]) => p === reading) ? reading : undefined);
+    }
+    if (which === "the plug's button") return sim.wiring.button;
+    if (which === 'the reset button') return sim.wiring.resetButton;
+    if (which === 'the button for all sockets') return byNumber(sim.buttons, 0);
+    const key = /^key (\d+)/.exec(which);
+    if (key) return byNumber(sim.wiring.keys ?? sim.buttons, Number(key[1]));
+    const button = /^button (\d+)/.exec(which);
+    return button ? byNumber(sim.buttons, Number(button[1])) : undefined;
+  }
+  const did: string[] = [];
+  const told = new Map<string, number>();
+  let lastAct: 'do it' | 'nothing' = 'do it';
+  /** Presses the button or flips the switch it was told to (after the time a hand takes to get there). */
+  function act(verb: 'Press' | 'Flip', which: string, reading: string): void {
+    const instruction = `${verb} ${which}`;
+    const times = (told.get(instruction) ?? 0) + 1;
+    told.set(instruction, times);
+    lastAct = opts.acts?.(instruction, times) ?? 'do it';
+    if (lastAct === 'nothing' || !sim) return;
+    const pin = pinNamed(which, reading);
+    opts.log?.(`[virtual user] ${instruction} (${pin ?? 'not on this board'})`);
+    did.push(instruction);
+    setTimeout(() => {
+      if (!pin) return;
+      if (verb === 'Flip') sim.flipSwitch(pin);
+      else sim.pressButton(150, pin).catch(() => {});
+    }, 50).unref();
+  }
+  /** Pressing again and again while flash.ts reads one pin after another; paused while a question is on screen. */
+  let searching: { pin?: string; timer: NodeJS.Timeout } | undefined;
+  let questionOpen = false;
+  function startSearching(which: string): void {
+    stopSearching();
+    const pin = pinNamed(which, '');
+    opts.log?.(`[virtual user] presses ${which} again and again (${pin ?? 'not on this board'})`);
+    const timer = setInterval(() => {
+      if (!questionOpen && pin && sim) sim.pressButton(150, pin).catch(() => {});
+    }, 900);
+    timer.unref();
+    searching = { pin, timer };
+  }
+  function stopSearching(): void {
+    if (searching) clearInterval(searching.timer);
+    searching = undefined;
+  }
 
   const input = Object.assign(new PassThrough(), { isTTY: true, setRawMode: () => input });
   let drawn = '';
@@ -94,31 +159,11 @@ export function virtualUser(sim: SimPlug | undefined,
       const mine = q.choices?.find((c) => c.includes(sim.mac.match(/../g)!.join(':')));
       if (mine) return mine;
     }
-    if (q.id.startsWith('press_') && sim) {
-      // The button the question names: the plug's (button 1), "the button for all sockets" (0), button N, key N or
-      // the reset button.
-      const fn = q.id.slice('press_'.length);
-      const n = fn === 'button' ? undefined : fn === 'button_all' ? 0 : Number(fn.replace(/^\D+/, ''));
-      const byNumber = (map: Record<string, number> | undefined) =>
-        Object.entries(map ?? {}).find(([, b]) => b === n)?.[0];
-      const pin = fn === 'button_reset' ? sim.wiring.resetButton
-        : fn.startsWith('key') && sim.wiring.keys ? byNumber(sim.wiring.keys) : byNumber(sim.buttons);
-      await sim.pressButton(150, pin);
-      seen.clear();
-      return true;
-    }
-    if (q.id.startsWith('flip_') && sim) {
-      // Wall switch N (the only one, or number 1, for "wall_switch"); a board without it: the one on the pin read.
-      const fn = q.id.slice('flip_'.length);
-      const n = Number(fn.replace(/^\D+/, '') || 1);
-      const switches = Object.entries(sim.wiring.wallSwitches ?? {});
-      const named = switches.length === 1 && fn === 'wall_switch' ? switches[0][0]
-        : switches.find(([, k]) => k === n)?.[0];
-      const pin = named ?? /reading (P\d+)/.exec(q.message)?.[1];
-      if (pin && switches.some(([p]) => p === pin)) sim.flipSwitch(pin);
-      seen.clear();
-      return true;
-    }
+    // No press (or flip) showed in time: this user says whether it did what it was told.
+    if (/^(press|flip)_/.test(q.id)) return lastAct === 'nothing' ? UNSEEN_ANSWERS.again : UNSEEN_ANSWERS.done;
+    // A press showed on another pin while it was pressing: it was its own if that pin is the button's.
+    if (q.id.startsWith('found_') && sim) return /showed on (P\d+)/.exec(q.message)?.[1] === searching?.pin;
+    if (q.id.startsWith('unfound_')) return UNFOUND_ANSWERS.wrong;
     if (q.kind === 'confirm') return q.default ?? true;
     throw new Error(`virtual user has no answer for ${q.id}: ${q.message}`);
   }
@@ -154,14 +199,21 @@ export function virtualUser(sim: SimPlug | undefined,
         }
         // A latching relay's question is about the pulse after this line: the click before it was the other pin's.
         if (/^\s*pulsing \w+ \(P\d+\) now/.test(line)) lookAfresh();
+        const told = /(Press and release|Flip) (.+?) now: reading (P\d+)/.exec(line);
+        if (told) act(told[1] === 'Flip' ? 'Flip' : 'Press', told[2], told[3]);
+        const search = /looking for (.+?) on the other pins .*press it again and again/.exec(line);
+        if (search) startSearching(search[1]);
+        if (/ is on P\d+, not P\d+| no pin saw /.test(line)) stopSearching();
         if (/Put the plug into AP mode/i.test(line) && sim) {
           opts.log?.('[virtual user] puts the plug into AP mode');
           sim.enterApMode().catch(() => { /* not on the stock firmware any more: nothing happens */ });
         }
       }
     },
+    did,
     onQuestion(q) {
       asked.push(q);
+      questionOpen = true;
       drawn = '';
       opts.log?.(`[virtual user] ${q.message}`);
       void (async () => {
@@ -170,16 +222,25 @@ export function virtualUser(sim: SimPlug | undefined,
         await new Promise((r) => setTimeout(r, 10)); // the prompt listens for keys once it has drawn
         opts.log?.(`[virtual user] → ${answer}`);
         input.write(keysFor(q, answer));
+        questionOpen = false;
+        if ((q.id.startsWith('found_') && answer === true) || q.id.startsWith('unfound_')) stopSearching();
       })().catch((e) => {
         // A question this user cannot answer: the test fails on its timeout, saying which one.
         opts.log?.(`[virtual user] ${(e as Error).message}`);
         process.emitWarning(`virtual user: ${(e as Error).message}`);
       });
     },
-    answer(q) {
+    async answer(q) {
       asked.push(q);
-      return decide(q);
+      questionOpen = true;
+      const answer = await decide(q);
+      questionOpen = false;
+      if ((q.id.startsWith('found_') && answer === true) || q.id.startsWith('unfound_')) stopSearching();
+      return answer;
     },
-    stop: () => watch && clearInterval(watch),
+    stop: () => {
+      if (watch) clearInterval(watch);
+      stopSearching();
+    },
   };
 }

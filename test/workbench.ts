@@ -115,7 +115,8 @@ export async function runInProcess(argv: string[], env: NodeJS.ProcessEnv, user?
   const show = (t: string) => { out += t; echo?.(t); user?.read(t); };
   // The prompts draw with cursor movements: a terminal echo gets them as drawn, the captured text without.
   const draw = (t: string) => { out += plainText(t); echo?.(t); };
-  process.env = { NO_COLOR: '1', ...env };
+  // Wide: what a test reads is flash.ts's words, not how an 80-column terminal folds them (that has tests of its own).
+  process.env = { NO_COLOR: '1', COLUMNS: '1000', ...env };
   io.out = show;
   io.err = show;
   if (user) {
@@ -137,7 +138,7 @@ export async function runInProcess(argv: string[], env: NodeJS.ProcessEnv, user?
 /** flash.ts as a child in its own process group, so a test can kill it and everything it started. */
 export function startChild(args: string[], env: NodeJS.ProcessEnv, reader?: { read(text: string): void }):
   { child: ChildProcess; output: () => string; waitFor: (re: RegExp, ms?: number) => Promise<void>; exited: Promise<number> } {
-  const child = spawn(process.execPath, ['--import', TSX, FLASH, ...args], { cwd: ROOT, env: { ...env, NO_COLOR: '1' }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', TSX, FLASH, ...args], { cwd: ROOT, env: { COLUMNS: '1000', ...env, NO_COLOR: '1' }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const waiters: { re: RegExp; resolve: () => void }[] = [];
   const feed = (d: Buffer) => {

@@ -305,6 +305,10 @@ function buildRecipeSchema() {
         description: "The pins are read from the plug's own flash (Tuya's storage) once Kickstart runs, and written " +
           'here with the template: `flash.ts recipe --profile LABEL --name NAME` writes such a recipe.',
       }),
+      tuya: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).optional().meta({
+        description: "Tuya's pin configuration (user_param_key) keys this recipe was made from, as `flash.ts recipe` " +
+          "writes them: a flash run compares the plug's own with them key by key (a level as well as a pin).",
+      }),
       pins: z.record(z.string().regex(/^[a-z][a-z0-9_]*$/), PinName).meta({
         description: 'Function -> BK7231 pin (one the board routes out); each becomes the substitution ' +
           '<function>_pin. --check-pins has you press button*/key* and watch the rest (relay*, light channels red ' +
@@ -2065,25 +2069,40 @@ export function parsePortalConfig(text: string): { mac: string; ssids: string[] 
 
 /** Saves the plug's whole 2 MiB flash through Kickstart before anything overwrites it. */
 async function backupFlash(ctx: Ctx): Promise<void> {
-  const size = 2 * 1024 * 1024;
-  const chunk = 256 * 1024;
   const file = path.join(ctx.opts.out, '.flash', `backup-${ctx.deviceName}-${macKey(ctx.facts.mac) ?? 'unknown'}.bin`);
-  const retry = `retry: ${rerun(ctx.opts, '--from kickstart --backup-flash')}`;
   const base = await reachKickstart(ctx, 'kickstart');
-  const parts: Buffer[] = [];
-  for (let off = 0; off < size; off += chunk) {
-    const res = await request('GET', `${base}/hub/flash_read?offset=${off}&length=${chunk}`);
-    if (res.status !== 200)
-      throw new Failure(`reading the flash at ${off} failed: HTTP ${res.status}`, retry);
-    parts.push(res.body);
-  }
-  const data = Buffer.concat(parts);
-  if (data.length !== size)
-    throw new Failure(`flash backup came back with ${data.length} bytes, expected ${size}`, retry);
+  const retry = `retry: ${rerun(ctx.opts, '--from kickstart --backup-flash')}`;
+  const data = await withSpinner("saving the plug's whole flash (2 MiB: about 20 s over Wi-Fi)",
+    readFlash(base, 0, FLASH_SIZE, ctx.scope.signal).catch((e) => {
+      throw e instanceof Failure ? new Failure(e.message, retry) : e;
+    }));
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(`${file}.tmp`, data);
   fs.renameSync(`${file}.tmp`, file);
   print(`    ${ok()} saved the plug's flash (2 MiB) to ${shown(file)}`);
+}
+
+/** The size of a BK7231T/N's flash. */
+const FLASH_SIZE = 2 * 1024 * 1024;
+
+/**
+ * `length` bytes of the plug's flash from `offset`, through Kickstart's /hub/flash_read, in parts of 32 KiB (each
+ * retried on its own: over Wi-Fi a 2 MiB read takes about 20 s, and one dropped connection must not restart it). The
+ * hub checks nothing of the range: a part that comes back short is a failure, not data.
+ */
+export async function readFlash(base: string, offset: number, length: number, signal?: AbortSignal):
+  Promise<Buffer> {
+  const part = 0x8000;
+  const parts: Buffer[] = [];
+  for (let at = offset; at < offset + length; at += part) {
+    const n = Math.min(part, offset + length - at);
+    const res = await request('GET', `${base}/hub/flash_read?offset=${at}&length=${n}`, { signal });
+    if (res.status !== 200 || res.body.length !== n)
+      throw new Failure(`reading the plug's flash at 0x${at.toString(16)} failed: HTTP ${res.status}, ` +
+        `${res.body.length} of ${n} bytes`);
+    parts.push(res.body);
+  }
+  return Buffer.concat(parts);
 }
 
 /** What the plug's own flash said of its wiring (kept in the journal: read once). */
@@ -2119,10 +2138,13 @@ async function checkPlugWiring(ctx: Ctx): Promise<void> {
     `cannot be mapped: ${plug.reason}; going on with the recipe's pins`);
   const pins = Object.fromEntries(plug.mapping.pins.map((p) => [p.fn, p.pin]));
   if (fromPlug(ctx.recipe)) return usePlugWiring(ctx, plug, 'the pins come from the plug');
-  const differences = wiringDifferences(ctx.recipe.pins, pins);
+  // A generated recipe keeps the keys it was made from: compared key by key, a level counts as much as a pin.
+  const differences = [...wiringDifferences(ctx.recipe.pins, pins),
+    ...(ctx.recipe.tuya ? tuyaKeyDifferences(ctx.recipe.tuya, plug.mapping.keys) : [])];
   if (!differences.length)
-    return print(`    ${ok()} the plug's own wiring (Tuya's storage on its flash) is the recipe's: ` +
-      Object.entries(ctx.recipe.pins).map(([fn, pin]) => `${fn} ${pin}`).join(', '));
+    return print(`    ${ok()} the plug's own wiring (Tuya's storage on its flash) is the recipe's` +
+      `${ctx.recipe.tuya ? ', key by key' : ''}: ` + Object.entries(ctx.recipe.pins).map(([fn, pin]) => `${fn} ${pin}`)
+      .join(', '));
   const beside = writePlugVersion(ctx, plug);
   print(`    ${c.red('✗')} the plug's own wiring (Tuya's storage on its flash) differs from the recipe:`);
   for (const d of differences) print(`      ${d}`);
@@ -2147,20 +2169,8 @@ async function checkPlugWiring(ctx: Ctx): Promise<void> {
 async function readPlugWiring(ctx: Ctx): Promise<PlugWiring> {
   const base = await reachKickstart(ctx, 'kickstart');
   const { offset, length } = TUYA_STORAGE_WINDOW;
-  const part = 0x8000;
-  const read = async () => {
-    const parts: Buffer[] = [];
-    for (let off = offset; off < offset + length; off += part) {
-      const res = await request('GET', `${base}/hub/flash_read?offset=${off}&length=${part}`);
-      if (res.status !== 200 || res.body.length !== part)
-        throw new Failure(`reading the plug's flash at 0x${off.toString(16)} failed: HTTP ${res.status}` +
-          `, ${res.body.length} of ${part} bytes`, `retry: ${rerun(ctx.opts, '--from kickstart')}`);
-      parts.push(res.body);
-    }
-    return Buffer.concat(parts);
-  };
   const flash = await withSpinner(`reading the plug's own wiring (Tuya's storage: ${length / 1024} KiB of its flash)`,
-    read());
+    readFlash(base, offset, length, ctx.scope.signal));
   const storage = readTuyaStorage(flash, offset);
   if (!storage.found) return { found: false, why: `no Tuya storage on its flash (${storage.why})` };
   for (const p of storage.problems) print(`    ${warn()} Tuya's storage: ${p}`);
@@ -2207,6 +2217,19 @@ export function wiringDifferences(recipe: Record<string, string>, plug: Record<s
     if (pins(mine) !== pins(theirs)) out.push(`${role}: recipe ${pins(mine)}, plug ${pins(theirs)}`);
   }
   return out;
+}
+
+/**
+ * How the wiring keys of the plug's configuration differ from those a recipe was made from (its `tuya:`), key by
+ * key: "rl1_lv: recipe 1, plug 0". Keys of how the firmware behaves (power-on state, PWM frequency) do not count. Pure.
+ */
+export function tuyaKeyDifferences(recipe: Record<string, unknown>, plug: Record<string, unknown>): string[] {
+  const keys = [...new Set([...Object.keys(recipe), ...Object.keys(plug)])].filter((k) => WIRING_KEY.test(k)).sort();
+  const text = (v: unknown) => (v === undefined ? 'none' : String(v));
+  // A level not written is active high, as Tuya's firmware reads it.
+  const value = (k: string, v: unknown) => text(v === undefined && k.endsWith('_lv') ? 1 : v);
+  return keys.filter((k) => value(k, recipe[k]) !== value(k, plug[k]))
+    .map((k) => `${k}: recipe ${text(recipe[k])}, plug ${text(plug[k])}`);
 }
 
 /** Writes the plug's version of the recipe (and its template) beside the recipe; never over it. */
@@ -2461,18 +2484,20 @@ export async function checkPins(o: {
   // Buttons and wall switches are read live while the user acts: what the pin does answers, not a key press.
   const events = await openPinEvents(o.base, o.signal);
   try {
-    const watch = async (pin: string, want: 'LOW' | 'change', millis: number) => {
+    // The pin is read before the user is told to act: a quick hand must not beat the pin scanner.
+    const watch = async (pin: string, want: 'LOW' | 'change', millis: number, tell: () => void) => {
       const mark = events.mark();
       await scan.pin(pin);
       await scan.mode('INPUT_PULLUP');
+      tell();
       return events.seen(mark, BK7231_PINS[pin], want, millis, o.signal);
     };
     /** Watches `pin` until the user's action shows; when it does not, asks them (them only) what happened. */
     const awaitAction = async (fn: string, pin: string, want: 'LOW' | 'change', doIt: string, noun: string,
       how = '') => {
       for (;;) {
-        o.say(`${doIt} now: reading ${pin} (for up to ${seconds(waitMs)}${how})`);
-        if (await watch(pin, want, waitMs)) return 'seen';
+        if (await watch(pin, want, waitMs, () => o.say(`${doIt} now: reading ${pin} (for up to ${seconds(waitMs)}${how})`)))
+          return 'seen';
         const answer = await o.ask({ id: `${want === 'LOW' ? 'press' : 'flip'}_${fn}`, kind: 'select',
           message: `No ${noun} showed on ${pin} within ${seconds(waitMs)}. What happened?`,
           choices: Object.values(UNSEEN_ANSWERS) });
@@ -2512,8 +2537,8 @@ export async function checkPins(o: {
         o.say(`looking for ${which} on the other pins (${others.length}, ${seconds(searchMs)} each): press it ` +
           'again and again, about once a second, until it is found');
         for (const [i, other] of others.entries()) {
-          o.say(`  reading ${other} (${i + 1} of ${others.length})`);
-          if (!(await watch(other, 'LOW', searchMs))) continue;
+          if (!(await watch(other, 'LOW', searchMs, () => o.say(`  reading ${other} (${i + 1} of ${others.length})`))))
+            continue;
           const yours = await o.ask({ id: `found_${fn}`, kind: 'confirm', default: true,
             message: `A press showed on ${other}, not on ${pin} as the recipe says. Was that you pressing ${which}?` });
           if (yours === 'true') {
@@ -3701,6 +3726,8 @@ export interface Mapping {
   remarks: string[];
   /** The kinds of hardware found, in HARDWARE's words (for the recipe command's summary). */
   kinds: string[];
+  /** The keys of the configuration the mapping read, with their values (the recipe keeps them as `tuya:`). */
+  keys: Record<string, string | number | boolean>;
   /** Keys not used, as comment lines (wiring first). */
   unmapped: string[];
   unmappedKeys: string[];
@@ -3949,13 +3976,19 @@ export function mapTuya(config: TuyaConfig): Mapping {
   const subs: [string, string | number][] = [['device_name', deviceName(config.slug)],
     ['friendly_name', config.title], ['default_state', defaultState], ['board', board], ...out.subs];
   const unmappedKeys = Object.keys(config.keys).filter((k) => !t.used.has(k) && !HOUSEKEEPING.test(k)).sort();
+  const keys = Object.fromEntries([...t.used].filter((k) => t.has(k)).sort().map((k) => [k, tuyaValue(config.keys[k])]));
   const hasButton = out.pins.some((p) => pinRole(p.fn) === 'button');
   return {
     mcu, board, boardNote, pins: out.pins, subs, sections: out.sections, notes: out.notes,
-    remarks: out.remarks, kinds: kinds.map((k) => k.kind), unmappedKeys,
+    remarks: out.remarks, kinds: kinds.map((k) => k.kind), unmappedKeys, keys,
     unmapped: unmappedLines(unmappedKeys, config.keys),
     apMode: bulb ? AP_MODE.light : hasButton ? AP_MODE.button : AP_MODE.cycle,
   };
+}
+
+/** A key's value as a recipe keeps it: numbers and words as they are, anything else as its JSON text. */
+function tuyaValue(v: unknown): string | number | boolean {
+  return typeof v === 'number' || typeof v === 'boolean' || typeof v === 'string' ? v : JSON.stringify(v);
 }
 
 /**
@@ -4195,6 +4228,9 @@ function mapPulseEnergy(t: TuyaKeys, out: Collector, chip: 'BL0937' | 'HLW8012')
   const missing = ['ele_pin', 'vi_pin', 'sel_pin_pin'].find((k) => !t.has(k));
   if (missing) throw new Refusal(`energy metering (${chip}) without ${missing}`, missing);
   const bl = chip === 'BL0937';
+  if (!bl && t.num('sel_pin_lv') === 1)
+    out.remarks.push('HLW8012 with sel_pin_lv 1: SEL is not inverted, as ESPHome drives it high to read current, as ' +
+      'the HLW8012 does (upk2esphome inverts it, which reads the voltage as current)');
   const shunt = t.num('resistor') ?? t.num('sample_resistor') ?? 1; // milliohm
   out.add('sensor', { platform: 'hlw8012', model: chip,
     // CF and CF1 inverted on the BL0937, as upk2esphome does.
@@ -4549,13 +4585,20 @@ function deviceName(slug: string): string {
  * The unmapped keys as comment lines: wiring first (pins a person may want to add by hand), then the rest with
  * numbered families (irk1fun … irk31fun) folded into one word.
  */
+/**
+ * Tuya's keys that say how the board is wired, not how the firmware behaves: pins and their levels, what sits on them
+ * (an LED driver, an energy chip, the module), wall-switch inputs, the infrared pins.
+ */
+const WIRING_KEY = new RegExp('pin$|_lv$|^(ir|infre|infrr|SCL|CS|MISO|miso|mosi|cmod|dmod|chip_type|module|' +
+  'iic[rgbcw]|iicscl|iicsda|ele_rx|ele_tx|onoff\\d+|cwtype|netled_reuse)$', 'i');
+
 function unmappedLines(keys: string[], cfg: Record<string, unknown>): string[] {
   // A long value (an infrared code table, a colour scene list) is cut: the comment is a pointer, not a copy.
   const show = (k: string) => {
     const value = JSON.stringify(cfg[k]);
     return `${k}=${value.length > 40 ? `${value.slice(0, 36)}…(${value.length})` : value}`;
   };
-  const wiring = keys.filter((k) => /pin$|_lv$|^(ir|infre|infrr|SCL|CS|MISO|miso|mosi)$/i.test(k));
+  const wiring = keys.filter((k) => WIRING_KEY.test(k));
   const families = new Map<string, string[]>();
   for (const k of keys.filter((x) => !wiring.includes(x)))
     families.set(k.replace(/\d+/g, 'N'), [...(families.get(k.replace(/\d+/g, 'N')) ?? []), k]);
@@ -4661,9 +4704,23 @@ function recipeText(config: TuyaConfig, m: Mapping, origin: RecipeOrigin, schema
     ...m.subs.map(([k, v]) => `  ${k}: ${scalar(v)}${k === 'board' && m.boardNote ? `  # ${m.boardNote}` : ''}`),
     ...(m.remarks.length ? ['# About this mapping:'] : []),
     ...m.remarks.flatMap((r) => r.startsWith('  ') ? [`#   ${r}`] : wrap(r, 112).map((l, i) => `#   ${i ? '  ' : ''}${l}`)),
+    ...(Object.keys(m.keys).length ? ["# Tuya's keys it was made from: a flash run compares the plug's own with them.",
+      ...tuyaLines(m.keys)] : []),
     ...(m.unmapped.length ? ['# Tuya keys not mapped (left out of the template):'] : []),
     ...m.unmapped.map((l) => `#   ${l}`),
   ].join('\n') + '\n';
+}
+
+/** The recipe's `tuya:` line(s): one flow mapping, a key and its value never split between lines. */
+function tuyaLines(keys: Record<string, string | number | boolean>): string[] {
+  const pairs = Object.entries(keys).map(([k, v]) => `${k}: ${typeof v === 'string' ? JSON.stringify(v) : v}`);
+  const lines = ['tuya: {'];
+  pairs.forEach((p, i) => {
+    const piece = `${p}${i < pairs.length - 1 ? ',' : ' }'}`;
+    if (lines[lines.length - 1].length + 1 + piece.length > 116) lines.push(`  ${piece}`);
+    else lines[lines.length - 1] += ` ${piece}`;
+  });
+  return lines;
 }
 
 /** Where the template's sections go, after the common part. */
@@ -5952,7 +6009,8 @@ ${[
     ['--count N', 'flash N plugs from this recipe, named <name>-01, -02, … after the highest in --out'],
     ['--out DIR, -o DIR', `the ESPHome config dir (default ./${DEFAULTS.out})`],
     ['--set KEY=VALUE', 'override a substitution (repeatable), e.g. --set device_name=status-plug-02'],
-    ['--yes, -y', 'never ask; a run that needs an answer is refused before it starts'],
+    ['--yes, -y', 'never ask: a question takes its safe answer, or the run stops there saying how to go on; ' +
+      'a run that needs a person (--check-pins, --manual-wifi) is refused before it starts'],
     ['--cloudcutter DIR', `the tuya-cloudcutter checkout (default ./${DEFAULTS.cloudcutter})`],
     ['--wifi-iface IFACE', 'the Wi-Fi adapter for cloudcutter and Kickstart (default: a free one with AP mode)'],
     ['--device-ip IP[:PORT]', "the plug's LAN address (and web port), where mDNS does not work"],

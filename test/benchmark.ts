@@ -5,6 +5,7 @@
 //   (c) how long after the plug comes online flash.ts notices it (mDNS)
 //   (d) upload throughput to the simulated plug, and this process's peak memory
 //   (e) `flash.ts recipe`'s generator and checks on every cloudcutter device file in test/fixtures
+//   (f) the plug's own wiring: Tuya's storage read through Kickstart at Wi-Fi speed (120 KiB/s), found and decrypted
 // Exits 1 when (a) or (b) misses its target, so a regression shows.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -13,9 +14,29 @@ import path from 'node:path';
 import { startBench, runInProcess } from './workbench.ts';
 import { startSimPlug } from './sim/plug.ts';
 import { makeUF2, FAMILY_ID } from './firmware-files.ts';
-import { discoverDevice, uploadUf2, io, generateRecipe, checkTemplate, substitutionsFor, loadRecipe,
-  type DeviceFile, type ProfileFile } from '../flash.ts';
+import { discoverDevice, uploadUf2, io, generateRecipe, checkTemplate, substitutionsFor, loadRecipe, readFlash,
+  readTuyaStorage, parseTuyaJson, TUYA_STORAGE_WINDOW, type DeviceFile, type ProfileFile } from '../flash.ts';
 import { FLASH, ROOT, TSX, CLOUDCUTTER_API_FIXTURES as API, tempDir } from './helpers.ts';
+
+// (f) what the kickstart step adds to read the plug's wiring: only the window Tuya's storage lies in, at the speed
+// Kickstart serves its flash over Wi-Fi, then the storage found and decrypted.
+async function wiringRead(): Promise<{ kib: number; readMs: number; parseMs: number; keys: number }> {
+  const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan', mdnsInterface: false, flashReadKiBps: 120 });
+  try {
+    const { offset, length } = TUYA_STORAGE_WINDOW;
+    const t = performance.now();
+    const flash = await readFlash(sim.url, offset, length);
+    const readMs = performance.now() - t;
+    const t2 = performance.now();
+    const storage = readTuyaStorage(flash, offset);
+    const parseMs = performance.now() - t2;
+    if (!storage.found) throw new Error(`no storage: ${storage.why}`);
+    const keys = Object.keys(parseTuyaJson(storage.values.user_param_key ?? '{}') as object).length;
+    return { kib: length / 1024, readMs, parseMs, keys };
+  } finally {
+    await sim.close();
+  }
+}
 
 const progress = (line: string) => process.stderr.write(`  … ${line}\n`);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -203,4 +224,8 @@ const total = gen.perDevice.reduce((a, b) => a + b, 0);
 console.log(`(e) recipe generation       ${gen.devices} device files (${gen.written} recipes, ` +
   `${gen.devices - gen.written} refused) in ${Math.round(total)} ms: median ${median(gen.perDevice).toFixed(1)} ms, ` +
   `max ${Math.max(...gen.perDevice).toFixed(1)} ms per device, generated, written and checked`);
+progress('(f) the plug\'s own wiring, read at 120 KiB/s');
+const wiring = await wiringRead();
+console.log(`(f) the plug's own wiring    ${wiring.kib} KiB read in ${secs(wiring.readMs)} at 120 KiB/s (Kickstart over ` +
+  `Wi-Fi), Tuya's storage found and decrypted in ${wiring.parseMs.toFixed(1)} ms: ${wiring.keys} pin keys`);
 process.exit(ratio <= 0.65 && startRatio <= 1.15 ? 0 : 1);

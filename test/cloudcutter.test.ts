@@ -219,8 +219,9 @@ describe('doctor', { concurrency: true }, () => {
       assert.match(table.get('Docker')!.detail, /answering/);
       assert.match(table.get('Wi-Fi adapter')!.detail, /wlan1 supports AP mode/);
       assert.match(table.get('Kickstart firmware')!.detail, new RegExp(`${kickstartFileName('bk7231n')} \\(BK7231N\\)`));
-      assert.match(table.get('cloudcutter profile')!.detail,
-        /1\.1\.8 - BK7231N \/ oem_bk7231n_plug \(oem-bk7231n-plug-1\.1\.8-sdk-2\.3\.1-40\.00\), device minoston-mp22wp-outdoor-plug/);
+      // The recipe names no device: the one cloudcutter is given for the profile is no news to the user.
+      assert.equal(table.get('cloudcutter profile')!.detail,
+        '1.1.8 - BK7231N / oem_bk7231n_plug (oem-bk7231n-plug-1.1.8-sdk-2.3.1-40.00)');
       // Tests run as root here: then no sudo is needed at all; otherwise the fake sudo is there.
       assert.match(table.get('sudo')!.detail, isRoot ? /running as root/ : /available/);
       assert.match(r.stdout, /✓ ready/);

@@ -168,7 +168,9 @@ test('pins: the 21D recipe on a simulated 23A finds the button on P8 and names r
 });
 
 test('--backup-flash saves the plug\'s whole 2 MiB flash from /hub/flash_read, byte for byte', async () => {
-  const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan', mdnsInterface: false });
+  // 2 MiB at the radio's pace is some 17 s: the bench's time scale makes it a fraction of that.
+  const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan', mdnsInterface: false,
+    timeScale: BENCH_TIME_SCALE });
   const world = await makeFakeWorld({});
   const user = virtualUser(sim);
   try {

@@ -8,9 +8,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { startBench, runInProcess, journalOf } from './workbench.ts';
-import { copyRecipes, tempDir } from './helpers.ts';
-import { SEED_WIRING } from './sim/plug.ts';
-import { TUYA_STORAGE_WINDOW } from '../flash.ts';
+import { copyRecipes, fixtureDevices, fixtureProfile, tempDir } from './helpers.ts';
+import { SEED_WIRING, wiringFromDevice } from './sim/plug.ts';
+import { typicalTuyaValues } from './sim/tuya-storage.ts';
+import { TUYA_STORAGE_WINDOW, generateRecipe, tuyaKeyDifferences } from '../flash.ts';
 
 /** The Status 23A, but a board revision whose relay moved from P24 to P26. */
 const MOVED = { ...SEED_WIRING.bk7231n, relay: 'P26' };
@@ -118,4 +119,34 @@ test('a plug nobody listed: `recipe --profile --name` writes a recipe whose pins
   } finally {
     await b.close();
   }
+});
+
+test('a generated recipe keeps the Tuya keys it was made from, and is held against the plug\'s key by key: a level ' +
+  'that differs stops the run though every pin is the same', async () => {
+  const device = fixtureDevices().find((d) => d.slug === 'minoston-mp22wp-outdoor-plug')!;
+  const made = generateRecipe(device, fixtureProfile(device));
+  assert.ok(made.ok);
+  const dir = tempDir('flash-recipes-');
+  const recipe = path.join(dir, `${made.slug}.yaml`);
+  fs.writeFileSync(recipe, made.recipe);
+  fs.writeFileSync(path.join(dir, `${made.slug}.esphome.yaml`), made.template);
+  assert.deepEqual(YAML.parse(made.recipe).tuya.rl1_lv, 1);
+  // This plug's relay is driven active low: same pins, another level.
+  const keys = { ...device.device_configuration, rl1_lv: 0 };
+  const b = await startBench({ uniqueName: true, mcu: 'bk7231n',
+    sim: { wiring: wiringFromDevice(device), storage: typicalTuyaValues(keys) } });
+  try {
+    const r = await runInProcess([recipe, ...b.args, '--yes'], b.env, b.user);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /differs from the recipe:\n\s+rl1_lv: recipe 1, plug 0\n/);
+    assert.equal(b.sim.uploads.length, 0, 'nothing uploaded');
+  } finally {
+    await b.close();
+  }
+});
+
+test('key by key: only the keys of the wiring count, and a level not written is active high', () => {
+  assert.deepEqual(tuyaKeyDifferences({ rl1_pin: 24, rl1_lv: 1, pmemory: 1, cmod: 'rgbcw' },
+    { rl1_pin: 26, pmemory: 0, cmod: 'rgbc', bt1_pin: 8 }),
+  ['bt1_pin: recipe none, plug 8', 'cmod: recipe rgbcw, plug rgbc', 'rl1_pin: recipe 24, plug 26']);
 });

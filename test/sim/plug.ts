@@ -368,6 +368,11 @@ export interface SimPlugOptions {
   /** Real durations of the Tuya side (AP mode by hand, the reboot into Kickstart) are multiplied by this; default 1. */
   timeScale?: number;
   /**
+   * How fast /hub/flash_read streams, in KiB/s (× timeScale): Kickstart sends 4 KiB blocks over Wi-Fi at about
+   * 100–120 KiB/s, so a whole 2 MiB dump takes some 20 s. Default 120.
+   */
+  flashReadKiBps?: number;
+  /**
    * The MAC the stock firmware reports (the `hid` of its requests, what cloudcutter prints); default:
    * `mac`. Kickstart reads the same TLV data through the Beken SDK, so they agree unless that data is
    * damaged or cloned (OpenBeken #404, PR #2198): give a different one to model that.
@@ -1590,14 +1595,19 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     flashReads.push([offset, length]);
     res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(length), 'Access-Control-Allow-Origin': '*' });
     let pos = 0;
+    // One 4 KiB block at a time, each arriving when the radio would have carried it.
+    const msPerByte = (1000 / 1024 / (opts.flashReadKiBps ?? 120)) * timeScale;
+    const start = Date.now();
     const pump = () => {
-      while (pos < length) {
-        const n = Math.min(4096, length - pos);
-        const ok = res.write(flashRead(offset + pos, n));
-        pos += n;
-        if (!ok) return void res.once('drain', pump);
-      }
-      res.end();
+      if (res.destroyed) return;
+      if (pos >= length) return void res.end();
+      const n = Math.min(4096, length - pos);
+      const due = start + (pos + n) * msPerByte - Date.now();
+      if (due > 0) return void setTimeout(pump, due);
+      const ok = res.write(flashRead(offset + pos, n));
+      pos += n;
+      if (ok) pump();
+      else res.once('drain', pump);
     };
     pump();
   }

@@ -18,6 +18,7 @@
  */
 import { parseArgs } from 'node:util';
 import fs from 'node:fs';
+import tty from 'node:tty';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -603,6 +604,15 @@ async function ask(q: Question, run: Asking): Promise<string> {
     : process.stdout;
   const context = { input: io.input, output, signal: run.scope.signal };
   const validate = (s: string) => (q.validate ? q.validate(s) : s.trim() !== '' || 'required');
+  // A closed terminal ends the prompt's input: the prompt's readline then fails to leave raw mode (EIO) and, with
+  // nobody listening for its errors, would crash flash.ts before its children are stopped. There is no terminal left
+  // to restore: that call is dropped, and the run stops as a hang-up stops it.
+  const input = io.input as NodeJS.ReadableStream & { setRawMode?: (on: boolean) => unknown };
+  const hungUp = () => {
+    input.setRawMode &&= () => input;
+    run.scope.interrupt('SIGHUP');
+  };
+  input.prependOnceListener('end', hungUp);
   try {
     if (q.kind === 'password') return await prompts.password({ message: q.message, mask: '*', validate }, context);
     if (q.kind === 'select')
@@ -615,6 +625,8 @@ async function ask(q: Question, run: Asking): Promise<string> {
     if ((e as Error).name === 'ExitPromptError') run.scope.interrupt('SIGINT');
     if (run.scope.signal.aborted) throw run.scope.signal.reason;
     throw e;
+  } finally {
+    input.removeListener('end', hungUp);
   }
 }
 
@@ -6240,6 +6252,20 @@ async function stopRun(scope: RunScope): Promise<number> {
 // Run as a program (npx tsx flash.ts, ./flash.ts, or an npm bin link to it), not when imported by tests.
 if (process.argv[1] && fs.realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const scope = new RunScope();
-  // A stopped run exits at once: what did not listen to its signal (a socket, a timer) must not keep it alive.
-  runCli(process.argv.slice(2), scope).then((code) => (scope.interrupted ? process.exit(code) : process.exitCode = code));
+  // A closed terminal fails every write (EIO): nobody is left to read it, and the run must still stop its children.
+  for (const stream of [process.stdout, process.stderr])
+    stream.on('error', (e: NodeJS.ErrnoException) => { if (e.code !== 'EIO') throw e; });
+  const terminal = [0, 1, 2].filter((fd) => tty.isatty(fd));
+  runCli(process.argv.slice(2), scope).then((code) => {
+    if (!scope.interrupted) return void (process.exitCode = code);
+    // Node puts the terminal back as it found it on the way out, and aborts (a core dump) when the terminal is gone: a
+    // closed terminal's run ends by the hang-up's own signal, which skips that.
+    if (terminal.some((fd) => !tty.isatty(fd))) {
+      process.removeAllListeners('SIGHUP');
+      process.kill(process.pid, 'SIGHUP');
+      return void setTimeout(() => process.exit(code), 1000);
+    }
+    // A stopped run exits at once: what did not listen to its signal (a socket, a timer) must not keep it alive.
+    process.exit(code);
+  });
 }

@@ -1627,6 +1627,8 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
   const exited = exitOf(child);
   const log = fs.createWriteStream(logPath, { mode: 0o600 });
   const type = (keys: string) => void (child.stdin!.writable && child.stdin!.write(keys));
+  // Ctrl+C in flash.ts's terminal reaches `script` too, which then ends: what is typed after that goes nowhere (EPIPE).
+  child.stdin!.on('error', () => {});
   // Stopped as Ctrl+C in its terminal stops it (its trap hands the adapter back), then by hanging up its terminal.
   const kill = keepChild(scope, child, [[() => type('\x03'), 10_000], [() => child.kill('SIGTERM'), 3000]]);
   let transcript = '';

@@ -1836,7 +1836,8 @@ async function answerCloudcutter(ctx: Ctx, id: (typeof CLOUDCUTTER_QUESTIONS)[nu
  * With nobody to ask, the run stops here, quoting it.
  */
 async function answerUnknown(ctx: Ctx, text: string, type: (keys: string) => void): Promise<void> {
-  const oneKey = /\[[yYnN]\/[yYnN]\]|\(y\/n\)/i.test(text);
+  // One key for `read -n 1` (a y/N question, or "press any key"): an Enter after it would answer the next question.
+  const oneKey = /\[[yYnN]\/[yYnN]\]|\(y\/n\)|press any key/i.test(text);
   const answer = await ask({ id: 'cloudcutter_question', kind: 'input', message: `cloudcutter asks: ${text} ` +
     `(your answer is typed into cloudcutter${oneKey ? ': one key' : ''})`, validate: () => true,
   unanswered: { what: `cloudcutter asked a question flash.ts does not know, and nobody can answer it: "${text}"`,

@@ -6065,7 +6065,12 @@ function keepChild(scope: RunScope, child: import('node:child_process').ChildPro
     for (const [way, patience] of ways) {
       if (gone()) return;
       way();
-      if (await Promise.race([exited.then(() => true), sleep(patience).then(() => false)])) return;
+      // Its patience ends when it exits: a timer left running would keep flash.ts alive that long after its end.
+      const patient = new AbortController();
+      const went = await Promise.race([exited.then(() => true), sleep(patience, patient.signal).then(() => false,
+        () => true)]);
+      patient.abort();
+      if (went) return;
     }
     if (gone()) return;
     child.kill('SIGKILL');

@@ -18,6 +18,7 @@
  */
 import { parseArgs } from 'node:util';
 import fs from 'node:fs';
+import tty from 'node:tty';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -607,6 +608,15 @@ async function ask(q: Question, run: Asking): Promise<string> {
     : process.stdout;
   const context = { input: io.input, output, signal: run.scope.signal };
   const validate = (s: string) => (q.validate ? q.validate(s) : s.trim() !== '' || 'required');
+  // A closed terminal ends the prompt's input: the prompt's readline then fails to leave raw mode (EIO) and, with
+  // nobody listening for its errors, would crash flash.ts before its children are stopped. There is no terminal left
+  // to restore: that call is dropped, and the run stops as a hang-up stops it.
+  const input = io.input as NodeJS.ReadableStream & { setRawMode?: (on: boolean) => unknown };
+  const hungUp = () => {
+    input.setRawMode &&= () => input;
+    run.scope.interrupt('SIGHUP');
+  };
+  input.prependOnceListener('end', hungUp);
   try {
     if (q.kind === 'password') return await prompts.password({ message: q.message, mask: '*', validate }, context);
     if (q.kind === 'select')
@@ -619,6 +629,8 @@ async function ask(q: Question, run: Asking): Promise<string> {
     if ((e as Error).name === 'ExitPromptError') run.scope.interrupt('SIGINT');
     if (run.scope.signal.aborted) throw run.scope.signal.reason;
     throw e;
+  } finally {
+    input.removeListener('end', hungUp);
   }
 }
 
@@ -1619,6 +1631,8 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
   const exited = exitOf(child);
   const log = fs.createWriteStream(logPath, { mode: 0o600 });
   const type = (keys: string) => void (child.stdin!.writable && child.stdin!.write(keys));
+  // Ctrl+C in flash.ts's terminal reaches `script` too, which then ends: what is typed after that goes nowhere (EPIPE).
+  child.stdin!.on('error', () => {});
   // Stopped as Ctrl+C in its terminal stops it (its trap hands the adapter back), then by hanging up its terminal.
   const kill = keepChild(scope, child, [[() => type('\x03'), 10_000], [() => child.kill('SIGTERM'), 3000]]);
   let transcript = '';
@@ -1826,7 +1840,8 @@ async function answerCloudcutter(ctx: Ctx, id: (typeof CLOUDCUTTER_QUESTIONS)[nu
  * With nobody to ask, the run stops here, quoting it.
  */
 async function answerUnknown(ctx: Ctx, text: string, type: (keys: string) => void): Promise<void> {
-  const oneKey = /\[[yYnN]\/[yYnN]\]|\(y\/n\)/i.test(text);
+  // One key for `read -n 1` (a y/N question, or "press any key"): an Enter after it would answer the next question.
+  const oneKey = /\[[yYnN]\/[yYnN]\]|\(y\/n\)|press any key/i.test(text);
   const answer = await ask({ id: 'cloudcutter_question', kind: 'input', message: `cloudcutter asks: ${text} ` +
     `(your answer is typed into cloudcutter${oneKey ? ': one key' : ''})`, validate: () => true,
   unanswered: { what: `cloudcutter asked a question flash.ts does not know, and nobody can answer it: "${text}"`,
@@ -6108,7 +6123,12 @@ function keepChild(scope: RunScope, child: import('node:child_process').ChildPro
     for (const [way, patience] of ways) {
       if (gone()) return;
       way();
-      if (await Promise.race([exited.then(() => true), sleep(patience).then(() => false)])) return;
+      // Its patience ends when it exits: a timer left running would keep flash.ts alive that long after its end.
+      const patient = new AbortController();
+      const went = await Promise.race([exited.then(() => true), sleep(patience, patient.signal).then(() => false,
+        () => true)]);
+      patient.abort();
+      if (went) return;
     }
     if (gone()) return;
     child.kill('SIGKILL');
@@ -6298,6 +6318,20 @@ async function stopRun(scope: RunScope): Promise<number> {
 // Run as a program (npx tsx flash.ts, ./flash.ts, or an npm bin link to it), not when imported by tests.
 if (process.argv[1] && fs.realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const scope = new RunScope();
-  // A stopped run exits at once: what did not listen to its signal (a socket, a timer) must not keep it alive.
-  runCli(process.argv.slice(2), scope).then((code) => (scope.interrupted ? process.exit(code) : process.exitCode = code));
+  // A closed terminal fails every write (EIO): nobody is left to read it, and the run must still stop its children.
+  for (const stream of [process.stdout, process.stderr])
+    stream.on('error', (e: NodeJS.ErrnoException) => { if (e.code !== 'EIO') throw e; });
+  const terminal = [0, 1, 2].filter((fd) => tty.isatty(fd));
+  runCli(process.argv.slice(2), scope).then((code) => {
+    if (!scope.interrupted) return void (process.exitCode = code);
+    // Node puts the terminal back as it found it on the way out, and aborts (a core dump) when the terminal is gone: a
+    // closed terminal's run ends by the hang-up's own signal, which skips that.
+    if (terminal.some((fd) => !tty.isatty(fd))) {
+      process.removeAllListeners('SIGHUP');
+      process.kill(process.pid, 'SIGHUP');
+      return void setTimeout(() => process.exit(code), 1000);
+    }
+    // A stopped run exits at once: what did not listen to its signal (a socket, a timer) must not keep it alive.
+    process.exit(code);
+  });
 }

@@ -104,6 +104,13 @@ export interface FakeWorldOptions {
     imageBuilt?: boolean;
     /** After "send complete" some progress, then nothing: never exits until a signal (upstream #816). */
     hangAfterSend?: boolean;
+    /**
+     * A question flash.ts does not know (a newer cloudcutter's, or one the real script asks for another chip, like
+     * "Press any key to confirm you have completed power cycling the device and continue."), asked after the port
+     * checks the way the script asks its own (`read -p TEXT -n 1 -r`: the prompt shown only on a terminal, one key
+     * read). Every answer the script gets is kept in the world's state (`answers`, in order).
+     */
+    question?: string;
   };
   nmcli?: false | {
     /** Wi-Fi adapters (default: one, `wifiIface` with `apMode`). */

@@ -3,8 +3,7 @@
 // no failed step recorded as done).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { startBench, runInProcess, startChild, configured, journalOf, type Bench, type BenchOptions } from './workbench.ts';
+import { startBench, runInProcess, startChild, configured, journalOf, groupMembers, type Bench, type BenchOptions } from './workbench.ts';
 
 const RECIPE = 'recipes/23A.yaml';
 
@@ -63,19 +62,6 @@ for (const f of FAULTS) {
       await b.close();
     }
   });
-}
-
-/**
- * The processes still running in a process group (none, once everything it started has stopped). A `<defunct>`
- * one has exited already: only init's reaping of flash.ts's orphans is left, which can lag here.
- */
-function groupMembers(pgid: number): string[] {
-  try {
-    return execFileSync('ps', ['-o', 'pid=,args=', '-g', String(pgid)], { encoding: 'utf8' }).split('\n')
-      .filter((l) => l.trim() && !l.includes('<defunct>'));
-  } catch {
-    return []; // ps exits 1 when the group is empty
-  }
 }
 
 async function ctrlC(b: Bench, args: string[], when: RegExp, thenWaitMs = 200): Promise<{ code: number; out: string; left: string[] }> {

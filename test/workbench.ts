@@ -3,7 +3,7 @@
 // and the environment flash.ts reads to find them. The full-flow tests, `npm run demo` and
 // `npm run bench` all run flash.ts against this.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startSimPlug, type SimPlug, type SimPlugOptions } from './sim/plug.ts';
@@ -179,4 +179,35 @@ export async function configured(b: Bench, recipe = 'recipes/23A.yaml'): Promise
 /** The plug's journal as flash.ts left it. */
 export function journalOf(b: Bench): { steps: Record<string, unknown>; facts: Record<string, string>; started?: { step: string } } {
   return JSON.parse(fs.readFileSync(path.join(b.out, '.flash', `${b.name}.json`), 'utf8'));
+}
+
+/**
+ * The processes still running in a process group (none, once everything it started has stopped). A `<defunct>`
+ * one has exited already: only init's reaping of flash.ts's orphans is left, which can lag here.
+ */
+export function groupMembers(pgid: number): string[] {
+  try {
+    return execFileSync('ps', ['-o', 'pid=,args=', '-g', String(pgid)], { encoding: 'utf8' }).split('\n')
+      .filter((l) => l.trim() && !l.includes('<defunct>'));
+  } catch {
+    return []; // ps exits 1 when the group is empty
+  }
+}
+
+/**
+ * Every process of a fake world still running, in whatever session or process group (cloudcutter runs in a
+ * terminal of its own): flash.ts and all it starts carry the world's FAKE_WORLD in their environment.
+ */
+export function worldProcesses(world: FakeWorld): string[] {
+  const mark = `\0FAKE_WORLD=${world.env.FAKE_WORLD}\0`;
+  const left: string[] = [];
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      if (!`\0${fs.readFileSync(`/proc/${pid}/environ`, 'latin1')}`.includes(mark)) continue;
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) continue; // exited, not yet reaped
+      left.push(`${pid} ${fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').replace(/\0/g, ' ').trim()}`);
+    } catch { /* gone meanwhile */ }
+  }
+  return left;
 }

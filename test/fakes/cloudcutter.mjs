@@ -342,6 +342,7 @@ export async function main(argv) {
     if (process.stdin.isTTY) err(question); // `read -p` shows its prompt only on a terminal
     const reply = await readInput();
     say(); // the `echo` after `read -n 1`
+    updateState(w, (st) => { (st.answers ??= []).push({ question, answer: reply }); }); // what it got, for tests
     return reply;
   };
   const ports = [['udp', 53, 'resolve DNS queries'], ['udp', 67, 'offer DHCP leases'], ['tcp', 80, 'answer HTTP requests'],
@@ -364,6 +365,8 @@ export async function main(argv) {
     });
     await step(SLEEP_1);
   }
+  // A question of a newer cloudcutter (or one for another chip) that flash.ts does not know: asked the same way.
+  if (cc.question) await ask(cc.question);
   const host = w.host ?? {};
   if (host.firewalld) {
     say('Attempting to stop firewalld.service');

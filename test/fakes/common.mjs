@@ -183,7 +183,11 @@ export async function readInput({ line = false } = {}) {
       } else if (stdinBuf.length > 0) {
         const c = stdinBuf.subarray(0, 1).toString('latin1');
         stdinBuf = stdinBuf.subarray(1);
-        if (c === '\x03') process.kill(process.pid, 'SIGINT');
+        if (c === '\x03') {
+          // as bash's `read` on a terminal: ^C is SIGINT, which ends the script there (its traps run), no answer
+          process.kill(process.pid, 'SIGINT');
+          await new Promise(() => {});
+        }
         return c;
       }
       if (stdinEnded) {

@@ -187,8 +187,10 @@ export const LIGHT_ANSWERS = ['red', 'green', 'blue', 'cold white', 'warm white'
 export const UNSEEN_ANSWERS = { again: 'I had not done it yet: watch again', done: 'I did it, and nothing was seen',
   skip: 'skip this check (the pin stays unproven)' } as const;
 /** When the search for a button found it on no pin. */
-export const UNFOUND_ANSWERS = { again: 'search again', wrong: 'the button is not on any of these pins: the recipe is ' +
-  'wrong', skip: "skip this check (the recipe's pin stays unproven)" } as const;
+export const UNFOUND_ANSWERS = {
+  again: 'search again', wrong: 'the button is not on any of these pins: the recipe is wrong',
+  skip: "skip this check (the recipe's pin stays unproven)",
+} as const;
 
 /** Ports cloudcutter's fake Tuya cloud needs on this machine (its own safety check lists them). */
 export const CLOUDCUTTER_PORTS = [
@@ -902,7 +904,8 @@ async function runPlug(ctx: Ctx): Promise<boolean> {
 export function stepsToRun(opts: Pick<Options, 'only' | 'from' | 'checkPins'>, pinsFromPlug = false): Step[] {
   // A recipe whose pins come from the plug has no config to write until the kickstart step read them from its flash:
   // config and compile follow it (and cannot run beside cloudcutter).
-  const order: Step[] = pinsFromPlug ? [...STEPS.filter((s) => s.name !== 'config' && s.name !== 'compile')] : [...STEPS];
+  const order: Step[] = pinsFromPlug ? [...STEPS.filter((s) => s.name !== 'config' && s.name !== 'compile')]
+    : [...STEPS];
   if (pinsFromPlug) order.splice(order.findIndex((s) => s.name === 'kickstart') + 1, 0,
     ...STEPS.filter((s) => s.name === 'config' || s.name === 'compile'));
   if (opts.only) return order.filter((s) => s.name === opts.only);
@@ -1405,7 +1408,7 @@ async function awaitCompile(ctx: Ctx): Promise<string> {
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'),
     Math.max(0, job.started + limit - Date.now()))));
-  const finished = Promise.race([job.done.then(() => 'done', () => 'done'), timedOut]);
+  const finished = untilStopped(Promise.race([job.done.then(() => 'done', () => 'done'), timedOut]), ctx.scope.signal);
   const stopTail = ctx.opts.verbose && !job.finished
     ? tailFile(job.log, (line) => print(c.dim(`      ${line}`))) : undefined;
   const waited = job.finished ? 'done' : stopTail ? await finished
@@ -1714,7 +1717,8 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
         print(`    ${warn()} cloudcutter has said nothing for ${seconds(Date.now() - lastOutput)} since the ` +
           'firmware was sent (it can wait forever for a progress report): stopping it to look for the plug');
         await stop({});
-        const found = await waitForAp(ctx, ours, ap, ms('FLASH_KICKSTART_AP_TIMEOUT_MS'), `looking for ${ap} on ${ours}`);
+        const found = await waitForAp(ctx, ours, ap, ms('FLASH_KICKSTART_AP_TIMEOUT_MS'),
+          `looking for ${ap} on ${ours}`);
         outcome = found ? { seen: `its network ${ap} is on the air` } : { failure: {
           what: `cloudcutter stalled after sending the firmware, and the plug's ${ap} network did not appear`,
           fix: `power-cycle the plug and watch for ${ap} from a phone; if it is there, go on with ` +
@@ -1829,8 +1833,8 @@ async function answerCloudcutter(ctx: Ctx, id: (typeof CLOUDCUTTER_QUESTIONS)[nu
   const question = id === 'apparmor' ? 'Let cloudcutter stop AppArmor until the next reboot?'
     : 'Let cloudcutter delete blacklist-rtl8192cu.conf?';
   const yes = await confirm(`cloudcutter_${id}`, question, ctx, false);
-  if (unattended(ctx)) print('      if the plug never reaches cloudcutter\'s access point, retry without --yes and ' +
-    'answer y');
+  if (unattended(ctx)) print('      kept: --yes changes no settings of this machine; if the plug never reaches ' +
+    'cloudcutter\'s access point, retry without --yes and answer y');
   o.type(yes ? 'y' : 'N');
 }
 
@@ -1946,7 +1950,7 @@ async function kickstartOnLan(ctx: Ctx, wait: number, label: string | undefined,
     since ??= Date.now();
     // A moment for the plug with the expected MAC to answer too, before settling for another.
     return last || Date.now() - since > 10_000 ? plugs : undefined;
-  }, wait, label);
+  }, wait, label, { signal: ctx.scope.signal });
   let found = Array.isArray(picked) ? undefined : picked;
   if (Array.isArray(picked)) {
     if (picked.length === 1) {
@@ -2036,9 +2040,11 @@ async function wifiThePlugSees(ctx: Ctx, wifi: { ssid: string; password: string 
     hint: `correct wifi_ssid in ${secrets} (a 2.4 GHz network the plug sees: ${seen.join(', ') || 'none'}), or move ` +
       `the plug nearer the router; then: ${rerun(ctx.opts, '--from kickstart')}` } }, ctx);
   if (choice === keep) return wifi;
-  const samePassword = await confirm('wifi_same_password', `Is the password of ${quoted(choice)} the one in ${secrets}?`, ctx);
+  const samePassword = await confirm('wifi_same_password',
+    `Is the password of ${quoted(choice)} the one in ${secrets}?`, ctx);
   const password = samePassword ? wifi.password : await ask({ id: 'wifi_password', kind: 'password',
-    message: `Password of the Wi-Fi network ${quoted(choice)}`, validate: (s) => wifiProblem('wifi_password', s) ?? true },
+    message: `Password of the Wi-Fi network ${quoted(choice)}`,
+    validate: (s) => wifiProblem('wifi_password', s) ?? true },
   ctx);
   registerSecret(password);
   updateSecrets(ctx.files.secrets, { wifi_ssid: choice, wifi_password: password });
@@ -2144,12 +2150,14 @@ async function checkPlugWiring(ctx: Ctx): Promise<void> {
   if (!wiring.found) {
     if (fromPlug(ctx.recipe))
       throw new Failure(`the recipe's pins were to come from the plug, but ${wiring.why}`,
-        `write the pins into ${shown(ctx.recipePath)} by hand (the device page, or --check-pins finds the button), or ` +
+        `write the pins into ${shown(ctx.recipePath)} by hand (the device page, or --check-pins finds the button), ` +
+        'or ' +
         `make a recipe from cloudcutter's list: ${flashCommand()} recipe "<maker and model>"`);
     return print(`    ${c.dim('·')} the plug's own wiring: ${wiring.why}; going on with the recipe's pins`);
   }
   const plug = plugRecipe(ctx, wiring);
-  if (!plug.ok) return print(`    ${warn()} the plug's own wiring (Tuya's storage at 0x${wiring.offset.toString(16)}) ` +
+  if (!plug.ok)
+    return print(`    ${warn()} the plug's own wiring (Tuya's storage at 0x${wiring.offset.toString(16)}) ` +
     `cannot be mapped: ${plug.reason}; going on with the recipe's pins`);
   const pins = Object.fromEntries(plug.mapping.pins.map((p) => [p.fn, p.pin]));
   if (fromPlug(ctx.recipe)) return usePlugWiring(ctx, plug, 'the pins come from the plug');
@@ -2367,7 +2375,8 @@ async function planPins(ctx: Ctx): Promise<string[]> {
   return Object.entries(ctx.recipe.pins).map(([fn, pin]) => {
     const role = roleOf(fn);
     if (role.check === 'leave') return `${fn} on ${pin}: not checked (${role.why})`;
-    const then = { drive: 'OUTPUT_HIGH / OUTPUT_LOW and ask what you saw', pulse: `OUTPUT_HIGH for ${LATCH_PULSE_MS} ms ` +
+    const then = { drive: 'OUTPUT_HIGH / OUTPUT_LOW and ask what you saw',
+      pulse: `OUTPUT_HIGH for ${LATCH_PULSE_MS} ms ` +
       'and ask whether the relay clicked', press: 'INPUT_PULLUP and ask you to press it',
     flip: 'INPUT_PULLUP and ask you to flip the wall switch' }[role.check];
     const option = encodeURIComponent(BK7231_PINS[pin]);
@@ -2511,8 +2520,8 @@ export async function checkPins(o: {
     const awaitAction = async (fn: string, pin: string, want: 'LOW' | 'change', doIt: string, noun: string,
       how = '') => {
       for (;;) {
-        if (await watch(pin, want, waitMs, () => o.say(`${doIt} now: reading ${pin} (for up to ${seconds(waitMs)}${how})`)))
-          return 'seen';
+        const tell = () => o.say(`${doIt} now: reading ${pin} (for up to ${seconds(waitMs)}${how})`);
+        if (await watch(pin, want, waitMs, tell)) return 'seen';
         const answer = await o.ask({ id: `${want === 'LOW' ? 'press' : 'flip'}_${fn}`, kind: 'select',
           message: `No ${noun} showed on ${pin} within ${seconds(waitMs)}. What happened?`,
           choices: Object.values(UNSEEN_ANSWERS) });
@@ -2520,7 +2529,8 @@ export async function checkPins(o: {
         if (answer === UNSEEN_ANSWERS.skip) return 'skipped';
       }
     };
-    const skipped = (fn: string, pin: string) => note({ fn, pin, ok: true, skipped: true, saw: 'not checked: skipped' });
+    const skipped = (fn: string, pin: string) =>
+      note({ fn, pin, ok: true, skipped: true, saw: 'not checked: skipped' });
     for (const [fn, pin] of Object.entries(o.pins).filter(([f]) => roleOf(f).check === 'flip')) {
       const n = fn.replace(/^\D+/, '');
       const which = `the wall switch${n ? ` ${n}` : ''}`;
@@ -2670,7 +2680,8 @@ async function openPinEvents(base: string, signal?: AbortSignal): Promise<{
 async function stepUpload(ctx: Ctx): Promise<void> {
   if (ctx.interrupted === 'upload') {
     print(`    the last run stopped during this step: checking whether the plug already runs the new firmware …`);
-    if (await discoverDevice(finalDevice(ctx), 4000, `looking for ${ctx.deviceName} (mDNS)`))
+    const label = `looking for ${ctx.deviceName} (mDNS)`;
+    if (await discoverDevice(finalDevice(ctx), 4000, label, { signal: ctx.scope.signal }))
       return print(`    ${ok()} ${ctx.deviceName} is already up: the upload went through`);
   }
   const base = await reachKickstart(ctx, 'upload');
@@ -2965,23 +2976,24 @@ async function findFlashedPlug(ctx: Ctx, key: string):
       if (last && 'name' in last && last.name === ctx.deviceName) return last;
       if (userSaid && last && 'error' in last && /MAC failure|Handshake failure/i.test(last.error)) return last;
       if (Date.now() >= until || done.signal.aborted) break;
-      await sleep(Math.min(2000, until - Date.now())); // the last try is at the deadline: it says how things ended
+      // The last try is at the deadline: it says how things ended.
+      await sleep(Math.min(2000, until - Date.now()), ctx.scope.signal);
     }
     return userSaid ? last : undefined;
   };
   try {
     if (given) {
       const info = await withSpinner(`waiting for ${ctx.deviceName} to boot ESPHome at ${given.host} (--device-ip)`,
-        answersAt(given.host, true));
+        untilStopped(answersAt(given.host, true), ctx.scope.signal));
       if (info) return { ip: given.host, port: apiPort, how: '--device-ip', info };
     } else {
-      const byMdns = discoverDevice(finalDevice(ctx), wait, undefined, done.signal)
+      const byMdns = discoverDevice(finalDevice(ctx), wait, undefined, { signal: ctx.scope.signal, stop: done.signal })
         .then((d) => d && { ip: ipv4Of(d.addresses), port: d.port, how: 'mDNS' });
       const byAddress = known ? answersAt(known, false).then((info) => info && { ip: known, port: apiPort,
         how: 'the address it had', info }) : Promise.resolve(undefined);
       const label = `waiting for ${ctx.deviceName} to boot ESPHome and show up ` +
         `(mDNS${known ? `, or at ${known}` : ''})`;
-      const found = await withSpinner(label, firstFound([byMdns, byAddress]));
+      const found = await withSpinner(label, untilStopped(firstFound([byMdns, byAddress]), ctx.scope.signal));
       if (found) return found;
     }
   } finally {
@@ -3326,9 +3338,11 @@ type Esphome = { kind: 'local' | 'docker'; describe: string; version?: string };
 export const ESPHOME_NEEDS: { uses: string; in: (config: Yaml) => boolean; works: (v: number[]) => boolean;
   needs: string }[] = [
   { uses: 'a latching relay (the hbridge switch)', needs: 'ESPHome 2024.12.0 or later',
-    in: (c) => asList(c.switch).some((s) => s.platform === 'hbridge'), works: (v) => compareVersions(v, [2024, 12]) >= 0 },
+    in: (c) => asList(c.switch).some((s) => s.platform === 'hbridge'),
+    works: (v) => compareVersions(v, [2024, 12]) >= 0 },
   { uses: 'a TuyaMCU select', needs: 'any release but 2025.5.0 (it sends every tuya select to datapoint 1)',
-    in: (c) => asList(c.select).some((s) => s.platform === 'tuya'), works: (v) => compareVersions(v, [2025, 5, 0]) !== 0 },
+    in: (c) => asList(c.select).some((s) => s.platform === 'tuya'),
+    works: (v) => compareVersions(v, [2025, 5, 0]) !== 0 },
 ];
 
 /** What the ESPHome `version` gets wrong for this template ("… needs …"), in words. Pure. */
@@ -3528,7 +3542,8 @@ async function writeFromPlugRecipe(o: RecipeRun): Promise<number> {
   fs.mkdirSync(dir, { recursive: true });
   writeFileAtomic(file, text);
   loadRecipe(file);
-  print(`${ok()} ${o.name} (${MCUS[mcu].chip}, firmware ${profile.label.split(' / ')[0]}): its pins come from the plug`);
+  print(`${ok()} ${o.name} (${MCUS[mcu].chip}, firmware ${profile.label.split(' / ')[0]}): its pins come from the ` +
+    'plug');
   print(`    recipe    ${file}`);
   print(`\nFlash it: the run reads the plug's wiring once Kickstart runs on it, writes it into the recipe and goes on`);
   print(`(the firmware is compiled after that, not while cloudcutter runs):`);
@@ -3613,7 +3628,8 @@ async function recipeProfile(source: RecipeSource, wanted: string | undefined, r
     const found = findProfile(list, wanted);
     if (!found) throw new InputError([{ file: 'command line', field: '--profile',
       message: `"${wanted}" is not a profile in cloudcutter's list`,
-      hint: `\`${flashCommand()} profiles\` lists them (a label like "1.1.8 - BK7231N / oem_bk7231n_plug", or a slug)` }]);
+      hint: `\`${flashCommand()} profiles\` lists them (a label like "1.1.8 - BK7231N / oem_bk7231n_plug", or a ` +
+        'slug)' }]);
     entry = found;
   } else if (source.profiles.length > 1) {
     const choices = source.profiles.map(profileLabel);
@@ -3760,10 +3776,11 @@ class Refusal extends Error {
 }
 
 /** Tuya's `dmod` (LibreTiny "Tuya Pinout Config"): 0 PWM; 2–7 an LED driver chip ESPHome has an output for. */
+const SM2135_CURRENTS = ['ehccur', 'ehwcur', 'iicccur', 'iicwcur', 'campere', 'wampere'];
 const LIGHT_DRIVERS: Record<number, { platform: string; chip: string; currents: string[] }> = {
-  2: { platform: 'sm2135', chip: 'SM2135E', currents: ['ehccur', 'ehwcur', 'iicccur', 'iicwcur', 'campere', 'wampere'] },
-  3: { platform: 'sm2135', chip: 'SM2135EH', currents: ['ehccur', 'ehwcur', 'iicccur', 'iicwcur', 'campere', 'wampere'] },
-  4: { platform: 'sm2135', chip: 'SM2135EJ', currents: ['ehccur', 'ehwcur', 'iicccur', 'iicwcur', 'campere', 'wampere'] },
+  2: { platform: 'sm2135', chip: 'SM2135E', currents: SM2135_CURRENTS },
+  3: { platform: 'sm2135', chip: 'SM2135EH', currents: SM2135_CURRENTS },
+  4: { platform: 'sm2135', chip: 'SM2135EJ', currents: SM2135_CURRENTS },
   5: { platform: 'bp1658cj', chip: 'BP1658CJ', currents: ['cjccur', 'cjwcur'] },
   6: { platform: 'bp5758d', chip: 'BP5758D', currents: ['drgbcur', 'dccur', 'dwcur'] },
   7: { platform: 'sm2235', chip: 'SM2235/SM2335', currents: ['2235ccur', '2235wcur'] },
@@ -3991,7 +4008,8 @@ export function mapTuya(config: TuyaConfig): Mapping {
   const subs: [string, string | number][] = [['device_name', deviceName(config.slug)],
     ['friendly_name', config.title], ['default_state', defaultState], ['board', board], ...out.subs];
   const unmappedKeys = Object.keys(config.keys).filter((k) => !t.used.has(k) && !HOUSEKEEPING.test(k)).sort();
-  const keys = Object.fromEntries([...t.used].filter((k) => t.has(k)).sort().map((k) => [k, tuyaValue(config.keys[k])]));
+  const keys = Object.fromEntries([...t.used].filter((k) => t.has(k)).sort()
+    .map((k) => [k, tuyaValue(config.keys[k])]));
   const hasButton = out.pins.some((p) => pinRole(p.fn) === 'button');
   return {
     mcu, board, boardNote, pins: out.pins, subs, sections: out.sections, notes: out.notes,
@@ -4093,7 +4111,8 @@ function mapRelays(t: TuyaKeys, out: Collector): void {
       const ref = out.optionalPin(several ? `led${n}` : 'led1', `${ledKey}_pin`, { note: `follows relay ${n}` });
       if (ref) {
         led = true;
-        out.add('output', { platform: 'gpio', id: `led_${n}_output`, pin: pinSchema(ref, t.activeLow(`${ledKey}_lv`)) });
+        out.add('output', { platform: 'gpio', id: `led_${n}_output`,
+          pin: pinSchema(ref, t.activeLow(`${ledKey}_lv`)) });
         out.add('light', { platform: 'binary', id: `led_${n}`, output: `led_${n}_output` });
         relay.on_turn_on = [{ 'light.turn_on': `led_${n}` }];
         relay.on_turn_off = [{ 'light.turn_off': `led_${n}` }];
@@ -4113,7 +4132,8 @@ function mapButtons(t: TuyaKeys, out: Collector): void {
   const several = out.relays.length > 1 || t.numbered(/^bt(\d+)_pin$/).length > 1;
   const add = (id: string, fn: string, key: string, action: Yaml[]) => {
     const pin = buttonPin(out, fn, key);
-    if (pin) out.add('binary_sensor', { platform: 'gpio', id, pin, filters: [{ delayed_on: '50ms' }], on_press: action });
+    if (pin)
+      out.add('binary_sensor', { platform: 'gpio', id, pin, filters: [{ delayed_on: '50ms' }], on_press: action });
   };
   for (const n of t.numbered(/^bt(\d+)_pin$/)) {
     const relay = out.relays.find((r) => r.n === n);
@@ -4328,7 +4348,8 @@ function mapLight(t: TuyaKeys, out: Collector): void {
     out.remarks.push('iicc and iicw name the same driver channel: one white');
   }
   const wired = lightChannels(t).filter((c) => !(driver && c === 'w' && t.num('iicc') === t.num('iicw')));
-  const unused = wiredChannels(t).filter((c) => !lightChannels(t).includes(c)).map((c) => driver ? `iic${c}` : `${c}_pin`);
+  const unused = wiredChannels(t).filter((c) => !lightChannels(t).includes(c))
+    .map((c) => driver ? `iic${c}` : `${c}_pin`);
   if (unused.length) {
     t.note(...unused, ...unused.map((k) => k.replace(/_pin$/, '_lv')));
     out.remarks.push(`${unused.join(' ')} ${unused.length > 1 ? 'are' : 'is'} set, but cmod "${cmod}" does not use ` +
@@ -4377,7 +4398,8 @@ function mapLight(t: TuyaKeys, out: Collector): void {
       light[shape.keys[c]!] = `output_${fn}`;
     }
     // ESPHome drives a colour temperature output 0 at cold, 1 at warm; Tuya's direction is not documented.
-    if (cct) out.notes.push('Colour temperature the wrong way round? Add `inverted: true` to output_color_temp\'s pin.');
+    if (cct)
+      out.notes.push('Colour temperature the wrong way round? Add `inverted: true` to output_color_temp\'s pin.');
   } else {
     const bus = ['iicscl', 'iicsda'].find((k) => !t.has(k));
     if (bus) throw new Refusal(`an ${driver.chip} without ${bus}`, bus);
@@ -4671,7 +4693,8 @@ export function tuyaFromCloudcutter(device: DeviceFile, profileSlug: string, chi
   const baud = Number(device.tuyamcu_baud ?? keys.wifi_bdrate) || undefined;
   return {
     title: `${device.manufacturer ?? ''} ${device.name ?? ''}`.trim() || device.slug, slug: device.slug, chip, keys,
-    mcu: tuyaMcu ? { baud, datapoints: schema.flatMap(datapointOf) } : undefined, lowPower: /lowpower/.test(profileSlug),
+    mcu: tuyaMcu ? { baud, datapoints: schema.flatMap(datapointOf) } : undefined,
+    lowPower: /lowpower/.test(profileSlug),
   };
 }
 
@@ -4718,7 +4741,8 @@ function recipeText(config: TuyaConfig, m: Mapping, origin: RecipeOrigin, schema
     'substitutions:',
     ...m.subs.map(([k, v]) => `  ${k}: ${scalar(v)}${k === 'board' && m.boardNote ? `  # ${m.boardNote}` : ''}`),
     ...(m.remarks.length ? ['# About this mapping:'] : []),
-    ...m.remarks.flatMap((r) => r.startsWith('  ') ? [`#   ${r}`] : wrap(r, 112).map((l, i) => `#   ${i ? '  ' : ''}${l}`)),
+    ...m.remarks.flatMap((r) => r.startsWith('  ') ? [`#   ${r}`]
+      : wrap(r, 112).map((l, i) => `#   ${i ? '  ' : ''}${l}`)),
     ...(Object.keys(m.keys).length ? ["# Tuya's keys it was made from: a flash run compares the plug's own with them.",
       ...tuyaLines(m.keys)] : []),
     ...(m.unmapped.length ? ['# Tuya keys not mapped (left out of the template):'] : []),
@@ -4767,7 +4791,8 @@ function templateText(config: TuyaConfig, m: Mapping, origin: RecipeOrigin): str
     if (value !== undefined) sections[key] = value;
   }
   const header = [...wrap(`ESPHome template for ${config.title}, generated from ${origin.source}. flash.ts puts the ` +
-    "recipe's substitutions in front; !secret names come from secrets.yaml.", 116), ...m.notes.flatMap((n) => wrap(n, 116))];
+    "recipe's substitutions in front; !secret names come from secrets.yaml.", 116),
+  ...m.notes.flatMap((n) => wrap(n, 116))];
   // ESPHome reads YAML 1.1, where an unquoted Off or yes (a select's option) is a boolean: written as 1.1.
   const body = Object.entries(sections).map(([key, value]) =>
     new yaml.Document({ [key]: value }, { version: '1.1', aliasDuplicateObjects: false })
@@ -5233,8 +5258,8 @@ export interface MdnsDevice {
 
 /** Browses `_esphomelib._tcp` until a device matches, re-asking every 2 s (BK72xx mDNS can be slow to answer). */
 export async function discoverDevice(match: (d: MdnsDevice) => boolean, timeout: number, label?: string,
-  signal?: AbortSignal): Promise<MdnsDevice | undefined> {
-  const found = await browseMdns((seen) => seen.find(match), timeout, label, signal);
+  o: MdnsStops = {}): Promise<MdnsDevice | undefined> {
+  const found = await browseMdns((seen) => seen.find(match), timeout, label, o);
   return Array.isArray(found) ? found[0] : found;
 }
 
@@ -5242,15 +5267,18 @@ export async function discoverDevice(match: (d: MdnsDevice) => boolean, timeout:
  * Browses `_esphomelib._tcp` until `pick` chooses among the devices seen so far (asked on every answer, every
  * 2 s, and once more, `last`, when time is up). With a label, a spinner shows the wait.
  */
+/** What ends a search early: the run's stop (`signal`: the search fails with it), or `stop` (it ends, none found). */
+interface MdnsStops { signal?: AbortSignal; stop?: AbortSignal }
+
 async function browseMdns(pick: (seen: MdnsDevice[], last: boolean) => MdnsDevice | MdnsDevice[] | undefined,
-  timeout: number, label?: string, signal?: AbortSignal): Promise<MdnsDevice | MdnsDevice[] | undefined> {
+  timeout: number, label?: string, o: MdnsStops = {}): Promise<MdnsDevice | MdnsDevice[] | undefined> {
   const { Bonjour } = await import('bonjour-service');
   const iface = setting('FLASH_MDNS_INTERFACE');
   // Bind the wildcard address: a socket bound to the interface's own address receives no multicast.
   const bonjour = new Bonjour(iface ? ({ interface: iface, bind: '0.0.0.0' } as object) : {});
   const browser = bonjour.find({ type: 'esphomelib', protocol: 'tcp' });
   const seen = new Map<string, MdnsDevice>();
-  const search = new Promise<MdnsDevice | MdnsDevice[] | undefined>((resolve) => {
+  const search = new Promise<MdnsDevice | MdnsDevice[] | undefined>((resolve, reject) => {
     const judge = (last = false) => {
       const chosen = pick([...seen.values()], last);
       if (chosen || last) finish(chosen);
@@ -5269,18 +5297,21 @@ async function browseMdns(pick: (seen: MdnsDevice[], last: boolean) => MdnsDevic
       browser.update();
     }, 2000);
     const timer = setTimeout(() => judge(true), timeout);
-    signal?.addEventListener('abort', () => finish(undefined));
+    o.stop?.addEventListener('abort', () => finish(undefined));
+    o.signal?.addEventListener('abort', () => finish(undefined, o.signal!.reason));
     browser.on('up', note);
     browser.on('txt-update', note);
     let finished = false;
-    function finish(d: MdnsDevice | MdnsDevice[] | undefined) {
+    if (o.signal?.aborted || o.stop?.aborted) queueMicrotask(() => finish(undefined, o.signal?.reason));
+    function finish(d: MdnsDevice | MdnsDevice[] | undefined, stopped?: unknown) {
       if (finished) return;
       finished = true;
       clearInterval(requery);
       clearTimeout(timer);
       browser.stop();
       bonjour.destroy();
-      resolve(d);
+      if (stopped !== undefined) reject(stopped);
+      else resolve(d);
     }
   });
   return label ? withSpinner(label, search) : search;
@@ -6087,6 +6118,16 @@ function sleep(millis: number, signal?: AbortSignal): Promise<void> {
     const timer = setTimeout(done, millis);
     const stop = () => (clearTimeout(timer), reject(signal!.reason));
     signal?.addEventListener('abort', stop, { once: true });
+  });
+}
+
+/** `work`, or the run's stop when it comes first: a wait nothing else can cut short still ends with the run. */
+function untilStopped<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const stop = () => reject(signal.reason);
+    signal.addEventListener('abort', stop, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', stop));
   });
 }
 

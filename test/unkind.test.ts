@@ -86,7 +86,7 @@ test("cloudcutter's questions: loopback-only systemd-resolved is skipped (never 
     assert.equal(r.code, 0, r.out);
     assert.match(r.out, /systemd-resolve answers DNS for this machine only \(127\.0\.0\.54, 127\.0\.0\.53\).*answering S \(skip\)/);
     assert.match(r.out, /│ Skipping\.\.\./);
-    assert.match(r.out, /cloudcutter asks to stop AppArmor[\s\S]*answering N \(--yes changes no settings of this machine\)/);
+    assert.match(r.out, /cloudcutter asks to stop AppArmor[\s\S]*until the next reboot\? → no \(--yes: nobody is asked\)\n\s+kept: --yes changes no settings of this machine/);
     assert.match(r.out, /53\/udp: systemd-resolve \(pid 612\) on loopback only, fine/);
     assert.deepEqual(worldState(b.world.dir).stopped ?? [], [], 'nothing of the host was stopped');
     assert.doesNotMatch(r.out, /systemctl stop systemd-resolve/);

@@ -1058,7 +1058,8 @@ async function stepCheck(ctx: Ctx): Promise<void> {
   // Everything is checked and shown first: a machine without Docker is told so before it is offered a clone.
   printChecks(checks);
   const missing = checks.find((k) => k.name === 'cloudcutter checkout' && !k.ok);
-  if (missing && checks.filter((k) => !k.ok).length === 1 &&
+  // Offered only when the clone is all that is missing (the Kickstart file comes with it).
+  if (missing && checks.every((k) => k.ok || k.fix === missing.fix) &&
       (await confirm('clone_cloudcutter', `There is no tuya-cloudcutter checkout in ${shown(ctx.opts.cloudcutter)}. ` +
         'Clone it now?', ctx))) {
     const { $ } = await import('zx');
@@ -5148,7 +5149,7 @@ async function cloudcutterApiGet(rel: string,
   if (o.optional) return undefined;
   throw new Failure(`cannot fetch ${url} (${reason}) and there is no cached copy`,
     'connect this machine to the internet once (the plug is not needed for this), then retry; or set ' +
-    'FLASH_CLOUDCUTTER_API to a mirror');
+    'FLASH_CLOUDCUTTER_API to a mirror, or to a folder with a copy of its API');
 }
 
 // ─── The plug on the network: its address, HTTP with retries, mDNS ───

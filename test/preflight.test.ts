@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { makeFakeWorld } from './fakes.ts';
 import { CLOUDCUTTER_API_FIXTURES, FLASH, ROOT, WIFI_ENV, copyRecipes, listFiles, runFlash, serveDir, tempDir } from './helpers.ts';
-import { startChild } from './workbench.ts';
+import { runInProcess, startChild } from './workbench.ts';
+import { virtualUser } from './virtual-user.ts';
 import { matchProfiles, wifiProblem, type ProfileEntry } from '../flash.ts';
 
 /** A fake world with the API fixtures served, and an empty place for the config dir. */
@@ -206,5 +207,40 @@ test('--only check runs the checks, even for a plug whose every step is done', a
     assert.match(again.stdout, /✓ Wi-Fi adapter/);
   } finally {
     await b.close();
+  }
+});
+
+test('a first run on a bare machine: every check is shown before the clone is offered, and only a missing checkout ' +
+  'is offered one', async () => {
+  const api = await serveDir(CLOUDCUTTER_API_FIXTURES);
+  // No Docker, no NetworkManager, no checkout.
+  const bare = await makeFakeWorld({ docker: false, nmcli: false, cloudcutter: false });
+  try {
+    const env = { ...bare.env, ...WIFI_ENV, FLASH_CLOUDCUTTER_API: api.url, XDG_CACHE_HOME: path.join(bare.dir, 'c') };
+    const checkout = path.join(bare.dir, 'tuya-cloudcutter');
+    const user = virtualUser(undefined);
+    const r = await runInProcess(['recipes/23A.yaml', '--only', 'check', '--cloudcutter', checkout], env, user);
+    user.stop();
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, /✗ Docker/);
+    assert.match(r.out, /✗ cloudcutter checkout/);
+    assert.deepEqual(user.asked.map((q) => q.id), [], 'no clone offered while Docker is missing too');
+  } finally {
+    await bare.cleanup();
+  }
+  // Everything else ready: the clone is offered, after the table that shows why.
+  const ready = await makeFakeWorld({ docker: { daemon: true }, cloudcutter: false });
+  try {
+    const env = { ...ready.env, ...WIFI_ENV, FLASH_CLOUDCUTTER_API: api.url, XDG_CACHE_HOME: path.join(ready.dir, 'c') };
+    const checkout = path.join(ready.dir, 'tuya-cloudcutter');
+    const user = virtualUser(undefined, { overrides: { clone_cloudcutter: false } });
+    const r = await runInProcess(['recipes/23A.yaml', '--only', 'check', '--cloudcutter', checkout], env, user);
+    user.stop();
+    assert.equal(r.code, 1, r.out);
+    assert.deepEqual(user.asked.map((q) => q.id), ['clone_cloudcutter']);
+    assert.ok(r.out.indexOf('✗ cloudcutter checkout') < r.out.indexOf('Clone it now?'), r.out);
+  } finally {
+    await ready.cleanup();
+    await api.close();
   }
 });

@@ -136,28 +136,9 @@ export function float32(n: number): number {
   return b.readFloatLE(0);
 }
 
-/** A protobuf message's fields by number: varints as numbers, length-delimited ones as strings. */
+/** A protobuf message's fields by number (the last of a repeated one): as decodeAll reads them. */
 export function decode(b: Buffer): Record<number, number | string> {
-  const out: Record<number, number | string> = {};
-  let at = 0;
-  const rv = () => {
-    let v = 0;
-    for (let i = 0; ; i++) {
-      const byte = b[at++];
-      v += (byte & 0x7f) * 2 ** (7 * i);
-      if (!(byte & 0x80)) return v;
-    }
-  };
-  while (at < b.length) {
-    const tag = rv();
-    if ((tag & 7) === 0) out[tag >>> 3] = rv();
-    else if ((tag & 7) === 2) {
-      const len = rv();
-      out[tag >>> 3] = b.subarray(at, at + len).toString('utf8');
-      at += len;
-    } else throw new Error(`wire type ${tag & 7}`);
-  }
-  return out;
+  return Object.fromEntries(decodeAll(b));
 }
 
 // ---------------- Noise initiator ----------------

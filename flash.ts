@@ -248,6 +248,7 @@ export const SETTINGS = {
     does: 'an unknown question of cloudcutter unanswered this long with --yes: the run stops' },
   FLASH_PRESS_TIMEOUT_MS: { default: '30000', does: 'pin check: how long a button press or switch flip is awaited' },
   FLASH_PRESS_SEARCH_MS: { default: '3000', does: 'pin check: how long each pin is read when looking for a button' },
+  FLASH_PIN_SHOW_MS: { default: '700', does: 'pin check: how long a pin is held on, then off, for you to see it' },
   FLASH_KICKSTART_AP_TIMEOUT_MS: { default: '120000', does: "how long to rescan for the plug's Kickstart AP" },
 } as const;
 
@@ -2384,9 +2385,12 @@ export async function checkPins(o: {
   /** How long a press or a flip is awaited, and how long each pin is read when looking for a button. */
   waitMs?: number;
   searchMs?: number;
+  /** How long a driven pin is held on and then off for the user to see (the pauses around a pulse are no longer). */
+  showMs?: number;
 }): Promise<PinResult[]> {
   const waitMs = o.waitMs ?? ms('FLASH_PRESS_TIMEOUT_MS');
   const searchMs = o.searchMs ?? ms('FLASH_PRESS_SEARCH_MS');
+  const showMs = o.showMs ?? ms('FLASH_PIN_SHOW_MS');
   const signal = o.signal;
   const nap = (millis: number) => sleep(millis, signal);
   let style = 0; // which of entityUrls() this Kickstart answers: found once, then kept
@@ -2437,17 +2441,17 @@ export async function checkPins(o: {
         if (partner) {
           o.say(`  ${sets ? 'resetting' : 'setting'} the relay first (${partner}): a click now is that one`);
           await pulse(partner);
-          await nap(500);
+          await nap(Math.min(500, showMs));
         }
         o.say(`  pulsing ${fn} (${pin}) now`);
         await pulse(pin);
-        await nap(400);
+        await nap(Math.min(400, showMs));
       } else {
         await scan.pin(pin);
         await scan.mode('OUTPUT_HIGH');
-        await nap(700);
+        await nap(showMs);
         await scan.mode('OUTPUT_LOW');
-        await nap(700);
+        await nap(showMs);
         await scan.mode('INPUT'); // let go of the pin so the next one is seen on its own
       }
       const what = role.check === 'pulse' ? `was pulsed once (it should ${sets ? 'set' : 'reset'} the relay)`

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { runInProcess } from './workbench.ts';
+import { runInProcess, USER_SEES_AT_ONCE } from './workbench.ts';
 import { startSimPlug } from './sim/plug.ts';
 import { virtualUser } from './virtual-user.ts';
 import { GENERATED, pinLines, wiringOf, writeGenerated } from './devices.ts';
@@ -19,7 +19,7 @@ for (const g of GENERATED) {
     const user = virtualUser(sim);
     try {
       const r = await runInProcess([file, '--only', 'pins', '--check-pins', '--device-ip', `127.0.0.1:${sim.port}`,
-        '--out', path.join(path.dirname(file), 'esphome')], { NO_COLOR: '1' }, user);
+        '--out', path.join(path.dirname(file), 'esphome')], { NO_COLOR: '1', ...USER_SEES_AT_ONCE }, user);
       assert.equal(r.code, 0, r.out);
       const seen = pinLines(r.out);
       for (const [fn, pin] of Object.entries(recipe.pins as Record<string, string>)) {

@@ -37,6 +37,13 @@ export interface Bench {
  */
 export const BENCH_TIME_SCALE = 0.02;
 
+/**
+ * For runs watched only by the virtual user: it sees every change of the simulated hardware as it happens
+ * (SimPlug.onHardware), so the pin check need not hold a pin on for a person's eyes. The bench sets it;
+ * terminal.test.ts and the demo keep a person's time.
+ */
+export const USER_SEES_AT_ONCE = { FLASH_PIN_SHOW_MS: '1' };
+
 export interface BenchOptions {
   mcu?: Mcu;
   /** Default BENCH_TIME_SCALE; 1 = real time. Given to the sim and to the fakes alike. */
@@ -85,6 +92,7 @@ export async function startBench(o: BenchOptions = {}): Promise<Bench> {
     FLASH_MDNS_INTERFACE: '127.0.0.1',
     FLASH_DISCOVERY_TIMEOUT_MS: '15000',
     FLASH_VERIFY_TIMEOUT_MS: '15000',
+    ...USER_SEES_AT_ONCE,
     ...o.env,
   };
   const name = o.uniqueName ? `plug-${process.pid}-${Math.floor(Math.random() * 1e6)}` : 'status-plug-01';

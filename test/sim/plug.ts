@@ -443,6 +443,11 @@ export interface SimPlug {
   readonly flashReads: [number, number][];
   /** Flips the wall switch on `pin` (open ⇄ closed); a pin with no wall switch is a test mistake and throws. */
   flipSwitch(pin: string): void;
+  /**
+   * Calls `listener` with the hardware at every change of it, as it happens (what a person watching the board sees,
+   * however short); returns the way to stop listening.
+   */
+  onHardware(listener: (hw: SimHardware) => void): () => void;
   /** Resolves once `pred(hardware)` is true (checked at every change of the hardware); rejects after timeoutMs. */
   waitForHardware(pred: (hw: SimHardware) => boolean, timeoutMs?: number): Promise<SimHardware>;
   /** The board's TuyaMCU (the user works the device: setDatapoint), when the wiring has one. */
@@ -1822,6 +1827,11 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       else closedSwitches.add(pin);
       hardwareChanged();
       scanPoll();
+    },
+    onHardware(listener) {
+      const each = () => listener(hardware());
+      events.on('hardware', each);
+      return () => void events.off('hardware', each);
     },
     waitForHardware(pred, timeoutMs = 5000) {
       if (pred(hardware())) return Promise.resolve(hardware());

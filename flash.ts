@@ -2465,18 +2465,19 @@ export async function checkPins(o: {
   // Buttons and wall switches are read live while the user acts: what the pin does answers, not a key press.
   const events = await openPinEvents(o.base, o.signal);
   try {
-    const watch = async (pin: string, want: 'LOW' | 'change', millis: number) => {
+    const watch = async (pin: string, want: 'LOW' | 'change', millis: number, tell?: string) => {
       const mark = events.mark();
       await scan.pin(pin);
       await scan.mode('INPUT_PULLUP');
+      if (tell) o.say(tell); // only once the pin is read: a quick hand is not missed
       return events.seen(mark, BK7231_PINS[pin], want, millis, o.signal);
     };
     /** Watches `pin` until the user's action shows; when it does not, asks them (them only) what happened. */
     const awaitAction = async (fn: string, pin: string, want: 'LOW' | 'change', doIt: string, noun: string,
       how = '') => {
       for (;;) {
-        o.say(`${doIt} now: reading ${pin} (for up to ${seconds(waitMs)}${how})`);
-        if (await watch(pin, want, waitMs)) return 'seen';
+        if (await watch(pin, want, waitMs, `${doIt} now: reading ${pin} (for up to ${seconds(waitMs)}${how})`))
+          return 'seen';
         const answer = await o.ask({ id: `${want === 'LOW' ? 'press' : 'flip'}_${fn}`, kind: 'select',
           message: `No ${noun} showed on ${pin} within ${seconds(waitMs)}. What happened?`,
           choices: Object.values(UNSEEN_ANSWERS) });

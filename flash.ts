@@ -1704,7 +1704,7 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
             `${rerun(opts, '--from kickstart')}; if not, retry this step` } };
         return;
       }
-      await sleep(2000, scope.signal);
+      await Promise.race([sleep(2000, scope.signal), exited]); // cloudcutter ending ends the watch at once
     }
   }
 
@@ -2930,7 +2930,9 @@ async function findFlashedPlug(ctx: Ctx, key: string):
       if (last && 'name' in last && last.name === ctx.deviceName) return last;
       if (userSaid && last && 'error' in last && /MAC failure|Handshake failure/i.test(last.error)) return last;
       if (Date.now() >= until || done.signal.aborted) break;
-      await sleep(Math.min(2000, until - Date.now())); // the last try is at the deadline: it says how things ended
+      // The last try is at the deadline: it says how things ended. Found another way meanwhile: no more tries.
+      await sleep(Math.min(2000, until - Date.now()), done.signal).catch(() => {});
+      if (done.signal.aborted) break;
     }
     return userSaid ? last : undefined;
   };
@@ -2983,7 +2985,8 @@ export async function readDeviceInfo(host: string, port: number, encryptionKey: 
   const client = new Client({ host, port, encryptionKey, reconnect: false, clientInfo: `flash.ts ${VERSION}`,
     initializeListEntities: false, initializeSubscribeStates: false }) as unknown as {
     connect(): void; disconnect(): void; on(event: 'deviceInfo' | 'error', listener: (arg: never) => void): void;
-    connection: { on(event: 'error', listener: () => void): void; pingTimer?: NodeJS.Timeout } };
+    connection: { on(event: 'error', listener: () => void): void; pingTimer?: NodeJS.Timeout;
+      frameHelper: { on(event: 'close', listener: () => void): void } } };
   let finished = false;
   return new Promise((resolve) => {
     const done = (r: DeviceInfoResponse | { error: string }) => {
@@ -3003,6 +3006,9 @@ export async function readDeviceInfo(host: string, port: number, encryptionKey: 
     const timer = setTimeout(() => done({ error: `no answer within ${seconds(timeout)}` }), timeout);
     client.on('deviceInfo', (info: DeviceInfoResponse) => done(info));
     client.on('error', (e: Error) => done({ error: e?.message ?? String(e) }));
+    // Closed by the device before it answered (a plug rebooting right after the upload ends the session cleanly):
+    // no answer will come on this connection.
+    client.connection.frameHelper.on('close', () => done({ error: 'the device closed the connection' }));
     try {
       client.connect();
     } catch (e) {

@@ -106,7 +106,12 @@ export async function simPost(w, what, body = {}) {
   }
 }
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
+/** Waits at least `ms` by the clock (Node's timers may fire a millisecond early). */
+export const sleep = (ms) => new Promise((r) => {
+  const due = Date.now() + ms;
+  const wait = () => (Date.now() >= due ? r() : setTimeout(wait, due - Date.now()));
+  setTimeout(wait, Math.max(0, ms));
+});
 
 export function out(text) {
   process.stdout.write(text);

@@ -699,6 +699,9 @@ function isLoopback(addr: string): boolean {
 
 // ---------------------------------------------------------------------------------------------------------------
 
+/** A timer of the sim's (`later`): the Node timer under way, re-armed when it fired early. */
+interface Later { timer: NodeJS.Timeout }
+
 export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   const mcu = opts.mcu;
   const MCU = mcu.toUpperCase();
@@ -820,7 +823,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   // the stock firmware's pairing side: its AP, whether cloudcutter's exploit replaced its keys
   const tuya = {
     ap: null as string | null, exploited: false, joined: null as string | null,
-    apTimer: undefined as NodeJS.Timeout | undefined,
+    apTimer: undefined as Later | undefined,
   };
   // every AP the plug had on the air, with times (nmcli's scans in the fakes look back at it)
   type OnAir = { ssid: string; bssid: string; security: string; signal: number; gateway: string; address: string };
@@ -843,23 +846,32 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
 
   // ----- timers and connections (all released on close) -----
   const timers = new Set<NodeJS.Timeout>();
-  function later(ms: number, fn: () => void): NodeJS.Timeout {
-    const t = setTimeout(() => {
-      timers.delete(t);
-      if (!closed) fn();
-    }, ms);
-    timers.add(t);
-    return t;
+  /** Runs `fn` once `ms` have passed by the clock: at least that long (Node's timers may fire a millisecond early). */
+  function later(ms: number, fn: () => void): Later {
+    const due = Date.now() + ms;
+    const handle = {} as Later;
+    const arm = (wait: number) => {
+      const t = setTimeout(() => {
+        timers.delete(t);
+        if (closed) return;
+        if (Date.now() < due) return arm(due - Date.now());
+        fn();
+      }, wait);
+      timers.add(t);
+      handle.timer = t;
+    };
+    arm(ms);
+    return handle;
   }
-  function cancel(t: NodeJS.Timeout | undefined): void {
-    if (t) {
-      clearTimeout(t);
-      timers.delete(t);
+  function cancel(l: Later | undefined): void {
+    if (l) {
+      clearTimeout(l.timer);
+      timers.delete(l.timer);
     }
   }
-  let phaseTimer: NodeJS.Timeout | undefined;
-  let joinTimer: NodeJS.Timeout | undefined;
-  let announceTimer: NodeJS.Timeout | undefined;
+  let phaseTimer: Later | undefined;
+  let joinTimer: Later | undefined;
+  let announceTimer: Later | undefined;
   const deviceSockets = new Set<net.Socket>(); // TCP connections to the plug (die when it reboots)
   const sse = new Set<{ res: http.ServerResponse; ping: NodeJS.Timeout }>();
   const allSockets = new Set<net.Socket>();

@@ -234,6 +234,7 @@ export const SETTINGS = {
   FLASH_KICKSTART_PORTAL: { default: 'http://192.168.4.1', does: "Kickstart's captive portal" },
   FLASH_DEVICE_HTTP_PORT: { default: '80', does: "the plug's web server port" },
   FLASH_MDNS_INTERFACE: { default: '', does: 'the interface address mDNS uses (default: all)' },
+  FLASH_MDNS_PORT: { default: '5353', does: "mDNS's UDP port (a test bench has one of its own)" },
   FLASH_DISCOVERY_TIMEOUT_MS: { default: '120000', does: 'how long to wait for the plug on mDNS' },
   FLASH_VERIFY_TIMEOUT_MS: { default: '120000', does: 'how long to wait for the flashed device' },
   FLASH_COMPILE_TIMEOUT_MS: { default: '2700000', does: 'how long a compile may take (45 min)' },
@@ -5186,7 +5187,8 @@ async function browseMdns(pick: (seen: MdnsDevice[], last: boolean) => MdnsDevic
   const { Bonjour } = await import('bonjour-service');
   const iface = setting('FLASH_MDNS_INTERFACE');
   // Bind the wildcard address: a socket bound to the interface's own address receives no multicast.
-  const bonjour = new Bonjour(iface ? ({ interface: iface, bind: '0.0.0.0' } as object) : {});
+  const bonjour = new Bonjour({ ...(iface ? { interface: iface, bind: '0.0.0.0' } : {}),
+    port: Number(setting('FLASH_MDNS_PORT')) || 5353 } as object);
   const browser = bonjour.find({ type: 'esphomelib', protocol: 'tcp' });
   const seen = new Map<string, MdnsDevice>();
   const search = new Promise<MdnsDevice | MdnsDevice[] | undefined>((resolve) => {

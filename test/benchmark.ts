@@ -64,6 +64,7 @@ async function discoveryLatency(runs: number): Promise<number[]> {
   for (let i = 0; i < runs; i++) {
     const home = { ssid: 'HomeNet', password: 'correct horse battery' };
     const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-ap', homeNetwork: home, joinMs: 500 });
+    process.env.FLASH_MDNS_PORT = String(sim.mdnsPort);
     try {
       let online = 0;
       // The sim sends its mDNS announcement as it joins the LAN, then reports the phase change.
@@ -87,6 +88,7 @@ async function discoveryByQuery(runs: number): Promise<number[]> {
   const times: number[] = [];
   for (let i = 0; i < runs; i++) {
     const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan' });
+    process.env.FLASH_MDNS_PORT = String(sim.mdnsPort);
     try {
       await new Promise((r) => setTimeout(r, 300)); // its boot announcements are over
       const t = performance.now();

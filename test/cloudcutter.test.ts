@@ -17,7 +17,7 @@ import path from 'node:path';
 import { makeFakeWorld, CLOUDCUTTER_MESSAGES, chipMismatchLine, type FakeWorld, type FakeWorldOptions, type CloudcutterOutcome } from './fakes.ts';
 import { runFlash, serveDir, tempDir, WIFI_ENV, CLOUDCUTTER_API_FIXTURES, type RunResult } from './helpers.ts';
 import { BENCH_TIME_SCALE, startBench } from './workbench.ts';
-import { startSimPlug } from './sim/plug.ts';
+import { freeUdpPort, startSimPlug } from './sim/plug.ts';
 import { kickstartFileName, type Mcu } from './firmware-files.ts';
 import { CLOUDCUTTER_DIAGNOSES } from '../flash.ts';
 
@@ -53,8 +53,10 @@ async function world(opts: FakeWorldOptions = {}): Promise<{ w: FakeWorld; out: 
     ...WIFI_ENV,
     FLASH_CLOUDCUTTER_API: api.url,
     XDG_CACHE_HOME: path.join(w.dir, 'cache'),
-    // A retry after a failed cloudcutter run first looks for Kickstart by mDNS: keep that on loopback.
+    // A retry after a failed cloudcutter run first looks for Kickstart by mDNS: keep that on loopback, on a port of
+    // this world's own.
     FLASH_MDNS_INTERFACE: '127.0.0.1',
+    FLASH_MDNS_PORT: String(await freeUdpPort()),
   };
   return { w, out: path.join(w.dir, 'esphome'), env };
 }
@@ -364,7 +366,7 @@ describe('retry', () => {
     // Tuya firmware. Another plug already on Kickstart (say, one left from an earlier run) must not be
     // taken for it: no MAC is known yet, so flash.ts cannot tell them apart by mDNS.
     const { w, out, env } = await world({ cloudcutter: { outcome: 'ap' } });
-    const other = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan' });
+    const other = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan', mdnsPort: Number(env.FLASH_MDNS_PORT) });
     try {
       const failed = await runFlash(cutArgs(R23A.recipe, w, out), { env });
       assert.equal(failed.code, 1, failed.stdout + failed.stderr);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startSimPlug, type SimPlug, type SimPlugOptions } from './sim/plug.ts';
+import { freeUdpPort, startSimPlug, type SimPlug, type SimPlugOptions } from './sim/plug.ts';
 import { makeFakeWorld, type FakeWorld, type FakeWorldOptions } from './fakes.ts';
 import { plainText, virtualUser, type Override, type VirtualUser } from './virtual-user.ts';
 import { PassThrough } from 'node:stream';
@@ -90,6 +90,8 @@ export async function startBench(o: BenchOptions = {}): Promise<Bench> {
     FLASH_DEVICE_HTTP_PORT: String(sim.port),
     FLASH_DEVICE_API_PORT: String(sim.apiPort),
     FLASH_MDNS_INTERFACE: '127.0.0.1',
+    // The sim's own mDNS network; a plug without mDNS: one where nothing answers.
+    FLASH_MDNS_PORT: String(sim.mdnsPort ?? await freeUdpPort()),
     FLASH_DISCOVERY_TIMEOUT_MS: '15000',
     FLASH_VERIFY_TIMEOUT_MS: '15000',
     ...USER_SEES_AT_ONCE,

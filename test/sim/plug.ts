@@ -7,6 +7,7 @@
 // mDNS instance names). Every socket binds 127.0.0.1; multicast goes out on the loopback interface only.
 import http from 'node:http';
 import net from 'node:net';
+import dgram from 'node:dgram';
 import crypto from 'node:crypto';
 import zlib from 'node:zlib';
 import { EventEmitter } from 'node:events';
@@ -324,6 +325,12 @@ export interface SimPlugOptions {
   /** Interface for mDNS (default '127.0.0.1'); false = no mDNS. */
   mdnsInterface?: string | false;
   /**
+   * mDNS's UDP port. Default: a free one of its own, so no other test's or run's plug (they all share loopback) is
+   * seen: flash.ts is told it with FLASH_MDNS_PORT (`mdnsPort` of the SimPlug); a second plug on the same network is
+   * given the first one's. 5353 is the real one.
+   */
+  mdnsPort?: number;
+  /**
    * mDNS goes quiet this long after each boot (no answers, no announcements) while no API client is connected,
    * as BK72xx plugs on LibreTiny are reported to do after a while; default never.
    */
@@ -400,6 +407,8 @@ export interface SimPlug {
   port: number;
   /** The final device's native API port (TCP on 127.0.0.1, advertised in its SRV record). */
   apiPort: number;
+  /** The UDP port its mDNS answers on (see SimPlugOptions.mdnsPort); undefined without mDNS. */
+  mdnsPort?: number;
   readonly mac: string;
   mcu: Mcu;
   readonly phase: Phase;
@@ -701,6 +710,15 @@ function isLoopback(addr: string): boolean {
 
 /** A timer of the sim's (`later`): the Node timer under way, re-armed when it fired early. */
 interface Later { timer: NodeJS.Timeout }
+
+/** A UDP port nothing uses now (the system picks it), for an mDNS network of one's own. */
+export async function freeUdpPort(): Promise<number> {
+  const socket = dgram.createSocket('udp4');
+  await new Promise<void>((resolve, reject) => (socket.once('error', reject), socket.bind(0, '0.0.0.0', resolve)));
+  const { port } = socket.address();
+  await new Promise<void>((r) => socket.close(() => r()));
+  return port;
+}
 
 export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   const mcu = opts.mcu;
@@ -1324,13 +1342,15 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     if (!answers.length) return;
     const extra = additionals.filter((r) => !answers.some((x) => x.name === r.name && x.type === r.type));
     mdns.respond({ answers, additionals: extra } as never);
-    if (rinfo.port !== 5353) {
+    if (rinfo.port !== mdnsPort) {
       // A legacy (one-shot) querier: the answer goes back by unicast, echoing its id and questions.
       mdns.respond({ id: q.id, questions: q.questions, answers, additionals: extra } as never, { port: rinfo.port, address: rinfo.address });
     }
   }
-  if (opts.mdnsInterface !== false) {
-    mdns = makeMdns({ interface: opts.mdnsInterface ?? '127.0.0.1', bind: '0.0.0.0', loopback: true, reuseAddr: true });
+  const mdnsPort = opts.mdnsInterface === false ? undefined : opts.mdnsPort ?? await freeUdpPort();
+  if (mdnsPort !== undefined) {
+    mdns = makeMdns({ interface: opts.mdnsInterface || '127.0.0.1', bind: '0.0.0.0', port: mdnsPort, loopback: true,
+      reuseAddr: true });
     mdns.on('query', onQuery as never);
     mdns.on('error', () => { /* port trouble: the plug is just not discoverable */ });
     mdns.on('warning', () => {});
@@ -1817,7 +1837,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   }
 
   const sim: SimPlug = {
-    url, port, apiPort, mcu, uploads, faults,
+    url, port, apiPort, mdnsPort, mcu, uploads, faults,
     get mac() { return mac; },
     wifi,
     final,

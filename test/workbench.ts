@@ -94,6 +94,10 @@ export async function startBench(o: BenchOptions = {}): Promise<Bench> {
     FLASH_MDNS_PORT: String(sim.mdnsPort ?? await freeUdpPort()),
     FLASH_DISCOVERY_TIMEOUT_MS: '15000',
     FLASH_VERIFY_TIMEOUT_MS: '15000',
+    // The scaled world's waits are fractions of a second: a run stuck in one fails in a minute, saying which,
+    // rather than at the test's timeout.
+    FLASH_AP_WAIT_MS: '60000',
+    FLASH_KICKSTART_AP_TIMEOUT_MS: '30000',
     ...USER_SEES_AT_ONCE,
     ...o.env,
   };

@@ -11,7 +11,7 @@ import { makeFakeWorld, type FakeWorld, type FakeWorldOptions } from './fakes.ts
 import { plainText, virtualUser, type Override, type VirtualUser } from './virtual-user.ts';
 import { PassThrough } from 'node:stream';
 import { io, runCli } from '../flash.ts';
-import { CLOUDCUTTER_API_FIXTURES, FLASH, ROOT, TSX, serveDir, tempDir } from './helpers.ts';
+import { CLOUDCUTTER_API_FIXTURES, ROOT, flashArgv, serveDir, tempDir } from './helpers.ts';
 import type { Mcu } from './firmware-files.ts';
 
 export const HOME = { ssid: 'HomeNet', password: 'correct horse battery' };
@@ -152,7 +152,7 @@ export async function runInProcess(argv: string[], env: NodeJS.ProcessEnv, user?
 /** flash.ts as a child in its own process group, so a test can kill it and everything it started. */
 export function startChild(args: string[], env: NodeJS.ProcessEnv, reader?: { read(text: string): void }):
   { child: ChildProcess; output: () => string; waitFor: (re: RegExp, ms?: number) => Promise<void>; exited: Promise<number> } {
-  const child = spawn(process.execPath, ['--import', TSX, FLASH, ...args], { cwd: ROOT, env: { COLUMNS: '1000', ...env, NO_COLOR: '1' }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...flashArgv(), ...args], { cwd: ROOT, env: { COLUMNS: '1000', ...env, NO_COLOR: '1' }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const waiters: { re: RegExp; resolve: () => void }[] = [];
   const feed = (d: Buffer) => {

@@ -5,7 +5,9 @@
 //   (c) how long after the plug comes online flash.ts notices it (mDNS)
 //   (d) upload throughput to the simulated plug, and this process's peak memory
 //   (e) `flash.ts recipe`'s generator and checks on every cloudcutter device file in test/fixtures
-// Exits 1 when (a) or (b) misses its target, so a regression shows.
+//   (f) the test suite's time: the last full `npm test` here (test/suite.ts records it; not run again, it takes
+//       minutes), against its target of 5 minutes on a quiet 2-core machine
+// Exits 1 when (a), (b) or a quiet run of (f) misses its target, so a regression shows.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -16,6 +18,7 @@ import { makeUF2, FAMILY_ID } from './firmware-files.ts';
 import { discoverDevice, uploadUf2, io, generateRecipe, checkTemplate, substitutionsFor, loadRecipe,
   type DeviceFile, type ProfileFile } from '../flash.ts';
 import { FLASH, ROOT, TSX, CLOUDCUTTER_API_FIXTURES as API, tempDir } from './helpers.ts';
+import type { TestTimes } from './suite.ts';
 
 const progress = (line: string) => process.stderr.write(`  … ${line}\n`);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -205,4 +208,28 @@ const total = gen.perDevice.reduce((a, b) => a + b, 0);
 console.log(`(e) recipe generation       ${gen.devices} device files (${gen.written} recipes, ` +
   `${gen.devices - gen.written} refused) in ${Math.round(total)} ms: median ${median(gen.perDevice).toFixed(1)} ms, ` +
   `max ${Math.max(...gen.perDevice).toFixed(1)} ms per device, generated, written and checked`);
-process.exit(ratio <= 0.65 && startRatio <= 1.15 ? 0 : 1);
+// (f) read, not run: a full suite is minutes of both cores.
+const SUITE_TARGET_MS = 5 * 60_000;
+let suiteOk = true;
+const times = ((): TestTimes | undefined => {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(ROOT, '.test-times.json'), 'utf8')) as TestTimes;
+  } catch {
+    return undefined;
+  }
+})();
+const suite = times?.suite;
+if (!suite) console.log('(f) test suite              no full `npm test` recorded here yet: run it, then the bench again');
+else {
+  // Quiet: the load when it started left the cores free. A busy machine's figure is shown, not judged.
+  const quiet = suite.load[0] < suite.cores;
+  suiteOk = !quiet || (suite.passed && suite.wallMs <= SUITE_TARGET_MS);
+  const slowest = Object.entries(times.files).sort((a, b) => b[1] - a[1]).slice(0, 3)
+    .map(([f, ms]) => `${path.basename(f)} ${secs(ms)}`).join(', ');
+  console.log(`(f) test suite              ${secs(suite.wallMs)} wall, ${Math.round(suite.cpuMs / 1000)} CPU-s, ` +
+    `${suite.passed ? 'passed' : 'FAILED'} (last full \`npm test\`, ${suite.at}; ${suite.files} files, ` +
+    `${suite.concurrency} at a time on ${suite.cores} cores, load ${suite.load.map((l) => l.toFixed(1)).join(' → ')}` +
+    `${quiet ? '' : ': busy, not judged'}; target ≤ ${SUITE_TARGET_MS / 60_000} min when quiet; slowest files: ` +
+    `${slowest})`);
+}
+process.exit(ratio <= 0.65 && startRatio <= 1.15 && suiteOk ? 0 : 1);

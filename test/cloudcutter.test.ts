@@ -320,7 +320,7 @@ describe('each scripted cloudcutter failure', { concurrency: true }, () => {
   }
 });
 
-describe('retry', () => {
+describe('retry', { concurrency: true }, () => {
   test('after a failed cloudcutter run, --from cloudcutter succeeds without redoing config', async () => {
     // The whole rest of the flow runs after cloudcutter (--from), so this uses the workbench's
     // simulated plug; flash.ts still runs as a child process, as the user would retry it.
@@ -397,7 +397,7 @@ describe('retry', () => {
   });
 });
 
-describe('profile API cache', () => {
+describe('profile API cache', { concurrency: true }, () => {
   test('fetched once, the profile is written from the cache when the API is unreachable', async () => {
     const { w, out, env } = await world();
     try {
@@ -440,7 +440,7 @@ describe('profile API cache', () => {
   });
 });
 
-describe('secrets', () => {
+describe('secrets', { concurrency: true }, () => {
   const password = WIFI_ENV.FLASH_WIFI_PASSWORD;
 
   /** Every file flash.ts wrote under <out>/.flash (journal, logs). */

@@ -237,6 +237,7 @@ export const SETTINGS = {
   FLASH_KICKSTART_PORTAL: { default: 'http://192.168.4.1', does: "Kickstart's captive portal" },
   FLASH_DEVICE_HTTP_PORT: { default: '80', does: "the plug's web server port" },
   FLASH_MDNS_INTERFACE: { default: '', does: 'the interface address mDNS uses (default: all)' },
+  FLASH_MDNS_PORT: { default: '5353', does: "mDNS's UDP port (a test bench has one of its own)" },
   FLASH_DISCOVERY_TIMEOUT_MS: { default: '120000', does: 'how long to wait for the plug on mDNS' },
   FLASH_VERIFY_TIMEOUT_MS: { default: '120000', does: 'how long to wait for the flashed device' },
   FLASH_COMPILE_TIMEOUT_MS: { default: '2700000', does: 'how long a compile may take (45 min)' },
@@ -251,6 +252,7 @@ export const SETTINGS = {
     does: 'an unknown question of cloudcutter unanswered this long with --yes: the run stops' },
   FLASH_PRESS_TIMEOUT_MS: { default: '30000', does: 'pin check: how long a button press or switch flip is awaited' },
   FLASH_PRESS_SEARCH_MS: { default: '3000', does: 'pin check: how long each pin is read when looking for a button' },
+  FLASH_PIN_SHOW_MS: { default: '700', does: 'pin check: how long a pin is held on, then off, for you to see it' },
   FLASH_KICKSTART_AP_TIMEOUT_MS: { default: '120000', does: "how long to rescan for the plug's Kickstart AP" },
 } as const;
 
@@ -1726,7 +1728,7 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
             `${rerun(opts, '--from kickstart')}; if not, retry this step` } };
         return;
       }
-      await sleep(2000, scope.signal);
+      await Promise.race([sleep(2000, scope.signal), exited]); // cloudcutter ending ends the watch at once
     }
   }
 
@@ -2432,9 +2434,12 @@ export async function checkPins(o: {
   /** How long a press or a flip is awaited, and how long each pin is read when looking for a button. */
   waitMs?: number;
   searchMs?: number;
+  /** How long a driven pin is held on and then off for the user to see (the pauses around a pulse are no longer). */
+  showMs?: number;
 }): Promise<PinResult[]> {
   const waitMs = o.waitMs ?? ms('FLASH_PRESS_TIMEOUT_MS');
   const searchMs = o.searchMs ?? ms('FLASH_PRESS_SEARCH_MS');
+  const showMs = o.showMs ?? ms('FLASH_PIN_SHOW_MS');
   const signal = o.signal;
   const nap = (millis: number) => sleep(millis, signal);
   let style = 0; // which of entityUrls() this Kickstart answers: found once, then kept
@@ -2485,17 +2490,17 @@ export async function checkPins(o: {
         if (partner) {
           o.say(`  ${sets ? 'resetting' : 'setting'} the relay first (${partner}): a click now is that one`);
           await pulse(partner);
-          await nap(500);
+          await nap(Math.min(500, showMs));
         }
         o.say(`  pulsing ${fn} (${pin}) now`);
         await pulse(pin);
-        await nap(400);
+        await nap(Math.min(400, showMs));
       } else {
         await scan.pin(pin);
         await scan.mode('OUTPUT_HIGH');
-        await nap(700);
+        await nap(showMs);
         await scan.mode('OUTPUT_LOW');
-        await nap(700);
+        await nap(showMs);
         await scan.mode('INPUT'); // let go of the pin so the next one is seen on its own
       }
       const what = role.check === 'pulse' ? `was pulsed once (it should ${sets ? 'set' : 'reset'} the relay)`
@@ -2977,8 +2982,10 @@ async function findFlashedPlug(ctx: Ctx, key: string):
       if (last && 'name' in last && last.name === ctx.deviceName) return last;
       if (userSaid && last && 'error' in last && /MAC failure|Handshake failure/i.test(last.error)) return last;
       if (Date.now() >= until || done.signal.aborted) break;
-      // The last try is at the deadline: it says how things ended.
-      await sleep(Math.min(2000, until - Date.now()), ctx.scope.signal);
+      // The last try is at the deadline: it says how things ended. Found another way meanwhile: no more tries.
+      await sleep(Math.min(2000, until - Date.now()), AbortSignal.any([done.signal, ctx.scope.signal])).catch(() => {});
+      ctx.scope.signal.throwIfAborted();
+      if (done.signal.aborted) break;
     }
     return userSaid ? last : undefined;
   };
@@ -3031,7 +3038,8 @@ export async function readDeviceInfo(host: string, port: number, encryptionKey: 
   const client = new Client({ host, port, encryptionKey, reconnect: false, clientInfo: `flash.ts ${VERSION}`,
     initializeListEntities: false, initializeSubscribeStates: false }) as unknown as {
     connect(): void; disconnect(): void; on(event: 'deviceInfo' | 'error', listener: (arg: never) => void): void;
-    connection: { on(event: 'error', listener: () => void): void; pingTimer?: NodeJS.Timeout } };
+    connection: { on(event: 'error', listener: () => void): void; pingTimer?: NodeJS.Timeout;
+      frameHelper: { on(event: 'close', listener: () => void): void } } };
   let finished = false;
   return new Promise((resolve) => {
     const done = (r: DeviceInfoResponse | { error: string }) => {
@@ -3051,6 +3059,9 @@ export async function readDeviceInfo(host: string, port: number, encryptionKey: 
     const timer = setTimeout(() => done({ error: `no answer within ${seconds(timeout)}` }), timeout);
     client.on('deviceInfo', (info: DeviceInfoResponse) => done(info));
     client.on('error', (e: Error) => done({ error: e?.message ?? String(e) }));
+    // Closed by the device before it answered (a plug rebooting right after the upload ends the session cleanly):
+    // no answer will come on this connection.
+    client.connection.frameHelper.on('close', () => done({ error: 'the device closed the connection' }));
     try {
       client.connect();
     } catch (e) {
@@ -5276,7 +5287,8 @@ async function browseMdns(pick: (seen: MdnsDevice[], last: boolean) => MdnsDevic
   const { Bonjour } = await import('bonjour-service');
   const iface = setting('FLASH_MDNS_INTERFACE');
   // Bind the wildcard address: a socket bound to the interface's own address receives no multicast.
-  const bonjour = new Bonjour(iface ? ({ interface: iface, bind: '0.0.0.0' } as object) : {});
+  const bonjour = new Bonjour({ ...(iface ? { interface: iface, bind: '0.0.0.0' } : {}),
+    port: Number(setting('FLASH_MDNS_PORT')) || 5353 } as object);
   const browser = bonjour.find({ type: 'esphomelib', protocol: 'tcp' });
   const seen = new Map<string, MdnsDevice>();
   const search = new Promise<MdnsDevice | MdnsDevice[] | undefined>((resolve, reject) => {

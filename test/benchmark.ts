@@ -6,7 +6,9 @@
 //   (d) upload throughput to the simulated plug, and this process's peak memory
 //   (e) `flash.ts recipe`'s generator and checks on every cloudcutter device file in test/fixtures
 //   (f) the plug's own wiring: Tuya's storage read through Kickstart at Wi-Fi speed (120 KiB/s), found and decrypted
-// Exits 1 when (a) or (b) misses its target, so a regression shows.
+//   (g) the test suite's time: the last full `npm test` here (test/suite.ts records it; not run again, it takes
+//       minutes), against its target of 5 minutes on a quiet 2-core machine
+// Exits 1 when (a), (b) or a quiet run of (g) misses its target, so a regression shows.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -17,6 +19,7 @@ import { makeUF2, FAMILY_ID } from './firmware-files.ts';
 import { discoverDevice, uploadUf2, io, generateRecipe, checkTemplate, substitutionsFor, loadRecipe, readFlash,
   readTuyaStorage, parseTuyaJson, TUYA_STORAGE_WINDOW, type DeviceFile, type ProfileFile } from '../flash.ts';
 import { FLASH, ROOT, TSX, CLOUDCUTTER_API_FIXTURES as API, tempDir } from './helpers.ts';
+import type { TestTimes } from './suite.ts';
 
 // (f) what the kickstart step adds to read the plug's wiring: only the window Tuya's storage lies in, at the speed
 // Kickstart serves its flash over Wi-Fi, then the storage found and decrypted.
@@ -85,6 +88,7 @@ async function discoveryLatency(runs: number): Promise<number[]> {
   for (let i = 0; i < runs; i++) {
     const home = { ssid: 'HomeNet', password: 'correct horse battery' };
     const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-ap', homeNetwork: home, joinMs: 500 });
+    process.env.FLASH_MDNS_PORT = String(sim.mdnsPort);
     try {
       let online = 0;
       // The sim sends its mDNS announcement as it joins the LAN, then reports the phase change.
@@ -108,6 +112,7 @@ async function discoveryByQuery(runs: number): Promise<number[]> {
   const times: number[] = [];
   for (let i = 0; i < runs; i++) {
     const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan' });
+    process.env.FLASH_MDNS_PORT = String(sim.mdnsPort);
     try {
       await new Promise((r) => setTimeout(r, 300)); // its boot announcements are over
       const t = performance.now();
@@ -228,4 +233,28 @@ progress('(f) the plug\'s own wiring, read at 120 KiB/s');
 const wiring = await wiringRead();
 console.log(`(f) the plug's own wiring    ${wiring.kib} KiB read in ${secs(wiring.readMs)} at 120 KiB/s (Kickstart over ` +
   `Wi-Fi), Tuya's storage found and decrypted in ${wiring.parseMs.toFixed(1)} ms: ${wiring.keys} pin keys`);
-process.exit(ratio <= 0.65 && startRatio <= 1.15 ? 0 : 1);
+// (g) read, not run: a full suite is minutes of both cores.
+const SUITE_TARGET_MS = 5 * 60_000;
+let suiteOk = true;
+const times = ((): TestTimes | undefined => {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(ROOT, '.test-times.json'), 'utf8')) as TestTimes;
+  } catch {
+    return undefined;
+  }
+})();
+const suite = times?.suite;
+if (!suite) console.log('(g) test suite              no full `npm test` recorded here yet: run it, then the bench again');
+else {
+  // Quiet: the load when it started left the cores free. A busy machine's figure is shown, not judged.
+  const quiet = suite.load[0] < suite.cores;
+  suiteOk = !quiet || (suite.passed && suite.wallMs <= SUITE_TARGET_MS);
+  const slowest = Object.entries(times.files).sort((a, b) => b[1] - a[1]).slice(0, 3)
+    .map(([f, ms]) => `${path.basename(f)} ${secs(ms)}`).join(', ');
+  console.log(`(g) test suite              ${secs(suite.wallMs)} wall, ${Math.round(suite.cpuMs / 1000)} CPU-s, ` +
+    `${suite.passed ? 'passed' : 'FAILED'} (last full \`npm test\`, ${suite.at}; ${suite.files} files, ` +
+    `${suite.concurrency} at a time on ${suite.cores} cores, load ${suite.load.map((l) => l.toFixed(1)).join(' → ')}` +
+    `${quiet ? '' : ': busy, not judged'}; target ≤ ${SUITE_TARGET_MS / 60_000} min when quiet; slowest files: ` +
+    `${slowest})`);
+}
+process.exit(ratio <= 0.65 && startRatio <= 1.15 && suiteOk ? 0 : 1);

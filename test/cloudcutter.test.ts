@@ -17,7 +17,7 @@ import path from 'node:path';
 import { makeFakeWorld, CLOUDCUTTER_MESSAGES, chipMismatchLine, type FakeWorld, type FakeWorldOptions, type CloudcutterOutcome } from './fakes.ts';
 import { runFlash, serveDir, tempDir, WIFI_ENV, CLOUDCUTTER_API_FIXTURES, type RunResult } from './helpers.ts';
 import { BENCH_TIME_SCALE, startBench } from './workbench.ts';
-import { startSimPlug } from './sim/plug.ts';
+import { freeUdpPort, startSimPlug } from './sim/plug.ts';
 import { kickstartFileName, type Mcu } from './firmware-files.ts';
 import { CLOUDCUTTER_DIAGNOSES } from '../flash.ts';
 
@@ -53,8 +53,10 @@ async function world(opts: FakeWorldOptions = {}): Promise<{ w: FakeWorld; out: 
     ...WIFI_ENV,
     FLASH_CLOUDCUTTER_API: api.url,
     XDG_CACHE_HOME: path.join(w.dir, 'cache'),
-    // A retry after a failed cloudcutter run first looks for Kickstart by mDNS: keep that on loopback.
+    // A retry after a failed cloudcutter run first looks for Kickstart by mDNS: keep that on loopback, on a port of
+    // this world's own.
     FLASH_MDNS_INTERFACE: '127.0.0.1',
+    FLASH_MDNS_PORT: String(await freeUdpPort()),
   };
   return { w, out: path.join(w.dir, 'esphome'), env };
 }
@@ -319,7 +321,7 @@ describe('each scripted cloudcutter failure', { concurrency: true }, () => {
   }
 });
 
-describe('retry', () => {
+describe('retry', { concurrency: true }, () => {
   test('after a failed cloudcutter run, --from cloudcutter succeeds without redoing config', async () => {
     // The whole rest of the flow runs after cloudcutter (--from), so this uses the workbench's
     // simulated plug; flash.ts still runs as a child process, as the user would retry it.
@@ -365,7 +367,7 @@ describe('retry', () => {
     // Tuya firmware. Another plug already on Kickstart (say, one left from an earlier run) must not be
     // taken for it: no MAC is known yet, so flash.ts cannot tell them apart by mDNS.
     const { w, out, env } = await world({ cloudcutter: { outcome: 'ap' } });
-    const other = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan' });
+    const other = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan', mdnsPort: Number(env.FLASH_MDNS_PORT) });
     try {
       const failed = await runFlash(cutArgs(R23A.recipe, w, out), { env });
       assert.equal(failed.code, 1, failed.stdout + failed.stderr);
@@ -396,7 +398,7 @@ describe('retry', () => {
   });
 });
 
-describe('profile API cache', () => {
+describe('profile API cache', { concurrency: true }, () => {
   test('fetched once, the profile is written from the cache when the API is unreachable', async () => {
     const { w, out, env } = await world();
     try {
@@ -439,7 +441,7 @@ describe('profile API cache', () => {
   });
 });
 
-describe('secrets', () => {
+describe('secrets', { concurrency: true }, () => {
   const password = WIFI_ENV.FLASH_WIFI_PASSWORD;
 
   /** Every file flash.ts wrote under <out>/.flash (journal, logs). */

@@ -3,6 +3,7 @@
 // nmcli, docker and esphome, and a virtual user watches the simulated LEDs and relay and answers
 // the questions a person would. What you read is what flash.ts prints in a real run.
 import { startBench, runInProcess } from './workbench.ts';
+import { SETTINGS } from '../flash.ts';
 import { plainText } from './virtual-user.ts';
 
 const dim = (s: string) => (process.stdout.isTTY && !process.env.NO_COLOR ? `\x1b[2m${s}\x1b[22m` : s);
@@ -14,6 +15,8 @@ say('   lines in this colour are the demo talking; everything else is flash.ts.\
 
 const bench = await startBench({
   fakes: { cloudcutter: { delayMs: 3000 }, esphome: { delayMs: 2500 } },
+  // The pin check as a person sees it: each pin held on long enough to look.
+  env: { FLASH_PIN_SHOW_MS: SETTINGS.FLASH_PIN_SHOW_MS.default },
   log: (line) => say(`   ${line}`),
 });
 const recipe = 'recipes/23A.yaml';

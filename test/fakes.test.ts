@@ -34,7 +34,9 @@ interface RunOpts {
   cwd?: string;
   input?: string;
   killAfter?: { ms: number; signal: NodeJS.Signals } | { when: RegExp; signal: NodeJS.Signals };
+  /** SIGKILL after this long (default 30 s): a failure, unless `killedByTimeout` says it is what the test expects. */
   timeoutMs?: number;
+  killedByTimeout?: boolean;
   /** Called once when the output first matches (a user reacting to what the tool says); kill ends the child. */
   on?: [RegExp, (kill: (sig: NodeJS.Signals) => void) => void][];
   /** Keep stdin open after the input (a terminal nobody types on). */
@@ -58,12 +60,19 @@ function run(world: FakeWorld, cmd: string, args: string[], o: RunOpts = {}): Pr
     child.stderr.on('data', (d) => { stderr += d; check(); });
     child.on('error', reject);
     if (o.killAfter && 'ms' in o.killAfter) { const k = o.killAfter; setTimeout(() => kill(k.signal), k.ms); }
-    const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs ?? 30_000);
+    // A run that never ends is a failure, not whatever it printed until then.
+    let timedOut = false;
+    const timer = setTimeout(() => (timedOut = true, child.kill('SIGKILL')), o.timeoutMs ?? 30_000);
     child.stdin.on('error', () => { /* the child may exit before reading its input */ });
     if (o.holdStdin) child.stdin.write(o.input ?? '');
     else child.stdin.end(o.input ?? '');
-    child.on('close', (code, signal) => { clearTimeout(timer); child.stdin.destroy(); resolve({ code, signal, stdout,
-      stderr }); });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      child.stdin.destroy();
+      if (timedOut && !o.killedByTimeout) reject(new Error(`${cmd} ${args.join(' ')}: killed after ${o.timeoutMs ?? 30_000} ms, ` +
+        `still running:\n${stdout}${stderr}`));
+      else resolve({ code, signal, stdout, stderr });
+    });
   });
 }
 
@@ -577,7 +586,9 @@ describe('fake tuya-cloudcutter.sh', { concurrency: true }, () => {
       assertInOrder(r.stdout, ['[!] WARNING: Selected wifi AP support: no', 'Checking UDP port 53... Occupied by dnsmasq with PID 812.',
         'Port 53 is needed to resolve DNS queries', 'Aborting due to occupied port']);
       // one key for the AP warning's "Press any key", then "y", then "n" for AppArmor (`read -n 1`: one character each)
-      const yes = await cloudcutter(w, flashArgs(), { input: ' yn' });
+      // No plug here: once the checks are done it scans for one until stopped.
+      const yes = await cloudcutter(w, flashArgs(), { input: ' yn', killAfter: { when: /Scanning for open/,
+        signal: 'SIGINT' } });
       assertInOrder(yes.stdout, ['Attempting to terminate dnsmasq', 'Checking UDP port 67... Available.',
         CLOUDCUTTER_LINES.safetyDone]);
       assert.deepEqual(readStateOf(w).stopped, ['dnsmasq (pid 812)']);
@@ -885,7 +896,8 @@ describe('fake docker', { concurrency: true }, () => {
       const started = /INFO Compiling app\.\.\./;
       const [int, term, init] = await Promise.all([
         run(w, 'docker', ['run', '--rm', ...base], { killAfter: { when: started, signal: 'SIGINT' } }),
-        run(w, 'docker', ['run', '--rm', '--name', 'esphome-term', ...base], { killAfter: { when: started, signal: 'SIGTERM' }, timeoutMs: 1500 }),
+        run(w, 'docker', ['run', '--rm', '--name', 'esphome-term', ...base], { killAfter: { when: started, signal: 'SIGTERM' }, timeoutMs: 1500,
+          killedByTimeout: true }),
         run(w, 'docker', ['run', '--rm', '--init', ...base], { killAfter: { when: started, signal: 'SIGTERM' } }),
       ]);
       assert.equal(int.code, 1);

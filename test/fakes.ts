@@ -9,6 +9,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { makeUG, kickstartFileName, type Mcu } from './firmware-files.ts';
 import { CLOUDCUTTER_MESSAGES, CLOUDCUTTER_LINES, chipMismatchLine, portQuestion } from './fakes/messages.mjs';
 
@@ -166,9 +167,64 @@ function sh(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-function nodeWrapper(tool: string): string {
+function nodeWrapper(tool: string, serve?: { port: number; which: string }): string {
   // $0 as the caller typed it: bash's `exec ./x` (the fake sudo) would make it absolute
-  return `#!/usr/bin/env bash\nexport FAKE_ARG0="\${FAKE_EXEC_ARG0:-$0}"\nunset FAKE_EXEC_ARG0\nexec ${sh(process.execPath)} ${sh(TOOLS)} ${sh(tool)} "$@"\n`;
+  const bash = (serve && which('bash')) || '/usr/bin/env bash'; // served: no `env` exec in the way
+  const head = `#!${bash}\nexport FAKE_ARG0="\${FAKE_EXEC_ARG0:-$0}"\nunset FAKE_EXEC_ARG0\n`;
+  const run = `exec ${sh(process.execPath)} ${sh(TOOLS)} ${sh(tool)} "$@"\n`;
+  if (!serve) return head + run;
+  // The calls `which` picks are answered by this test process's fake-tool server (fakes/server.mjs has the
+  // protocol); the rest, and any call when the server is gone, run as a node process.
+  return `${head}${serve.which}
+if [ -n "$served" ] && { exec 3<>/dev/tcp/127.0.0.1/${serve.port}; } 2>/dev/null; then
+  printf '%s\\0' ${sh(tool)} "$PWD" "$FAKE_WORLD" "$FAKE_LOG" "$#" "$@" >&3
+  read -r code errlen <&3 || { echo "fake ${tool}: the fake-tool server did not answer" >&2; exit 70; }
+  [ "$errlen" = 0 ] || head -c "$errlen" <&3 >&2
+  cat <&3
+  exit "$code"
+fi
+${run}`;
+}
+
+/** Which calls of each tool the fake-tool server answers: by their command word (the first argument not an option). */
+const SERVED: Record<string, string> = {
+  nmcli: 'served=1',
+  ss: 'served=1',
+  docker: `word= skip=
+for a in "$@"; do
+  if [ -n "$skip" ]; then skip=; continue; fi
+  case "$a" in
+    -v|--version) word=--version; break ;;
+    -H|--host|--context|-c|-l|--log-level|--config) skip=1 ;;
+    -*) ;;
+    *) word=$a; break ;;
+  esac
+done
+case "$word" in --version|info|version|images|image|ps|system) served=1 ;; esac`,
+  esphome: `word= skip=0
+for a in "$@"; do
+  if [ "$skip" -gt 0 ]; then skip=$((skip - 1)); continue; fi
+  case "$a" in
+    --version) word=--version; break ;;
+    -s|--substitution) skip=2 ;;
+    -*) ;;
+    *) word=$a; break ;;
+  esac
+done
+case "$word" in --version|version|config) served=1 ;; esac`,
+};
+
+let toolServer: Promise<number> | undefined;
+
+/** The port of this process's fake-tool server (a worker thread), started on first use. */
+function toolServerPort(): Promise<number> {
+  return toolServer ??= new Promise((resolve, reject) => {
+    // Plain JavaScript: the worker needs no tsx.
+    const worker = new Worker(path.join(FAKES, 'server.mjs'), { execArgv: [] });
+    // Once it listens it does not keep the test process alive: a call always comes from a child this process awaits.
+    worker.once('message', (port: number) => (worker.unref(), resolve(port)));
+    worker.once('error', reject);
+  });
 }
 
 function which(cmd: string): string | undefined {
@@ -308,10 +364,12 @@ export async function makeFakeWorld(opts: FakeWorldOptions = {}): Promise<FakeWo
     containers: {},
   }, null, 2));
 
-  if (nm) fs.writeFileSync(path.join(bin, 'nmcli'), nodeWrapper('nmcli'), { mode: 0o755 });
-  if (docker) fs.writeFileSync(path.join(bin, 'docker'), nodeWrapper('docker'), { mode: 0o755 });
-  if (esphome) fs.writeFileSync(path.join(bin, 'esphome'), nodeWrapper('esphome'), { mode: 0o755 });
-  fs.writeFileSync(path.join(bin, 'ss'), nodeWrapper('ss'), { mode: 0o755 });
+  const port = await toolServerPort();
+  const served = (tool: string) => nodeWrapper(tool, { port, which: SERVED[tool] });
+  if (nm) fs.writeFileSync(path.join(bin, 'nmcli'), served('nmcli'), { mode: 0o755 });
+  if (docker) fs.writeFileSync(path.join(bin, 'docker'), served('docker'), { mode: 0o755 });
+  if (esphome) fs.writeFileSync(path.join(bin, 'esphome'), served('esphome'), { mode: 0o755 });
+  fs.writeFileSync(path.join(bin, 'ss'), served('ss'), { mode: 0o755 });
   if (sudo) {
     fs.copyFileSync(path.join(FAKES, 'sudo.sh'), path.join(bin, 'sudo'));
     fs.chmodSync(path.join(bin, 'sudo'), 0o755);

@@ -1,8 +1,11 @@
 // Shared test plumbing: run flash.ts as a user would (a child process), temp dirs, recipe copies.
 import { execFile, spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { DeviceFile, ProfileFile } from '../flash.ts';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
@@ -10,14 +13,48 @@ export const FLASH = path.join(ROOT, 'flash.ts');
 /** tsx's loader by URL, so a child started in any directory finds it. */
 export const TSX = import.meta.resolve('tsx');
 
+/**
+ * flash.ts as JavaScript, for the many flash.ts children of the tests: each then starts without tsx's loader (half a
+ * second of CPU less per child). The same transform tsx makes (esbuild, tsx's own), once per content of flash.ts: it
+ * is named by its hash and written whole (a rename), so test files and suites running at once share it. It sits
+ * beside flash.ts, which finds recipes/ and package.json from where it is. Never committed (.gitignore); users run
+ * flash.ts, and so do terminal.test.ts, the runnable-from-anywhere test and runs with `viaTsx`.
+ */
+export const FLASH_JS = builtFlash();
+
+function builtFlash(): string {
+  const source = fs.readFileSync(FLASH, 'utf8');
+  const hash = crypto.createHash('sha256').update(source).digest('hex').slice(0, 16);
+  const file = path.join(ROOT, `.flash-${hash}.mjs`);
+  if (fs.existsSync(file)) return file;
+  const esbuild = createRequire(fileURLToPath(TSX))('esbuild') as typeof import('esbuild');
+  const { code } = esbuild.transformSync(source, { loader: 'ts', format: 'esm', target: `node${process.versions.node}`,
+    sourcefile: FLASH });
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, code);
+  fs.renameSync(tmp, file);
+  // Builds of older flash.ts contents, left by earlier runs (an hour is longer than any suite).
+  for (const f of fs.readdirSync(ROOT)) {
+    const old = path.join(ROOT, f);
+    if (/^\.flash-[0-9a-f]{16}\.mjs$/.test(f) && old !== file && Date.now() - fs.statSync(old).mtimeMs > 3_600_000)
+      fs.rmSync(old, { force: true });
+  }
+  return file;
+}
+
+/** How a test starts flash.ts in a child: its build (FLASH_JS), or as a user does, through tsx (`viaTsx`). */
+export function flashArgv(viaTsx = false): string[] {
+  return viaTsx ? ['--import', TSX, FLASH] : [FLASH_JS];
+}
+
 export interface RunResult { code: number; stdout: string; stderr: string }
 
-/** `npx tsx flash.ts ...args` in a child process, colours off, no terminal on stdin. */
+/** flash.ts in a child process, colours off, no terminal on stdin (its build unless `viaTsx`: see FLASH_JS). */
 export function runFlash(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string; timeoutMs?: number;
   /** Someone reading along (a virtual user who acts on what flash.ts tells them). */
-  reader?: { read(text: string): void } } = {}): Promise<RunResult> {
+  reader?: { read(text: string): void }; viaTsx?: boolean } = {}): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', TSX, FLASH, ...args], {
+    const child = spawn(process.execPath, [...flashArgv(opts.viaTsx), ...args], {
       cwd: opts.cwd ?? ROOT,
       env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '', COLUMNS: '1000', ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],

@@ -23,7 +23,8 @@ test('kickstart step: joins the AP, sends the Wi-Fi to the portal, finds the plu
   try {
     const out = await configDir();
     const r = await runInProcess(['recipes/23A.yaml', '--only', 'kickstart', '--yes', '--out', out], {
-      ...world.env, FLASH_KICKSTART_PORTAL: sim.url, FLASH_DEVICE_HTTP_PORT: String(sim.port), FLASH_MDNS_INTERFACE: '127.0.0.1', FLASH_DISCOVERY_TIMEOUT_MS: '10000',
+      ...world.env, FLASH_KICKSTART_PORTAL: sim.url, FLASH_DEVICE_HTTP_PORT: String(sim.port), FLASH_MDNS_INTERFACE: '127.0.0.1',
+      FLASH_MDNS_PORT: String(sim.mdnsPort), FLASH_DISCOVERY_TIMEOUT_MS: '10000',
     });
     assert.equal(r.code, 0, r.out);
     assert.deepEqual(sim.wifi, { ssid: HOME.ssid, psk: HOME.password });
@@ -50,7 +51,7 @@ test('kickstart step: a Wi-Fi name the plug does not see is not sent with --yes;
       const out = await configDir();
       const r = await runInProcess(['recipes/23A.yaml', '--only', 'kickstart', '--yes', '--out', out], {
         ...world.env, FLASH_KICKSTART_PORTAL: sim.url, FLASH_DEVICE_HTTP_PORT: String(sim.port),
-        FLASH_MDNS_INTERFACE: '127.0.0.1', FLASH_DISCOVERY_TIMEOUT_MS: '1500',
+        FLASH_MDNS_INTERFACE: '127.0.0.1', FLASH_MDNS_PORT: String(sim.mdnsPort), FLASH_DISCOVERY_TIMEOUT_MS: '1500',
       });
       assert.equal(r.code, 1, r.out);
       assert.match(r.out, /the plug does not see your Wi-Fi "HomeNet" \(wifi_ssid in \S+secrets\.yaml\); it sees: Neighbour/);
@@ -76,7 +77,7 @@ test('kickstart step: a Wi-Fi name the plug does not see (a typo) is corrected t
       const user = virtualUser(sim, { overrides: { wifi_seen: real.ssid, wifi_same_password: true } });
       const r = await runInProcess(['recipes/23A.yaml', '--only', 'kickstart', '--out', out], {
         ...world.env, FLASH_KICKSTART_PORTAL: sim.url, FLASH_DEVICE_HTTP_PORT: String(sim.port),
-        FLASH_MDNS_INTERFACE: '127.0.0.1', FLASH_DISCOVERY_TIMEOUT_MS: '10000',
+        FLASH_MDNS_INTERFACE: '127.0.0.1', FLASH_MDNS_PORT: String(sim.mdnsPort), FLASH_DISCOVERY_TIMEOUT_MS: '10000',
       }, user);
       user.stop();
       assert.equal(r.code, 0, r.out);
@@ -105,7 +106,8 @@ test('kickstart step: when joining the AP fails, the user is told what to do by 
       return true;
     } } });
     const r = await runInProcess(['recipes/23A.yaml', '--only', 'kickstart', '--out', out], {
-      ...world.env, FLASH_KICKSTART_PORTAL: sim.url, FLASH_DEVICE_HTTP_PORT: String(sim.port), FLASH_MDNS_INTERFACE: '127.0.0.1', FLASH_DISCOVERY_TIMEOUT_MS: '10000',
+      ...world.env, FLASH_KICKSTART_PORTAL: sim.url, FLASH_DEVICE_HTTP_PORT: String(sim.port), FLASH_MDNS_INTERFACE: '127.0.0.1',
+      FLASH_MDNS_PORT: String(sim.mdnsPort), FLASH_DISCOVERY_TIMEOUT_MS: '10000',
     }, user);
     user.stop();
     assert.equal(r.code, 0, r.out);

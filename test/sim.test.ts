@@ -124,9 +124,10 @@ function openEvents(url: string): Promise<{ events: SseEvent[]; raw: () => strin
 
 interface Found { instance: string; type: string; host?: string; port?: number; txt: Record<string, string>; addresses: string[] }
 
-/** Browses a service type with a separate multicast-dns client on the loopback interface until `match`. */
-async function browse(type: string, match: (f: Found) => boolean, timeoutMs = 3000): Promise<Found | undefined> {
-  const mdns = makeMdns({ interface: '127.0.0.1', bind: '0.0.0.0', loopback: true, reuseAddr: true });
+/** Browses a service type with a separate multicast-dns client on the loopback interface (the sim's mDNS port). */
+async function browse(sim: SimPlug, type: string, match: (f: Found) => boolean, timeoutMs = 3000):
+  Promise<Found | undefined> {
+  const mdns = makeMdns({ interface: '127.0.0.1', bind: '0.0.0.0', port: sim.mdnsPort, loopback: true, reuseAddr: true });
   const found = new Map<string, Found>();
   const hosts = new Map<string, string[]>();
   try {
@@ -288,7 +289,7 @@ test('captive portal: /config.json printed like the real one, /wifisave is GET-o
     assert.deepEqual(sim.wifi, { ssid: 'HomeNet', psk: 'wrong' });
     await sleep(150);
     assert.equal(sim.phase, 'kickstart-ap', 'a wrong password never gets the plug on the LAN');
-    assert.equal(await browse('_esphomelib._tcp.local', (f) => f.txt.mac === sim.mac.toLowerCase(), 300), undefined);
+    assert.equal(await browse(sim, '_esphomelib._tcp.local', (f) => f.txt.mac === sim.mac.toLowerCase(), 300), undefined);
 
     await req('GET', `${sim.url}/wifisave?${new URLSearchParams({ ssid: HOME.ssid, psk: HOME.password })}`);
     assert.deepEqual(sim.wifi, { ssid: HOME.ssid, psk: HOME.password });
@@ -312,7 +313,7 @@ test('captive portal: /config.json printed like the real one, /wifisave is GET-o
 
 test('mDNS: Kickstart on the LAN answers PTR _esphomelib._tcp.local with SRV 6053, TXT and A, like ESPHome 2025.5 on LibreTiny', async () => {
   await withSim({ mcu: 'bk7231n', phase: 'kickstart-lan' }, async (sim) => {
-    const f = await browse('_esphomelib._tcp.local', (x) => x.txt.mac === sim.mac.toLowerCase());
+    const f = await browse(sim, '_esphomelib._tcp.local', (x) => x.txt.mac === sim.mac.toLowerCase());
     assert.ok(f, 'found by a separate multicast-dns client on 127.0.0.1');
     assert.equal(f.instance, 'kickstart-bk7231n');
     assert.equal(f.host, 'kickstart-bk7231n.local');
@@ -326,7 +327,7 @@ test('mDNS: Kickstart on the LAN answers PTR _esphomelib._tcp.local with SRV 605
     assert.equal(f.txt.project_version, '1.0');
     assert.equal(f.txt.api_encryption, undefined);
     assert.equal(f.txt.friendly_name, undefined, 'Kickstart has no friendly_name');
-    const http = await browse('_http._tcp.local', (x) => x.instance === 'kickstart-bk7231n' && x.port === 80);
+    const http = await browse(sim, '_http._tcp.local', (x) => x.instance === 'kickstart-bk7231n' && x.port === 80);
     assert.ok(http, 'web_server is advertised as _http._tcp');
   });
 });
@@ -335,20 +336,20 @@ test('mDNS goes quiet mdnsStopsAfterMs after boot (BK72xx); an API client keeps 
   await withSim({ mcu: 'bk7231n', phase: 'kickstart-lan', mdnsStopsAfterMs: 1000 }, async (sim) => {
     const started = Date.now();
     const mine = (x: Found) => x.txt.mac === sim.mac.toLowerCase();
-    assert.ok(await browse('_esphomelib._tcp.local', mine), 'answers after boot');
+    assert.ok(await browse(sim, '_esphomelib._tcp.local', mine), 'answers after boot');
     await sleep(1100 - (Date.now() - started));
-    assert.equal(await browse('_esphomelib._tcp.local', mine, 1200), undefined, 'no answer any more');
+    assert.equal(await browse(sim, '_esphomelib._tcp.local', mine, 1200), undefined, 'no answer any more');
     assert.equal((await req('GET', `${sim.url}/select/-__pin`)).status, 200, 'the web server still answers by IP');
     const api = await PlainSession.open(sim.apiPort);
     api.msg(MSG.HelloRequest);
     assert.equal((await api.next())?.type, MSG.HelloResponse, 'and so does the API port');
-    assert.ok(await browse('_esphomelib._tcp.local', mine), 'answers while an API client is connected');
+    assert.ok(await browse(sim, '_esphomelib._tcp.local', mine), 'answers while an API client is connected');
     api.conn.end();
     await sleep(100);
-    assert.equal(await browse('_esphomelib._tcp.local', mine, 1000), undefined, 'quiet again once it left');
+    assert.equal(await browse(sim, '_esphomelib._tcp.local', mine, 1000), undefined, 'quiet again once it left');
     sim.powerCycle();
     await sim.waitForPhase('kickstart-lan', 2000);
-    assert.ok(await browse('_esphomelib._tcp.local', mine), 'a reboot brings it back, for a while');
+    assert.ok(await browse(sim, '_esphomelib._tcp.local', mine), 'a reboot brings it back, for a while');
   });
 });
 
@@ -474,7 +475,7 @@ test('web OTA: a .ug.bin and the other chip\'s UF2 are refused with LibreTiny\'s
     await sim.waitForPhase('final', 2000);
     assert.deepEqual(sim.final, { name: 'status-plug-01', friendlyName: 'Status Plug 01', board: 'generic-bk7231n-qfn32-tuya' });
 
-    const f = await browse('_esphomelib._tcp.local', (x) => x.instance === 'status-plug-01' && x.txt.mac === sim.mac.toLowerCase());
+    const f = await browse(sim, '_esphomelib._tcp.local', (x) => x.instance === 'status-plug-01' && x.txt.mac === sim.mac.toLowerCase());
     assert.ok(f, 'the final device is on mDNS under its own name');
     assert.equal(f.host, 'status-plug-01.local');
     assert.equal(f.port, sim.apiPort);

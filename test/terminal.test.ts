@@ -14,13 +14,13 @@ test('the pin check in a terminal: "show it again" switches the pin again; the b
   const sim = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan', mdnsInterface: false });
   const out = path.join(tempDir(), 'esphome');
   let child: ReturnType<typeof spawn> | undefined;
-  let ear: NodeJS.Timeout | undefined;
+  let ear: (() => void) | undefined;
   try {
     assert.equal((await runFlash(['recipes/23A.yaml', '--only', 'config', '--yes', '--out', out], { env: WIFI_ENV })).code, 0);
     // Count the relay's clicks the way an ear would: every change of its state.
     let clicks = 0;
     let relay = sim.hardware.relay;
-    ear = setInterval(() => (sim.hardware.relay !== relay ? (clicks++, (relay = sim.hardware.relay)) : 0), 10);
+    ear = sim.onHardware((hw) => (hw.relay !== relay ? (clicks++, (relay = hw.relay)) : 0));
 
     const argv = [process.execPath, '--import', TSX, FLASH, 'recipes/23A.yaml', '--only', 'pins', '--check-pins',
       '--device-ip', '127.0.0.1', '--out', out];
@@ -67,7 +67,7 @@ test('the pin check in a terminal: "show it again" switches the pin again; the b
     assert.match(text, /every pin does what the recipe says/);
   } finally {
     child?.kill('SIGKILL');
-    clearInterval(ear);
+    ear?.();
     await sim.close();
   }
 });

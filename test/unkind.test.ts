@@ -202,7 +202,8 @@ test("the MAC cloudcutter prints is not the plug's: the one Kickstart plug on th
 
 test('two Kickstart plugs and no MAC to tell them apart: the user chooses (MAC and IP shown)', async () => {
   const other = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan', lanIp: '127.0.0.2', timeScale: BENCH_TIME_SCALE });
-  const b = await startBench({ sim: { phase: 'kickstart-ap' }, answers: {
+  // On the same network: the bench's plug answers mDNS on the other plug's port.
+  const b = await startBench({ sim: { phase: 'kickstart-ap', mdnsPort: other.mdnsPort }, answers: {
     manual_wifi_done: async () => {
       await fetch(`${b.sim.url}/wifisave?${new URLSearchParams({ ssid: HOME.ssid, psk: HOME.password })}`, { redirect: 'manual' });
       return true;

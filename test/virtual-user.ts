@@ -59,23 +59,22 @@ export function virtualUser(sim: SimPlug | undefined,
   } = {}): VirtualUser {
   // What the user saw since the last question: the relay clicking, LEDs (by colour) turning on.
   const seen = new Set<string>();
-  let last = sim ? JSON.stringify(sim.hardware) : '';
+  let last = sim?.hardware;
   /** From now on, what it sees counts: flash.ts announced a click that is not the one it asks about. */
   const lookAfresh = () => {
     if (!sim) return;
-    last = JSON.stringify(sim.hardware);
+    last = sim.hardware;
     seen.clear();
   };
-  const watch = sim && setInterval(() => {
-    const now = sim.hardware;
-    const before = JSON.parse(last) as SimPlug['hardware'];
+  // Every change, as it happens: a relay that clicks on and off, however quickly, is heard.
+  const unwatch = sim?.onHardware((now) => {
+    const before = last!;
     for (const [n, on] of Object.entries(now.relays)) if (on !== before.relays[Number(n)]) seen.add('relay');
     // 'blue 2' is the second blue LED: a person sees a blue LED.
     for (const [led, on] of Object.entries(now.leds)) if (on && !before.leds[led]) seen.add(led.split(' ')[0]);
     for (const colour of now.light) seen.add(`light ${colour}`);
-    last = JSON.stringify(now);
-  }, 20);
-  watch?.unref();
+    last = now;
+  });
 
   /** The pin of the button or wall switch flash.ts's words name, on the simulated board. */
   function pinNamed(which: string, reading: string): string | undefined {
@@ -144,7 +143,6 @@ export function virtualUser(sim: SimPlug | undefined,
     const override = opts.overrides?.[q.id];
     if (override !== undefined) return typeof override === 'function' ? override(q) : override;
     if (q.id.startsWith('pin_') && sim) {
-      await new Promise((r) => setTimeout(r, 60)); // the last change reaches the watcher
       const lit = ['red', 'green', 'blue', 'cold', 'warm'].filter((c) => seen.has(`light ${c}`));
       const colour = ['red', 'green', 'blue'].find((c) => seen.has(c));
       const light = q.choices?.includes('cold white');
@@ -239,7 +237,7 @@ export function virtualUser(sim: SimPlug | undefined,
       return answer;
     },
     stop: () => {
-      if (watch) clearInterval(watch);
+      unwatch?.();
       stopSearching();
     },
   };

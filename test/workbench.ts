@@ -6,12 +6,12 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startSimPlug, type SimPlug, type SimPlugOptions } from './sim/plug.ts';
+import { freeUdpPort, startSimPlug, type SimPlug, type SimPlugOptions } from './sim/plug.ts';
 import { makeFakeWorld, type FakeWorld, type FakeWorldOptions } from './fakes.ts';
 import { plainText, virtualUser, type Override, type VirtualUser } from './virtual-user.ts';
 import { PassThrough } from 'node:stream';
 import { io, runCli } from '../flash.ts';
-import { CLOUDCUTTER_API_FIXTURES, FLASH, ROOT, TSX, serveDir, tempDir } from './helpers.ts';
+import { CLOUDCUTTER_API_FIXTURES, ROOT, flashArgv, serveDir, tempDir } from './helpers.ts';
 import type { Mcu } from './firmware-files.ts';
 
 export const HOME = { ssid: 'HomeNet', password: 'correct horse battery' };
@@ -36,6 +36,13 @@ export interface Bench {
  * the plug's AP-mode dance and its 15–30 s reboot into Kickstart) runs at this fraction of real time.
  */
 export const BENCH_TIME_SCALE = 0.02;
+
+/**
+ * For runs watched only by the virtual user: it sees every change of the simulated hardware as it happens
+ * (SimPlug.onHardware), so the pin check need not hold a pin on for a person's eyes. The bench sets it;
+ * terminal.test.ts and the demo keep a person's time.
+ */
+export const USER_SEES_AT_ONCE = { FLASH_PIN_SHOW_MS: '1' };
 
 export interface BenchOptions {
   mcu?: Mcu;
@@ -83,8 +90,15 @@ export async function startBench(o: BenchOptions = {}): Promise<Bench> {
     FLASH_DEVICE_HTTP_PORT: String(sim.port),
     FLASH_DEVICE_API_PORT: String(sim.apiPort),
     FLASH_MDNS_INTERFACE: '127.0.0.1',
+    // The sim's own mDNS network; a plug without mDNS: one where nothing answers.
+    FLASH_MDNS_PORT: String(sim.mdnsPort ?? await freeUdpPort()),
     FLASH_DISCOVERY_TIMEOUT_MS: '15000',
     FLASH_VERIFY_TIMEOUT_MS: '15000',
+    // The scaled world's waits are fractions of a second: a run stuck in one fails in a minute, saying which,
+    // rather than at the test's timeout.
+    FLASH_AP_WAIT_MS: '60000',
+    FLASH_KICKSTART_AP_TIMEOUT_MS: '30000',
+    ...USER_SEES_AT_ONCE,
     ...o.env,
   };
   const name = o.uniqueName ? `plug-${process.pid}-${Math.floor(Math.random() * 1e6)}` : 'status-plug-01';
@@ -138,7 +152,7 @@ export async function runInProcess(argv: string[], env: NodeJS.ProcessEnv, user?
 /** flash.ts as a child in its own process group, so a test can kill it and everything it started. */
 export function startChild(args: string[], env: NodeJS.ProcessEnv, reader?: { read(text: string): void }):
   { child: ChildProcess; output: () => string; waitFor: (re: RegExp, ms?: number) => Promise<void>; exited: Promise<number> } {
-  const child = spawn(process.execPath, ['--import', TSX, FLASH, ...args], { cwd: ROOT, env: { COLUMNS: '1000', ...env, NO_COLOR: '1' }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...flashArgv(), ...args], { cwd: ROOT, env: { COLUMNS: '1000', ...env, NO_COLOR: '1' }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const waiters: { re: RegExp; resolve: () => void }[] = [];
   const feed = (d: Buffer) => {

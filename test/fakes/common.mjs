@@ -1,12 +1,30 @@
-// Plumbing shared by the fake tools: the world's settings, its mutable state, the call log, stdin.
+// Plumbing shared by the fake tools: the world's settings, its mutable state, the call log, stdin, and what a call
+// answered by the fake-tool server (server.mjs) has instead of a process of its own.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import fs from 'node:fs';
 import path from 'node:path';
 
+/**
+ * The call the fake-tool server is answering, if any: { env, cwd, out(text), err(text), exit(code) }. A tool reads
+ * its environment and directory and writes its output through env(), cwd(), out(), err() and exit(): the process's
+ * own when it runs as a process, the call's when served.
+ */
+export const served = new AsyncLocalStorage();
+
+export function env() {
+  return served.getStore()?.env ?? process.env;
+}
+
+export function cwd() {
+  return served.getStore()?.cwd ?? process.cwd();
+}
+
 /** The resolved FakeWorldOptions, written by makeFakeWorld (FAKE_WORLD points at it). */
 export function world() {
-  const file = process.env.FAKE_WORLD;
+  const file = env().FAKE_WORLD;
   if (!file) {
-    process.stderr.write('fake tool: FAKE_WORLD is not set (run it with world.env)\n');
+    err('fake tool: FAKE_WORLD is not set (run it with world.env)\n');
+    if (served.getStore()) throw new Error('FAKE_WORLD is not set');
     process.exit(99);
   }
   return JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -14,9 +32,9 @@ export function world() {
 
 /** Appends {tool, argv, cwd} as one JSON line to $FAKE_LOG (one write: atomic for short lines). */
 export function logCall(tool, argv) {
-  const log = process.env.FAKE_LOG;
+  const log = env().FAKE_LOG;
   if (!log) return;
-  fs.appendFileSync(log, JSON.stringify({ tool, argv, cwd: process.cwd() }) + '\n');
+  fs.appendFileSync(log, JSON.stringify({ tool, argv, cwd: cwd() }) + '\n');
 }
 
 function statePath(w) {
@@ -106,17 +124,34 @@ export async function simPost(w, what, body = {}) {
   }
 }
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
+/** Waits at least `ms` by the clock (Node's timers may fire a millisecond early). */
+export const sleep = (ms) => new Promise((r) => {
+  const due = Date.now() + ms;
+  const wait = () => (Date.now() >= due ? r() : setTimeout(wait, due - Date.now()));
+  setTimeout(wait, Math.max(0, ms));
+});
 
 export function out(text) {
-  process.stdout.write(text);
+  const call = served.getStore();
+  if (call) call.out(text);
+  else process.stdout.write(text);
 }
 export function err(text) {
-  process.stderr.write(text);
+  const call = served.getStore();
+  if (call) call.err(text);
+  else process.stderr.write(text);
 }
 
-/** Waits until stdout and stderr are flushed, then exits (process.exit can drop piped output). */
+/**
+ * Waits until stdout and stderr are flushed, then exits (process.exit can drop piped output). A served call ends
+ * with its answer, and as with process.exit nothing awaiting this goes on.
+ */
 export async function exit(code) {
+  const call = served.getStore();
+  if (call) {
+    call.exit(code);
+    return new Promise(() => {});
+  }
   await Promise.all([
     new Promise((r) => (process.stdout.writableLength ? process.stdout.write('', r) : r())),
     new Promise((r) => (process.stderr.writableLength ? process.stderr.write('', r) : r())),

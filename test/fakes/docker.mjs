@@ -5,7 +5,7 @@
 // exits 1); SIGTERM is forwarded to PID 1, which ignores it unless the run has --init (then 143).
 import fs from 'node:fs';
 import path from 'node:path';
-import { world, logCall, readState, updateState, exit, sleep } from './common.mjs';
+import { world, out, err, logCall, readState, updateState, exit, sleep } from './common.mjs';
 
 const DAEMON_DOWN = 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?';
 const ESPHOME_REPO = 'ghcr.io/esphome/esphome';
@@ -29,7 +29,7 @@ export async function main(argv) {
   let i = 0;
   for (; i < argv.length && argv[i].startsWith('-'); i++) {
     const a = argv[i];
-    if (a === '-v' || a === '--version') { process.stdout.write(`Docker version ${CLIENT_VERSION}, build 4eba377\n`); return exit(0); }
+    if (a === '-v' || a === '--version') { out(`Docker version ${CLIENT_VERSION}, build 4eba377\n`); return exit(0); }
     if (['-H', '--host', '--context', '-c', '-l', '--log-level', '--config'].includes(a)) i++;
   }
   const cmd = argv[i];
@@ -40,7 +40,7 @@ export async function main(argv) {
     args = args.slice(1);
   }
   const down = async (what) => {
-    process.stderr.write(`docker: ${DAEMON_DOWN}\n\nRun 'docker ${what} --help' for more information\n`);
+    err(`docker: ${DAEMON_DOWN}\n\nRun 'docker ${what} --help' for more information\n`);
     return exit(125);
   };
   const images = () => readState(w).images ?? [];
@@ -53,49 +53,49 @@ export async function main(argv) {
       if (format !== undefined) {
         // docker/cli cli/command/system/info.go: with --format the server error goes to stderr and
         // the template is still rendered from an empty Info: exit 0 (docker/cli#5900)
-        if (!d.daemon) process.stderr.write(DAEMON_DOWN + '\n');
+        if (!d.daemon) err(DAEMON_DOWN + '\n');
         const info = d.daemon ? { ServerVersion: '28.1.1', OperatingSystem: 'Ubuntu 24.04.2 LTS', Architecture: 'x86_64', NCPU: 8 } : {};
         const rendered = format === 'json' || format === '{{json .}}'
           ? JSON.stringify(info)
           : format.replace(/\{\{\s*(?:json\s+)?\.([A-Za-z]+)\s*\}\}/g, (_, k) => (info[k] ?? '').toString());
-        process.stdout.write(rendered + '\n');
+        out(rendered + '\n');
         return exit(0);
       }
-      process.stdout.write(`Client: Docker Engine - Community\n Version:    ${CLIENT_VERSION}\n Context:    default\n Debug Mode: false\n\nServer:\n`);
+      out(`Client: Docker Engine - Community\n Version:    ${CLIENT_VERSION}\n Context:    default\n Debug Mode: false\n\nServer:\n`);
       if (!d.daemon) {
-        process.stderr.write(`ERROR: ${DAEMON_DOWN}\nerrors pretty printing info\n`);
+        err(`ERROR: ${DAEMON_DOWN}\nerrors pretty printing info\n`);
         return exit(1);
       }
-      process.stdout.write(` Containers: 0\n  Running: 0\n  Paused: 0\n  Stopped: 0\n Images: ${images().length}\n Server Version: 28.1.1\n Storage Driver: overlay2\n Operating System: Ubuntu 24.04.2 LTS\n Architecture: x86_64\n\n`);
+      out(` Containers: 0\n  Running: 0\n  Paused: 0\n  Stopped: 0\n Images: ${images().length}\n Server Version: 28.1.1\n Storage Driver: overlay2\n Operating System: Ubuntu 24.04.2 LTS\n Architecture: x86_64\n\n`);
       return exit(0);
     }
     case 'version': {
-      process.stdout.write(`Client: Docker Engine - Community\n Version:           ${CLIENT_VERSION}\n API version:       1.49\n`);
-      if (!d.daemon) { process.stderr.write(DAEMON_DOWN + '\n'); return exit(1); }
-      process.stdout.write('\nServer: Docker Engine - Community\n Engine:\n  Version:          28.1.1\n');
+      out(`Client: Docker Engine - Community\n Version:           ${CLIENT_VERSION}\n API version:       1.49\n`);
+      if (!d.daemon) { err(DAEMON_DOWN + '\n'); return exit(1); }
+      out('\nServer: Docker Engine - Community\n Engine:\n  Version:          28.1.1\n');
       return exit(0);
     }
     case 'image inspect':
     case 'inspect': {
-      if (!d.daemon) { process.stderr.write(`${DAEMON_DOWN}\n`); return exit(1); }
+      if (!d.daemon) { err(`${DAEMON_DOWN}\n`); return exit(1); }
       const refs = args.filter((a) => !a.startsWith('-'));
       const found = refs.filter((r) => images().includes(normImage(r)));
-      process.stdout.write(JSON.stringify(found.map((r) => ({ Id: 'sha256:4f1c1d0c1b5e8e9a', RepoTags: [normImage(r)], Os: 'linux', Architecture: 'amd64' })), null, 4) + '\n');
+      out(JSON.stringify(found.map((r) => ({ Id: 'sha256:4f1c1d0c1b5e8e9a', RepoTags: [normImage(r)], Os: 'linux', Architecture: 'amd64' })), null, 4) + '\n');
       const missing = refs.filter((r) => !images().includes(normImage(r)));
       if (missing.length) {
-        for (const m of missing) process.stderr.write(`Error response from daemon: No such image: ${normImage(m)}\n`);
+        for (const m of missing) err(`Error response from daemon: No such image: ${normImage(m)}\n`);
         return exit(1);
       }
       return exit(0);
     }
     case 'images':
     case 'image ls': {
-      if (!d.daemon) { process.stderr.write(`${DAEMON_DOWN}\n`); return exit(1); }
+      if (!d.daemon) { err(`${DAEMON_DOWN}\n`); return exit(1); }
       const quiet = args.includes('-q') || args.includes('--quiet');
       const ref = args.find((a) => !a.startsWith('-'));
       const list = images().filter((im) => !ref || im === normImage(ref) || im.startsWith(`${ref}:`));
-      if (!quiet) process.stdout.write('REPOSITORY                TAG       IMAGE ID       CREATED       SIZE\n');
-      for (const im of list) process.stdout.write(quiet ? '4f1c1d0c1b5e\n' : `${im.split(':')[0].padEnd(26)}${im.split(':')[1].padEnd(10)}4f1c1d0c1b5e   2 weeks ago   1.21GB\n`);
+      if (!quiet) out('REPOSITORY                TAG       IMAGE ID       CREATED       SIZE\n');
+      for (const im of list) out(quiet ? '4f1c1d0c1b5e\n' : `${im.split(':')[0].padEnd(26)}${im.split(':')[1].padEnd(10)}4f1c1d0c1b5e   2 weeks ago   1.21GB\n`);
       return exit(0);
     }
     case 'pull':
@@ -103,7 +103,7 @@ export async function main(argv) {
       if (!d.daemon) return down('pull');
       const ref = args.find((a) => !a.startsWith('-'));
       if (!ref || !isEsphome(ref)) {
-        process.stderr.write(`Error response from daemon: pull access denied for ${ref}, repository does not exist or may require 'docker login'\n`);
+        err(`Error response from daemon: pull access denied for ${ref}, repository does not exist or may require 'docker login'\n`);
         return exit(1);
       }
       pullLines(ref);
@@ -112,12 +112,12 @@ export async function main(argv) {
     }
     case 'ps':
     case 'container ls': {
-      if (!d.daemon) { process.stderr.write(`${DAEMON_DOWN}\n`); return exit(1); }
+      if (!d.daemon) { err(`${DAEMON_DOWN}\n`); return exit(1); }
       const quiet = args.includes('-q');
-      if (!quiet) process.stdout.write('CONTAINER ID   IMAGE                     COMMAND                  CREATED         STATUS         PORTS     NAMES\n');
+      if (!quiet) out('CONTAINER ID   IMAGE                     COMMAND                  CREATED         STATUS         PORTS     NAMES\n');
       for (const [name, c] of Object.entries(readState(w).containers ?? {})) {
         if (!alive(c.pid)) continue;
-        process.stdout.write(quiet ? `${c.id}\n` : `${c.id}   ${c.image.padEnd(25)} "/entrypoint.sh ${c.cmd}"   5 seconds ago   Up 4 seconds             ${name}\n`);
+        out(quiet ? `${c.id}\n` : `${c.id}   ${c.image.padEnd(25)} "/entrypoint.sh ${c.cmd}"   5 seconds ago   Up 4 seconds             ${name}\n`);
       }
       return exit(0);
     }
@@ -127,25 +127,25 @@ export async function main(argv) {
     case 'container stop':
     case 'container kill':
     case 'container rm': {
-      if (!d.daemon) { process.stderr.write(`${DAEMON_DOWN}\n`); return exit(1); }
+      if (!d.daemon) { err(`${DAEMON_DOWN}\n`); return exit(1); }
       const verb = sub.replace('container ', '');
       let rc = 0;
       for (const name of args.filter((a) => !a.startsWith('-'))) {
         const c = (readState(w).containers ?? {})[name];
         if (!c || !alive(c.pid)) {
-          process.stderr.write(`Error response from daemon: No such container: ${name}\n`);
+          err(`Error response from daemon: No such container: ${name}\n`);
           rc = 1;
           continue;
         }
         if (verb === 'rm' && !args.includes('-f') && !args.includes('--force')) {
-          process.stderr.write(`Error response from daemon: cannot remove container "/${name}": container is running: stop the container before removing or force remove\n`);
+          err(`Error response from daemon: cannot remove container "/${name}": container is running: stop the container before removing or force remove\n`);
           rc = 1;
           continue;
         }
         // stop: SIGTERM to PID 1 (ignored without --init), then SIGKILL after the grace period; kill/rm -f: SIGKILL
         process.kill(c.pid, verb === 'stop' ? 'SIGUSR1' : 'SIGUSR2');
         for (let t = 0; t < 50 && alive(c.pid); t++) await sleep(20);
-        process.stdout.write(`${name}\n`);
+        out(`${name}\n`);
       }
       return exit(rc);
     }
@@ -153,7 +153,7 @@ export async function main(argv) {
     case 'container run':
       return run(w, d, args);
     default:
-      process.stderr.write(`docker: unknown command: docker ${cmd ?? ''}\n\nRun 'docker --help' for more information\n`);
+      err(`docker: unknown command: docker ${cmd ?? ''}\n\nRun 'docker --help' for more information\n`);
       return exit(1);
   }
 }
@@ -164,13 +164,13 @@ function alive(pid) {
 
 function pullLines(ref) {
   const full = normImage(ref);
-  if (full !== ref) process.stdout.write('Using default tag: latest\n');
-  process.stdout.write(`latest: Pulling from esphome/esphome\n2d429b9e73a6: Pull complete\nDigest: sha256:6e4a4b1d0c1b5e8e9a\nStatus: Downloaded newer image for ${full}\n${full}\n`);
+  if (full !== ref) out('Using default tag: latest\n');
+  out(`latest: Pulling from esphome/esphome\n2d429b9e73a6: Pull complete\nDigest: sha256:6e4a4b1d0c1b5e8e9a\nStatus: Downloaded newer image for ${full}\n${full}\n`);
 }
 
 async function run(w, d, argv) {
   if (!d.daemon) {
-    process.stderr.write(`docker: ${DAEMON_DOWN}\n\nRun 'docker run --help' for more information\n`);
+    err(`docker: ${DAEMON_DOWN}\n\nRun 'docker run --help' for more information\n`);
     return exit(125);
   }
   const withValue = new Set(['-v', '--volume', '-e', '--env', '--env-file', '-u', '--user', '-w', '--workdir', '--name', '--network', '--net', '-p', '--publish',
@@ -202,33 +202,33 @@ async function run(w, d, argv) {
     else if (a === '--privileged' || a === '--interactive' || a === '--detach' || a === '--tty') { if (a === '--tty') o.tty = true; if (a === '--detach') o.detach = true; }
     else if (/^-[itd]+$/.test(a)) { if (a.includes('t')) o.tty = true; if (a.includes('d')) o.detach = true; }
     else {
-      process.stderr.write(`unknown flag: ${a}\n\nUsage:  docker run [OPTIONS] IMAGE [COMMAND] [ARG...]\n\nRun 'docker run --help' for more information\n`);
+      err(`unknown flag: ${a}\n\nUsage:  docker run [OPTIONS] IMAGE [COMMAND] [ARG...]\n\nRun 'docker run --help' for more information\n`);
       return exit(125);
     }
   }
   const image = argv[i];
   const cmd = argv.slice(i + 1);
   if (!image) {
-    process.stderr.write(`docker: 'docker run' requires at least 1 argument\n\nUsage:  docker run [OPTIONS] IMAGE [COMMAND] [ARG...]\n\nSee 'docker run --help'.\n`);
+    err(`docker: 'docker run' requires at least 1 argument\n\nUsage:  docker run [OPTIONS] IMAGE [COMMAND] [ARG...]\n\nSee 'docker run --help'.\n`);
     return exit(1);
   }
   if (!isEsphome(image)) {
-    process.stderr.write(`Unable to find image '${normImage(image)}' locally\ndocker: Error response from daemon: pull access denied for ${normImage(image).split(':')[0]}, repository does not exist or may require 'docker login'\n\nRun 'docker run --help' for more information\n`);
+    err(`Unable to find image '${normImage(image)}' locally\ndocker: Error response from daemon: pull access denied for ${normImage(image).split(':')[0]}, repository does not exist or may require 'docker login'\n\nRun 'docker run --help' for more information\n`);
     return exit(125);
   }
   if (o.detach || o.entrypoint) {
-    process.stderr.write('fake docker: detached runs and --entrypoint are not simulated\n');
+    err('fake docker: detached runs and --entrypoint are not simulated\n');
     return exit(125);
   }
   if (!(readState(w).images ?? []).includes(normImage(image))) {
-    process.stderr.write(`Unable to find image '${normImage(image)}' locally\n`);
+    err(`Unable to find image '${normImage(image)}' locally\n`);
     pullLines(normImage(image));
     updateState(w, (s) => { s.images = [...new Set([...(s.images ?? []), normImage(image)])]; });
   }
   if (o.name) {
     const c = (readState(w).containers ?? {})[o.name];
     if (c && alive(c.pid)) {
-      process.stderr.write(`docker: Error response from daemon: Conflict. The container name "/${o.name}" is already in use by container "${c.id}". You have to remove (or rename) that container to be able to reuse that name.\n\nRun 'docker run --help' for more information\n`);
+      err(`docker: Error response from daemon: Conflict. The container name "/${o.name}" is already in use by container "${c.id}". You have to remove (or rename) that container to be able to reuse that name.\n\nRun 'docker run --help' for more information\n`);
       return exit(125);
     }
   }
@@ -271,13 +271,13 @@ async function run(w, d, argv) {
   if (!mounts.some((m) => m.dst === '/cache')) {
     const cacheDir = toHost('/config/.esphome/platformio');
     if (!fs.existsSync(cacheDir)) {
-      process.stdout.write('Creating cache directory /config/.esphome/platformio\nYou can change this behavior by mounting a directory to the container\'s /cache directory.\n');
+      out('Creating cache directory /config/.esphome/platformio\nYou can change this behavior by mounting a directory to the container\'s /cache directory.\n');
       fs.mkdirSync(cacheDir, { recursive: true });
     }
   }
   const esArgs = cmd.length ? cmd : ['dashboard', '/config'];
   if (esArgs[0] === 'dashboard') {
-    process.stderr.write('fake docker: the ESPHome dashboard is not simulated\n');
+    err('fake docker: the ESPHome dashboard is not simulated\n');
     return finish(1);
   }
   const { runEsphome } = await import('./esphome.mjs');

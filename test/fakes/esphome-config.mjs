@@ -15,6 +15,7 @@
 // The ESPHome version matters where ESPHome changed since that checkout (esphome-data.mjs SINCE): the world's
 // `esphome.version` (2025.5.0 by default), or validateConfig's `version` option.
 import fs from 'node:fs';
+import { env } from './common.mjs';
 import { COMPONENTS, PLATFORMS, DEPENDENCIES, AUTO_LOAD, RESERVED_IDS, BK72XX_BOARDS, SINCE }
   from './esphome-data.mjs';
 
@@ -113,7 +114,7 @@ export function validateConfig(config, { version = worldVersion() } = {}) {
 /** The fake esphome's version: the world's `esphome.version` when run as the fake tool, else its default. */
 function worldVersion() {
   try {
-    if (process.env.FAKE_WORLD) return JSON.parse(fs.readFileSync(process.env.FAKE_WORLD, 'utf8')).esphome?.version
+    if (env().FAKE_WORLD) return JSON.parse(fs.readFileSync(env().FAKE_WORLD, 'utf8')).esphome?.version
       ?? '2025.5.0';
   } catch { /* no readable world: the default */ }
   return '2025.5.0';

@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import { world, logCall, sleep, exit, dieBy, makeUF2, wrapUG, FAMILY_ID } from './common.mjs';
+import { world, out, err, cwd, served, logCall, sleep, exit, dieBy, makeUF2, wrapUG, FAMILY_ID } from './common.mjs';
 import { validateConfig } from './esphome-config.mjs';
 
 /** UF2 family IDs (LibreTiny families.json): a BK7231Q (wa2) or BK7251 build is refused by a T/N plug. */
@@ -23,10 +23,13 @@ export async function main(argv) {
   const w = world();
   logCall('esphome', argv);
   // Python: Ctrl+C is a KeyboardInterrupt, caught in esphome's main() -> exit 1.
-  // SIGTERM has no handler in Python: the process dies by the signal.
-  process.on('SIGINT', () => exit(1));
-  process.on('SIGTERM', () => dieBy('SIGTERM'));
-  const code = await runEsphome(argv, { w, cwd: process.cwd(), toHost: (p) => p, resolveShown: (p) => path.resolve(process.cwd(), p) });
+  // SIGTERM has no handler in Python: the process dies by the signal. (A served call is over before any signal.)
+  if (!served.getStore()) {
+    process.on('SIGINT', () => exit(1));
+    process.on('SIGTERM', () => dieBy('SIGTERM'));
+  }
+  const here = cwd();
+  const code = await runEsphome(argv, { w, cwd: here, toHost: (p) => p, resolveShown: (p) => path.resolve(here, p) });
   return exit(code);
 }
 
@@ -37,8 +40,8 @@ export async function main(argv) {
 export async function runEsphome(argv, ctx) {
   const es = ctx.w.esphome ?? {};
   const version = es.version ?? '2025.5.0';
-  const log = (level, msg) => process.stderr.write(`${level} ${msg}\n`);
-  const say = (line = '') => process.stdout.write(line + '\n');
+  const log = (level, msg) => err(`${level} ${msg}\n`);
+  const say = (line = '') => out(line + '\n');
 
   const subs = {};
   let verbose = false;
@@ -70,7 +73,7 @@ export async function runEsphome(argv, ctx) {
   }
   if (!files.length) return usageError('the following arguments are required: configuration');
   if (!['config', 'compile', 'upload', 'run', 'clean'].includes(command)) {
-    process.stderr.write(`fake esphome: '${command}' is not simulated\n`);
+    err(`fake esphome: '${command}' is not simulated\n`);
     return 1;
   }
 
@@ -131,7 +134,7 @@ export async function runEsphome(argv, ctx) {
       else { log('INFO', `Resolving IP address of ${host}`); log('INFO', ' -> 192.168.1.123'); }
       const uf2Host = ctx.toHost(uf2Shown);
       if (!fs.existsSync(uf2Host)) {
-        process.stderr.write(['Traceback (most recent call last):', '  File "/usr/local/bin/esphome", line 8, in <module>', '    sys.exit(main())',
+        err(['Traceback (most recent call last):', '  File "/usr/local/bin/esphome", line 8, in <module>', '    sys.exit(main())',
           '  File "/esphome/esphome/espota2.py", line 342, in run_ota_impl_', '    with open(filename, "rb") as file_handle:',
           `FileNotFoundError: [Errno 2] No such file or directory: '${uf2Shown}'`].join('\n') + '\n');
         return 1;
@@ -139,7 +142,7 @@ export async function runEsphome(argv, ctx) {
       const size = fs.statSync(uf2Host).size;
       log('INFO', `Uploading ${uf2Shown} (${size} bytes)`);
       await sleep(Math.min(es.delayMs ?? 50, 200) / 2);
-      process.stderr.write('Uploading: [============================================================] 100% Done...\n\n');
+      err('Uploading: [============================================================] 100% Done...\n\n');
       log('INFO', 'Upload took 1.52 seconds, waiting for result...');
       log('INFO', 'OTA successful');
       log('INFO', 'Successfully uploaded program.');
@@ -148,7 +151,7 @@ export async function runEsphome(argv, ctx) {
   return 0;
 
   function usageError(msg) {
-    process.stderr.write(`usage: esphome [-h] [-v] [-q] [-s key value] [--version] command ...\nesphome: error: ${msg}\n`);
+    err(`usage: esphome [-h] [-v] [-q] [-s key value] [--version] command ...\nesphome: error: ${msg}\n`);
     return 2;
   }
 }

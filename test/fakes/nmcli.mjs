@@ -3,7 +3,7 @@
 // multiline `device show`), prefix matching of objects/commands, messages and exit codes
 // (src/nmcli/*.c: 2 = bad input, 10 = not found, 6 = disconnect failed). Wi-Fi devices, their scan
 // lists and what is on the air follow test/fakes/nm.mjs (the plug's APs come from the sim's /_sim/state).
-import { world, logCall, readState, updateState, uuid, exit, sleep, scaled, simState } from './common.mjs';
+import { world, out, err, logCall, readState, updateState, uuid, exit, sleep, scaled, simState } from './common.mjs';
 import {
   REAL, wifiAdapters, dev, available, deviceState, airAt, airContext, bss, lastScanEnd, requestScan, nextScanEnd,
   deactivate, activate, setManaged, setRadio, settle, sortedDevices,
@@ -12,7 +12,7 @@ import {
 const ML_VALUE_INDENT = 40;
 
 function fail(code, msg) {
-  process.stderr.write(msg + '\n');
+  err(msg + '\n');
   return exit(code);
 }
 
@@ -38,13 +38,13 @@ function printTable(opts, rows, allFields, defaultFields) {
   if (opts.terse || opts.getValues) {
     // terse output leaves an unset value empty (the tabular form shows "--")
     const value = (r, f) => escTerse(r[f] === '--' ? '' : r[f] ?? '', opts.escape);
-    for (const r of rows) process.stdout.write(fields.map((f) => value(r, f)).join(':') + '\n');
+    for (const r of rows) out(fields.map((f) => value(r, f)).join(':') + '\n');
     return exit(0);
   }
   const width = fields.map((f) => Math.max(f.length, ...rows.map((r) => String(r[f] ?? '--').length)) + 2);
   const line = (vals) => vals.map((v, i) => String(v).padEnd(width[i])).join('') + '\n';
-  process.stdout.write(line(fields));
-  for (const r of rows) process.stdout.write(line(fields.map((f) => r[f] ?? '--')));
+  out(line(fields));
+  for (const r of rows) out(line(fields.map((f) => r[f] ?? '--')));
   return exit(0);
 }
 
@@ -52,9 +52,9 @@ function printTable(opts, rows, allFields, defaultFields) {
 function printMultiline(opts, entries) {
   for (const [name, value] of entries) {
     const v = value === '' || value === undefined ? '--' : String(value);
-    if (opts.getValues) process.stdout.write(escTerse(v, opts.escape) + '\n');
-    else if (opts.terse) process.stdout.write(`${name}:${escTerse(v, opts.escape)}\n`);
-    else process.stdout.write(`${name}:`.padEnd(ML_VALUE_INDENT) + v + '\n');
+    if (opts.getValues) out(escTerse(v, opts.escape) + '\n');
+    else if (opts.terse) out(`${name}:${escTerse(v, opts.escape)}\n`);
+    else out(`${name}:`.padEnd(ML_VALUE_INDENT) + v + '\n');
   }
 }
 
@@ -116,8 +116,8 @@ export async function main(argv) {
     else if (name === 'e' || name === 'escape') opts.escape = val() !== 'no';
     else if (name === 'a' || name === 'ask' || name === 's' || name === 'show-secrets' || name === 'o' || name === 'overview') { /* flags */ }
     else if (name === 'w' || name === 'wait') opts.wait = val();
-    else if (name === 'v' || name === 'version') { process.stdout.write('nmcli tool, version 1.42.4\n'); return exit(0); }
-    else if (name === 'h' || name === 'help') { process.stdout.write('Usage: nmcli [OPTIONS] OBJECT { COMMAND | help }\n'); return exit(0); }
+    else if (name === 'v' || name === 'version') { out('nmcli tool, version 1.42.4\n'); return exit(0); }
+    else if (name === 'h' || name === 'help') { out('Usage: nmcli [OPTIONS] OBJECT { COMMAND | help }\n'); return exit(0); }
     else return fail(2, `Error: Option '${argv[i]}' is unknown, try 'nmcli -help'.`);
   }
   const args = argv.slice(i);
@@ -126,7 +126,7 @@ export async function main(argv) {
   if (obj === null) return fail(2, `Error: argument '${args[0]}' not understood. Try passing --help instead.`);
   if (obj === undefined) {
     for (const d of sortedDevices(w, s, Date.now()))
-      process.stdout.write(`${d.DEVICE}: ${d.STATE}${d.CONNECTION !== '--' ? ` to ${d.CONNECTION}` : ''}\n`);
+      out(`${d.DEVICE}: ${d.STATE}${d.CONNECTION !== '--' ? ` to ${d.CONNECTION}` : ''}\n`);
     return exit(0);
   }
   const rest = args.slice(1);
@@ -141,14 +141,14 @@ export async function main(argv) {
       all, ['STATE', 'CONNECTIVITY', 'WIFI-HW', 'WIFI', 'WWAN-HW', 'WWAN']);
   }
   if (obj === 'networking') {
-    if (!rest.length) process.stdout.write('enabled\n');
+    if (!rest.length) out('enabled\n');
     return exit(0);
   }
   if (obj === 'radio') {
     const wifiOn = s.nm?.radio === false ? 'disabled' : 'enabled';
     const which = pick(rest[0], ['all', 'wifi', 'wwan']);
     if (rest.length <= 1) {
-      if (which === 'wifi') { process.stdout.write(`${wifiOn}\n`); return exit(0); }
+      if (which === 'wifi') { out(`${wifiOn}\n`); return exit(0); }
       const fields = ['WIFI-HW', 'WIFI', 'WWAN-HW', 'WWAN'];
       const row = { 'WIFI-HW': 'enabled', WIFI: wifiOn, 'WWAN-HW': 'missing', WWAN: 'enabled' };
       return printTable(opts, [row], fields, fields);
@@ -183,7 +183,7 @@ async function device(w, s, opts, rest) {
       if (!d) return fail(10, `Error: Device '${name}' not found.`);
       const sel = selectEntries(showDevice(w, s, d), opts.getValues ?? opts.fields);
       if (sel.error) return fail(2, sel.error);
-      if (n > 0 && !opts.terse && !opts.getValues) process.stdout.write('\n');
+      if (n > 0 && !opts.terse && !opts.getValues) out('\n');
       printMultiline(opts, sel.entries);
     }
     return exit(0);
@@ -208,7 +208,7 @@ async function device(w, s, opts, rest) {
       const d = find(name);
       if (!d) return fail(10, `Error: Device '${name}' not found.`);
       if (d.CONNECTION === '--' || d.external) {
-        process.stderr.write(`Error: Device '${name}' (/org/freedesktop/NetworkManager/Devices/3) disconnecting failed: This device is not active\n`);
+        err(`Error: Device '${name}' (/org/freedesktop/NetworkManager/Devices/3) disconnecting failed: This device is not active\n`);
         return fail(6, 'Error: not all devices disconnected.');
       }
       updateState(w, (st) => {
@@ -217,14 +217,14 @@ async function device(w, s, opts, rest) {
           dev(st, name).autoconnectAt = null; // a device disconnected by hand does not autoconnect
         } else delete st.active[name];
       });
-      process.stdout.write(`Device '${name}' successfully disconnected.\n`);
+      out(`Device '${name}' successfully disconnected.\n`);
     }
     return exit(0);
   }
   if (cmd === 'connect' || cmd === 'up') {
     const d = find(args[0]);
     if (!d) return fail(10, `Error: Device '${args[0]}' not found.`);
-    process.stdout.write(`Device '${d.DEVICE}' successfully activated with '${uuid()}'.\n`);
+    out(`Device '${d.DEVICE}' successfully activated with '${uuid()}'.\n`);
     return exit(0);
   }
   if (cmd === 'wifi') return wifi(w, s, opts, args, devs);
@@ -360,7 +360,7 @@ async function wifiConnect(w, opts, kv, positional, wifiDevs) {
     activate(w, st, iface, conn, Date.now());
   });
   if (lost) return fail(4, 'Error: Connection activation failed: The device was removed.');
-  process.stdout.write(`Device '${iface}' successfully activated with '${id}'.\n`);
+  out(`Device '${iface}' successfully activated with '${id}'.\n`);
   return exit(0);
 }
 
@@ -412,7 +412,7 @@ async function connection(w, s, opts, rest) {
     for (const p of pairs) {
       const c = lookup(p);
       if (!c) {
-        process.stderr.write(`Error: unknown connection '${p[1]}'.\n`);
+        err(`Error: unknown connection '${p[1]}'.\n`);
         unknown.push(p[0] ? `${p[0]} '${p[1]}'` : `'${p[1]}'`);
         continue;
       }
@@ -422,7 +422,7 @@ async function connection(w, s, opts, rest) {
         for (const [d, x] of Object.entries(st.nm?.devices ?? {}))
           if (x.active === c.name) deactivate(w, st, d, Date.now());
       });
-      process.stdout.write(`Connection '${c.name}' (${c.uuid}) successfully deleted.\n`);
+      out(`Connection '${c.name}' (${c.uuid}) successfully deleted.\n`);
     }
     if (unknown.length) return fail(10, `Error: cannot delete unknown connection(s): ${unknown.join(', ')}.`);
     return exit(0);
@@ -444,7 +444,7 @@ async function connection(w, s, opts, rest) {
         await sleep(scaled(w, REAL.connect));
         updateState(w, (st) => activate(w, st, iface, c, Date.now()));
       } else updateState(w, (st) => { st.active ??= {}; st.active[w.nmcli.ethIface ?? 'eth0'] = c.name; });
-      process.stdout.write('Connection successfully activated (D-Bus active path: /org/freedesktop/NetworkManager/ActiveConnection/7)\n');
+      out('Connection successfully activated (D-Bus active path: /org/freedesktop/NetworkManager/ActiveConnection/7)\n');
     } else {
       if (!deviceOf(c)) return fail(10, `Error: '${c.name}' is not an active connection.\nError: no active connection provided.`);
       updateState(w, (st) => {
@@ -452,7 +452,7 @@ async function connection(w, s, opts, rest) {
         for (const [d, x] of Object.entries(st.nm?.devices ?? {}))
           if (x.active === c.name) deactivate(w, st, d, Date.now());
       });
-      process.stdout.write(`Connection '${c.name}' successfully deactivated (D-Bus active path: /org/freedesktop/NetworkManager/ActiveConnection/7)\n`);
+      out(`Connection '${c.name}' successfully deactivated (D-Bus active path: /org/freedesktop/NetworkManager/ActiveConnection/7)\n`);
     }
     return exit(0);
   }

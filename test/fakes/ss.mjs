@@ -3,7 +3,7 @@
 // -A/--query tcp|udp|inet|all and a `sport = :N` filter (what cloudcutter's safety_checks.sh runs).
 // The listeners live in the world's state (a process stopped by cloudcutter's safety check is gone);
 // each prints its own local address (systemd-resolved: 127.0.0.53%lo, 127.0.0.54), UDP before TCP.
-import { world, logCall, exit, readState } from './common.mjs';
+import { world, out, err, logCall, exit, readState } from './common.mjs';
 
 const SERVICES = { 53: 'domain', 67: 'bootps', 80: 'http', 443: 'https', 1883: 'mqtt', 6053: '6053' };
 
@@ -34,7 +34,7 @@ export async function main(argv) {
         else if (c === 'u') o.types.add('udp');
         else if ('HlanpeimorxwZz46'.includes(c)) o[c] = true;
         else {
-          process.stderr.write(`ss: invalid option -- '${c}'\n`);
+          err(`ss: invalid option -- '${c}'\n`);
           return exit(1);
         }
       }
@@ -68,7 +68,7 @@ export async function main(argv) {
   const cols = (r) =>
     (showNetid ? r.netid.padEnd(6) : '') + r.state.padEnd(7) + r.recvq.padEnd(7) + r.sendq.padEnd(7) +
     `${r.laddr.padStart(aw)}:${r.lport.padEnd(pw)} ${r.paddr.padStart(9)}:${r.pport.padEnd(5)}` + (o.p && r.users ? r.users : '');
-  if (!o.H) process.stdout.write((showNetid ? 'Netid ' : '') + 'State  Recv-Q Send-Q ' + 'Local Address:Port'.padStart(aw + pw + 1) + ' Peer Address:Port' + 'Process\n');
-  for (const r of rows) process.stdout.write(cols(r) + '\n');
+  if (!o.H) out((showNetid ? 'Netid ' : '') + 'State  Recv-Q Send-Q ' + 'Local Address:Port'.padStart(aw + pw + 1) + ' Peer Address:Port' + 'Process\n');
+  for (const r of rows) out(cols(r) + '\n');
   return exit(0);
 }

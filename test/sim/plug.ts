@@ -7,6 +7,7 @@
 // mDNS instance names). Every socket binds 127.0.0.1; multicast goes out on the loopback interface only.
 import http from 'node:http';
 import net from 'node:net';
+import dgram from 'node:dgram';
 import crypto from 'node:crypto';
 import zlib from 'node:zlib';
 import { EventEmitter } from 'node:events';
@@ -324,6 +325,12 @@ export interface SimPlugOptions {
   /** Interface for mDNS (default '127.0.0.1'); false = no mDNS. */
   mdnsInterface?: string | false;
   /**
+   * mDNS's UDP port. Default: a free one of its own, so no other test's or run's plug (they all share loopback) is
+   * seen: flash.ts is told it with FLASH_MDNS_PORT (`mdnsPort` of the SimPlug); a second plug on the same network is
+   * given the first one's. 5353 is the real one.
+   */
+  mdnsPort?: number;
+  /**
    * mDNS goes quiet this long after each boot (no answers, no announcements) while no API client is connected,
    * as BK72xx plugs on LibreTiny are reported to do after a while; default never.
    */
@@ -405,6 +412,8 @@ export interface SimPlug {
   port: number;
   /** The final device's native API port (TCP on 127.0.0.1, advertised in its SRV record). */
   apiPort: number;
+  /** The UDP port its mDNS answers on (see SimPlugOptions.mdnsPort); undefined without mDNS. */
+  mdnsPort?: number;
   readonly mac: string;
   mcu: Mcu;
   readonly phase: Phase;
@@ -448,6 +457,11 @@ export interface SimPlug {
   readonly flashReads: [number, number][];
   /** Flips the wall switch on `pin` (open ⇄ closed); a pin with no wall switch is a test mistake and throws. */
   flipSwitch(pin: string): void;
+  /**
+   * Calls `listener` with the hardware at every change of it, as it happens (what a person watching the board sees,
+   * however short); returns the way to stop listening.
+   */
+  onHardware(listener: (hw: SimHardware) => void): () => void;
   /** Resolves once `pred(hardware)` is true (checked at every change of the hardware); rejects after timeoutMs. */
   waitForHardware(pred: (hw: SimHardware) => boolean, timeoutMs?: number): Promise<SimHardware>;
   /** The board's TuyaMCU (the user works the device: setDatapoint), when the wiring has one. */
@@ -699,6 +713,18 @@ function isLoopback(addr: string): boolean {
 
 // ---------------------------------------------------------------------------------------------------------------
 
+/** A timer of the sim's (`later`): the Node timer under way, re-armed when it fired early. */
+interface Later { timer: NodeJS.Timeout }
+
+/** A UDP port nothing uses now (the system picks it), for an mDNS network of one's own. */
+export async function freeUdpPort(): Promise<number> {
+  const socket = dgram.createSocket('udp4');
+  await new Promise<void>((resolve, reject) => (socket.once('error', reject), socket.bind(0, '0.0.0.0', resolve)));
+  const { port } = socket.address();
+  await new Promise<void>((r) => socket.close(() => r()));
+  return port;
+}
+
 export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   const mcu = opts.mcu;
   const MCU = mcu.toUpperCase();
@@ -820,7 +846,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   // the stock firmware's pairing side: its AP, whether cloudcutter's exploit replaced its keys
   const tuya = {
     ap: null as string | null, exploited: false, joined: null as string | null,
-    apTimer: undefined as NodeJS.Timeout | undefined,
+    apTimer: undefined as Later | undefined,
   };
   // every AP the plug had on the air, with times (nmcli's scans in the fakes look back at it)
   type OnAir = { ssid: string; bssid: string; security: string; signal: number; gateway: string; address: string };
@@ -843,23 +869,32 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
 
   // ----- timers and connections (all released on close) -----
   const timers = new Set<NodeJS.Timeout>();
-  function later(ms: number, fn: () => void): NodeJS.Timeout {
-    const t = setTimeout(() => {
-      timers.delete(t);
-      if (!closed) fn();
-    }, ms);
-    timers.add(t);
-    return t;
+  /** Runs `fn` once `ms` have passed by the clock: at least that long (Node's timers may fire a millisecond early). */
+  function later(ms: number, fn: () => void): Later {
+    const due = Date.now() + ms;
+    const handle = {} as Later;
+    const arm = (wait: number) => {
+      const t = setTimeout(() => {
+        timers.delete(t);
+        if (closed) return;
+        if (Date.now() < due) return arm(due - Date.now());
+        fn();
+      }, wait);
+      timers.add(t);
+      handle.timer = t;
+    };
+    arm(ms);
+    return handle;
   }
-  function cancel(t: NodeJS.Timeout | undefined): void {
-    if (t) {
-      clearTimeout(t);
-      timers.delete(t);
+  function cancel(l: Later | undefined): void {
+    if (l) {
+      clearTimeout(l.timer);
+      timers.delete(l.timer);
     }
   }
-  let phaseTimer: NodeJS.Timeout | undefined;
-  let joinTimer: NodeJS.Timeout | undefined;
-  let announceTimer: NodeJS.Timeout | undefined;
+  let phaseTimer: Later | undefined;
+  let joinTimer: Later | undefined;
+  let announceTimer: Later | undefined;
   const deviceSockets = new Set<net.Socket>(); // TCP connections to the plug (die when it reboots)
   const sse = new Set<{ res: http.ServerResponse; ping: NodeJS.Timeout }>();
   const allSockets = new Set<net.Socket>();
@@ -1312,13 +1347,15 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     if (!answers.length) return;
     const extra = additionals.filter((r) => !answers.some((x) => x.name === r.name && x.type === r.type));
     mdns.respond({ answers, additionals: extra } as never);
-    if (rinfo.port !== 5353) {
+    if (rinfo.port !== mdnsPort) {
       // A legacy (one-shot) querier: the answer goes back by unicast, echoing its id and questions.
       mdns.respond({ id: q.id, questions: q.questions, answers, additionals: extra } as never, { port: rinfo.port, address: rinfo.address });
     }
   }
-  if (opts.mdnsInterface !== false) {
-    mdns = makeMdns({ interface: opts.mdnsInterface ?? '127.0.0.1', bind: '0.0.0.0', loopback: true, reuseAddr: true });
+  const mdnsPort = opts.mdnsInterface === false ? undefined : opts.mdnsPort ?? await freeUdpPort();
+  if (mdnsPort !== undefined) {
+    mdns = makeMdns({ interface: opts.mdnsInterface || '127.0.0.1', bind: '0.0.0.0', port: mdnsPort, loopback: true,
+      reuseAddr: true });
     mdns.on('query', onQuery as never);
     mdns.on('error', () => { /* port trouble: the plug is just not discoverable */ });
     mdns.on('warning', () => {});
@@ -1810,7 +1847,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
   }
 
   const sim: SimPlug = {
-    url, port, apiPort, mcu, uploads, faults,
+    url, port, apiPort, mdnsPort, mcu, uploads, faults,
     get mac() { return mac; },
     wifi,
     final,
@@ -1832,6 +1869,11 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       else closedSwitches.add(pin);
       hardwareChanged();
       scanPoll();
+    },
+    onHardware(listener) {
+      const each = () => listener(hardware());
+      events.on('hardware', each);
+      return () => void events.off('hardware', each);
     },
     waitForHardware(pred, timeoutMs = 5000) {
       if (pred(hardware())) return Promise.resolve(hardware());

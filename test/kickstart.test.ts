@@ -7,7 +7,7 @@ import path from 'node:path';
 import { startSimPlug, FLASH_SIZE } from './sim/plug.ts';
 import { makeFakeWorld } from './fakes.ts';
 import { virtualUser } from './virtual-user.ts';
-import { BENCH_TIME_SCALE, HOME, runInProcess } from './workbench.ts';
+import { BENCH_TIME_SCALE, HOME, runInProcess, wifiByHand } from './workbench.ts';
 import { ROOT, tempDir } from './helpers.ts';
 
 async function configDir(recipe = 'recipes/23A.yaml'): Promise<string> {
@@ -101,10 +101,7 @@ test('kickstart step: when joining the AP fails, the user is told what to do by 
   try {
     const out = await configDir();
     // The user does it from a phone: the portal gets the credentials, then they press Enter.
-    const user = virtualUser(sim, { overrides: { manual_wifi_done: async () => {
-      await fetch(`${sim.url}/wifisave?${new URLSearchParams({ ssid: HOME.ssid, psk: HOME.password })}`, { redirect: 'manual' });
-      return true;
-    } } });
+    const user = virtualUser(sim, { overrides: { manual_wifi_done: () => wifiByHand(sim) } });
     const r = await runInProcess(['recipes/23A.yaml', '--only', 'kickstart', '--out', out], {
       ...world.env, FLASH_KICKSTART_PORTAL: sim.url, FLASH_DEVICE_HTTP_PORT: String(sim.port), FLASH_MDNS_INTERFACE: '127.0.0.1',
       FLASH_MDNS_PORT: String(sim.mdnsPort), FLASH_DISCOVERY_TIMEOUT_MS: '10000',

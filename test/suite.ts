@@ -11,7 +11,7 @@ import path from 'node:path';
 const ROOT = path.resolve(import.meta.dirname, '..');
 const TEST_TIMES = path.join(ROOT, '.test-times.json');
 /** Files run at once: most of a file's time is waiting on the simulated world, so more than the 2 cores. */
-const CONCURRENCY = 3;
+const CONCURRENCY = 4;
 
 /** .test-times.json (test/benchmark.ts reads it too). */
 export interface TestTimes {

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startBench, runInProcess, configured, BENCH_TIME_SCALE, HOME } from './workbench.ts';
+import { startBench, runInProcess, configured, wifiByHand, BENCH_TIME_SCALE, HOME } from './workbench.ts';
 import { startSimPlug } from './sim/plug.ts';
 import { makeFakeWorld, UBUNTU_RESOLVED } from './fakes.ts';
 import { virtualUser } from './virtual-user.ts';
@@ -182,10 +182,8 @@ test('the AP-mode instructions come when cloudcutter looks for the plug, not bef
 });
 
 test("the MAC cloudcutter prints is not the plug's: the one Kickstart plug on the LAN is taken, and its MAC kept", async () => {
-  const b = await startBench({ sim: { tuyaMac: 'D8:1F:12:3A:4B:5C' }, answers: { manual_wifi_done: async () => {
-    await fetch(`${b.sim.url}/wifisave?${new URLSearchParams({ ssid: HOME.ssid, psk: HOME.password })}`, { redirect: 'manual' });
-    return true;
-  } } });
+  const b = await startBench({ sim: { tuyaMac: 'D8:1F:12:3A:4B:5C' },
+    answers: { manual_wifi_done: () => wifiByHand(b.sim) } });
   try {
     const r = await runInProcess([RECIPE, ...b.args, '--manual-wifi'], b.env, b.user);
     assert.equal(r.code, 0, r.out);
@@ -204,10 +202,7 @@ test('two Kickstart plugs and no MAC to tell them apart: the user chooses (MAC a
   const other = await startSimPlug({ mcu: 'bk7231n', phase: 'kickstart-lan', lanIp: '127.0.0.2', timeScale: BENCH_TIME_SCALE });
   // On the same network: the bench's plug answers mDNS on the other plug's port.
   const b = await startBench({ sim: { phase: 'kickstart-ap', mdnsPort: other.mdnsPort }, answers: {
-    manual_wifi_done: async () => {
-      await fetch(`${b.sim.url}/wifisave?${new URLSearchParams({ ssid: HOME.ssid, psk: HOME.password })}`, { redirect: 'manual' });
-      return true;
-    },
+    manual_wifi_done: () => wifiByHand(b.sim),
     kickstart_plug: (q) => q.choices!.find((c) => c.includes(b.sim.mac.match(/../g)!.join(':')))!,
   } });
   try {

@@ -223,9 +223,11 @@ export function virtualUser(sim: SimPlug | undefined,
         questionOpen = false;
         if ((q.id.startsWith('found_') && answer === true) || q.id.startsWith('unfound_')) stopSearching();
       })().catch((e) => {
-        // A question this user cannot answer: the test fails on its timeout, saying which one.
+        // A question this user cannot answer: they say why and press Ctrl+C, so the run ends now (exit 130) and
+        // the test fails at once with flash.ts's output, not at its timeout.
         opts.log?.(`[virtual user] ${(e as Error).message}`);
         process.emitWarning(`virtual user: ${(e as Error).message}`);
+        input.write('\x03');
       });
     },
     async answer(q) {

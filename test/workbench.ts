@@ -16,6 +16,18 @@ import type { Mcu } from './firmware-files.ts';
 
 export const HOME = { ssid: 'HomeNet', password: 'correct horse battery' };
 
+/**
+ * What a person does when flash.ts asks them to set the plug's Wi-Fi by hand: once the plug's Kickstart AP is up
+ * (a phone cannot join it before), they join it and send the network through its portal.
+ */
+export async function wifiByHand(sim: SimPlug, network = HOME): Promise<true> {
+  await sim.waitForPhase('kickstart-ap', 60_000);
+  const res = await fetch(`${sim.url}/wifisave?${new URLSearchParams({ ssid: network.ssid, psk: network.password })}`,
+    { redirect: 'manual' });
+  assert.ok(res.status < 400, `the plug's portal answered ${res.status}`);
+  return true;
+}
+
 export interface Bench {
   sim: SimPlug;
   world: FakeWorld;

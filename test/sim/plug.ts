@@ -5,6 +5,7 @@
 // components/pinscan, components/hub_api), ESPHome 2025.5 (captive_portal, web_server, web_server_base OTA,
 // mdns), esphome/ESPAsyncWebServer 3.3.0 (SSE framing, multipart, 404s) and LibreTiny 1.9.0 (Update error texts,
 // mDNS instance names). Every socket binds 127.0.0.1; multicast goes out on the loopback interface only.
+import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import dgram from 'node:dgram';
@@ -717,12 +718,42 @@ function isLoopback(addr: string): boolean {
 interface Later { timer: NodeJS.Timeout }
 
 /** A UDP port nothing uses now (the system picks it), for an mDNS network of one's own. */
-export async function freeUdpPort(): Promise<number> {
-  const socket = dgram.createSocket('udp4');
-  await new Promise<void>((resolve, reject) => (socket.once('error', reject), socket.bind(0, '0.0.0.0', resolve)));
-  const { port } = socket.address();
-  await new Promise<void>((r) => socket.close(() => r()));
-  return port;
+/**
+ * The ports the kernel hands out by itself (listen(0), a client's source port) start here: a port below it is taken
+ * only by whoever asks for it by number, so a plug that lets go of one while it reboots gets it back.
+ */
+const EPHEMERAL_LOW = (() => {
+  try {
+    return Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 32768;
+  } catch {
+    return 32768;
+  }
+})();
+
+/** A free port of this machine's own choosing below the kernel's range (see EPHEMERAL_LOW), for TCP or UDP. */
+async function ownPort(kind: 'tcp' | 'udp', take?: (port: number) => Promise<boolean>): Promise<number> {
+  const low = 20_000;
+  const tryPort = take ?? (kind === 'udp'
+    ? (port: number) => new Promise<boolean>((resolve) => {
+      const socket = dgram.createSocket('udp4');
+      socket.once('error', () => (socket.close(), resolve(false)));
+      socket.bind(port, '0.0.0.0', () => socket.close(() => resolve(true)));
+    })
+    : (port: number) => new Promise<boolean>((resolve) => {
+      const server = net.createServer();
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+    }));
+  for (let tries = 0; tries < 200; tries++) {
+    const port = low + crypto.randomInt(Math.max(1, EPHEMERAL_LOW - low));
+    if (await tryPort(port)) return port;
+  }
+  throw new Error(`sim: no free ${kind} port between ${low} and ${EPHEMERAL_LOW}`);
+}
+
+/** A free UDP port for an mDNS network of its own (one no other bench or run chooses at random). */
+export function freeUdpPort(): Promise<number> {
+  return ownPort('udp');
 }
 
 export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
@@ -915,12 +946,31 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     events.emit('phase', p);
   }
 
-  /** The API port exists only while ESPHome runs: a plug that is off or rebooting refuses, it does not accept. */
+  /**
+   * The API port exists only while ESPHome runs: a plug that is off or rebooting refuses, it does not accept. Should
+   * the port have been taken meanwhile, the plug answers on another one and says so on mDNS, as after a new lease.
+   */
   function apiListening(on: boolean): void {
     if (!apiPort || closed || on === apiServer.listening) return;
-    if (on) apiServer.listen(apiPort, '127.0.0.1');
-    else apiServer.close();
+    if (!on) return void apiServer.close();
+    void listenApi(apiPort).then(async (ok) => {
+      if (ok || closed) return;
+      apiPort = await ownPort('tcp', listenApi);
+      if (phase === 'kickstart-lan' || phase === 'final') announce();
+    }).catch(() => { /* no port at all: unreachable */ });
   }
+  /** Listens on `port`; false when it is taken. */
+  const listenApi = (port: number) => new Promise<boolean>((resolve) => {
+    if (closed || apiServer.listening) return resolve(true);
+    const fail = () => resolve(false);
+    apiServer.once('error', fail);
+    try {
+      apiServer.listen(port, '127.0.0.1', () => (apiServer.off('error', fail), resolve(true)));
+    } catch {
+      apiServer.off('error', fail);
+      resolve(true); // a listen already under way
+    }
+  });
 
   // ---------------- on the air (the Tuya pairing AP, Kickstart's AP) ----------------
   function onAir(): { ssid: string; bssid: string; gateway: string; address: string } | null {
@@ -1401,9 +1451,8 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       entities: serving,
     }, { keepaliveMs: opts.apiKeepaliveMs });
   });
-  await new Promise<void>((r) => apiServer.listen(0, '127.0.0.1', r));
-  apiPort = (apiServer.address() as net.AddressInfo).port;
-  apiServer.on('error', () => { /* the port was taken while the plug was off: it stays unreachable, like a lost lease */ });
+  apiServer.on('error', () => {});
+  apiPort = await ownPort('tcp', listenApi);
 
   // ---------------- HTTP ----------------
   function send(res: http.ServerResponse, status: number, body: string | Buffer = '', type = 'text/plain', extra: Record<string, string> = {}): void {

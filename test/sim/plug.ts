@@ -1895,6 +1895,34 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
     freshBoot('Power-On');
   }
 
+  /**
+   * Resolves with what `ready` gives once it gives something, checked now and on each of `on`'s events; fails when
+   * the plug is closed meanwhile, or after `timeoutMs` saying `late()`.
+   */
+  function until<T>(on: string[], ready: () => T | undefined, timeoutMs: number, what: string, late: () => string):
+    Promise<T> {
+    const now = ready();
+    if (now !== undefined) return Promise.resolve(now);
+    if (closed) return Promise.reject(new Error('sim: closed'));
+    return new Promise<T>((resolve, reject) => {
+      const check = () => {
+        const got = ready();
+        if (got === undefined) return;
+        done();
+        resolve(got);
+      };
+      const onClose = () => (done(), reject(new Error(`sim: closed while waiting for ${what}`)));
+      const t = setTimeout(() => (done(), reject(new Error(`sim: ${late()}`))), timeoutMs);
+      function done() {
+        clearTimeout(t);
+        for (const e of on) events.off(e, check);
+        events.off('closed', onClose);
+      }
+      for (const e of on) events.on(e, check);
+      events.once('closed', onClose);
+    });
+  }
+
   const sim: SimPlug = {
     url, port, apiPort, mdnsPort, mcu, uploads, faults,
     get mac() { return mac; },
@@ -1925,53 +1953,12 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       return () => void events.off('hardware', each);
     },
     waitForHardware(pred, timeoutMs = 5000) {
-      if (pred(hardware())) return Promise.resolve(hardware());
-      if (closed) return Promise.reject(new Error('sim: closed'));
-      return new Promise<SimHardware>((resolve, reject) => {
-        const check = () => {
-          const hw = hardware();
-          if (!pred(hw)) return;
-          done();
-          resolve(hw);
-        };
-        const onClose = () => (done(), reject(new Error('sim: closed while waiting for the hardware')));
-        const t = setTimeout(() => {
-          done();
-          reject(new Error(`sim: hardware not as expected within ${timeoutMs} ms: ${JSON.stringify(hardware())}`));
-        }, timeoutMs);
-        function done() {
-          clearTimeout(t);
-          events.off('hardware', check);
-          events.off('closed', onClose);
-        }
-        events.on('hardware', check);
-        events.once('closed', onClose);
-      });
+      return until(['hardware'], () => (pred(hardware()) ? hardware() : undefined), timeoutMs,
+        'the hardware', () => `hardware not as expected within ${timeoutMs} ms: ${JSON.stringify(hardware())}`);
     },
     waitForDevice(timeoutMs = 5000) {
-      if (device && phase === 'final') return Promise.resolve(device);
-      if (closed) return Promise.reject(new Error('sim: closed'));
-      return new Promise<EsphomeDevice>((resolve, reject) => {
-        const check = () => {
-          if (!device || phase !== 'final') return;
-          done();
-          resolve(device);
-        };
-        const onClose = () => (done(), reject(new Error('sim: closed while waiting for the final firmware')));
-        const t = setTimeout(() => {
-          done();
-          reject(new Error(`sim: no final firmware built from a config within ${timeoutMs} ms (phase ${phase})`));
-        }, timeoutMs);
-        function done() {
-          clearTimeout(t);
-          events.off('phase', check);
-          events.off('device', check);
-          events.off('closed', onClose);
-        }
-        events.on('phase', check);
-        events.on('device', check);
-        events.once('closed', onClose);
-      });
+      return until(['phase', 'device'], () => (phase === 'final' ? device : undefined), timeoutMs,
+        'the final firmware', () => `no final firmware built from a config within ${timeoutMs} ms (phase ${phase})`);
     },
     get tuyaMac() { return tuyaMac; },
     get tuyaAp() { return tuya.ap; },
@@ -2056,30 +2043,8 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       scanPoll();
     },
     waitForPhase(p, timeoutMs = 5000) {
-      if (phase === p) return Promise.resolve();
-      if (closed) return Promise.reject(new Error('sim: closed'));
-      return new Promise<void>((resolve, reject) => {
-        const onPhase = (now: Phase) => {
-          if (now !== p) return;
-          done();
-          resolve();
-        };
-        const onClose = () => {
-          done();
-          reject(new Error(`sim: closed while waiting for phase ${p}`));
-        };
-        const t = setTimeout(() => {
-          done();
-          reject(new Error(`sim: phase ${p} not reached within ${timeoutMs} ms (phase is ${phase})`));
-        }, timeoutMs);
-        function done() {
-          clearTimeout(t);
-          events.off('phase', onPhase);
-          events.off('closed', onClose);
-        }
-        events.on('phase', onPhase);
-        events.on('closed', onClose);
-      });
+      return until(['phase'], () => (phase === p ? true : undefined), timeoutMs, `phase ${p}`,
+        () => `phase ${p} not reached within ${timeoutMs} ms (phase is ${phase})`).then(() => {});
     },
     async close() {
       if (closed) return;

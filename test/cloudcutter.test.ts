@@ -423,6 +423,23 @@ describe('profile API cache', { concurrency: true }, () => {
     }
   });
 
+  test('a connection the API server closes unanswered is tried again: the profile still arrives', async () => {
+    const { w, out, env } = await world();
+    const flaky = await serveDir(CLOUDCUTTER_API_FIXTURES, { drop: 1 });
+    try {
+      const r = await runFlash(cutArgs(R23A.recipe, w, out), { env: { ...env, FLASH_CLOUDCUTTER_API: flaky.url } });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(flaky.requests[0], flaky.requests[1], 'the dropped request was asked again');
+      assert.doesNotMatch(r.stdout, /offline\?|using the copy cached/);
+      const dir = path.join(w.cloudcutter!, 'device-profiles', R23A.device);
+      assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, 'profile.json'), 'utf8')),
+        fixture(`profiles/${R23A.profile}.json`));
+    } finally {
+      await flaky.close();
+      await w.cleanup();
+    }
+  });
+
   test('offline with an empty cache: exit 1 saying what failed and that it needs the internet once or a mirror', async () => {
     const { w, out, env } = await world();
     try {

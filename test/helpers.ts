@@ -91,12 +91,16 @@ export const WIFI_ENV = { FLASH_WIFI_SSID: 'HomeNet', FLASH_WIFI_PASSWORD: 'corr
 export { execFile };
 
 /** Serves a folder over HTTP on 127.0.0.1 (the cloudcutter API fixtures), recording request paths. */
-export async function serveDir(dir: string): Promise<{ url: string; requests: string[]; close: () => Promise<void> }> {
+export async function serveDir(dir: string, o: { drop?: number } = {}):
+  Promise<{ url: string; requests: string[]; close: () => Promise<void> }> {
   const http = await import('node:http');
   const requests: string[] = [];
+  let drop = o.drop ?? 0;
   const server = http.createServer((req, res) => {
     const rel = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
     requests.push(rel);
+    // The first `drop` requests get their connection closed unanswered, as a server ending a kept-alive one.
+    if (drop > 0 && drop--) return void req.socket.destroy();
     const file = path.join(dir, path.normalize(rel));
     if (!file.startsWith(dir) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('404: Not Found');

@@ -4520,7 +4520,7 @@ function describeDatapoint(dp: Datapoint): string {
   return `${dp.type} ${dp.mode}${range}${scale}${dp.unit ? ` ${dp.unit}` : ''}${options}`;
 }
 
-/** One datapoint as an ESPHome tuya entity; what it became, in words ('not mapped: …' when ESPHome cannot show it). */
+/** One datapoint as an ESPHome tuya entity; what it became, in words ('not mapped: …' when ESPHome cannot show it) */
 function mapDatapoint(dp: Datapoint, out: Collector): string {
   const name = `Datapoint ${dp.id}`;
   const factor = 10 ** -(dp.scale ?? 0);

@@ -3,7 +3,8 @@
 // last (node --test itself would start them in alphabetical order). Each file's report is printed whole when it
 // ends. What the run took is kept in .test-times.json (beside package.json, never committed): its wall time, the CPU
 // time of every process it waited for, the machine's load, and each file's time. The next run orders its files by
-// them; `npm run bench` reports the suite's time from there.
+// them (a fresh clone, by test/suite-times.json: one quiet run's, committed); `npm run bench` reports the suite's time
+// from there.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -52,9 +53,12 @@ function counts(report: string): Record<'tests' | 'pass' | 'fail' | 'cancelled',
   const all = fs.readdirSync(path.join(ROOT, 'test')).filter((f) => f.endsWith('.test.ts')).sort()
     .map((f) => `test/${f}`);
   const last = readTestTimes();
+  const committed = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'suite-times.json'), 'utf8')) as
+    Record<string, number>;
+  const timeOf = (file: string) => last.files[file] ?? committed[file] ?? Infinity;
   // A file with no time yet (new, or the first run here) goes first: it may be a long one.
   const files = (named.length ? named : all).sort((a, b) =>
-    (last.files[b] ?? Infinity) - (last.files[a] ?? Infinity) || a.localeCompare(b));
+    timeOf(b) - timeOf(a) || a.localeCompare(b));
   const reporter = process.stdout.isTTY ? 'spec' : 'tap';
   const start = Date.now();
   const load = os.loadavg()[0];

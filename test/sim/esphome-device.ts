@@ -77,6 +77,9 @@ type Actions = unknown[];
 
 const isMap = (v: unknown): v is Conf => !!v && typeof v === 'object' && !Array.isArray(v);
 const asList = (v: unknown): unknown[] => (v === undefined || v === null ? [] : Array.isArray(v) ? v : [v]);
+/** An entity's `filters:` as [name, argument] pairs (`- invert` has none, `- multiply: 2` has one). */
+const filtersOf = (conf: Conf): [string, unknown][] =>
+  asList(conf.filters).map((f) => (isMap(f) ? (Object.entries(f)[0] ?? ['', undefined]) : [String(f), undefined]));
 const num = (v: unknown, dflt?: number): number | undefined => {
   if (v === undefined || v === null || v === '') return dflt;
   const n = Number(String(v).replace(/%$/, ''));
@@ -552,9 +555,8 @@ class SensorEntity extends Entity {
   /** Sensor::publish_state: the raw value through the filters; every publication goes out (no deduplication). */
   publish(raw: number): void {
     let v: number | undefined = raw;
-    for (const f of asList(this.conf.filters)) {
+    for (const [name, arg] of filtersOf(this.conf)) {
       if (v === undefined) return;
-      const [name, arg] = isMap(f) ? Object.entries(f)[0] ?? [] : [String(f), undefined];
       if (name === 'multiply') v *= num(arg, 1)!;
       else if (name === 'offset') v += num(arg, 0)!;
       else if (name === 'filter_out' && num(arg) === v) v = undefined;
@@ -576,8 +578,7 @@ class TextSensorEntity extends Entity {
   }
   publish(raw: string): void {
     let v = raw;
-    for (const f of asList(this.conf.filters)) {
-      const [name, arg] = isMap(f) ? Object.entries(f)[0] ?? [] : [String(f), undefined];
+    for (const [name, arg] of filtersOf(this.conf)) {
       if (name === 'map') {
         // "0 -> low": an input that matches a left side exactly becomes its right side.
         for (const line of asList(arg)) {

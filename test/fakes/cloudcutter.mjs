@@ -190,7 +190,11 @@ export async function main(argv) {
   const finish = async (code) => { runTrap(); return exit(code); };
   const fail = async (lines, code = 1) => { for (const l of lines) say(l); return finish(code); };
   const forever = async () => { for (;;) await sleep(60_000); };
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => { runTrap(); dieBy(sig); });
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => {
+    runTrap();
+    updateState(w, (st) => { st.endedBy = sig; }); // how it was stopped, for tests
+    dieBy(sig);
+  });
 
   const o = getopts(argv, arg0);
   for (const e of o.errors) err(e + '\n');

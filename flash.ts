@@ -1242,7 +1242,7 @@ function readSecretsFile(file: string): { found: boolean; text: string; values: 
     const err = doc.errors[0];
     throw new InputError([{ file: shown(file), line: err.linePos?.[0].line,
       message: `not valid YAML: ${firstLine(err.message)}`,
-      hint: 'fix the line by hand: flash.ts never rewrites existing secrets' }]);
+      hint: 'fix the line by hand: flash.ts keeps what secrets.yaml holds' }]);
   }
   const data = doc.toJS() ?? {};
   if (typeof data !== 'object' || Array.isArray(data))
@@ -1400,8 +1400,10 @@ export function esphomeArgv(ctx: Pick<Ctx, 'opts' | 'deviceName'>, kind: 'local'
 /** Waits for the background compile (starting one if this run has none and no fresh UF2 exists). */
 async function awaitCompile(ctx: Ctx): Promise<string> {
   if (!ctx.compile) {
-    const { uf2, config } = ctx.files;
-    if (fs.existsSync(uf2) && fs.existsSync(config) && fs.statSync(uf2).mtimeMs >= fs.statSync(config).mtimeMs)
+    // A UF2 built after the config and secrets.yaml it carries (a Wi-Fi corrected since makes it stale).
+    const { uf2, config, secrets } = ctx.files;
+    const mtime = (f: string) => (fs.existsSync(f) ? fs.statSync(f).mtimeMs : Infinity);
+    if (fs.existsSync(uf2) && mtime(uf2) >= Math.max(mtime(config), mtime(secrets)))
       return checkedFirmware(uf2, ctx.recipe.mcu, recompile(ctx.opts)).file;
     ctx.compile = await startCompile(ctx);
   }
@@ -1424,8 +1426,7 @@ async function awaitCompile(ctx: Ctx): Promise<string> {
       `look at the end of ${shown(job.log)} (a download that hangs? no disk space?), then run it again: ` +
       rerun(ctx.opts, ''));
   }
-  const uf2 = await job.done;
-  recordStep(ctx, 'compile');
+  const uf2 = await job.done; // recorded as done when it was built
   print(`    ${ok()} compiled in ${seconds((job.finished ?? Date.now()) - job.started)}: ${shown(uf2)}`);
   return uf2;
 }
@@ -1770,7 +1771,8 @@ async function runCloudcutter(ctx: Ctx, argv: string[], logPath: string): Promis
     await watching;
     // Stopped (Ctrl+C, SIGTERM, SIGHUP, or in one of its questions): no diagnosis, no retry question.
     scope.signal.throwIfAborted();
-    if (trouble instanceof Interrupted) throw trouble;
+    // A Failure is the outcome already; anything else that went wrong answering or watching is the run's.
+    if (trouble && !(trouble instanceof Failure)) throw trouble;
     const output = redact(transcript);
     if (outcome) return { output, ...outcome };
     if (code === 0) return { output };
@@ -1917,7 +1919,7 @@ async function planKickstart(ctx: Ctx): Promise<string[]> {
     ...overAp,
     ctx.opts.deviceIp ? `use --device-ip ${ctx.opts.deviceIp}`
       : `mDNS: browse _esphomelib._tcp.local for project_name=lt.kickstart, board=${MCUS[ctx.recipe.mcu].board}`,
-    ...(ctx.opts.backupFlash ? ['GET http://<kickstart ip>/hub/flash_read (2 MiB, in 256 KiB parts)'] : []),
+    ...(ctx.opts.backupFlash ? ['GET http://<kickstart ip>/hub/flash_read (2 MiB, in 32 KiB parts)'] : []),
     `GET http://<kickstart ip>/hub/flash_read?offset=${TUYA_STORAGE_WINDOW.offset}&length=` +
       `${TUYA_STORAGE_WINDOW.length} (in parts): Tuya's storage, the plug's own wiring; ` +
       (fromPlug(ctx.recipe) ? 'its pins and template are written into the recipe'
@@ -2052,19 +2054,19 @@ async function wifiThePlugSees(ctx: Ctx, wifi: { ssid: string; password: string 
   registerSecret(password);
   updateSecrets(ctx.files.secrets, { wifi_ssid: choice, wifi_password: password });
   print(`    ${ok()} saved wifi_ssid${samePassword ? '' : ' and wifi_password'} in ${secrets}`);
-  // The firmware carries the Wi-Fi: built again with the new one.
-  if (ctx.compile) {
+  // The firmware carries the Wi-Fi: a compile under way is started again (a finished one is stale by its date).
+  if (ctx.compile && !ctx.compile.finished) {
     await ctx.compile.stop();
     ctx.compile = await startCompile(ctx);
-  }
+  } else ctx.compile = undefined;
   return { ssid: choice, password };
 }
 
 /** Sets keys of secrets.yaml, keeping the rest of it as it was (comments too); mode 0600. */
 function updateSecrets(file: string, values: Record<string, string>): void {
-  const doc = lib.yaml.parseDocument(fs.readFileSync(file, 'utf8'));
-  for (const [k, v] of Object.entries(values)) doc.set(k, v);
-  writeFileAtomic(file, doc.toString({ lineWidth: 0, defaultStringType: 'QUOTE_DOUBLE' }), 0o600);
+  const { doc } = readSecretsFile(file);
+  for (const [k, v] of Object.entries(values)) doc!.set(k, v);
+  writeFileAtomic(file, doc!.toString(QUOTED), 0o600);
 }
 
 async function provisionByHand(ctx: Ctx, ap: string, ssid: string): Promise<void> {
@@ -2434,12 +2436,11 @@ export async function checkPins(o: {
   /** How long a press or a flip is awaited, and how long each pin is read when looking for a button. */
   waitMs?: number;
   searchMs?: number;
-  /** How long a driven pin is held on and then off for the user to see (the pauses around a pulse are no longer). */
-  showMs?: number;
 }): Promise<PinResult[]> {
   const waitMs = o.waitMs ?? ms('FLASH_PRESS_TIMEOUT_MS');
   const searchMs = o.searchMs ?? ms('FLASH_PRESS_SEARCH_MS');
-  const showMs = o.showMs ?? ms('FLASH_PIN_SHOW_MS');
+  // How long a driven pin is held on and then off for the user to see (the pauses around a pulse are no longer).
+  const showMs = ms('FLASH_PIN_SHOW_MS');
   const signal = o.signal;
   const nap = (millis: number) => sleep(millis, signal);
   let style = 0; // which of entityUrls() this Kickstart answers: found once, then kept
@@ -2520,7 +2521,7 @@ export async function checkPins(o: {
       await scan.pin(pin);
       await scan.mode('INPUT_PULLUP');
       tell();
-      return events.seen(mark, BK7231_PINS[pin], want, millis, o.signal);
+      return events.seen(mark, BK7231_PINS[pin], want, millis);
     };
     /** Watches `pin` until the user's action shows; when it does not, asks them (them only) what happened. */
     const awaitAction = async (fn: string, pin: string, want: 'LOW' | 'change', doIt: string, noun: string,
@@ -2605,8 +2606,7 @@ export async function checkPins(o: {
  */
 async function openPinEvents(base: string, signal?: AbortSignal): Promise<{
   mark: () => number;
-  seen: (from: number, option: string, want: 'LOW' | 'change', millis: number, signal?: AbortSignal) =>
-    Promise<boolean>;
+  seen: (from: number, option: string, want: 'LOW' | 'change', millis: number) => Promise<boolean>;
   close: () => void;
 }> {
   const ac = new AbortController();
@@ -2661,20 +2661,20 @@ async function openPinEvents(base: string, signal?: AbortSignal): Promise<{
   };
   return {
     mark: () => log.length,
-    seen: (from, option, want, millis, stop) => new Promise((resolve, reject) => {
+    seen: (from, option, want, millis) => new Promise((resolve, reject) => {
       const finish = (result?: boolean) => {
         clearTimeout(timer);
         arrived.removeEventListener('state', check);
-        stop?.removeEventListener('abort', abort);
-        if (result === undefined) reject(stop!.reason);
+        signal?.removeEventListener('abort', abort);
+        if (result === undefined) reject(signal!.reason);
         else resolve(result);
       };
       const check = () => judge(from, option, want) && finish(true);
       const abort = () => finish();
       const timer = setTimeout(() => finish(judge(from, option, want)), millis);
       arrived.addEventListener('state', check);
-      stop?.addEventListener('abort', abort, { once: true });
-      if (stop?.aborted) abort();
+      signal?.addEventListener('abort', abort, { once: true });
+      if (signal?.aborted) abort();
       else check();
     }),
     close: () => ac.abort(),
@@ -2701,7 +2701,7 @@ async function stepUpload(ctx: Ctx): Promise<void> {
       `pipx install esphome (or start Docker), then: ${rerun(ctx.opts, '--from upload')}`);
     const argv = esphomeArgv(ctx, esphome.kind, 'upload', '--device', new URL(base).hostname);
     print(c.dim(`    $ ${shq(...argv)}`));
-    const r = await sh(argv, { timeoutMs: 600_000 });
+    const r = await sh(argv, { timeoutMs: 600_000, signal: ctx.scope.signal });
     if (r.code !== 0) throw new Failure(`esphome upload failed: ${firstLine(r.stderr || r.stdout)}`,
       `check the plug is online and the OTA password in secrets.yaml, then: ${rerun(ctx.opts, '--from upload')}`);
     return print(`    ${ok()} uploaded with esphome upload`);
@@ -2886,9 +2886,9 @@ const TELLING_DOMAINS = ['sensor', 'binary_sensor', 'text_sensor', 'number', 'se
 /** A template's TuyaMCU entities: their kind and name as the device reports it (substitutions resolved). Pure. */
 export function tuyaEntityNames(template: string, subs: Record<string, string>): { domain: string; name: string }[] {
   if (!template) return [];
-  const config = (lib.yaml.parse(template, { customTags: [SECRET_TAG] }) ?? {}) as Yaml;
-  return Object.entries(config).flatMap(([domain, items]) => asList(items).filter((i) => i.platform === 'tuya')
-    .map((i) => ({ domain, name: String(i.name ?? '').replace(/\$\{(\w+)\}/g, (_, k) => subs[k] ?? '') })))
+  return Object.entries(parseTemplate(template)).flatMap(([domain, items]) => asList(items)
+    .filter((i) => i.platform === 'tuya')
+    .map((i) => ({ domain, name: String(i.name ?? '').replace(SUBSTITUTION, (_, a, b) => subs[a ?? b] ?? '') })))
     .filter((e) => e.name);
 }
 
@@ -3357,9 +3357,14 @@ export const ESPHOME_NEEDS: { uses: string; in: (config: Yaml) => boolean; works
     works: (v) => compareVersions(v, [2025, 5, 0]) !== 0 },
 ];
 
+/** An ESPHome template as data (`!secret` kept as a tag). Pure. */
+function parseTemplate(template: string): Yaml {
+  return (lib.yaml.parse(template, { customTags: [SECRET_TAG] }) ?? {}) as Yaml;
+}
+
 /** What the ESPHome `version` gets wrong for this template ("… needs …"), in words. Pure. */
 export function esphomeProblems(template: string, version: string): string[] {
-  const config = (lib.yaml.parse(template, { customTags: [SECRET_TAG] }) ?? {}) as Yaml;
+  const config = parseTemplate(template);
   const v = version.split('.').map((n) => Number.parseInt(n, 10) || 0);
   return ESPHOME_NEEDS.filter((n) => n.in(config) && !n.works(v))
     .map((n) => `${version} cannot do ${n.uses}: it needs ${n.needs}`);
@@ -3787,8 +3792,9 @@ class Refusal extends Error {
   constructor(message: string, readonly key?: string) { super(message); }
 }
 
-/** Tuya's `dmod` (LibreTiny "Tuya Pinout Config"): 0 PWM; 2–7 an LED driver chip ESPHome has an output for. */
+/** The keys of an SM2135's colour and white currents, one pair per firmware generation. */
 const SM2135_CURRENTS = ['ehccur', 'ehwcur', 'iicccur', 'iicwcur', 'campere', 'wampere'];
+/** Tuya's `dmod` (LibreTiny "Tuya Pinout Config"): 0 PWM; 2–7 an LED driver chip ESPHome has an output for. */
 const LIGHT_DRIVERS: Record<number, { platform: string; chip: string; currents: string[] }> = {
   2: { platform: 'sm2135', chip: 'SM2135E', currents: SM2135_CURRENTS },
   3: { platform: 'sm2135', chip: 'SM2135EH', currents: SM2135_CURRENTS },
@@ -4631,16 +4637,16 @@ function deviceName(slug: string): string {
 }
 
 /**
- * The unmapped keys as comment lines: wiring first (pins a person may want to add by hand), then the rest with
- * numbered families (irk1fun … irk31fun) folded into one word.
- */
-/**
  * Tuya's keys that say how the board is wired, not how the firmware behaves: pins and their levels, what sits on them
  * (an LED driver, an energy chip, the module), wall-switch inputs, the infrared pins.
  */
-const WIRING_KEY = new RegExp('pin$|_lv$|^(ir|infre|infrr|SCL|CS|MISO|miso|mosi|cmod|dmod|chip_type|module|' +
+const WIRING_KEY = new RegExp('pin$|_lv$|^(ir|infre|infrr|SCL|CS|MISO|MOSI|cmod|dmod|chip_type|module|' +
   'iic[rgbcw]|iicscl|iicsda|ele_rx|ele_tx|onoff\\d+|cwtype|netled_reuse)$', 'i');
 
+/**
+ * The unmapped keys as comment lines: wiring first (pins a person may want to add by hand), then the rest with
+ * numbered families (irk1fun … irk31fun) folded into one word.
+ */
 function unmappedLines(keys: string[], cfg: Record<string, unknown>): string[] {
   // A long value (an infrared code table, a colour scene list) is cut: the comment is a pointer, not a copy.
   const show = (k: string) => {
@@ -5062,7 +5068,8 @@ export interface ResolvedProfile {
 async function resolveProfile(ctx: Ctx, quiet = false): Promise<ResolvedProfile> {
   const cc = ctx.recipe.cloudcutter;
   const get = (rel: string, notFound?: () => Error) =>
-    cloudcutterApiGet(rel, { notFound, quiet, dryRun: ctx.opts.dryRun }) as Promise<Record<string, any>>;
+    cloudcutterApiGet(rel, { notFound, quiet, dryRun: ctx.opts.dryRun, signal: ctx.scope.signal }) as
+      Promise<Record<string, any>>;
   const field = cc.profile ? 'profile' : 'device';
   const bad = (message: string, hint: string, key = field) => new InputError([{ file: shown(ctx.recipePath),
     line: ctx.lineOf(['cloudcutter', key]), field: `cloudcutter.${key}`, message, hint }]);
@@ -5281,20 +5288,22 @@ export async function discoverDevice(match: (d: MdnsDevice) => boolean, timeout:
   return Array.isArray(found) ? found[0] : found;
 }
 
+/** What ends a search early: the run's stop (`signal`: the search fails with it), or `stop` (it ends, none found). */
+interface MdnsStops { signal?: AbortSignal; stop?: AbortSignal }
+
 /**
  * Browses `_esphomelib._tcp` until `pick` chooses among the devices seen so far (asked on every answer, every
  * 2 s, and once more, `last`, when time is up). With a label, a spinner shows the wait.
  */
-/** What ends a search early: the run's stop (`signal`: the search fails with it), or `stop` (it ends, none found). */
-interface MdnsStops { signal?: AbortSignal; stop?: AbortSignal }
-
 async function browseMdns(pick: (seen: MdnsDevice[], last: boolean) => MdnsDevice | MdnsDevice[] | undefined,
   timeout: number, label?: string, o: MdnsStops = {}): Promise<MdnsDevice | MdnsDevice[] | undefined> {
+  o.signal?.throwIfAborted();
+  if (o.stop?.aborted) return undefined;
   const { Bonjour } = await import('bonjour-service');
   const iface = setting('FLASH_MDNS_INTERFACE');
   // Bind the wildcard address: a socket bound to the interface's own address receives no multicast.
   const bonjour = new Bonjour({ ...(iface ? { interface: iface, bind: '0.0.0.0' } : {}),
-    port: Number(setting('FLASH_MDNS_PORT')) || 5353 } as object);
+    port: Number(setting('FLASH_MDNS_PORT')) } as object);
   const browser = bonjour.find({ type: 'esphomelib', protocol: 'tcp' });
   const seen = new Map<string, MdnsDevice>();
   const search = new Promise<MdnsDevice | MdnsDevice[] | undefined>((resolve, reject) => {
@@ -5316,20 +5325,24 @@ async function browseMdns(pick: (seen: MdnsDevice[], last: boolean) => MdnsDevic
       browser.update();
     }, 2000);
     const timer = setTimeout(() => judge(true), timeout);
-    o.stop?.addEventListener('abort', () => finish(undefined));
-    o.signal?.addEventListener('abort', () => finish(undefined, o.signal!.reason));
+    // Removed when the search ends: the run's signal outlives many searches (a batch of plugs).
+    const ended = () => finish(undefined);
+    const stopped = () => finish(undefined, o.signal!.reason);
+    o.stop?.addEventListener('abort', ended);
+    o.signal?.addEventListener('abort', stopped);
     browser.on('up', note);
     browser.on('txt-update', note);
     let finished = false;
-    if (o.signal?.aborted || o.stop?.aborted) queueMicrotask(() => finish(undefined, o.signal?.reason));
-    function finish(d: MdnsDevice | MdnsDevice[] | undefined, stopped?: unknown) {
+    function finish(d: MdnsDevice | MdnsDevice[] | undefined, why?: unknown) {
       if (finished) return;
       finished = true;
+      o.stop?.removeEventListener('abort', ended);
+      o.signal?.removeEventListener('abort', stopped);
       clearInterval(requery);
       clearTimeout(timer);
       browser.stop();
       bonjour.destroy();
-      if (stopped !== undefined) reject(stopped);
+      if (why !== undefined) reject(why);
       else resolve(d);
     }
   });
@@ -5878,6 +5891,9 @@ export function checkTemplate(template: string, templatePath: string, substituti
   if (problems.length) throw new InputError(problems);
 }
 
+/** An ESPHome substitution in a value: `${name}` or `$name`. */
+const SUBSTITUTION = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g;
+
 /** Substitution names used in a template's YAML values (comments ignored), with the line of first use. */
 export function templateVariables(template: string): Map<string, number> {
   const lc = new (lib.yaml.LineCounter)();
@@ -5886,7 +5902,7 @@ export function templateVariables(template: string): Map<string, number> {
   lib.yaml.visit(doc, {
     Scalar(_key, node) {
       if (typeof node.value !== 'string') return;
-      for (const m of node.value.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g)) {
+      for (const m of node.value.matchAll(SUBSTITUTION)) {
         const name = m[1] ?? m[2];
         if (!found.has(name)) found.set(name, node.range ? lc.linePos(node.range[0]).line : 0);
       }

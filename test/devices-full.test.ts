@@ -3,7 +3,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startBench, startChild } from './workbench.ts';
-import { ESPHOME, FLOWS, GENERATED, wiringOf, writeGenerated } from './devices.ts';
+import { ESPHOME, FLOWS, GENERATED, writeGenerated } from './devices.ts';
+import { wiringFromDevice } from './sim/plug.ts';
 
 // With --yes: its pins are checked in devices-pins.test.ts.
 const flashedAbove = new Set(FLOWS.map(([, slug]) => slug));
@@ -11,7 +12,7 @@ describe('full flow of every other generated recipe', { concurrency: 3 }, () => 
   for (const g of GENERATED.filter((x) => !flashedAbove.has(x.slug))) {
     test(g.slug, async () => {
       const file = writeGenerated(g, 'flash-recipes-');
-      const b = await startBench({ mcu: g.recipe.mcu, uniqueName: true, sim: { wiring: wiringOf(g.device) },
+      const b = await startBench({ mcu: g.recipe.mcu, uniqueName: true, sim: { wiring: wiringFromDevice(g.device) },
         fakes: { esphome: ESPHOME }, env: g.got.mapping.kinds.includes('TuyaMCU') ? { FLASH_MCU_TIMEOUT_MS: '8000' } : {} });
       try {
         const run = startChild([file, ...b.args, '--yes'], b.env, b.user);

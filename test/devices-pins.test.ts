@@ -4,9 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { runInProcess, USER_SEES_AT_ONCE } from './workbench.ts';
-import { startSimPlug } from './sim/plug.ts';
+import { startSimPlug, wiringFromDevice } from './sim/plug.ts';
 import { virtualUser } from './virtual-user.ts';
-import { GENERATED, pinLines, wiringOf, writeGenerated } from './devices.ts';
+import { GENERATED, pinLines, writeGenerated } from './devices.ts';
 
 // Every device file that yields a recipe: its pin check, on a device wired as the file says and already on
 // Kickstart, drives each relay, LED and light channel and sees each button pressed.
@@ -15,7 +15,7 @@ for (const g of GENERATED) {
   test(`pin check of the generated ${slug} recipe on its simulated device`, async () => {
     const file = writeGenerated(g, 'flash-pins-');
     const sim = await startSimPlug({ mcu: recipe.mcu, phase: 'kickstart-lan', mdnsInterface: false,
-      wiring: wiringOf(g.device) });
+      wiring: wiringFromDevice(g.device) });
     const user = virtualUser(sim);
     try {
       const r = await runInProcess([file, '--only', 'pins', '--check-pins', '--device-ip', `127.0.0.1:${sim.port}`,

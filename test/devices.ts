@@ -8,7 +8,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { startBench, runInProcess, type Bench } from './workbench.ts';
 import { wiringFromDevice, type Wiring } from './sim/plug.ts';
-import { generateRecipe, type DeviceFile } from '../flash.ts';
+import { generateRecipe } from '../flash.ts';
 import { fixtureDevices, fixtureProfile, tempDir } from './helpers.ts';
 
 /** Every fixture device that yields a recipe, with what the generator makes of it. */
@@ -17,7 +17,6 @@ export const GENERATED = fixtureDevices().flatMap((device) => {
   return got.ok ? [{ slug: device.slug, device, got, recipe: YAML.parse(got.recipe) }] : [];
 });
 export const generatedFor = (slug: string) => GENERATED.find((g) => g.slug === slug)!;
-export const wiringOf = (device: DeviceFile) => wiringFromDevice(device);
 /**
  * ESPHome on the workbench: 2025.5.1, a release every generated recipe can use (2025.5.0 sends every TuyaMCU select
  * to datapoint 1, and the check step refuses it for them).
@@ -38,7 +37,7 @@ export function writeGenerated(g: (typeof GENERATED)[number], prefix: string): s
  */
 export async function benchFor(slug: string, wiring?: (w: Wiring) => Wiring): Promise<Bench & { file: string; recipe: any }> {
   const g = generatedFor(slug);
-  const w = wiringOf(g.device);
+  const w = wiringFromDevice(g.device);
   const b = await startBench({ mcu: g.recipe.mcu, uniqueName: true, sim: { wiring: wiring ? wiring(w) : w },
     fakes: { esphome: ESPHOME } });
   const dir = tempDir('flash-recipes-');
@@ -49,12 +48,21 @@ export async function benchFor(slug: string, wiring?: (w: Wiring) => Wiring): Pr
 }
 
 /** An entity's state on the simulated device once it has one (the BL0942 is polled after boot). */
-export function stateOf(device: NonNullable<Bench['sim']['device']>, name: string): Promise<unknown> {
+export function stateOf(device: NonNullable<Bench['sim']['device']>, name: string, timeoutMs = 30_000):
+  Promise<unknown> {
   const now = device.entity(name)?.state();
   if (now !== undefined) return Promise.resolve(now);
-  return new Promise((resolve) => device.events.on('state', (e: { name: string; state(): unknown }) => {
-    if (e.name === name && e.state() !== undefined) resolve(e.state());
-  }));
+  return new Promise((resolve, reject) => {
+    const check = (e: { name: string; state(): unknown }) => {
+      if (e.name !== name || e.state() === undefined) return;
+      done();
+      resolve(e.state());
+    };
+    const timer = setTimeout(() => (done(), reject(new Error(`${name} had no state within ${timeoutMs} ms`))),
+      timeoutMs);
+    const done = () => (clearTimeout(timer), device.events.off('state', check));
+    device.events.on('state', check);
+  });
 }
 
 /** The pin check's result lines: function -> [✓/✗, what was seen]. */

@@ -20,9 +20,13 @@ export const TSX = import.meta.resolve('tsx');
  * beside flash.ts, which finds recipes/ and package.json from where it is. Never committed (.gitignore); users run
  * flash.ts, and so do terminal.test.ts, the runnable-from-anywhere test and runs with `viaTsx`.
  */
-export const FLASH_JS = builtFlash();
+let built: string | undefined; // built when a test first starts a flash.ts child, not by every file that imports this
 
 function builtFlash(): string {
+  return (built ??= buildFlash());
+}
+
+function buildFlash(): string {
   const source = fs.readFileSync(FLASH, 'utf8');
   const hash = crypto.createHash('sha256').update(source).digest('hex').slice(0, 16);
   const file = path.join(ROOT, `.flash-${hash}.mjs`);
@@ -42,14 +46,14 @@ function builtFlash(): string {
   return file;
 }
 
-/** How a test starts flash.ts in a child: its build (FLASH_JS), or as a user does, through tsx (`viaTsx`). */
+/** How a test starts flash.ts in a child: its build (builtFlash), or as a user does, through tsx (`viaTsx`). */
 export function flashArgv(viaTsx = false): string[] {
-  return viaTsx ? ['--import', TSX, FLASH] : [FLASH_JS];
+  return viaTsx ? ['--import', TSX, FLASH] : [builtFlash()];
 }
 
 export interface RunResult { code: number; stdout: string; stderr: string }
 
-/** flash.ts in a child process, colours off, no terminal on stdin (its build unless `viaTsx`: see FLASH_JS). */
+/** flash.ts in a child process, colours off, no terminal on stdin (its build unless `viaTsx`: see builtFlash). */
 export function runFlash(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string; timeoutMs?: number;
   /** Someone reading along (a virtual user who acts on what flash.ts tells them). */
   reader?: { read(text: string): void }; viaTsx?: boolean } = {}): Promise<RunResult> {

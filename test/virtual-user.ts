@@ -39,6 +39,9 @@ export function plainText(s: string): string {
   return s.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '');
 }
 
+/** How long a relay's new state or a light must last to be heard or seen (a relay's contacts need milliseconds). */
+export const SEEN_MS = 10;
+
 /** The keys that give `answer` to question `q` in @inquirer/prompts. */
 export function keysFor(q: Question, answer: Answer): string {
   if (q.kind === 'confirm') return answer === (q.default ?? true) ? KEY.enter : `${answer ? 'y' : 'n'}${KEY.enter}`;
@@ -57,22 +60,43 @@ export function virtualUser(sim: SimPlug | undefined,
     /** Told to press or flip: what this user does (by default, does it). 'nothing': looks away the first time. */
     acts?: (instruction: string, times: number) => 'do it' | 'nothing';
   } = {}): VirtualUser {
-  // What the user saw since the last question: the relay clicking, LEDs (by colour) turning on.
+  // What the user saw since the last question: the relay clicking, LEDs (by colour) turning on. Every change is
+  // watched as it happens, but only a state that lasts SEEN_MS counts: a relay's contacts do not move on a shorter
+  // pulse, and an eye misses a shorter flash. (flash.ts holds a pin on for FLASH_PIN_SHOW_MS, more than this.)
   const seen = new Set<string>();
+  /** Since when each thing is in the state that will count when it lasts: key -> [what is seen, since]. */
+  const since = new Map<string, [string, number]>();
+  const lasted = (key: string, at: number) => {
+    const was = since.get(key);
+    since.delete(key);
+    if (was && at - was[1] >= SEEN_MS) seen.add(was[0]);
+  };
+  /** The things still in their state now, as seen if they have lasted (a question asks what was seen). */
+  const settle = () => {
+    const now = performance.now();
+    for (const [key, [what, at]] of since) if (now - at >= SEEN_MS) (seen.add(what), since.set(key, [what, now]));
+  };
   let last = sim?.hardware;
   /** From now on, what it sees counts: flash.ts announced a click that is not the one it asks about. */
   const lookAfresh = () => {
     if (!sim) return;
     last = sim.hardware;
     seen.clear();
+    since.clear();
   };
-  // Every change, as it happens: a relay that clicks on and off, however quickly, is heard.
   const unwatch = sim?.onHardware((now) => {
     const before = last!;
-    for (const [n, on] of Object.entries(now.relays)) if (on !== before.relays[Number(n)]) seen.add('relay');
+    const at = performance.now();
+    // A relay clicks on any change of its contacts, on or off.
+    for (const [n, on] of Object.entries(now.relays))
+      if (on !== before.relays[Number(n)]) (lasted(`relay ${n}`, at), since.set(`relay ${n}`, ['relay', at]));
     // 'blue 2' is the second blue LED: a person sees a blue LED.
-    for (const [led, on] of Object.entries(now.leds)) if (on && !before.leds[led]) seen.add(led.split(' ')[0]);
-    for (const colour of now.light) seen.add(`light ${colour}`);
+    for (const [led, on] of Object.entries(now.leds)) {
+      if (on && !before.leds[led]) since.set(`led ${led}`, [led.split(' ')[0], at]);
+      if (!on && before.leds[led]) lasted(`led ${led}`, at);
+    }
+    for (const colour of now.light) if (!before.light.includes(colour)) since.set(`light ${colour}`, [`light ${colour}`, at]);
+    for (const colour of before.light) if (!now.light.includes(colour)) lasted(`light ${colour}`, at);
     last = now;
   });
 
@@ -143,6 +167,7 @@ export function virtualUser(sim: SimPlug | undefined,
     const override = opts.overrides?.[q.id];
     if (override !== undefined) return typeof override === 'function' ? override(q) : override;
     if (q.id.startsWith('pin_') && sim) {
+      settle();
       const lit = ['red', 'green', 'blue', 'cold', 'warm'].filter((c) => seen.has(`light ${c}`));
       const colour = ['red', 'green', 'blue'].find((c) => seen.has(c));
       const light = q.choices?.includes('cold white');
@@ -150,6 +175,7 @@ export function virtualUser(sim: SimPlug | undefined,
       const answer = light ? first ?? 'nothing'
         : seen.has('relay') ? 'the relay clicked' : colour ? `a ${colour} LED` : seen.size ? 'another LED' : 'nothing';
       seen.clear();
+      since.clear();
       return answer;
     }
     if (q.id === 'kickstart_plug' && sim) {

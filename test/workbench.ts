@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { freeUdpPort, startSimPlug, type SimPlug, type SimPlugOptions } from './sim/plug.ts';
 import { makeFakeWorld, type FakeWorld, type FakeWorldOptions } from './fakes.ts';
-import { plainText, virtualUser, type Override, type VirtualUser } from './virtual-user.ts';
+import { plainText, SEEN_MS, virtualUser, type Override, type VirtualUser } from './virtual-user.ts';
 import { PassThrough } from 'node:stream';
 import { io, runCli } from '../flash.ts';
 import { CLOUDCUTTER_API_FIXTURES, ROOT, flashArgv, serveDir, tempDir } from './helpers.ts';
@@ -51,10 +51,11 @@ export const BENCH_TIME_SCALE = 0.02;
 
 /**
  * For runs watched only by the virtual user: it sees every change of the simulated hardware as it happens
- * (SimPlug.onHardware), so the pin check need not hold a pin on for a person's eyes. The bench sets it;
- * terminal.test.ts and the demo keep a person's time.
+ * (SimPlug.onHardware), so the pin check holds a pin on for twice what it needs (SEEN_MS), not for a person's
+ * eyes; a pin not held long enough is not seen. The bench sets it; terminal.test.ts and the demo keep a person's
+ * time.
  */
-export const USER_SEES_AT_ONCE = { FLASH_PIN_SHOW_MS: '1' };
+export const USER_SEES_AT_ONCE = { FLASH_PIN_SHOW_MS: String(2 * SEEN_MS) };
 
 export interface BenchOptions {
   mcu?: Mcu;

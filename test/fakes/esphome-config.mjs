@@ -15,7 +15,7 @@
 // The ESPHome version matters where ESPHome changed since that checkout (esphome-data.mjs SINCE): the world's
 // `esphome.version` (2025.5.0 by default), or validateConfig's `version` option.
 import fs from 'node:fs';
-import { env } from './common.mjs';
+import { env, err } from './common.mjs';
 import { COMPONENTS, PLATFORMS, DEPENDENCIES, AUTO_LOAD, RESERVED_IDS, BK72XX_BOARDS, SINCE }
   from './esphome-data.mjs';
 
@@ -563,7 +563,7 @@ class Validator {
         if (/^[DA]\d+$/.test(v)) {
           const others = Object.keys(pins).filter((k) => pins[k] === pins[v] && !/^[DA]\d+$/.test(k))
             .sort((a, b) => (a[0] === 'P' ? a.length - 99 : a.length) - (b[0] === 'P' ? b.length - 99 : b.length));
-          process.stderr.write('WARNING Using D# and A# pin numbering is deprecated. Please replace ' +
+          err('WARNING Using D# and A# pin numbering is deprecated. Please replace ' +
             `'${v}' with one of: ${others.join(', ')}\n`);
         }
         return pins[v];

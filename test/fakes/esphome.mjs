@@ -247,11 +247,6 @@ function readYamlFile(shown, ctx) {
   return { doc, lineCounter, src };
 }
 
-/** A config file on this machine as `esphome config` reads it: {config (substituted), errors, chip}. */
-export function readConfigFile(file, subs = {}) {
-  return readConfig(path.resolve(file), { toHost: (p) => p }, subs);
-}
-
 function readConfig(shown, ctx, cliSubs) {
   const { doc, lineCounter, src } = readYamlFile(shown, ctx);
   const dir = path.posix.dirname(shown);

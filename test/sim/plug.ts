@@ -23,7 +23,6 @@ import { createBl0942, createHlw8032, resolveBl0942Refs, type Bl0942, type Bl094
 import { realClock } from './uart-line.ts';
 import { tuyaFlashImage, typicalTuyaValues } from './tuya-storage.ts';
 
-export { objectIdOf };
 
 export type Phase = 'tuya' | 'kickstart-ap' | 'kickstart-lan' | 'final' | 'off';
 
@@ -200,17 +199,16 @@ export interface DeviceWiringSource {
  * A device whose first profile is one of Tuya's `lowpower` firmwares (battery sensors) has an MCU that speaks the
  * low-power serial protocol, which has no heartbeat and no datapoint query: ESPHome's tuya component never gets
  * past its first step with it (a separate low-power component was proposed in esphome#11168). Its MCU here answers
- * no heartbeat (`lowPower: false` leaves it a standard one).
+ * no heartbeat.
  */
-export function wiringFromDevice(device: DeviceWiringSource, o: { baud?: number; lowPower?: boolean } = {}): Wiring {
+export function wiringFromDevice(device: DeviceWiringSource, o: { baud?: number } = {}): Wiring {
   const dc = device.device_configuration ?? {};
   const w: Wiring = { ...wiringFromTuya(dc), tuyaKeys: dc };
   const said = device.tuyamcu_baud ?? dc.wifi_bdrate;
   if (said === undefined && o.baud === undefined) return w;
   const baud = o.baud ?? (Number(said) > 0 ? Number(said) : 9600);
   w.tuyaMcu = { baud, datapoints: datapointsFromSchema(Object.values(device.schemas ?? {})[0] ?? []) };
-  const lowPower = o.lowPower ?? /lowpower/.test(device.profiles?.[0]?.slug ?? '');
-  if (lowPower) w.tuyaMcu.options = { ignoreCommands: [0x00] };
+  if (/lowpower/.test(device.profiles?.[0]?.slug ?? '')) w.tuyaMcu.options = { ignoreCommands: [0x00] };
   return w;
 }
 
@@ -256,8 +254,8 @@ function datapointsFromSchema(entries: unknown[]): TuyaDatapoint[] {
  * when active low), buttons on btN_pin (button 0 on total_bt_pin), a red LED as the Wi-Fi LED (netled1_pin), other
  * LEDs as relay LEDs (ledN_pin), light channels on r/g/b/c/w_pin with cmod naming them.
  */
-export function tuyaKeysFromWiring(w: Wiring, module?: string): Record<string, unknown> {
-  const keys: Record<string, unknown> = { Jsonver: '1.1.8', ...(module ? { module } : {}) };
+export function tuyaKeysFromWiring(w: Wiring): Record<string, unknown> {
+  const keys: Record<string, unknown> = { Jsonver: '1.1.8' };
   const low = new Set(w.activeLow ?? []);
   const relays = w.relays ?? (w.relay ? { [w.relay]: 1 } : {});
   for (const [pin, n] of Object.entries(relays)) Object.assign(keys, { [`rl${n}_pin`]: Number(pin.slice(1)),
@@ -717,7 +715,6 @@ function isLoopback(addr: string): boolean {
 /** A timer of the sim's (`later`): the Node timer under way, re-armed when it fired early. */
 interface Later { timer: NodeJS.Timeout }
 
-/** A UDP port nothing uses now (the system picks it), for an mDNS network of one's own. */
 /**
  * The ports the kernel hands out by itself (listen(0), a client's source port) start here: a port below it is taken
  * only by whoever asks for it by number, so a plug that lets go of one while it reboots gets it back.

@@ -165,3 +165,25 @@ test('verify: a plug whose firmware has another API key is a failure that says t
     await b.close();
   }
 });
+
+test('upload: a UF2 built before secrets.yaml last changed (a Wi-Fi corrected since) is built again first', async () => {
+  const b = await startBench({ sim: { phase: 'kickstart-lan' } });
+  try {
+    await configured(b);
+    const compiles = () => b.world.calls('esphome').filter((c) => c.argv[0] === 'compile').length;
+    const built = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'compile'], b.env, b.user);
+    assert.equal(built.code, 0, built.out);
+    assert.equal(compiles(), 1);
+    // secrets.yaml changed after the build (as when the kickstart step saves a corrected Wi-Fi name).
+    const secrets = path.join(b.out, 'secrets.yaml');
+    const later = new Date(Date.now() + 60_000);
+    fs.utimesSync(secrets, later, later);
+    const r = await runInProcess([RECIPE, ...b.args, '--yes', '--only', 'upload', '--device-ip', '127.0.0.1'], b.env,
+      b.user);
+    assert.equal(r.code, 0, r.out);
+    assert.equal(compiles(), 2, 'built again with what secrets.yaml says now');
+    assert.match(r.out, /Kickstart took the firmware/);
+  } finally {
+    await b.close();
+  }
+});

@@ -5142,28 +5142,22 @@ async function cloudcutterApiGet(rel: string,
   const url = `${base}/${rel}`;
   const cached = path.join(process.env.XDG_CACHE_HOME || path.join(process.env.HOME || '.', '.cache'), 'flash.ts',
     'cloudcutter-api', rel);
-  let reason = '';
-  // A second try when the connection broke: a server may close a kept-alive connection just as it is reused.
-  for (let attempt = 1; attempt <= 2; attempt++) {
-    let answered = false;
-    try {
-      const res = await fetch(url, { signal: withTimeout(ms('FLASH_HTTP_TIMEOUT_MS'), o.signal) });
-      answered = true;
-      if (res.status === 404 && o.notFound) throw o.notFound();
-      if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      const text = await res.text();
-      const data = JSON.parse(text);
-      if (!o.dryRun) {
-        fs.mkdirSync(path.dirname(cached), { recursive: true });
-        writeFileAtomic(cached, text);
-      }
-      return data;
-    } catch (e) {
-      if (e instanceof InputError) throw e;
-      o.signal?.throwIfAborted();
-      reason = failure(e);
-      if (answered || (e as Error).name === 'TimeoutError') break;
+  let reason: string;
+  try {
+    // Tried again when the connection broke: a server may close a kept-alive connection just as it is reused.
+    const res = await request('GET', url, { retries: 1, shown: rel, signal: o.signal });
+    if (res.status === 404 && o.notFound) throw o.notFound();
+    if (res.status >= 400) throw new Error(`HTTP ${res.status}`);
+    const data = JSON.parse(res.text);
+    if (!o.dryRun) {
+      fs.mkdirSync(path.dirname(cached), { recursive: true });
+      writeFileAtomic(cached, res.text);
     }
+    return data;
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    o.signal?.throwIfAborted();
+    reason = failure(e);
   }
   if (fs.existsSync(cached)) {
     const day = fs.statSync(cached).mtime.toISOString().slice(0, 10);

@@ -6316,17 +6316,18 @@ const STOP_SIGNALS: Record<string, number> = { SIGINT: EXIT.interrupted, SIGTERM
 export async function runCli(argv: string[], scope = new RunScope()): Promise<number> {
   const onSignal = (signal: NodeJS.Signals) => scope.interrupt(signal);
   for (const s of Object.keys(STOP_SIGNALS)) process.on(s, onSignal);
-  const stopped = new Promise<never>((_, reject) => scope.signal.addEventListener('abort', () => reject(
-    scope.signal.reason), { once: true }));
-  stopped.catch(() => {});
+  const run = main(argv, scope);
+  run.catch(() => {}); // its own ending is handled below, or it is left behind after a stop
   try {
-    const run = main(argv, scope);
-    run.catch(() => {}); // its own ending is handled below, or it is left behind after a stop
-    return await Promise.race([run, stopped.catch((e) => Promise.race([run.then(() => { throw e; }, () => {
-      throw e;
-    }), sleep(STOP_GRACE_MS).then(() => { throw e; })]))]);
+    return await untilStopped(run, scope.signal);
   } catch (e) {
-    if (scope.interrupted) return stopRun(scope);
+    if (scope.interrupted) {
+      // The run gets a moment to end its own way (its children stopped, the journal saved), then is left behind.
+      const grace = new AbortController();
+      await Promise.race([run.catch(() => {}), sleep(STOP_GRACE_MS, grace.signal).catch(() => {})]);
+      grace.abort();
+      return stopRun(scope);
+    }
     await scope.close();
     if (e instanceof InputError) {
       printError(`${c.red('✗ bad input')} (${whatHappened(scope.ctx)})`);

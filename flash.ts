@@ -2898,27 +2898,10 @@ export function tuyaEntityNames(template: string, subs: Record<string, string>):
  */
 async function readDeviceStates(host: string, port: number, encryptionKey: string, wait: number,
   enough: (states: Map<string, string>) => boolean): Promise<Map<string, string>> {
-  const { Client } = await import('@2colors/esphome-native-api');
   type Entity = { name: string; type: string; config: { unitOfMeasurement?: string };
     on(e: 'state', f: (s: Record<string, unknown>) => void): void };
-  const client = new Client({ host, port, encryptionKey, reconnect: false, clientInfo: `flash.ts ${VERSION}` }) as
-    unknown as { connect(): void; disconnect(): void; on(e: string, f: (x: never) => void): void;
-      connection: { on(e: 'error', f: () => void): void; pingTimer?: NodeJS.Timeout } };
   const states = new Map<string, string>();
-  return new Promise((resolve) => {
-    let finished = false;
-    const done = () => {
-      if (finished) return;
-      finished = true;
-      clearTimeout(timer);
-      try {
-        client.disconnect();
-      } catch {}
-      // As readDeviceInfo: a late error of a closed session must neither crash flash.ts nor keep it running.
-      client.connection.on('error', () => queueMicrotask(() => clearInterval(client.connection.pingTimer)));
-      resolve(states);
-    };
-    const timer = setTimeout(done, wait);
+  return apiSession(host, port, encryptionKey, wait, true, (client, finish) =>
     client.on('newEntity', (entity: Entity) => entity.on('state', (s) => {
       const value = s.state ?? s.value ?? s.speed ?? s.currentTemperature;
       // missing_state, or a climate's temperature not yet reported (NaN)
@@ -2927,15 +2910,8 @@ async function readDeviceStates(host: string, port: number, encryptionKey: strin
         : typeof value === 'number' ? `${Number(value.toFixed(2))}${entity.config.unitOfMeasurement ?
           ` ${entity.config.unitOfMeasurement}` : ''}` : String(value ?? '');
       states.set(entity.name, text);
-      if (enough(states)) done();
-    }));
-    client.on('error', () => done());
-    try {
-      client.connect();
-    } catch {
-      done();
-    }
-  });
+      if (enough(states)) finish(states);
+    })), () => states);
 }
 
 async function planVerify(ctx: Ctx): Promise<string[]> {
@@ -3033,16 +3009,32 @@ function firstFound<T>(searches: Promise<T | undefined>[]): Promise<T | undefine
  */
 export async function readDeviceInfo(host: string, port: number, encryptionKey: string, timeout: number):
   Promise<DeviceInfoResponse | { error: string }> {
+  return apiSession<DeviceInfoResponse | { error: string }>(host, port, encryptionKey, timeout, false,
+    (client, finish) => client.on('deviceInfo', (info: DeviceInfoResponse) => finish(info)), (error) => ({ error }));
+}
+
+/** The part of @2colors/esphome-native-api's Client we use (its typings leave out connect, disconnect, events). */
+interface ApiClient {
+  connect(): void;
+  disconnect(): void;
+  on(event: string, listener: (arg: never) => void): void;
+  connection: { on(event: 'error', listener: () => void): void; pingTimer?: NodeJS.Timeout;
+    frameHelper: { on(event: 'close', listener: () => void): void } };
+}
+
+/**
+ * One session with a device's native API, encrypted with its key (the client does the Noise handshake), its entities
+ * listed and subscribed when `entities`. `listen` hooks what it waits for and calls `finish` with the answer; an
+ * error, the device closing the connection or `timeout` end it with `ended(why)`. Never throws.
+ */
+async function apiSession<T>(host: string, port: number, encryptionKey: string, timeout: number, entities: boolean,
+  listen: (client: ApiClient, finish: (r: T) => void) => void, ended: (why: string) => T): Promise<T> {
   const { Client } = await import('@2colors/esphome-native-api');
-  // The package's typings leave out Client's connect/disconnect and its events: this is the part we use.
   const client = new Client({ host, port, encryptionKey, reconnect: false, clientInfo: `flash.ts ${VERSION}`,
-    initializeListEntities: false, initializeSubscribeStates: false }) as unknown as {
-    connect(): void; disconnect(): void; on(event: 'deviceInfo' | 'error', listener: (arg: never) => void): void;
-    connection: { on(event: 'error', listener: () => void): void; pingTimer?: NodeJS.Timeout;
-      frameHelper: { on(event: 'close', listener: () => void): void } } };
+    initializeListEntities: entities, initializeSubscribeStates: entities }) as unknown as ApiClient;
   let finished = false;
   return new Promise((resolve) => {
-    const done = (r: DeviceInfoResponse | { error: string }) => {
+    const finish = (r: T) => {
       clearTimeout(timer);
       if (finished) return;
       finished = true;
@@ -3056,16 +3048,16 @@ export async function readDeviceInfo(host: string, port: number, encryptionKey: 
       connection.on('error', () => queueMicrotask(() => clearInterval(connection.pingTimer)));
       resolve(r);
     };
-    const timer = setTimeout(() => done({ error: `no answer within ${seconds(timeout)}` }), timeout);
-    client.on('deviceInfo', (info: DeviceInfoResponse) => done(info));
-    client.on('error', (e: Error) => done({ error: e?.message ?? String(e) }));
-    // Closed by the device before it answered (a plug rebooting right after the upload ends the session cleanly):
-    // no answer will come on this connection.
-    client.connection.frameHelper.on('close', () => done({ error: 'the device closed the connection' }));
+    const timer = setTimeout(() => finish(ended(`no answer within ${seconds(timeout)}`)), timeout);
+    listen(client, finish);
+    client.on('error', (e: Error) => finish(ended(e?.message ?? String(e))));
+    // Closed by the device (a plug rebooting right after the upload ends the session cleanly): no answer will come
+    // on this connection.
+    client.connection.frameHelper.on('close', () => finish(ended('the device closed the connection')));
     try {
       client.connect();
     } catch (e) {
-      done({ error: (e as Error).message });
+      finish(ended((e as Error).message));
     }
   });
 }

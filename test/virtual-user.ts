@@ -163,6 +163,17 @@ export function virtualUser(sim: SimPlug | undefined,
   let waiting: { text: string; resolve: () => void } | undefined;
   const asked: Question[] = [];
 
+  /** A question is on screen (the presses of a search wait meanwhile). */
+  const opened = (q: Question) => {
+    asked.push(q);
+    questionOpen = true;
+  };
+  /** Answered: a search ends when the user confirmed what it found, or gave up on it. */
+  const closed = (q: Question, answer: Answer) => {
+    questionOpen = false;
+    if ((q.id.startsWith('found_') && answer === true) || q.id.startsWith('unfound_')) stopSearching();
+  };
+
   async function decide(q: Question): Promise<Answer> {
     const override = opts.overrides?.[q.id];
     if (override !== undefined) return typeof override === 'function' ? override(q) : override;
@@ -236,8 +247,7 @@ export function virtualUser(sim: SimPlug | undefined,
     },
     did,
     onQuestion(q) {
-      asked.push(q);
-      questionOpen = true;
+      opened(q);
       drawn = '';
       opts.log?.(`[virtual user] ${q.message}`);
       void (async () => {
@@ -246,8 +256,7 @@ export function virtualUser(sim: SimPlug | undefined,
         await new Promise((r) => setTimeout(r, 10)); // the prompt listens for keys once it has drawn
         opts.log?.(`[virtual user] → ${answer}`);
         input.write(keysFor(q, answer));
-        questionOpen = false;
-        if ((q.id.startsWith('found_') && answer === true) || q.id.startsWith('unfound_')) stopSearching();
+        closed(q, answer);
       })().catch((e) => {
         // A question this user cannot answer: they say why and press Ctrl+C, so the run ends now (exit 130) and
         // the test fails at once with flash.ts's output, not at its timeout.
@@ -257,11 +266,9 @@ export function virtualUser(sim: SimPlug | undefined,
       });
     },
     async answer(q) {
-      asked.push(q);
-      questionOpen = true;
+      opened(q);
       const answer = await decide(q);
-      questionOpen = false;
-      if ((q.id.startsWith('found_') && answer === true) || q.id.startsWith('unfound_')) stopSearching();
+      closed(q, answer);
       return answer;
     },
     stop: () => {

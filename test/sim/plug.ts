@@ -1950,7 +1950,7 @@ export async function startSimPlug(opts: SimPlugOptions): Promise<SimPlug> {
       return () => void events.off('hardware', each);
     },
     waitForHardware(pred, timeoutMs = 5000) {
-      return until(['hardware'], () => (pred(hardware()) ? hardware() : undefined), timeoutMs,
+      return until(['hardware'], () => { const hw = hardware(); return pred(hw) ? hw : undefined; }, timeoutMs,
         'the hardware', () => `hardware not as expected within ${timeoutMs} ms: ${JSON.stringify(hardware())}`);
     },
     waitForDevice(timeoutMs = 5000) {

@@ -99,11 +99,14 @@ export function scaled(w, realMs) {
   return realMs * timeScale(w);
 }
 
-/** GET `${simUrl}/_sim/state` of the world's simulated plug, or null (no sim, or it does not answer). */
+/**
+ * GET `${simUrl}/_sim/state` of the world's simulated plug, or null (no sim, or it refuses). No time limit: a sim in
+ * a busy test process answers late, not never (a 2 s limit failed two suites running side by side).
+ */
 export async function simState(w) {
   if (!w.simUrl) return null;
   try {
-    const r = await fetch(`${w.simUrl.replace(/\/$/, '')}/_sim/state`, { signal: AbortSignal.timeout(2000) });
+    const r = await fetch(`${w.simUrl.replace(/\/$/, '')}/_sim/state`);
     return r.ok ? await r.json() : null;
   } catch {
     return null;
